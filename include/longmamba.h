@@ -1,0 +1,399 @@
+/*
+ * longmamba.h - the one public header of libongmamba.
+ *
+ * Run Mamba language models, and extend their context without training
+ * through LongMamba (global-channel token filtering) or DeciMamba.
+ *
+ *   lm_model *model = NULL;
+ *   char err[256];
+ *   if (lm_model_load("mamba-130m-hf", NULL, &model, err, sizeof err) != LM_OK) {
+ *       fprintf(stderr, "load: %s\n", err);
+ *       return 1;
+ *   }
+ *   lm_model_info info = {.struct_size = sizeof info};
+ *   lm_model_get_info(model, &info);
+ *   float *logits = malloc(sizeof(float) * (size_t)info.vocab_size);
+ *   lm_session *s = NULL;
+ *   lm_session_create(model, NULL, &s, err, sizeof err);
+ *   int32_t prompt[] = {510, 4320, 273};
+ *   lm_session_prefill(s, prompt, 3, 1, logits, (size_t)info.vocab_size);
+ *   int32_t next = argmax(logits);                 // your sampler
+ *   lm_session_decode(s, next, logits, (size_t)info.vocab_size);
+ *   lm_session_free(s);
+ *   lm_model_free(model);
+ *
+ * Thread model
+ *   An lm_model is immutable after lm_model_load and may be shared by any
+ *   number of threads and sessions at once.  An lm_session is used by one
+ *   thread at a time (different sessions may run concurrently).  An
+ *   lm_calibration is immutable and shareable like a model.
+ *
+ * Ownership
+ *   Handles are created by lm_*_create / lm_*_load and released by the
+ *   matching lm_*_free, which accepts NULL.  A session must be freed before
+ *   its model; a calibration given to a session must outlive the session.
+ *   Memory crosses the boundary only as caller-owned buffers with explicit
+ *   lengths (counted in elements of the pointed-to type unless a name says
+ *   bytes).  The library never keeps a pointer to a caller buffer after a
+ *   call returns.
+ *
+ * Errors
+ *   Every fallible call returns an lm_status.  Session calls record a
+ *   message readable with lm_session_last_error().  Calls without a session
+ *   take an optional (err, err_cap) buffer that receives the message (NUL
+ *   terminated, truncated to err_cap).  On any error a session keeps the
+ *   state it had before the call.  The library never aborts, exits or
+ *   prints.
+ *
+ * Parameter structs
+ *   Passed by pointer; the first field is struct_size; fill them with the
+ *   matching *_init() function (or zero them and set struct_size): zero
+ *   means default.  New fields are only ever appended.  Passing NULL means
+ *   all defaults.
+ */
+#ifndef LONGMAMBA_H
+#define LONGMAMBA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define LM_API __declspec(dllimport)
+#elif defined(LM_BUILDING_LIBRARY)
+#define LM_API __attribute__((visibility("default")))
+#else
+#define LM_API
+#endif
+
+/* ---- version ----------------------------------------------------------- */
+
+#define LM_VERSION_MAJOR 0
+#define LM_VERSION_MINOR 1
+#define LM_VERSION_PATCH 0
+#define LM_VERSION_NUMBER (LM_VERSION_MAJOR * 10000 + LM_VERSION_MINOR * 100 + LM_VERSION_PATCH)
+
+/* LM_VERSION_NUMBER of the library actually loaded. */
+LM_API int32_t lm_version(void);
+/* "MAJOR.MINOR.PATCH" of the library actually loaded (static string). */
+LM_API const char *lm_version_string(void);
+
+/* ---- status ------------------------------------------------------------ */
+
+/* Values are pinned: never renumbered, only appended. */
+typedef enum lm_status {
+    LM_OK = 0,
+    LM_ERR_INVALID_ARGUMENT = 1,   /* NULL pointer, bad size, bad parameter value */
+    LM_ERR_NO_MEMORY = 2,          /* host or device allocation failed */
+    LM_ERR_IO = 3,                 /* file cannot be opened, read, mapped or written */
+    LM_ERR_FORMAT = 4,             /* malformed file: safetensors, JSON, state blob */
+    LM_ERR_UNSUPPORTED = 5,        /* well-formed but not supported (dtype, architecture) */
+    LM_ERR_SHAPE = 6,              /* tensor shape disagrees with the configuration */
+    LM_ERR_MISSING = 7,            /* a required tensor, file or config field is absent */
+    LM_ERR_BUFFER_TOO_SMALL = 8,   /* caller buffer smaller than required */
+    LM_ERR_OUT_OF_RANGE = 9,       /* token id >= vocab, layer index out of range */
+    LM_ERR_BACKEND = 10,           /* CUDA / cuBLAS failure (message has the CUDA text) */
+    LM_ERR_BACKEND_UNAVAILABLE = 11, /* backend not compiled in or no device present */
+    LM_ERR_MISMATCH = 12,          /* calibration or state belongs to another model */
+    LM_ERR_ABORTED = 13,           /* the progress callback asked to stop */
+    LM_ERR_NUMERIC = 14            /* NaN/Inf where finite values are required */
+} lm_status;
+
+/* Short static description of a status ("invalid argument", ...). */
+LM_API const char *lm_status_str(lm_status status);
+
+/* ---- enums ------------------------------------------------------------- */
+
+typedef enum lm_backend {
+    LM_BACKEND_AUTO = 0,  /* CUDA when compiled in and a device is present, else CPU */
+    LM_BACKEND_CPU = 1,
+    LM_BACKEND_CUDA = 2
+} lm_backend;
+
+typedef enum lm_arch {
+    LM_ARCH_MAMBA1 = 1,
+    LM_ARCH_MAMBA2 = 2
+} lm_arch;
+
+typedef enum lm_dtype {
+    LM_DTYPE_F32 = 0,
+    LM_DTYPE_F16 = 1,
+    LM_DTYPE_BF16 = 2
+} lm_dtype;
+
+typedef enum lm_log_level {
+    LM_LOG_ERROR = 0,
+    LM_LOG_WARN = 1,
+    LM_LOG_INFO = 2,
+    LM_LOG_DEBUG = 3
+} lm_log_level;
+
+/* Called from the thread running the call that logs.  msg has no newline. */
+typedef void (*lm_log_fn)(void *user, lm_log_level level, const char *msg);
+
+/* Progress of a long call: done out of total units (tokens).  Return
+ * nonzero to stop: the call then returns LM_ERR_ABORTED and the session
+ * keeps the state it had before the call. */
+typedef int (*lm_progress_fn)(void *user, int64_t done, int64_t total);
+
+/* 1 if the backend is compiled in and usable on this machine, else 0.
+ * LM_BACKEND_AUTO always reports 1. */
+LM_API int32_t lm_backend_available(lm_backend backend);
+/* Static name: "auto", "cpu", "cuda". */
+LM_API const char *lm_backend_name(lm_backend backend);
+
+/* ---- model ------------------------------------------------------------- */
+
+typedef struct lm_model lm_model;
+
+typedef struct lm_model_params {
+    uint32_t struct_size;
+    lm_backend backend;      /* default AUTO */
+    int32_t n_threads;       /* CPU threads; 0 = number of online cores */
+    int32_t device;          /* CUDA device ordinal; default 0 */
+    lm_log_fn log_fn;        /* NULL = no logging */
+    void *log_user;
+    lm_log_level log_level;  /* most verbose level delivered; default ERROR */
+} lm_model_params;
+
+LM_API void lm_model_params_init(lm_model_params *params);
+
+/* Loads a model directory (config.json + model.safetensors, or shards with
+ * model.safetensors.index.json) in Hugging Face or mamba_ssm naming.
+ * params may be NULL.  On failure *out is NULL and err holds the reason. */
+LM_API lm_status lm_model_load(const char *dir, const lm_model_params *params,
+                               lm_model **out, char *err, size_t err_cap);
+LM_API void lm_model_free(lm_model *model);
+
+typedef struct lm_model_info {
+    uint32_t struct_size;    /* set by the caller; fields past it are not written */
+    lm_arch arch;
+    lm_dtype dtype;          /* storage dtype of the checkpoint's weights */
+    lm_backend backend;      /* backend the model runs on (never AUTO) */
+    int64_t d_model;
+    int64_t d_inner;
+    int64_t d_state;
+    int64_t d_conv;
+    int64_t dt_rank;         /* Mamba-1 */
+    int64_t n_layer;
+    int64_t vocab_size;      /* rows of the embedding (padded vocabulary) */
+    int64_t n_heads;         /* Mamba-2: heads; Mamba-1: 0 */
+    int64_t head_dim;        /* Mamba-2 */
+    int64_t n_groups;        /* Mamba-2 */
+    int64_t n_channels;      /* LongMamba channels per layer: d_inner (M1) or n_heads (M2) */
+    int64_t n_params;        /* parameters, counting a tied head once */
+    int32_t tied_embeddings; /* 1 if lm_head is the embedding */
+    int32_t n_threads;
+    uint64_t fingerprint;    /* identifies the weights; calibrations record it */
+} lm_model_info;
+
+LM_API lm_status lm_model_get_info(const lm_model *model, lm_model_info *info);
+
+/* ---- calibration (LongMamba step 1 and 2 statistics) ------------------- */
+
+typedef struct lm_calibration lm_calibration;
+
+typedef enum lm_calib_agg {
+    LM_CALIB_AGG_MAX = 0,    /* elementwise max over windows (authors' default) */
+    LM_CALIB_AGG_MEAN = 1    /* elementwise arithmetic mean over windows */
+} lm_calib_agg;
+
+typedef struct lm_calib_params {
+    uint32_t struct_size;
+    lm_calib_agg aggregation;  /* default MAX */
+    double clamp;              /* sc in [0, 0.2]: clamp Δ to its top-sc value; 0 = off */
+    const int64_t *buckets;    /* ascending prompt lengths; NULL = LongMamba's list (1k..192k) */
+    size_t n_buckets;
+    lm_progress_fn progress;   /* per window */
+    void *progress_user;
+} lm_calib_params;
+
+LM_API void lm_calib_params_init(lm_calib_params *params);
+
+/* Runs vanilla prefills over n_windows token windows (window i has
+ * lengths[i] tokens) and computes per layer and channel the cumulative
+ * log-decay and the per-bucket token-filter thresholds. */
+LM_API lm_status lm_calibrate(const lm_model *model, const int32_t *const *windows,
+                              const size_t *lengths, size_t n_windows,
+                              const lm_calib_params *params, lm_calibration **out,
+                              char *err, size_t err_cap);
+/* Saves as safetensors with metadata (fingerprint, lengths, clamp, aggregation). */
+LM_API lm_status lm_calibration_save(const lm_calibration *calib, const char *path,
+                                     char *err, size_t err_cap);
+/* Loads a calibration file.  If model is not NULL the file must belong to it
+ * (LM_ERR_MISMATCH otherwise). */
+LM_API lm_status lm_calibration_load(const char *path, const lm_model *model,
+                                     lm_calibration **out, char *err, size_t err_cap);
+LM_API void lm_calibration_free(lm_calibration *calib);
+
+typedef struct lm_calibration_info {
+    uint32_t struct_size;
+    lm_arch arch;
+    int64_t n_layer;
+    int64_t n_channels;        /* per layer */
+    int64_t calib_length;      /* longest calibration window, tokens */
+    int64_t n_windows;
+    int64_t n_buckets;
+    double clamp;
+    lm_calib_agg aggregation;
+    uint64_t fingerprint;      /* of the model it was computed on */
+} lm_calibration_info;
+
+LM_API lm_status lm_calibration_get_info(const lm_calibration *calib, lm_calibration_info *info);
+/* Bucket lengths, n_buckets entries. */
+LM_API lm_status lm_calibration_get_buckets(const lm_calibration *calib, int64_t *out, size_t cap);
+/* Natural log of each channel's cumulative decay over the calibration
+ * length, layer `layer`: n_channels doubles. */
+LM_API lm_status lm_calibration_get_log_decay(const lm_calibration *calib, int64_t layer,
+                                              double *out, size_t cap);
+/* Thresholds thr[bucket][c] of layer `layer` (unscaled), n_channels floats. */
+LM_API lm_status lm_calibration_get_thresholds(const lm_calibration *calib, int64_t layer,
+                                               int64_t bucket, float *out, size_t cap);
+
+/* Step 1: channel c of layer l is global iff log_decay[l][c] > log(theta).
+ * mask receives n_layer * n_channels bytes (1 global, 0 local), layer
+ * major; counts (may be NULL) receives n_layer global-channel counts.
+ * theta must be finite and > 0. */
+LM_API lm_status lm_classify_channels(const lm_calibration *calib, double theta,
+                                      uint8_t *mask, size_t mask_cap,
+                                      int64_t *counts, size_t counts_cap,
+                                      char *err, size_t err_cap);
+
+/* ---- the filtered selective scan, on its own --------------------------- */
+
+/* Mamba-1 selective scan of one sequence, token-major layout:
+ *   u, delta/dt, z, y : [length][channels]
+ *   B, C              : [length][state_size]
+ *   A                 : [channels][state_size]  (A = -exp(A_log))
+ *   D, dt_bias, thresholds : [channels];  global_mask : [channels] bytes
+ *   state_in, state_out    : [channels][state_size]
+ * For each token t and channel e:
+ *   d   = delta_is_dt ? softplus(dt[t][e] + dt_bias[e]) : delta[t][e]
+ *   if global_mask && global_mask[e] && !(d > thresholds[e])  d = 0
+ *   h[e][n] = exp(d*A[e][n]) * h[e][n] + d * B[t][n] * u[t][e]
+ *   y[t][e] = (sum_n h[e][n]*C[t][n] + D[e]*u[t][e]) * (z ? silu(z[t][e]) : 1)
+ * Optional inputs (NULL allowed): z, D, dt_bias, global_mask (no filtering),
+ * thresholds (required when global_mask is given), state_in (zeros),
+ * state_out.  state_in and state_out may alias. */
+typedef struct lm_scan_args {
+    uint32_t struct_size;
+    int64_t length;
+    int64_t channels;
+    int64_t state_size;
+    const float *u;
+    const float *delta;        /* post-softplus Δ, or raw dt when delta_is_dt */
+    int32_t delta_is_dt;       /* 1: apply softplus(dt + dt_bias) inside the scan */
+    const float *dt_bias;
+    const float *A;
+    const float *B;
+    const float *C;
+    const float *D;
+    const float *z;
+    const float *thresholds;
+    const uint8_t *global_mask;
+    const float *state_in;
+    float *state_out;
+    float *y;
+    int32_t n_threads;         /* 0 = all cores */
+} lm_scan_args;
+
+LM_API void lm_scan_args_init(lm_scan_args *args);
+LM_API lm_status lm_scan_filtered(const lm_scan_args *args, char *err, size_t err_cap);
+
+/* ---- sessions ---------------------------------------------------------- */
+
+typedef struct lm_session lm_session;
+
+typedef enum lm_mode {
+    LM_MODE_VANILLA = 0,
+    LM_MODE_LONGMAMBA = 1,
+    LM_MODE_DECIMAMBA = 2
+} lm_mode;
+
+enum {
+    LM_SESSION_ALLOW_TF32 = 1u << 0  /* CUDA, fp32 models: TF32 tensor-core GEMMs */
+};
+
+typedef struct lm_session_params {
+    uint32_t struct_size;
+    int64_t chunk_size;      /* prefill tokens per chunk; 0 = default (512) */
+    uint32_t flags;          /* LM_SESSION_* */
+    lm_log_fn log_fn;        /* NULL = the model's */
+    void *log_user;
+    lm_progress_fn progress; /* prefill progress, per chunk */
+    void *progress_user;
+} lm_session_params;
+
+LM_API void lm_session_params_init(lm_session_params *params);
+
+/* A new session in vanilla mode with zero state.  params may be NULL. */
+LM_API lm_status lm_session_create(const lm_model *model, const lm_session_params *params,
+                                   lm_session **out, char *err, size_t err_cap);
+LM_API void lm_session_free(lm_session *session);
+/* Message of the last failed call on this session ("" if none). */
+LM_API const char *lm_session_last_error(const lm_session *session);
+
+typedef struct lm_longmamba_params {
+    uint32_t struct_size;
+    double theta;            /* global iff decay > theta; 0 = default (Mamba-1 1e-3, Mamba-2 5e-2) */
+    double threshold_scale;  /* b: tau = b * thr; 0 = default 1.0; negative is an error */
+    int64_t trigger_length;  /* filter prefills of >= this many tokens; 0 = 1.5 x calib length */
+} lm_longmamba_params;
+
+LM_API void lm_longmamba_params_init(lm_longmamba_params *params);
+
+typedef struct lm_decimamba_params {
+    uint32_t struct_size;
+    const int32_t *layers;   /* decimating layers, in order; NULL = the middle layer */
+    size_t n_layers;
+    int64_t l_base;          /* default 2000 */
+    double beta;             /* default 1.0; layer s in the list keeps l_base * beta^s */
+    int64_t min_len;         /* default 20 */
+    int64_t protect;         /* last tokens always kept (R); 0 = default 1 */
+} lm_decimamba_params;
+
+LM_API void lm_decimamba_params_init(lm_decimamba_params *params);
+
+/* Mode selection; takes effect from the next prefill.  Decode steps are
+ * always vanilla.  The calibration is borrowed and must match the model. */
+LM_API lm_status lm_session_set_vanilla(lm_session *session);
+LM_API lm_status lm_session_set_longmamba(lm_session *session, const lm_calibration *calib,
+                                          const lm_longmamba_params *params);
+LM_API lm_status lm_session_set_decimamba(lm_session *session, const lm_decimamba_params *params);
+
+/* Total prompt length the next prefill calls will add up to (tokens after
+ * the current position).  LongMamba picks its length bucket from it when a
+ * prompt is fed in several prefill calls.  0 clears it: each prefill call's
+ * own length (plus the tokens already in the session) decides. */
+LM_API lm_status lm_session_set_length_hint(lm_session *session, int64_t total_tokens);
+
+/* Feeds n_tokens tokens.  Logits of the last n_logits positions (0 = none,
+ * n_tokens = all) are written to logits as [n_logits][vocab_size] floats;
+ * logits_cap counts floats.  Prompts of any length run in chunks whose
+ * memory does not grow with the prompt.  In DeciMamba mode n_logits must
+ * not exceed the protected token count. */
+LM_API lm_status lm_session_prefill(lm_session *session, const int32_t *tokens, size_t n_tokens,
+                                    size_t n_logits, float *logits, size_t logits_cap);
+/* One token; logits (vocab_size floats) may be NULL. */
+LM_API lm_status lm_session_decode(lm_session *session, int32_t token, float *logits,
+                                   size_t logits_cap);
+/* Back to zero state and position 0; the mode is kept, the length hint cleared. */
+LM_API lm_status lm_session_reset(lm_session *session);
+/* Tokens consumed since creation or the last reset. */
+LM_API int64_t lm_session_position(const lm_session *session);
+
+/* Recurrent state as an opaque, versioned byte blob tied to the model's
+ * fingerprint: fork or resume a conversation. */
+LM_API lm_status lm_session_state_size(const lm_session *session, size_t *bytes);
+LM_API lm_status lm_session_state_save(lm_session *session, void *buf, size_t buf_bytes,
+                                       size_t *written);
+LM_API lm_status lm_session_state_load(lm_session *session, const void *buf, size_t buf_bytes);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LONGMAMBA_H */

@@ -1,0 +1,293 @@
+/*
+ * internal.h - what the library's parts share: the model and session
+ * structs, errors, and the backend boundary.  Internal symbols use the
+ * lmi_ prefix so that no export pattern catches them.
+ *
+ * The backend boundary is "one forward pass over a chunk of tokens for the
+ * whole model" (lmi_forward): everything that is policy - chunking, length
+ * buckets, thresholds, global masks, DeciMamba keep counts and token
+ * selection, calibration statistics - lives once in lib/ and reaches the
+ * backend as plain data, so each backend is free to fuse inside and across
+ * layers (the CUDA decode step keeps everything on the device).
+ */
+#ifndef LMI_INTERNAL_H
+#define LMI_INTERNAL_H
+
+#include "longmamba.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- errors ------------------------------------------------------------ */
+
+#define LMI_ERR_CAP 512
+
+typedef struct lmi_err {
+    char msg[LMI_ERR_CAP];
+} lmi_err;
+
+/* Records a printf-style message in e (if not NULL) and returns st. */
+lm_status lmi_fail(lmi_err *e, lm_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Copies e's message to a caller (err, cap) buffer; both may be NULL/0. */
+void lmi_err_copy(const lmi_err *e, char *err, size_t cap);
+
+/* ---- allocation -------------------------------------------------------- */
+
+/* All library allocations go through these so that fault injection can
+ * reach every site.  lmi_alloc returns NULL on overflow or failure. */
+void *lmi_alloc(size_t n, size_t size);      /* calloc-like, zeroed */
+void *lmi_alloc_raw(size_t n, size_t size);  /* malloc-like, 64-byte aligned */
+void lmi_free(void *p);
+
+/* ---- architecture ------------------------------------------------------ */
+
+typedef struct lmi_dims {
+    lm_arch arch;
+    int64_t d_model;     /* d */
+    int64_t d_inner;     /* E */
+    int64_t d_state;     /* N */
+    int64_t dt_rank;     /* R (Mamba-1) */
+    int64_t d_conv;      /* K */
+    int64_t n_layer;
+    int64_t vocab;       /* rows of the embedding */
+    int64_t n_heads;     /* H (Mamba-2) */
+    int64_t head_dim;    /* P (Mamba-2) */
+    int64_t n_groups;    /* G (Mamba-2) */
+    int64_t conv_dim;    /* channels through conv1d: E (M1) or E + 2GN (M2) */
+    int64_t n_channels;  /* LongMamba channels: E (M1) or H (M2) */
+    double eps;          /* RMSNorm epsilon */
+    bool use_bias;       /* in_proj / out_proj bias */
+    bool use_conv_bias;
+    bool tied;           /* lm_head is the embedding */
+    double dt_limit_lo;  /* Mamba-2 time_step_limit (0, +inf by default) */
+    double dt_limit_hi;
+    int64_t ssd_chunk;   /* Mamba-2 chunk_size from config */
+} lmi_dims;
+
+/* Layer weights, all fp32 host memory (pointing into the mapped file when
+ * stored as aligned F32, else converted copies owned by the model).
+ * Linear weights are [out][in], row major. */
+typedef struct lmi_layer {
+    const float *norm_w;   /* [d] */
+    const float *in_w;     /* M1 [2E][d]; M2 [2E+2GN+H][d] */
+    const float *in_b;     /* or NULL */
+    const float *conv_w;   /* [conv_dim][K] */
+    const float *conv_b;   /* [conv_dim] or NULL */
+    const float *x_w;      /* M1 [R+2N][E] */
+    const float *dt_w;     /* M1 [E][R] */
+    const float *dt_b;     /* M1 [E]; M2 dt_bias [H] */
+    const float *A;        /* -exp(A_log) in fp32: M1 [E][N]; M2 [H] */
+    const float *D;        /* M1 [E]; M2 [H] */
+    const float *gnorm_w;  /* M2 gated RMSNorm weight [E] */
+    const float *out_w;    /* [d][E] */
+    const float *out_b;    /* or NULL */
+} lmi_layer;
+
+typedef struct lmi_backend_vt lmi_backend_vt;
+
+typedef struct lmi_mapping {
+    void *addr;
+    size_t size;
+} lmi_mapping;
+
+struct lm_model {
+    lmi_dims dims;
+    lm_dtype dtype;          /* storage dtype (of the largest tensors) */
+    int64_t n_params;
+    uint64_t fingerprint;
+    const float *embed;      /* [V][d] */
+    const float *norm_f;     /* [d] */
+    const float *lm_head;    /* [V][d]; == embed when tied */
+    lmi_layer *layers;       /* [n_layer] */
+
+    lmi_mapping *maps;       /* mmapped safetensors files */
+    size_t n_maps;
+    void **owned;            /* converted tensors and A arrays */
+    size_t n_owned, cap_owned;
+
+    lm_backend backend;      /* CPU or CUDA, never AUTO */
+    const lmi_backend_vt *vt;
+    void *bk;                /* backend's per-model data (device weights) */
+    int32_t n_threads;
+    int32_t device;
+    lm_log_fn log_fn;
+    void *log_user;
+    lm_log_level log_level;
+};
+
+/* Logs through the model's (or session's) callback, if any. */
+void lmi_log(lm_log_fn fn, void *user, lm_log_level max_level, lm_log_level level,
+             const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* ---- calibration ------------------------------------------------------- */
+
+struct lm_calibration {
+    lm_arch arch;
+    int64_t n_layer;
+    int64_t n_channels;
+    int64_t calib_length;
+    int64_t n_windows;
+    double clamp;
+    lm_calib_agg agg;
+    uint64_t fingerprint;
+    int64_t n_buckets;
+    int64_t *buckets;      /* [n_buckets] */
+    double *log_decay;     /* [n_layer][n_channels] */
+    float *thr;            /* [n_layer][n_buckets][n_channels] */
+};
+
+/* ---- the backend boundary ---------------------------------------------- */
+
+/* LongMamba filter of one layer: channel c is filtered iff global[c];
+ * a filtered channel keeps token t iff delta > tau[c] (strict). */
+typedef struct lmi_filter {
+    const uint8_t *global;   /* [n_channels], or NULL: no filtering in this layer */
+    const float *tau;        /* [n_channels] */
+} lmi_filter;
+
+/* Receives post-softplus Δ of one layer for the chunk, row major
+ * [n_tokens][n_channels] (Mamba-2: per head), host memory valid during
+ * the call.  Used by calibration. */
+typedef lm_status (*lmi_delta_sink)(void *ctx, int64_t layer, const float *delta,
+                                    int64_t n_tokens, int64_t n_channels, lmi_err *e);
+
+/* One forward pass over a chunk of tokens, continuing from the session's
+ * state and leaving the state after the chunk's last token. */
+typedef struct lmi_forward {
+    const int32_t *tokens;     /* validated < vocab */
+    int64_t n_tokens;          /* >= 1 */
+    int64_t n_out;             /* logits of the last n_out positions (after decimation) */
+    float *logits;             /* [n_out][vocab] host, or NULL when n_out == 0 */
+    const lmi_filter *filters; /* [n_layer] or NULL (vanilla) */
+    /* DeciMamba: per layer the token budget l_base * beta^s, or a negative
+     * value for layers that do not decimate; NULL = none.  The keep count
+     * and the selection come from lmi_deci_keep_count / lmi_deci_select. */
+    const double *deci_budget;
+    int64_t deci_min_len;
+    int64_t deci_protect;
+    lmi_delta_sink sink;       /* or NULL */
+    void *sink_ctx;
+    bool allow_tf32;
+} lmi_forward;
+
+struct lmi_backend_vt {
+    const char *name;
+    lm_status (*model_init)(struct lm_model *m, lmi_err *e);   /* upload weights */
+    void (*model_free)(struct lm_model *m);
+    lm_status (*session_init)(struct lm_session *s, lmi_err *e);
+    void (*session_free)(struct lm_session *s);
+    void (*session_reset)(struct lm_session *s);               /* zero the state */
+    lm_status (*forward)(struct lm_session *s, const lmi_forward *f, lmi_err *e);
+    /* State copy out/in: conv [n_layer][conv_dim][K-1] (oldest column
+     * first), ssm [n_layer][n_channels or H*P][N] fp32. */
+    lm_status (*state_read)(struct lm_session *s, float *conv, float *ssm, lmi_err *e);
+    lm_status (*state_write)(struct lm_session *s, const float *conv, const float *ssm,
+                             lmi_err *e);
+};
+
+extern const lmi_backend_vt lmi_cpu_backend;
+#ifdef LM_HAVE_CUDA
+extern const lmi_backend_vt lmi_cuda_backend;
+/* 1 if the CUDA runtime sees at least one device. */
+int lmi_cuda_device_present(void);
+#endif
+
+/* ---- sessions ---------------------------------------------------------- */
+
+struct lm_session {
+    const struct lm_model *model;
+    int64_t chunk_size;
+    uint32_t flags;
+    lm_log_fn log_fn;
+    void *log_user;
+    lm_progress_fn progress;
+    void *progress_user;
+
+    int64_t pos;             /* tokens consumed since reset */
+    int64_t length_hint;     /* 0 = none; else prompt end position (pos at set + total) */
+
+    lm_mode mode;
+    /* LongMamba */
+    const lm_calibration *calib;
+    double theta, scale;
+    int64_t trigger;
+    uint8_t *global;         /* [n_layer][n_channels] from calib and theta */
+    float *tau;              /* [n_layer][n_channels] scratch for the chosen bucket */
+    lmi_filter *filters;     /* [n_layer] */
+    /* DeciMamba */
+    double *deci_budget;     /* [n_layer] */
+    int64_t deci_min_len, deci_protect;
+
+    void *bk;                /* backend's per-session data (state, scratch, stream) */
+    float *backup_conv;      /* state snapshot taken before a multi-chunk call */
+    float *backup_ssm;
+    lmi_err err;
+};
+
+/* Sizes of the state arrays in floats. */
+size_t lmi_conv_state_floats(const lmi_dims *d);
+size_t lmi_ssm_state_floats(const lmi_dims *d);
+
+/* ---- modes (lib/modes.c) ----------------------------------------------- */
+
+/* Fills f->filters / f->deci_* for a prefill that brings the session to
+ * prompt_len tokens (the length hint's end when set).  Vanilla: nothing. */
+lm_status lmi_modes_prepare(lm_session *s, int64_t prompt_len, lmi_forward *f);
+/* True when the mode needs each prefill call in one chunk (DeciMamba's
+ * token selection is global over the prompt). */
+bool lmi_modes_single_chunk(const lm_session *s);
+/* Frees the mode's arrays (global, tau, filters, deci_budget). */
+void lmi_modes_free(lm_session *s);
+
+/* ---- LongMamba / DeciMamba policy (lib/policy.c) ----------------------- */
+
+/* Default bucket list (tokens), LONGMAMBA.md §3. */
+extern const int64_t lmi_default_buckets[];
+extern const size_t lmi_n_default_buckets;
+
+/* Index of the bucket nearest to S (ties to the smaller; beyond the last,
+ * the last). */
+int64_t lmi_bucket_index(const int64_t *buckets, int64_t n_buckets, int64_t S);
+
+/* Per-window statistics of one channel's Δ sequence (length L):
+ * clamps with sc, then thr[j] for each bucket (0 for buckets <= L). */
+void lmi_channel_thresholds(const float *delta, int64_t L, int64_t stride, double sc,
+                            const int64_t *buckets, int64_t n_buckets, double *scratch,
+                            float *thr_out);
+
+/* DeciMamba: K = int(max(min(L - R, budget), min_len)), at most L - R. */
+int64_t lmi_deci_keep_count(int64_t L, int64_t R, double budget, int64_t min_len);
+/* Indices (ascending) of the K top-scoring tokens among the first L - R,
+ * then the last R tokens.  idx receives K + R entries; scratch L entries. */
+lm_status lmi_deci_select(const float *scores, int64_t L, int64_t R, int64_t K, int64_t *idx,
+                          int64_t *scratch, lmi_err *e);
+
+/* ---- CPU kernels shared with the public scan (lib/cpu/) ---------------- */
+
+typedef struct lmi_scan_m1 {
+    int64_t L, E, N;
+    const float *u;          /* [L][E] */
+    const float *delta;      /* [L][E]: Δ, or raw dt when dt_softplus */
+    bool dt_softplus;        /* Δ = softplus(delta + dt_bias) */
+    const float *dt_bias;    /* [E] or NULL */
+    const float *A;          /* [E][N] */
+    const float *B;          /* [L] rows of ldbc floats, first N used */
+    const float *C;          /* [L] rows of ldbc floats */
+    int64_t ldbc;
+    const float *D;          /* [E] or NULL */
+    const float *z;          /* [L] rows of ldz floats, or NULL */
+    int64_t ldz;
+    const uint8_t *global;   /* [E] or NULL */
+    const float *tau;        /* [E] */
+    float *h;                /* [E][N] state, in/out */
+    float *y;                /* [L][E] */
+} lmi_scan_m1;
+
+/* Runs on n_threads threads (OpenMP when available). */
+void lmi_cpu_scan_m1(const lmi_scan_m1 *a, int n_threads);
+
+#endif /* LMI_INTERNAL_H */

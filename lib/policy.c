@@ -1,0 +1,2 @@
+/* policy.c - OWNER: LongMamba helper. Placeholder until it lands. */
+#include "internal.h"
