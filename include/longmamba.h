@@ -392,6 +392,28 @@ LM_API lm_status lm_session_state_save(lm_session *session, void *buf, size_t bu
                                        size_t *written);
 LM_API lm_status lm_session_state_load(lm_session *session, const void *buf, size_t buf_bytes);
 
+/* ---- tokenizer (Hugging Face tokenizer.json, byte-level BPE) ---------- */
+
+typedef struct lm_tokenizer lm_tokenizer;
+
+/* Loads tokenizer.json from a file path or from a model directory that
+ * contains one.  Immutable and shareable across threads once loaded. */
+LM_API lm_status lm_tokenizer_load(const char *path, lm_tokenizer **out, char *err, size_t err_cap);
+LM_API void lm_tokenizer_free(lm_tokenizer *tok);
+/* Number of ids (vocabulary plus added tokens, i.e. max id + 1). */
+LM_API int64_t lm_tokenizer_vocab_size(const lm_tokenizer *tok);
+/* Encodes text[0..text_len) (UTF-8).  *n_ids receives the number of ids;
+ * if cap is too small nothing is written past cap and the call returns
+ * LM_ERR_BUFFER_TOO_SMALL with *n_ids the size needed (ids may be NULL
+ * with cap 0 for a size query). */
+LM_API lm_status lm_tokenizer_encode(const lm_tokenizer *tok, const char *text, size_t text_len,
+                                     int32_t *ids, size_t cap, size_t *n_ids,
+                                     char *err, size_t err_cap);
+/* Decodes ids to UTF-8 bytes (not NUL terminated); same size protocol. */
+LM_API lm_status lm_tokenizer_decode(const lm_tokenizer *tok, const int32_t *ids, size_t n_ids,
+                                     char *text, size_t cap, size_t *n_bytes,
+                                     char *err, size_t err_cap);
+
 #ifdef __cplusplus
 }
 #endif

@@ -253,11 +253,17 @@ extern const size_t lmi_n_default_buckets;
  * the last). */
 int64_t lmi_bucket_index(const int64_t *buckets, int64_t n_buckets, int64_t S);
 
-/* Per-window statistics of one channel's Δ sequence (length L):
- * clamps with sc, then thr[j] for each bucket (0 for buckets <= L). */
-void lmi_channel_thresholds(const float *delta, int64_t L, int64_t stride, double sc,
-                            const int64_t *buckets, int64_t n_buckets, double *scratch,
-                            float *thr_out);
+/* Per-window statistics of one channel (LONGMAMBA.md §2-3).  delta holds
+ * the channel's L post-softplus values at stride `stride`.  First clamps
+ * with sc (0 = off), then:
+ *   *log_decay = Mamba-1: sum_t log(mean_n exp(delta_t * A_row[n])), N > 0
+ *                Mamba-2: A_head * sum_t delta_t                    (N == 0)
+ *   thr_out[j] = the threshold for buckets[j] (0 for buckets <= L).
+ * All in double precision; scratch holds 2*L doubles. */
+void lmi_channel_stats(const float *delta, int64_t L, int64_t stride, double sc,
+                       const float *A_row, int64_t N, double A_head,
+                       const int64_t *buckets, int64_t n_buckets, double *scratch,
+                       double *log_decay, float *thr_out);
 
 /* DeciMamba: K = int(max(min(L - R, budget), min_len)), at most L - R. */
 int64_t lmi_deci_keep_count(int64_t L, int64_t R, double budget, int64_t min_len);

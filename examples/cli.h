@@ -1,0 +1,6 @@
+/* cli.h - subcommands of the longmamba tool, one function each. */
+#ifndef LM_CLI_H
+#define LM_CLI_H
+int cmd_calibrate(int argc, char **argv);  /* cmd_longmamba.c */
+int cmd_channels(int argc, char **argv);   /* cmd_longmamba.c */
+#endif
