@@ -1,5 +1,6 @@
 /* test_core.c - version, status strings, backend queries. */
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
