@@ -1,7 +1,1213 @@
-/* model_load.c - OWNER: loader helper. Placeholder until it lands. */
+/*
+ * model_load.c - lm_model_load: config.json + safetensors -> lm_model.
+ *
+ * Steps: read config.json (Hugging Face or mamba_ssm field names, Mamba-1
+ * or Mamba-2), open model.safetensors or every shard named by
+ * model.safetensors.index.json, then fetch each tensor the architecture
+ * needs, checking its shape against the configuration.  Weights become fp32
+ * host arrays: F32 tensors whose data is 4-byte aligned are used straight
+ * from the read-only mapping (zero copy), others are converted into buffers
+ * the model owns.  Then the backend is chosen and its model_init runs.
+ *
+ * Every error path ends in lm_model_free on the partly built model, which
+ * therefore accepts any state a failed load can leave behind.
+ */
+#define _GNU_SOURCE
 #include "internal.h"
-void lm_model_params_init(lm_model_params *p) { (void)p; }
-lm_status lm_model_load(const char *dir, const lm_model_params *params, lm_model **out, char *err, size_t err_cap)
-{ (void)dir; (void)params; (void)out; (void)err; (void)err_cap; return LM_ERR_UNSUPPORTED; }
-void lm_model_free(lm_model *m) { (void)m; }
-lm_status lm_model_get_info(const lm_model *m, lm_model_info *info) { (void)m; (void)info; return LM_ERR_UNSUPPORTED; }
+#include "format/json.h"
+#include "format/safetensors.h"
+#include "model_load.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CONFIG_MAX_BYTES (16u << 20) /* config.json / index: far above any real one */
+
+/* ---- params ---------------------------------------------------------------- */
+
+void lm_model_params_init(lm_model_params *params)
+{
+    if (!params)
+        return;
+    memset(params, 0, sizeof *params);
+    params->struct_size = sizeof *params;
+    params->backend = LM_BACKEND_AUTO;
+    params->n_threads = 0;
+    params->device = 0;
+    params->log_level = LM_LOG_ERROR;
+}
+
+/* ---- small helpers ----------------------------------------------------------- */
+
+static char *path_join(const char *dir, const char *name)
+{
+    size_t dl = strlen(dir), nl = strlen(name);
+    bool slash = dl > 0 && dir[dl - 1] == '/';
+    char *p = lmi_alloc(dl + nl + 2, 1);
+    if (!p)
+        return NULL;
+    memcpy(p, dir, dl);
+    if (!slash)
+        p[dl++] = '/';
+    memcpy(p + dl, name, nl + 1);
+    return p;
+}
+
+static bool file_exists(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* Reads a whole (small) file. */
+static lm_status read_small_file(const char *path, char **out, size_t *len, lmi_err *e)
+{
+    char eb[128];
+    *out = NULL;
+    *len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int err = errno;
+        return lmi_fail(e, err == ENOENT ? LM_ERR_MISSING : LM_ERR_IO, "%s: cannot open: %s", path,
+                        strerror_r(err, eb, sizeof eb));
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return lmi_fail(e, LM_ERR_IO, "%s: not a regular file", path);
+    }
+    if ((uint64_t)sb.st_size > CONFIG_MAX_BYTES) {
+        close(fd);
+        return lmi_fail(e, LM_ERR_FORMAT, "%s: %lld bytes is too large for a JSON config", path,
+                        (long long)sb.st_size);
+    }
+    size_t n = (size_t)sb.st_size;
+    char *buf = lmi_alloc_raw(n + 1, 1);
+    if (!buf) {
+        close(fd);
+        return lmi_fail(e, LM_ERR_NO_MEMORY, "out of memory reading %s", path);
+    }
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, buf + got, n - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            int err = r < 0 ? errno : EIO;
+            close(fd);
+            lmi_free(buf);
+            return lmi_fail(e, LM_ERR_IO, "%s: read failed: %s", path,
+                            strerror_r(err, eb, sizeof eb));
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    return LM_OK;
+}
+
+static lm_status read_json_file(const char *path, lmi_json **out, lmi_err *e)
+{
+    char *text = NULL;
+    size_t len = 0;
+    lm_status st = read_small_file(path, &text, &len, e);
+    if (st != LM_OK)
+        return st;
+    lmi_err je = {{0}};
+    st = lmi_json_parse(text, len, out, &je);
+    lmi_free(text);
+    if (st != LM_OK)
+        return lmi_fail(e, st, "%s: %s", path, je.msg);
+    if ((*out)->type != LMI_JSON_OBJECT) {
+        lmi_json_free(*out);
+        *out = NULL;
+        return lmi_fail(e, LM_ERR_FORMAT, "%s: top level is not a JSON object", path);
+    }
+    return LM_OK;
+}
+
+/* "[a,b,c]" into buf. */
+static const char *shape_str(char *buf, size_t cap, int ndim, const int64_t *shape)
+{
+    size_t o = 0;
+    o += (size_t)snprintf(buf + o, cap - o, "[");
+    for (int k = 0; k < ndim && o < cap; k++)
+        o += (size_t)snprintf(buf + o, cap - o, "%s%lld", k ? "," : "", (long long)shape[k]);
+    if (o < cap)
+        snprintf(buf + o, cap - o, "]");
+    return buf;
+}
+
+/* ---- config.json --------------------------------------------------------------- */
+
+/* Configuration read from config.json; -1 in a tri-state means "absent:
+ * decide from the checkpoint". */
+typedef struct cfg {
+    lmi_dims d;
+    int64_t vocab_expected; /* embedding rows implied by config, 0 = unknown */
+    int use_bias;           /* 1, 0 or -1 */
+    int use_conv_bias;
+    const char *path; /* for messages */
+} cfg;
+
+static lm_status cfg_int(const cfg *c, const lmi_json *obj, const char *key, int64_t dflt,
+                         int64_t lo, int64_t hi, int64_t *out, lmi_err *e)
+{
+    const lmi_json *v = lmi_json_get(obj, key);
+    if (!v || v->type == LMI_JSON_NULL) {
+        if (dflt < 0)
+            return lmi_fail(e, LM_ERR_MISSING, "%s has no \"%s\"", c->path, key);
+        *out = dflt;
+        return LM_OK;
+    }
+    if (v->type != LMI_JSON_NUMBER || !v->is_integer)
+        return lmi_fail(e, LM_ERR_FORMAT, "%s: \"%s\" must be an integer", c->path, key);
+    if (v->integer < lo || v->integer > hi)
+        return lmi_fail(e, LM_ERR_UNSUPPORTED, "%s: \"%s\" = %lld is outside [%lld, %lld]", c->path,
+                        key, (long long)v->integer, (long long)lo, (long long)hi);
+    *out = v->integer;
+    return LM_OK;
+}
+
+static lm_status cfg_bool(const cfg *c, const lmi_json *obj, const char *key, int dflt, int *out,
+                          lmi_err *e)
+{
+    const lmi_json *v = lmi_json_get(obj, key);
+    if (!v || v->type == LMI_JSON_NULL) {
+        *out = dflt;
+        return LM_OK;
+    }
+    if (v->type != LMI_JSON_TRUE && v->type != LMI_JSON_FALSE)
+        return lmi_fail(e, LM_ERR_FORMAT, "%s: \"%s\" must be true or false", c->path, key);
+    *out = v->type == LMI_JSON_TRUE;
+    return LM_OK;
+}
+
+static lm_status cfg_num(const cfg *c, const lmi_json *obj, const char *key, double dflt,
+                         double *out, lmi_err *e)
+{
+    const lmi_json *v = lmi_json_get(obj, key);
+    if (!v || v->type == LMI_JSON_NULL) {
+        *out = dflt;
+        return LM_OK;
+    }
+    if (v->type != LMI_JSON_NUMBER || !isfinite(v->num))
+        return lmi_fail(e, LM_ERR_FORMAT, "%s: \"%s\" must be a finite number", c->path, key);
+    *out = v->num;
+    return LM_OK;
+}
+
+static bool json_str_is(const lmi_json *v, const char *s)
+{
+    return v && v->type == LMI_JSON_STRING && v->len == strlen(s) && memcmp(v->str, s, v->len) == 0;
+}
+
+/* Integer or "auto" (= ceil(d_model / 16), as HF and mamba_ssm compute it). */
+static lm_status cfg_dt_rank(const cfg *c, const lmi_json *obj, const char *key, int64_t d_model,
+                             int64_t *out, lmi_err *e)
+{
+    const lmi_json *v = lmi_json_get(obj, key);
+    if (!v || v->type == LMI_JSON_NULL || json_str_is(v, "auto")) {
+        *out = (d_model + 15) / 16;
+        return LM_OK;
+    }
+    return cfg_int(c, obj, key, 0, 1, 1 << 20, out, e);
+}
+
+/* d_inner = int(expand * d_model), Python's truncation. */
+static lm_status cfg_expand(const cfg *c, const lmi_json *obj, const char *key, int64_t d_model,
+                            int64_t *out, lmi_err *e)
+{
+    double ex = 0;
+    lm_status st = cfg_num(c, obj, key, 2.0, &ex, e);
+    if (st != LM_OK)
+        return st;
+    double di = floor(ex * (double)d_model);
+    if (!(di >= 1 && di <= (double)(1 << 22)))
+        return lmi_fail(e, LM_ERR_UNSUPPORTED, "%s: \"%s\" = %g gives an unusable d_inner", c->path,
+                        key, ex);
+    *out = (int64_t)di;
+    return LM_OK;
+}
+
+/* Mamba-2 time_step_limit: [lo, hi], where transformers 5 may write the
+ * bound as {"__float__": "Infinity"}. */
+static lm_status limit_value(const cfg *c, const lmi_json *v, double *out, lmi_err *e)
+{
+    if (v->type == LMI_JSON_NUMBER) {
+        *out = v->num;
+        return LM_OK;
+    }
+    const lmi_json *f = lmi_json_get(v, "__float__");
+    if (json_str_is(f, "Infinity") || json_str_is(f, "inf")) {
+        *out = INFINITY;
+        return LM_OK;
+    }
+    return lmi_fail(e, LM_ERR_FORMAT, "%s: bad value in \"time_step_limit\"", c->path);
+}
+
+static lm_status cfg_time_limit(cfg *c, const lmi_json *obj, const char *key, lmi_err *e)
+{
+    c->d.dt_limit_lo = 0.0;
+    c->d.dt_limit_hi = INFINITY;
+    const lmi_json *v = lmi_json_get(obj, key);
+    if (!v || v->type == LMI_JSON_NULL)
+        return LM_OK;
+    if (v->type != LMI_JSON_ARRAY || v->len != 2)
+        return lmi_fail(e, LM_ERR_FORMAT, "%s: \"%s\" must be a two-element list", c->path, key);
+    lm_status st = limit_value(c, &v->items[0], &c->d.dt_limit_lo, e);
+    if (st == LM_OK)
+        st = limit_value(c, &v->items[1], &c->d.dt_limit_hi, e);
+    if (st != LM_OK)
+        return st;
+    if (isnan(c->d.dt_limit_lo) || isnan(c->d.dt_limit_hi) || c->d.dt_limit_lo < 0 ||
+        c->d.dt_limit_lo > c->d.dt_limit_hi)
+        return lmi_fail(e, LM_ERR_FORMAT, "%s: \"%s\" is not a valid range", c->path, key);
+    return LM_OK;
+}
+
+/* Hugging Face MambaConfig / Mamba2Config. */
+static lm_status parse_hf(cfg *c, const lmi_json *j, lmi_err *e)
+{
+    lmi_dims *d = &c->d;
+    lm_status st;
+    if ((st = cfg_int(c, j, "hidden_size", -1, 1, 1 << 20, &d->d_model, e)))
+        return st;
+    if ((st = cfg_int(c, j, "num_hidden_layers", -1, 1, 4096, &d->n_layer, e)))
+        return st;
+    if ((st = cfg_int(c, j, "vocab_size", 0, 1, INT32_MAX, &c->vocab_expected, e)))
+        return st;
+    if ((st = cfg_num(c, j, "layer_norm_epsilon", 1e-5, &d->eps, e)))
+        return st;
+    int tied = 1;
+    if ((st = cfg_bool(c, j, "tie_word_embeddings", d->arch == LM_ARCH_MAMBA1 ? 1 : 0, &tied, e)))
+        return st;
+    d->tied = tied;
+    if ((st = cfg_bool(c, j, "use_bias", -1, &c->use_bias, e)))
+        return st;
+    if ((st = cfg_bool(c, j, "use_conv_bias", -1, &c->use_conv_bias, e)))
+        return st;
+    const lmi_json *act = lmi_json_get(j, "hidden_act");
+    if (act && !json_str_is(act, "silu"))
+        return lmi_fail(e, LM_ERR_UNSUPPORTED, "%s: hidden_act must be \"silu\"", c->path);
+    if ((st = cfg_int(c, j, "conv_kernel", 4, 1, 64, &d->d_conv, e)))
+        return st;
+
+    if (d->arch == LM_ARCH_MAMBA1) {
+        if ((st = cfg_int(c, j, "state_size", 16, 1, 4096, &d->d_state, e)))
+            return st;
+        if (lmi_json_get(j, "intermediate_size")) {
+            if ((st = cfg_int(c, j, "intermediate_size", -1, 1, 1 << 22, &d->d_inner, e)))
+                return st;
+        } else if ((st = cfg_expand(c, j, "expand", d->d_model, &d->d_inner, e))) {
+            return st;
+        }
+        if ((st = cfg_dt_rank(c, j, "time_step_rank", d->d_model, &d->dt_rank, e)))
+            return st;
+        return LM_OK;
+    }
+    /* Mamba-2 */
+    int rms = 1;
+    if ((st = cfg_bool(c, j, "rms_norm", 1, &rms, e)))
+        return st;
+    if (!rms)
+        return lmi_fail(e, LM_ERR_UNSUPPORTED, "%s: rms_norm=false is not supported", c->path);
+    if ((st = cfg_int(c, j, "state_size", 128, 1, 4096, &d->d_state, e)))
+        return st;
+    if ((st = cfg_int(c, j, "num_heads", 128, 1, 1 << 16, &d->n_heads, e)))
+        return st;
+    if ((st = cfg_int(c, j, "head_dim", 64, 1, 1 << 16, &d->head_dim, e)))
+        return st;
+    if ((st = cfg_int(c, j, "n_groups", 8, 1, 1 << 16, &d->n_groups, e)))
+        return st;
+    if ((st = cfg_int(c, j, "chunk_size", 256, 1, 1 << 20, &d->ssd_chunk, e)))
+        return st;
+    if ((st = cfg_expand(c, j, "expand", d->d_model, &d->d_inner, e)))
+        return st;
+    return cfg_time_limit(c, j, "time_step_limit", e);
+}
+
+/* mamba_ssm's MambaConfig: d_model, n_layer, vocab_size, ssm_cfg {...}. */
+static lm_status parse_ssm(cfg *c, const lmi_json *j, lmi_err *e)
+{
+    lmi_dims *d = &c->d;
+    lm_status st;
+    if ((st = cfg_int(c, j, "d_model", -1, 1, 1 << 20, &d->d_model, e)))
+        return st;
+    if ((st = cfg_int(c, j, "n_layer", -1, 1, 4096, &d->n_layer, e)))
+        return st;
+    int64_t vocab = 0, pad = 1, d_int = 0;
+    if ((st = cfg_int(c, j, "vocab_size", 50277, 1, INT32_MAX, &vocab, e)))
+        return st;
+    if ((st = cfg_int(c, j, "pad_vocab_size_multiple", 8, 1, 1 << 20, &pad, e)))
+        return st;
+    c->vocab_expected = (vocab + pad - 1) / pad * pad;
+    if ((st = cfg_int(c, j, "d_intermediate", 0, 0, INT32_MAX, &d_int, e)))
+        return st;
+    if (d_int != 0)
+        return lmi_fail(e, LM_ERR_UNSUPPORTED,
+                        "%s: MLP blocks (d_intermediate > 0) are not supported", c->path);
+    const lmi_json *attn = lmi_json_get(j, "attn_layer_idx");
+    if (attn && !(attn->type == LMI_JSON_ARRAY && attn->len == 0) && attn->type != LMI_JSON_NULL)
+        return lmi_fail(e, LM_ERR_UNSUPPORTED,
+                        "%s: attention layers (attn_layer_idx) are not supported", c->path);
+    int rms = 1, tied = 1;
+    if ((st = cfg_bool(c, j, "rms_norm", 1, &rms, e)))
+        return st;
+    if (!rms)
+        return lmi_fail(e, LM_ERR_UNSUPPORTED,
+                        "%s: LayerNorm models (rms_norm=false) are not supported", c->path);
+    if ((st = cfg_bool(c, j, "tie_embeddings", 1, &tied, e)))
+        return st;
+    d->tied = tied;
+    if ((st = cfg_num(c, j, "norm_epsilon", 1e-5, &d->eps, e)))
+        return st;
+
+    static const lmi_json empty = {.type = LMI_JSON_OBJECT};
+    const lmi_json *s = lmi_json_get(j, "ssm_cfg");
+    if (!s || s->type == LMI_JSON_NULL)
+        s = &empty;
+    if (s->type != LMI_JSON_OBJECT)
+        return lmi_fail(e, LM_ERR_FORMAT, "%s: \"ssm_cfg\" must be an object", c->path);
+    if ((st = cfg_int(c, s, "d_conv", 4, 1, 64, &d->d_conv, e)))
+        return st;
+    if ((st = cfg_expand(c, s, "expand", d->d_model, &d->d_inner, e)))
+        return st;
+    if ((st = cfg_bool(c, s, "bias", -1, &c->use_bias, e)))
+        return st;
+    if ((st = cfg_bool(c, s, "conv_bias", -1, &c->use_conv_bias, e)))
+        return st;
+    if (d->arch == LM_ARCH_MAMBA1) {
+        if ((st = cfg_int(c, s, "d_state", 16, 1, 4096, &d->d_state, e)))
+            return st;
+        return cfg_dt_rank(c, s, "dt_rank", d->d_model, &d->dt_rank, e);
+    }
+    if ((st = cfg_int(c, s, "d_state", 128, 1, 4096, &d->d_state, e)))
+        return st;
+    if ((st = cfg_int(c, s, "headdim", 64, 1, 1 << 16, &d->head_dim, e)))
+        return st;
+    if ((st = cfg_int(c, s, "ngroups", 1, 1, 1 << 16, &d->n_groups, e)))
+        return st;
+    if ((st = cfg_int(c, s, "chunk_size", 256, 1, 1 << 20, &d->ssd_chunk, e)))
+        return st;
+    int dhd = 0, rmsn = 1, nbg = 0;
+    if ((st = cfg_bool(c, s, "D_has_hdim", 0, &dhd, e)))
+        return st;
+    if ((st = cfg_bool(c, s, "rmsnorm", 1, &rmsn, e)))
+        return st;
+    if ((st = cfg_bool(c, s, "norm_before_gate", 0, &nbg, e)))
+        return st;
+    if (dhd || !rmsn || nbg)
+        return lmi_fail(
+            e, LM_ERR_UNSUPPORTED,
+            "%s: Mamba-2 variant (D_has_hdim / rmsnorm=false / norm_before_gate) is not "
+            "supported",
+            c->path);
+    if (d->d_inner % d->head_dim != 0)
+        return lmi_fail(e, LM_ERR_FORMAT, "%s: d_inner %lld is not a multiple of headdim %lld",
+                        c->path, (long long)d->d_inner, (long long)d->head_dim);
+    d->n_heads = d->d_inner / d->head_dim;
+    return cfg_time_limit(c, s, "dt_limit", e);
+}
+
+static lm_status parse_config(cfg *c, const lmi_json *j, lmi_err *e)
+{
+    memset(&c->d, 0, sizeof c->d);
+    c->use_bias = c->use_conv_bias = -1;
+    c->vocab_expected = 0;
+    const lmi_json *mt = lmi_json_get(j, "model_type");
+    const lmi_json *archs = lmi_json_get(j, "architectures");
+    bool ssm_form = lmi_json_get(j, "d_model") != NULL && lmi_json_get(j, "hidden_size") == NULL;
+    lm_arch arch = 0;
+    if (mt && mt->type != LMI_JSON_NULL) {
+        if (json_str_is(mt, "mamba"))
+            arch = LM_ARCH_MAMBA1;
+        else if (json_str_is(mt, "mamba2"))
+            arch = LM_ARCH_MAMBA2;
+        else if (mt->type == LMI_JSON_STRING)
+            return lmi_fail(
+                e, LM_ERR_UNSUPPORTED,
+                "%s: model_type \"%.64s\" is not supported (only \"mamba\" and \"mamba2\")",
+                c->path, mt->str);
+        else
+            return lmi_fail(e, LM_ERR_FORMAT, "%s: \"model_type\" must be a string", c->path);
+    } else if (archs && archs->type == LMI_JSON_ARRAY && archs->len > 0) {
+        for (size_t k = 0; k < archs->len && !arch; k++) {
+            if (json_str_is(&archs->items[k], "MambaForCausalLM") ||
+                json_str_is(&archs->items[k], "MambaModel"))
+                arch = LM_ARCH_MAMBA1;
+            else if (json_str_is(&archs->items[k], "Mamba2ForCausalLM") ||
+                     json_str_is(&archs->items[k], "Mamba2Model"))
+                arch = LM_ARCH_MAMBA2;
+        }
+        if (!arch)
+            return lmi_fail(e, LM_ERR_UNSUPPORTED, "%s: architectures name no Mamba model",
+                            c->path);
+    } else if (ssm_form) {
+        const lmi_json *s = lmi_json_get(j, "ssm_cfg");
+        const lmi_json *layer = s ? lmi_json_get(s, "layer") : NULL;
+        if (!layer || json_str_is(layer, "Mamba1"))
+            arch = LM_ARCH_MAMBA1;
+        else if (json_str_is(layer, "Mamba2"))
+            arch = LM_ARCH_MAMBA2;
+        else
+            return lmi_fail(e, LM_ERR_UNSUPPORTED, "%s: ssm_cfg.layer is neither Mamba1 nor Mamba2",
+                            c->path);
+    } else {
+        return lmi_fail(
+            e, LM_ERR_UNSUPPORTED,
+            "%s does not describe a Mamba model (no model_type, architectures or d_model)",
+            c->path);
+    }
+    c->d.arch = arch;
+    lm_status st = ssm_form ? parse_ssm(c, j, e) : parse_hf(c, j, e);
+    if (st != LM_OK)
+        return st;
+
+    lmi_dims *d = &c->d;
+    if (!(d->eps > 0 && d->eps < 1))
+        return lmi_fail(e, LM_ERR_FORMAT, "%s: layer norm epsilon %g is not in (0, 1)", c->path,
+                        d->eps);
+    if (arch == LM_ARCH_MAMBA1) {
+        d->conv_dim = d->d_inner;
+        d->n_channels = d->d_inner;
+        d->n_heads = d->head_dim = d->n_groups = 0;
+        d->ssd_chunk = 0;
+        d->dt_limit_lo = 0.0;
+        d->dt_limit_hi = INFINITY;
+    } else {
+        if (d->n_heads * d->head_dim != d->d_inner)
+            return lmi_fail(
+                e, LM_ERR_FORMAT,
+                "%s: num_heads %lld x head_dim %lld != d_inner %lld (expand x hidden_size)",
+                c->path, (long long)d->n_heads, (long long)d->head_dim, (long long)d->d_inner);
+        if (d->n_heads % d->n_groups != 0)
+            return lmi_fail(e, LM_ERR_FORMAT,
+                            "%s: num_heads %lld is not a multiple of n_groups %lld", c->path,
+                            (long long)d->n_heads, (long long)d->n_groups);
+        d->dt_rank = 0;
+        d->conv_dim = d->d_inner + 2 * d->n_groups * d->d_state;
+        d->n_channels = d->n_heads;
+    }
+    return LM_OK;
+}
+
+/* ---- tensors ----------------------------------------------------------------- */
+
+typedef struct loader {
+    lm_model *m;
+    lmi_st_file *files;
+    char **file_names; /* base names, for messages */
+    bool *in_place;    /* a tensor points into this file's mapping */
+    size_t n_files;
+    const char *where; /* "model.safetensors" or the index name */
+    uint64_t fnv;      /* fingerprint being built */
+    lmi_err *e;
+} loader;
+
+static const lmi_st_tensor *find_tensor(const loader *ld, const char *name, size_t *file)
+{
+    for (size_t k = 0; k < ld->n_files; k++) {
+        const lmi_st_tensor *t = lmi_st_find(&ld->files[k], name);
+        if (t) {
+            if (file)
+                *file = k;
+            return t;
+        }
+    }
+    return NULL;
+}
+
+static lm_status own(lm_model *m, void *p, lmi_err *e)
+{
+    if (m->n_owned == m->cap_owned) {
+        size_t cap = m->cap_owned ? m->cap_owned * 2 : 64;
+        void **n = lmi_alloc(cap, sizeof *n);
+        if (!n) {
+            lmi_free(p);
+            return lmi_fail(e, LM_ERR_NO_MEMORY, "out of memory");
+        }
+        if (m->n_owned)
+            memcpy(n, m->owned, m->n_owned * sizeof *n);
+        lmi_free(m->owned);
+        m->owned = n;
+        m->cap_owned = cap;
+    }
+    m->owned[m->n_owned++] = p;
+    return LM_OK;
+}
+
+/* 64-bit FNV-1a. */
+#define FNV_OFFSET 0xcbf29ce484222325ull
+#define FNV_PRIME  0x100000001b3ull
+
+static uint64_t fnv_bytes(uint64_t h, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    for (size_t k = 0; k < n; k++) {
+        h ^= b[k];
+        h *= FNV_PRIME;
+    }
+    return h;
+}
+
+static uint64_t fnv_i64(uint64_t h, int64_t v)
+{
+    uint8_t b[8];
+    for (int k = 0; k < 8; k++)
+        b[k] = (uint8_t)((uint64_t)v >> (8 * k));
+    return fnv_bytes(h, b, 8);
+}
+
+static uint64_t fnv_tensor(uint64_t h, const lmi_st_tensor *t)
+{
+    uint8_t dt = (uint8_t)t->dtype;
+    h = fnv_bytes(h, &dt, 1);
+    return fnv_bytes(h, t->data, t->nbytes);
+}
+
+enum { TAKE_REQUIRED = 1, TAKE_COPY = 2 };
+
+/* Fetches tensor `name` as fp32 with the given shape.  Absent and not
+ * required: *out = NULL.  TAKE_COPY: always an owned, writable copy. */
+static lm_status take(loader *ld, const char *name, int ndim, const int64_t *shape, int flags,
+                      float **out, const lmi_st_tensor **raw)
+{
+    lmi_err *e = ld->e;
+    *out = NULL;
+    if (raw)
+        *raw = NULL;
+    size_t fi = 0;
+    const lmi_st_tensor *t = find_tensor(ld, name, &fi);
+    if (!t) {
+        if (flags & TAKE_REQUIRED)
+            return lmi_fail(e, LM_ERR_MISSING, "tensor %s is missing from %s", name, ld->where);
+        return LM_OK;
+    }
+    if (t->dtype != LMI_ST_F32 && t->dtype != LMI_ST_F16 && t->dtype != LMI_ST_BF16)
+        return lmi_fail(e, LM_ERR_UNSUPPORTED,
+                        "tensor %s has dtype %s; only F32, F16 and BF16 are supported", name,
+                        lmi_st_dtype_name(t->dtype));
+    bool same = t->ndim == ndim;
+    for (int k = 0; same && k < ndim; k++)
+        same = t->shape[k] == shape[k];
+    if (!same) {
+        char got[160], want[160];
+        return lmi_fail(e, LM_ERR_SHAPE, "tensor %s has shape %s, expected %s", name,
+                        shape_str(got, sizeof got, t->ndim, t->shape),
+                        shape_str(want, sizeof want, ndim, shape));
+    }
+    size_t nel = t->nbytes / lmi_st_dtype_size(t->dtype);
+    if (t->dtype == LMI_ST_F32 && ((uintptr_t)t->data % sizeof(float)) == 0 &&
+        !(flags & TAKE_COPY)) {
+        /* Zero copy: the mapping is read-only, the model never writes weights. */
+        *out = (float *)(uintptr_t)t->data;
+        ld->in_place[fi] = true;
+    } else {
+        float *buf = lmi_alloc_raw(nel, sizeof(float));
+        if (!buf)
+            return lmi_fail(e, LM_ERR_NO_MEMORY, "out of memory converting tensor %s", name);
+        lm_status st = own(ld->m, buf, e);
+        if (st != LM_OK)
+            return st;
+        st = lmi_st_to_f32(t, buf, e);
+        if (st != LM_OK)
+            return st;
+        *out = buf;
+    }
+    ld->m->n_params += (int64_t)nel;
+    if (raw)
+        *raw = t;
+    return LM_OK;
+}
+
+static lm_status check_finite(const float *v, size_t n, const char *name, lmi_err *e)
+{
+    for (size_t k = 0; k < n; k++)
+        if (!isfinite(v[k]))
+            return lmi_fail(e, LM_ERR_NUMERIC, "tensor %s has a non-finite value (%g) at index %zu",
+                            name, (double)v[k], k);
+    return LM_OK;
+}
+
+/* A = -exp(A_log), in place on an owned fp32 copy of A_log. */
+static lm_status make_A(float *a, size_t n, const char *name, lmi_err *e)
+{
+    lm_status st = check_finite(a, n, name, e);
+    if (st != LM_OK)
+        return st;
+    for (size_t k = 0; k < n; k++) {
+        // A = -torch.exp(self.A_log.float())
+        float v = -expf(a[k]);
+        if (!isfinite(v))
+            return lmi_fail(e, LM_ERR_NUMERIC, "tensor %s: exp(%g) at index %zu overflows fp32",
+                            name, (double)a[k], k);
+        a[k] = v;
+    }
+    return LM_OK;
+}
+
+/* Bias flags absent from config.json follow the checkpoint (layer 0). */
+static void resolve_flag(const loader *ld, int *flag, const char *name)
+{
+    if (*flag < 0)
+        *flag = find_tensor(ld, name, NULL) != NULL;
+}
+
+/* A bias tensor that the configuration says does not exist. */
+static lm_status reject_extra(const loader *ld, const char *name, const char *field)
+{
+    if (find_tensor(ld, name, NULL))
+        return lmi_fail(ld->e, LM_ERR_SHAPE, "tensor %s is present but the config has %s=false",
+                        name, field);
+    return LM_OK;
+}
+
+#define TN(buf, fmt, ...) (snprintf((buf), sizeof(buf), (fmt), __VA_ARGS__), (buf))
+
+static lm_status load_layer(loader *ld, const cfg *c, int64_t i)
+{
+    lm_model *m = ld->m;
+    const lmi_dims *d = &m->dims;
+    lmi_layer *L = &m->layers[i];
+    lm_status st;
+    char n[160];
+    long long li = (long long)i;
+    const int64_t E = d->d_inner, D = d->d_model, N = d->d_state, K = d->d_conv, H = d->n_heads;
+    const int req = TAKE_REQUIRED;
+    float *p;
+    const lmi_st_tensor *rA = NULL, *rD = NULL, *rdt = NULL;
+    int64_t in_rows = d->arch == LM_ARCH_MAMBA1 ? 2 * E : 2 * E + 2 * d->n_groups * N + H;
+
+    int64_t s_d[1] = {D};
+    if ((st = take(ld, TN(n, "backbone.layers.%lld.norm.weight", li), 1, s_d, req, &p, NULL)))
+        return st;
+    L->norm_w = p;
+    int64_t s_in[2] = {in_rows, D}, s_inb[1] = {in_rows};
+    if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.in_proj.weight", li), 2, s_in, req, &p,
+                   NULL)))
+        return st;
+    L->in_w = p;
+    TN(n, "backbone.layers.%lld.mixer.in_proj.bias", li);
+    if (c->use_bias) {
+        if ((st = take(ld, n, 1, s_inb, req, &p, NULL)))
+            return st;
+        L->in_b = p;
+    } else if ((st = reject_extra(ld, n, "use_bias"))) {
+        return st;
+    }
+    int64_t s_conv[3] = {d->conv_dim, 1, K}, s_convb[1] = {d->conv_dim};
+    if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.conv1d.weight", li), 3, s_conv, req, &p,
+                   NULL)))
+        return st;
+    L->conv_w = p;
+    TN(n, "backbone.layers.%lld.mixer.conv1d.bias", li);
+    if (c->use_conv_bias) {
+        if ((st = take(ld, n, 1, s_convb, req, &p, NULL)))
+            return st;
+        L->conv_b = p;
+    } else if ((st = reject_extra(ld, n, "use_conv_bias"))) {
+        return st;
+    }
+
+    if (d->arch == LM_ARCH_MAMBA1) {
+        const int64_t R = d->dt_rank;
+        int64_t s_x[2] = {R + 2 * N, E}, s_dt[2] = {E, R}, s_e[1] = {E}, s_a[2] = {E, N};
+        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.x_proj.weight", li), 2, s_x, req, &p,
+                       NULL)))
+            return st;
+        L->x_w = p;
+        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.dt_proj.weight", li), 2, s_dt, req, &p,
+                       NULL)))
+            return st;
+        L->dt_w = p;
+        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.dt_proj.bias", li), 1, s_e, req, &p,
+                       &rdt)))
+            return st;
+        L->dt_b = p;
+        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.A_log", li), 2, s_a, req | TAKE_COPY,
+                       &p, &rA)))
+            return st;
+        if ((st = make_A(p, (size_t)(E * N), n, ld->e)))
+            return st;
+        L->A = p;
+        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.D", li), 1, s_e, req, &p, &rD)))
+            return st;
+        if ((st = check_finite(p, (size_t)E, n, ld->e)))
+            return st;
+        L->D = p;
+    } else {
+        int64_t s_h[1] = {H}, s_e[1] = {E};
+        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.dt_bias", li), 1, s_h, req, &p, &rdt)))
+            return st;
+        L->dt_b = p;
+        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.A_log", li), 1, s_h, req | TAKE_COPY,
+                       &p, &rA)))
+            return st;
+        if ((st = make_A(p, (size_t)H, n, ld->e)))
+            return st;
+        L->A = p;
+        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.D", li), 1, s_h, req, &p, &rD)))
+            return st;
+        if ((st = check_finite(p, (size_t)H, n, ld->e)))
+            return st;
+        L->D = p;
+        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.norm.weight", li), 1, s_e, req, &p,
+                       NULL)))
+            return st;
+        L->gnorm_w = p;
+    }
+
+    int64_t s_out[2] = {D, E};
+    if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.out_proj.weight", li), 2, s_out, req, &p,
+                   NULL)))
+        return st;
+    L->out_w = p;
+    TN(n, "backbone.layers.%lld.mixer.out_proj.bias", li);
+    if (c->use_bias) {
+        if ((st = take(ld, n, 1, s_d, req, &p, NULL)))
+            return st;
+        L->out_b = p;
+    } else if ((st = reject_extra(ld, n, "use_bias"))) {
+        return st;
+    }
+    ld->fnv = fnv_tensor(ld->fnv, rA);
+    ld->fnv = fnv_tensor(ld->fnv, rD);
+    ld->fnv = fnv_tensor(ld->fnv, rdt);
+    return LM_OK;
+}
+
+/* Opens model.safetensors, or the shards listed in the index. */
+static lm_status open_files(loader *ld, const char *dir, char **where_buf)
+{
+    lmi_err *e = ld->e;
+    char *single = path_join(dir, "model.safetensors");
+    char *index = path_join(dir, "model.safetensors.index.json");
+    lmi_json *idx = NULL;
+    lm_status st = LM_OK;
+    if (!single || !index) {
+        st = lmi_fail(e, LM_ERR_NO_MEMORY, "out of memory");
+        goto done;
+    }
+    if (file_exists(single) || !file_exists(index)) {
+        if (!file_exists(single)) {
+            char *bin = path_join(dir, "pytorch_model.bin");
+            bool has_bin = bin && file_exists(bin);
+            lmi_free(bin);
+            st = lmi_fail(
+                e, LM_ERR_MISSING, "%s has no model.safetensors or model.safetensors.index.json%s",
+                dir, has_bin ? " (pytorch_model.bin found: convert it to safetensors first)" : "");
+            goto done;
+        }
+        ld->files = lmi_alloc(1, sizeof *ld->files);
+        ld->file_names = lmi_alloc(1, sizeof *ld->file_names);
+        ld->in_place = lmi_alloc(1, sizeof *ld->in_place);
+        if (!ld->files || !ld->file_names || !ld->in_place) {
+            st = lmi_fail(e, LM_ERR_NO_MEMORY, "out of memory");
+            goto done;
+        }
+        st = lmi_st_open(single, &ld->files[0], e);
+        if (st != LM_OK)
+            goto done;
+        ld->n_files = 1;
+        *where_buf = single;
+        single = NULL;
+        goto done;
+    }
+
+    /* Sharded: weight_map { tensor name: shard file }. */
+    st = read_json_file(index, &idx, e);
+    if (st != LM_OK)
+        goto done;
+    const lmi_json *wm = lmi_json_get(idx, "weight_map");
+    if (!wm || wm->type != LMI_JSON_OBJECT || wm->len == 0) {
+        st = lmi_fail(e, LM_ERR_FORMAT, "%s: no \"weight_map\" object", index);
+        goto done;
+    }
+    ld->files = lmi_alloc(wm->len, sizeof *ld->files);
+    ld->file_names = lmi_alloc(wm->len, sizeof *ld->file_names);
+    ld->in_place = lmi_alloc(wm->len, sizeof *ld->in_place);
+    size_t *shard_of = lmi_alloc(wm->len, sizeof *shard_of);
+    if (!ld->files || !ld->file_names || !ld->in_place || !shard_of) {
+        lmi_free(shard_of);
+        st = lmi_fail(e, LM_ERR_NO_MEMORY, "out of memory");
+        goto done;
+    }
+    for (size_t k = 0; k < wm->len && st == LM_OK; k++) {
+        const lmi_json *v = &wm->items[k];
+        if (v->type != LMI_JSON_STRING || v->len == 0 || strlen(v->str) != v->len ||
+            strchr(v->str, '/') || v->str[0] == '.') {
+            st = lmi_fail(e, LM_ERR_FORMAT, "%s: bad shard file name for tensor %.200s", index,
+                          wm->keys[k]);
+            break;
+        }
+        size_t f = 0;
+        while (f < ld->n_files && strcmp(ld->file_names[f], v->str) != 0)
+            f++;
+        if (f == ld->n_files) {
+            /* Each shard is opened once, on its first mention. */
+            char *sp = path_join(dir, v->str);
+            char *nm = lmi_alloc(v->len + 1, 1);
+            if (!sp || !nm) {
+                lmi_free(sp);
+                lmi_free(nm);
+                st = lmi_fail(e, LM_ERR_NO_MEMORY, "out of memory");
+                break;
+            }
+            memcpy(nm, v->str, v->len + 1);
+            st = lmi_st_open(sp, &ld->files[f], e);
+            lmi_free(sp);
+            if (st != LM_OK) {
+                lmi_free(nm);
+                break;
+            }
+            ld->file_names[f] = nm;
+            ld->n_files++;
+        }
+        shard_of[k] = f;
+    }
+    /* The index must agree with the shards' own headers. */
+    for (size_t k = 0; k < wm->len && st == LM_OK; k++) {
+        if (!lmi_st_find(&ld->files[shard_of[k]], wm->keys[k]))
+            st = lmi_fail(e, LM_ERR_MISSING, "tensor %.200s is listed in %s but absent from %s",
+                          wm->keys[k], index, ld->file_names[shard_of[k]]);
+    }
+    lmi_free(shard_of);
+    if (st == LM_OK) {
+        *where_buf = index;
+        index = NULL;
+    }
+done:
+    lmi_json_free(idx);
+    lmi_free(single);
+    lmi_free(index);
+    return st;
+}
+
+static void close_files(loader *ld)
+{
+    for (size_t k = 0; k < ld->n_files; k++) {
+        lmi_st_close(&ld->files[k]);
+        if (ld->file_names)
+            lmi_free(ld->file_names[k]);
+    }
+    lmi_free(ld->files);
+    lmi_free(ld->file_names);
+    lmi_free(ld->in_place);
+    ld->files = NULL;
+    ld->n_files = 0;
+}
+
+static lm_dtype model_dtype(lmi_st_dtype dt)
+{
+    return dt == LMI_ST_F16 ? LM_DTYPE_F16 : dt == LMI_ST_BF16 ? LM_DTYPE_BF16 : LM_DTYPE_F32;
+}
+
+static lm_status load_weights(loader *ld, const cfg *c_in, const char *dir)
+{
+    lm_model *m = ld->m;
+    lmi_err *e = ld->e;
+    cfg c = *c_in;
+    lm_status st;
+    char *where = NULL;
+    st = open_files(ld, dir, &where);
+    if (st != LM_OK)
+        return st;
+    /* `where` names the file in messages; keep only the base name. */
+    const char *slash = strrchr(where, '/');
+    char wbuf[256];
+    snprintf(wbuf, sizeof wbuf, "%s", slash ? slash + 1 : where);
+    lmi_free(where);
+    ld->where = wbuf;
+
+    m->maps = lmi_alloc(ld->n_files, sizeof *m->maps);
+    if (!m->maps)
+        return lmi_fail(e, LM_ERR_NO_MEMORY, "out of memory");
+
+    lmi_dims *d = &m->dims;
+    *d = c.d;
+    /* Embedding: HF "embeddings", mamba_ssm "embedding". */
+    const char *emb_name = "backbone.embeddings.weight";
+    const lmi_st_tensor *et = find_tensor(ld, emb_name, NULL);
+    if (!et) {
+        emb_name = "backbone.embedding.weight";
+        et = find_tensor(ld, emb_name, NULL);
+    }
+    if (!et)
+        return lmi_fail(e, LM_ERR_MISSING,
+                        "tensor backbone.embeddings.weight (or backbone.embedding.weight) is "
+                        "missing from %s",
+                        ld->where);
+    int64_t rows = et->ndim == 2 ? et->shape[0] : 0;
+    if (c.vocab_expected > 0)
+        rows = c.vocab_expected;
+    if (rows < 1)
+        rows = 1;
+    d->vocab = rows;
+    m->dtype = model_dtype(et->dtype);
+
+    ld->fnv = FNV_OFFSET;
+    const int64_t dims_hashed[] = {d->arch,    d->d_model,  d->d_inner, d->d_state,
+                                   d->dt_rank, d->d_conv,   d->n_layer, d->vocab,
+                                   d->n_heads, d->head_dim, d->n_groups};
+    for (size_t k = 0; k < sizeof dims_hashed / sizeof dims_hashed[0]; k++)
+        ld->fnv = fnv_i64(ld->fnv, dims_hashed[k]);
+
+    float *p;
+    int64_t s_vd[2] = {d->vocab, d->d_model}, s_d[1] = {d->d_model};
+    if ((st = take(ld, emb_name, 2, s_vd, TAKE_REQUIRED, &p, NULL)))
+        return st;
+    m->embed = p;
+    const lmi_st_tensor *rnorm = NULL;
+    if ((st = take(ld, "backbone.norm_f.weight", 1, s_d, TAKE_REQUIRED, &p, &rnorm)))
+        return st;
+    m->norm_f = p;
+    /* transformers: tie_word_embeddings means lm_head *is* the embedding,
+     * whatever a stored lm_head.weight holds; an absent head is tied too. */
+    if (!d->tied) {
+        if ((st = take(ld, "lm_head.weight", 2, s_vd, 0, &p, NULL)))
+            return st;
+        if (p)
+            m->lm_head = p;
+        else
+            d->tied = true;
+    }
+    if (d->tied)
+        m->lm_head = m->embed;
+
+    resolve_flag(ld, &c.use_bias, "backbone.layers.0.mixer.in_proj.bias");
+    resolve_flag(ld, &c.use_conv_bias, "backbone.layers.0.mixer.conv1d.bias");
+    d->use_bias = c.use_bias == 1;
+    d->use_conv_bias = c.use_conv_bias == 1;
+
+    m->layers = lmi_alloc((size_t)d->n_layer, sizeof *m->layers);
+    if (!m->layers)
+        return lmi_fail(e, LM_ERR_NO_MEMORY, "out of memory");
+    for (int64_t i = 0; i < d->n_layer; i++)
+        if ((st = load_layer(ld, &c, i)))
+            return st;
+    ld->fnv = fnv_tensor(ld->fnv, rnorm);
+    m->fingerprint = ld->fnv;
+
+    /* Keep the mappings that tensors point into; release the others. */
+    for (size_t k = 0; k < ld->n_files; k++) {
+        if (!ld->in_place[k])
+            continue;
+        m->maps[m->n_maps++] = ld->files[k].map;
+        ld->files[k].map.addr = NULL;
+    }
+    return LM_OK;
+}
+
+/* ---- the public entry points ------------------------------------------------- */
+
+static lm_status select_backend(lm_model *m, lm_backend want, lmi_err *e)
+{
+#ifdef LM_HAVE_CUDA
+    bool cuda = lmi_cuda_device_present() != 0;
+#else
+    bool cuda = false;
+#endif
+    if (want == LM_BACKEND_AUTO)
+        want = cuda ? LM_BACKEND_CUDA : LM_BACKEND_CPU;
+    if (want == LM_BACKEND_CUDA && !cuda) {
+#ifdef LM_HAVE_CUDA
+        return lmi_fail(e, LM_ERR_BACKEND_UNAVAILABLE, "CUDA backend: no CUDA device is present");
+#else
+        return lmi_fail(e, LM_ERR_BACKEND_UNAVAILABLE,
+                        "CUDA backend: this build of libongmamba has no CUDA support");
+#endif
+    }
+    m->backend = want;
+#ifdef LM_HAVE_CUDA
+    if (want == LM_BACKEND_CUDA) {
+        m->vt = &lmi_cuda_backend;
+        return LM_OK;
+    }
+#endif
+    m->vt = &lmi_cpu_backend;
+    return LM_OK;
+}
+
+lm_status lmi_model_read(const char *dir, lm_model **out, lmi_err *e)
+{
+    if (out)
+        *out = NULL;
+    if (!dir || !out)
+        return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "lm_model_load: NULL argument");
+    struct stat sb;
+    char eb[128];
+    if (stat(dir, &sb) != 0) {
+        int err = errno;
+        return lmi_fail(e, err == ENOENT ? LM_ERR_MISSING : LM_ERR_IO, "%s: %s", dir,
+                        strerror_r(err, eb, sizeof eb));
+    }
+    if (!S_ISDIR(sb.st_mode))
+        return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "%s is not a model directory", dir);
+
+    cfg c;
+    memset(&c, 0, sizeof c);
+    char *cpath = path_join(dir, "config.json");
+    if (!cpath)
+        return lmi_fail(e, LM_ERR_NO_MEMORY, "out of memory");
+    c.path = cpath;
+    lmi_json *cj = NULL;
+    lm_status st = read_json_file(cpath, &cj, e);
+    if (st == LM_OK)
+        st = parse_config(&c, cj, e);
+    lmi_json_free(cj);
+    lmi_free(cpath);
+    c.path = NULL;
+    if (st != LM_OK)
+        return st;
+
+    lm_model *m = lmi_alloc(1, sizeof *m);
+    if (!m)
+        return lmi_fail(e, LM_ERR_NO_MEMORY, "out of memory");
+    loader ld = {.m = m, .e = e};
+    st = load_weights(&ld, &c, dir);
+    close_files(&ld);
+    if (st != LM_OK) {
+        lm_model_free(m);
+        return st;
+    }
+    *out = m;
+    return LM_OK;
+}
+
+static lm_status load(const char *dir, const lm_model_params *params, lm_model **out, lmi_err *e)
+{
+    if (!dir || !out)
+        return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "lm_model_load: NULL argument");
+    lm_model_params p;
+    lm_model_params_init(&p);
+    if (params) {
+        if (params->struct_size < sizeof(uint32_t))
+            return lmi_fail(
+                e, LM_ERR_INVALID_ARGUMENT,
+                "lm_model_load: params->struct_size is not set (use lm_model_params_init)");
+        size_t n = params->struct_size < sizeof p ? params->struct_size : sizeof p;
+        memcpy(&p, params, n);
+    }
+    if ((int)p.backend < LM_BACKEND_AUTO || (int)p.backend > LM_BACKEND_CUDA)
+        return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "lm_model_load: unknown backend %d",
+                        (int)p.backend);
+    if (p.n_threads < 0 || p.device < 0)
+        return lmi_fail(e, LM_ERR_INVALID_ARGUMENT,
+                        "lm_model_load: n_threads and device must be >= 0");
+    if ((int)p.log_level < LM_LOG_ERROR || (int)p.log_level > LM_LOG_DEBUG)
+        return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "lm_model_load: unknown log level %d",
+                        (int)p.log_level);
+
+    lm_model *m = NULL;
+    lm_status st = lmi_model_read(dir, &m, e);
+    if (st != LM_OK)
+        return st;
+    m->n_threads = p.n_threads;
+    if (m->n_threads == 0) {
+        long nc = sysconf(_SC_NPROCESSORS_ONLN);
+        m->n_threads = nc > 0 && nc < INT32_MAX ? (int32_t)nc : 1;
+    }
+    m->device = p.device;
+    m->log_fn = p.log_fn;
+    m->log_user = p.log_user;
+    m->log_level = p.log_level;
+    st = select_backend(m, p.backend, e);
+    if (st == LM_OK && m->vt->model_init)
+        st = m->vt->model_init(m, e);
+    if (st != LM_OK) {
+        lm_model_free(m);
+        return st;
+    }
+    lmi_log(m->log_fn, m->log_user, m->log_level, LM_LOG_INFO,
+            "loaded %s: Mamba-%d, d_model %lld, d_inner %lld, d_state %lld, %lld layers, vocab "
+            "%lld, %lld parameters, %s weights, %s backend",
+            dir, m->dims.arch == LM_ARCH_MAMBA2 ? 2 : 1, (long long)m->dims.d_model,
+            (long long)m->dims.d_inner, (long long)m->dims.d_state, (long long)m->dims.n_layer,
+            (long long)m->dims.vocab, (long long)m->n_params,
+            m->dtype == LM_DTYPE_F32   ? "F32"
+            : m->dtype == LM_DTYPE_F16 ? "F16"
+                                       : "BF16",
+            lm_backend_name(m->backend));
+    *out = m;
+    return LM_OK;
+}
+
+lm_status lm_model_load(const char *dir, const lm_model_params *params, lm_model **out, char *err,
+                        size_t err_cap)
+{
+    lmi_err e = {{0}};
+    if (out)
+        *out = NULL;
+    lm_status st = load(dir, params, out, &e);
+    lmi_err_copy(st == LM_OK ? NULL : &e, err, err_cap);
+    if (st != LM_OK && params && params->struct_size >= sizeof(uint32_t)) {
+        /* Failures are logged through the caller's callback as well. */
+        lm_model_params p;
+        lm_model_params_init(&p);
+        size_t n = params->struct_size < sizeof p ? params->struct_size : sizeof p;
+        memcpy(&p, params, n);
+        lmi_log(p.log_fn, p.log_user, p.log_level, LM_LOG_ERROR, "lm_model_load: %s", e.msg);
+    }
+    return st;
+}
+
+void lm_model_free(lm_model *m)
+{
+    if (!m)
+        return;
+    /* Backends' model_free must accept a model whose model_init failed or
+     * never ran (bk NULL). */
+    if (m->vt && m->vt->model_free)
+        m->vt->model_free(m);
+    for (size_t k = 0; k < m->n_owned; k++)
+        lmi_free(m->owned[k]);
+    lmi_free(m->owned);
+    for (size_t k = 0; k < m->n_maps; k++)
+        if (m->maps[k].addr)
+            munmap(m->maps[k].addr, m->maps[k].size);
+    lmi_free(m->maps);
+    lmi_free(m->layers);
+    lmi_free(m);
+}
+
+lm_status lm_model_get_info(const lm_model *m, lm_model_info *info)
+{
+    if (!m || !info)
+        return LM_ERR_INVALID_ARGUMENT;
+    if (info->struct_size < offsetof(lm_model_info, arch) + sizeof info->arch)
+        return LM_ERR_INVALID_ARGUMENT;
+    lm_model_info full;
+    memset(&full, 0, sizeof full);
+    full.struct_size = info->struct_size;
+    full.arch = m->dims.arch;
+    full.dtype = m->dtype;
+    full.backend = m->backend;
+    full.d_model = m->dims.d_model;
+    full.d_inner = m->dims.d_inner;
+    full.d_state = m->dims.d_state;
+    full.d_conv = m->dims.d_conv;
+    full.dt_rank = m->dims.dt_rank;
+    full.n_layer = m->dims.n_layer;
+    full.vocab_size = m->dims.vocab;
+    full.n_heads = m->dims.n_heads;
+    full.head_dim = m->dims.head_dim;
+    full.n_groups = m->dims.n_groups;
+    full.n_channels = m->dims.n_channels;
+    full.n_params = m->n_params;
+    full.tied_embeddings = m->dims.tied ? 1 : 0;
+    full.n_threads = m->n_threads;
+    full.fingerprint = m->fingerprint;
+    size_t n = info->struct_size < sizeof full ? info->struct_size : sizeof full;
+    memcpy(info, &full, n);
+    return LM_OK;
+}

@@ -22,17 +22,22 @@ typedef enum lmi_json_type {
 typedef struct lmi_json lmi_json;
 struct lmi_json {
     lmi_json_type type;
-    double num;              /* NUMBER */
-    bool is_integer;         /* NUMBER written without fraction/exponent */
-    int64_t integer;         /* NUMBER when is_integer and it fits */
-    char *str;               /* STRING (NUL terminated, may contain NUL: see len) */
-    size_t len;              /* STRING bytes; ARRAY/OBJECT element count */
-    lmi_json *items;         /* ARRAY elements / OBJECT values */
-    char **keys;             /* OBJECT keys */
+    double num;      /* NUMBER */
+    bool is_integer; /* NUMBER written without fraction/exponent whose
+                        value fits int64_t (exact in `integer`) */
+    int64_t integer; /* NUMBER when is_integer */
+    char *str;       /* STRING (NUL terminated, may contain NUL: see len) */
+    size_t len;      /* STRING bytes; ARRAY/OBJECT element count */
+    lmi_json *items; /* ARRAY elements / OBJECT values */
+    char **keys;     /* OBJECT keys */
     size_t *key_lens;
 };
 
-/* Parses text[0..size).  On success *out is a tree freed by lmi_json_free. */
+/* Parses text[0..size) (one value, surrounded only by whitespace; a
+ * leading UTF-8 byte order mark is ignored).  At most 128 nested
+ * containers.  Object keys may repeat (lmi_json_get returns the first).
+ * On success *out is a tree freed by lmi_json_free; on failure *out is
+ * NULL and e names the problem with its line and column. */
 lm_status lmi_json_parse(const char *text, size_t size, lmi_json **out, lmi_err *e);
 void lmi_json_free(lmi_json *j);
 /* Member of an object by key (first match), or NULL. */

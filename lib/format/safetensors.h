@@ -31,23 +31,29 @@ typedef struct lmi_st_tensor {
     lmi_st_dtype dtype;
     int ndim;
     int64_t shape[LMI_ST_MAX_DIMS];
-    const uint8_t *data;     /* inside the mapping; not necessarily aligned */
+    const uint8_t *data; /* inside the mapping; not necessarily aligned */
     size_t nbytes;
 } lmi_st_tensor;
 
 typedef struct lmi_st_file {
-    lmi_mapping map;         /* whole file (addr NULL when parsed from a caller buffer) */
+    lmi_mapping map; /* whole file (addr NULL when parsed from a caller buffer) */
     lmi_st_tensor *tensors;
     size_t n_tensors;
-    char **meta_keys;        /* __metadata__ string map */
+    char **meta_keys; /* __metadata__ string map */
     char **meta_values;
     size_t n_meta;
+    size_t *by_name; /* tensor indices sorted by name (lmi_st_find) */
 } lmi_st_file;
 
 size_t lmi_st_dtype_size(lmi_st_dtype dt);
 const char *lmi_st_dtype_name(lmi_st_dtype dt);
 
-/* mmap + validate.  path is used in messages. */
+/* Tensors keep the header's order.  Gaps between tensors are accepted
+ * (the reference reader rejects them); overlaps are not.  Zero-sized
+ * tensors may sit anywhere in the buffer. */
+
+/* mmap + validate.  path is used in messages.  On failure f is left
+ * zeroed (nothing to close). */
 lm_status lmi_st_open(const char *path, lmi_st_file *f, lmi_err *e);
 /* Validate a file image already in memory (the fuzz target's entry).  The
  * tensors point into buf, which must outlive f. */
@@ -65,13 +71,17 @@ typedef struct lmi_st_out {
     lmi_st_dtype dtype;
     int ndim;
     const int64_t *shape;
-    const void *data;        /* prod(shape) elements, little-endian host order */
+    const void *data; /* prod(shape) elements, little-endian host order */
 } lmi_st_out;
 
 /* Writes a safetensors file atomically (temp file + rename); meta is
- * n_meta key/value string pairs (may be 0). */
+ * n_meta key/value string pairs (may be 0).  The header is padded with
+ * spaces to a multiple of 8 bytes and tensor data is laid out without
+ * gaps in order of decreasing element size, so every tensor is aligned to
+ * its element size in the file (and in a mapping of it).  Assumes a
+ * little-endian host, like the rest of the library. */
 lm_status lmi_st_write(const char *path, const lmi_st_out *tensors, size_t n_tensors,
-                       const char *const *meta_keys, const char *const *meta_values,
-                       size_t n_meta, lmi_err *e);
+                       const char *const *meta_keys, const char *const *meta_values, size_t n_meta,
+                       lmi_err *e);
 
 #endif

@@ -1,0 +1,23 @@
+/*
+ * model_load.h - the loader's internal entry point (lib/model_load.c).
+ */
+#ifndef LMI_MODEL_LOAD_H
+#define LMI_MODEL_LOAD_H
+
+#include "internal.h"
+
+/* Reads dir/config.json and the weights into a new model with dims,
+ * weights, dtype, n_params and fingerprint filled, but no backend
+ * (vt NULL, n_threads 0): lm_model_load is this plus parameters and backend
+ * initialisation.  Free with lm_model_free.
+ *
+ * fingerprint: 64-bit FNV-1a over, in order, the little-endian int64 values
+ * arch, d_model, d_inner, d_state, dt_rank, d_conv, n_layer, vocab,
+ * n_heads, head_dim, n_groups; then for each layer, for each of A_log, D
+ * and the dt bias (Mamba-1 dt_proj.bias, Mamba-2 dt_bias) one byte with the
+ * lmi_st_dtype followed by the tensor's stored bytes; then the same for
+ * backbone.norm_f.weight.  Re-sharding a checkpoint keeps it; converting
+ * its dtype changes it. */
+lm_status lmi_model_read(const char *dir, lm_model **out, lmi_err *e);
+
+#endif
