@@ -1,0 +1,442 @@
+#!/usr/bin/env python3
+"""Write the small reference checkpoints under test/data/fixtures/.
+
+Each fixture is a random Mamba-1 model written by Hugging Face transformers
+(MambaConfig / MambaForCausalLM / save_pretrained, safetensors) plus a
+reference.safetensors holding
+
+    input_ids   int32   [B, L]     random ids (first id 0, last id V_in - 1)
+    logits_f64  float64 [B, L, V]  logits of every position, float64
+
+The logits come from the SAVED checkpoint loaded back with
+from_pretrained(..., dtype=torch.float64), so what the storage dtype (bf16)
+did to the weights is in the reference exactly.  transformers' torch path
+is used (no mamba_ssm / kernels-hub code: on CPU the fallbacks run).
+
+Why a patch is needed for a real float64 reference: transformers' Mamba
+torch path rounds to float32 in several places even when the model is
+float64 (RMSNorm computes in float32, residual_in_fp32 casts the residual
+stream, A = -exp(A_log.float()), dt_proj.bias.float(), B.float(), u.float()
+in the scan, and the final logits .float()).  While computing logits_f64
+those casts are made dtype-preserving for float64 tensors (Tensor.float is
+the identity on float64, RMSNorm runs in its input dtype, each block's
+residual_in_fp32 attribute is turned off at run time - the saved config
+keeps residual_in_fp32 = true).  Two checks guard the result and are
+recorded in the metadata:
+  * max_abs_diff_vs_hf_as_is: the unpatched transformers run (float32
+    roundings included) must agree to ~1e-5 of the logit scale;
+  * max_abs_diff_vs_numpy_f64: an independent float64 NumPy forward written
+    from docs/MAMBA.md §1 must agree to ~1e-12 (proves no float32 rounding
+    is left in logits_f64 and that transformers' semantics are the ones the
+    library implements).
+
+All config fields that matter are passed explicitly (use_bias in
+particular: its default has changed between transformers versions and
+real checkpoints set it to false), and config.json is checked after saving.
+
+Random initialisation is perturbed with seeded noise so that A_log, D,
+dt_proj.bias, conv1d.bias, the norm weights and the in/out biases are far
+from their init values (an implementation that ignores one of them fails).
+
+Usage:  python3 scripts/make_fixtures.py [--out test/data/fixtures]
+Deterministic for a given torch version (CPU): tensors and metadata values
+are identical run to run (the safetensors writer may order the JSON header
+keys differently, so file hashes can change).  Runs in a few seconds.
+"""
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+import torch
+import transformers
+from safetensors.numpy import save_file as np_save_file
+from safetensors.torch import load_file, save_file
+from transformers import MambaConfig, MambaForCausalLM
+from transformers.models.mamba import modeling_mamba
+
+SEED = 20261124
+GENERATOR = "scripts/make_fixtures.py"
+
+# Every MambaConfig field the library reads, always given explicitly.
+BASE = dict(
+    vocab_size=96,
+    hidden_size=32,
+    state_size=16,
+    num_hidden_layers=2,
+    conv_kernel=4,
+    expand=2,
+    time_step_rank="auto",
+    layer_norm_epsilon=1e-5,
+    use_bias=False,
+    use_conv_bias=True,
+    residual_in_fp32=True,
+    tie_word_embeddings=True,
+    pad_token_id=0,
+    bos_token_id=0,
+    eos_token_id=0,
+)
+
+FIXTURES = [
+    dict(name="m1-tiny-f32",
+         doc="tied head, no in/out bias, conv bias; d=32 E=64 N=16 R=2 K=4, 2 layers, V=96",
+         config={}, dtype="float32", batch=2, length=24),
+    dict(name="m1-odd-f32",
+         doc="odd shapes: d=40 E=80 N=8 R=3 K=3, 3 layers, V=75; untied lm_head, "
+             "use_bias=true (in_proj/out_proj bias), use_conv_bias=false",
+         config=dict(vocab_size=75, hidden_size=40, state_size=8, time_step_rank=3,
+                     conv_kernel=3, num_hidden_layers=3, tie_word_embeddings=False,
+                     use_bias=True, use_conv_bias=False),
+         dtype="float32", batch=3, length=17),
+    dict(name="m1-bias-f32",
+         doc='use_bias=true and conv bias, tied; time_step_rank written as "auto" in '
+             "config.json (d=56 -> R=ceil(56/16)=4); E=112 N=16 K=4, 2 layers, V=120",
+         config=dict(vocab_size=120, hidden_size=56, use_bias=True, use_conv_bias=True),
+         keep_auto_rank=True, dtype="float32", batch=2, length=31),
+    dict(name="m1-bf16",
+         doc="weights stored as BF16 (every tensor); d=32 E=64 N=16 R=2 K=4, 2 layers, V=128, tied",
+         config=dict(vocab_size=128), dtype="bfloat16", batch=2, length=40),
+    dict(name="m1-sharded-f32",
+         doc="saved with max_shard_size=24KB: several model-0000k-of-0000n.safetensors shards "
+             "+ model.safetensors.index.json; d=48 E=96 N=16 R=3 K=4, 3 layers, V=100, tied",
+         config=dict(vocab_size=100, hidden_size=48, num_hidden_layers=3),
+         shard="24KB", dtype="float32", batch=2, length=19),
+    dict(name="m1-mambassm-f32",
+         doc="mamba_ssm naming (DERIVED: a transformers checkpoint with its tensors renamed, "
+             "backbone.embeddings.weight -> backbone.embedding.weight, tied lm_head omitted; "
+             "config.json in mamba_ssm form: d_model/n_layer/vocab_size/ssm_cfg/"
+             "pad_vocab_size_multiple). vocab_size 100 padded to 104 rows (multiple of 8); "
+             "d=32 E=64 N=16 R=2 K=4, 2 layers",
+         config=dict(vocab_size=104), mamba_ssm=dict(vocab_size=100, pad_vocab_size_multiple=8),
+         dtype="float32", batch=2, length=29),
+]
+
+
+# ---------------------------------------------------------------- building
+
+def make_config(spec):
+    fields = dict(BASE)
+    fields.update(spec["config"])
+    return MambaConfig(**fields), fields
+
+
+@torch.no_grad()
+def perturb(model, gen):
+    """Moves every parameter that has a special init away from it (seeded)."""
+    def noise(t, scale):
+        return torch.randn(t.shape, generator=gen, dtype=torch.float32) * scale
+
+    bb = model.backbone
+    for layer in bb.layers:
+        mx = layer.mixer
+        mx.A_log.add_(noise(mx.A_log, 0.3))
+        mx.D.copy_(1.0 + noise(mx.D, 0.5))
+        mx.dt_proj.bias.add_(noise(mx.dt_proj.bias, 0.5))
+        if mx.conv1d.bias is not None:
+            mx.conv1d.bias.copy_(noise(mx.conv1d.bias, 0.2))
+        if mx.in_proj.bias is not None:
+            mx.in_proj.bias.copy_(noise(mx.in_proj.bias, 0.1))
+        if mx.out_proj.bias is not None:
+            mx.out_proj.bias.copy_(noise(mx.out_proj.bias, 0.1))
+        layer.norm.weight.copy_(1.0 + noise(layer.norm.weight, 0.2))
+    bb.norm_f.weight.copy_(1.0 + noise(bb.norm_f.weight, 0.2))
+    if not model.config.tie_word_embeddings:
+        model.lm_head.weight.copy_(noise(model.lm_head.weight, 0.1))
+
+
+def check_saved_config(path, fields, keep_auto_rank):
+    with open(os.path.join(path, "config.json")) as f:
+        saved = json.load(f)
+    for k, v in fields.items():
+        if k == "time_step_rank":
+            want = "auto" if keep_auto_rank else (
+                math.ceil(fields["hidden_size"] / 16) if v == "auto" else v)
+            assert saved[k] == want, (path, k, saved[k], want)
+        else:
+            assert k in saved and saved[k] == v, (path, k, saved.get(k), v)
+    assert saved["intermediate_size"] == fields["expand"] * fields["hidden_size"]
+
+
+# ------------------------------------------------------ float64 reference
+
+class Float64Exact:
+    """Makes transformers' Mamba torch path keep float64 tensors in float64
+    (see the module docstring).  Restores everything on exit."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.orig_float = torch.Tensor.float
+        orig_float = self.orig_float
+
+        def float_keep_f64(t, *a, **k):
+            if t.dtype == torch.float64:
+                return t
+            return orig_float(t, *a, **k)
+
+        torch.Tensor.float = float_keep_f64
+        self.orig_norm = modeling_mamba.MambaRMSNorm.forward
+
+        def norm_in_input_dtype(mod, hs):
+            var = hs.pow(2).mean(-1, keepdim=True)
+            return mod.weight * (hs * torch.rsqrt(var + mod.variance_epsilon))
+
+        modeling_mamba.MambaRMSNorm.forward = norm_in_input_dtype
+        self.saved_res = [blk.residual_in_fp32 for blk in self.model.backbone.layers]
+        for blk in self.model.backbone.layers:
+            blk.residual_in_fp32 = False
+        return self
+
+    def __exit__(self, *exc):
+        torch.Tensor.float = self.orig_float
+        modeling_mamba.MambaRMSNorm.forward = self.orig_norm
+        for blk, r in zip(self.model.backbone.layers, self.saved_res):
+            blk.residual_in_fp32 = r
+        return False
+
+
+@torch.no_grad()
+def hf_logits(model_dir, ids, exact):
+    model = MambaForCausalLM.from_pretrained(model_dir, dtype=torch.float64)
+    model.eval()
+    assert model.dtype == torch.float64
+    x = torch.from_numpy(ids.astype(np.int64))
+    if exact:
+        with Float64Exact(model):
+            out = model(input_ids=x, use_cache=False).logits
+        assert out.dtype == torch.float64
+    else:
+        out = model(input_ids=x, use_cache=False).logits
+    return out.double().numpy()
+
+
+# ------------------------------------- independent NumPy forward (checking)
+
+def softplus(v):
+    # torch.nn.functional.softplus(v, beta=1, threshold=20)
+    return np.where(v > 20.0, v, np.log1p(np.exp(np.minimum(v, 20.0))))
+
+
+def silu(v):
+    return v / (1.0 + np.exp(-v))
+
+
+def rmsnorm(x, w, eps):
+    return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * w
+
+
+def numpy_forward(tensors, hp, ids):
+    """Mamba-1 forward in float64 from docs/MAMBA.md §1.  tensors: HF names."""
+    w = {k: v.double().numpy() for k, v in tensors.items()}
+    K, N, R = hp["conv_kernel"], hp["state_size"], hp["time_step_rank"]
+    eps = hp["layer_norm_epsilon"]
+    emb = w["backbone.embeddings.weight"]
+    res = emb[ids]                                        # [B, L, d]
+    Bsz, L, _ = res.shape
+    for i in range(hp["num_hidden_layers"]):
+        p = "backbone.layers.%d." % i
+        h = rmsnorm(res, w[p + "norm.weight"], eps)
+        xz = h @ w[p + "mixer.in_proj.weight"].T
+        if p + "mixer.in_proj.bias" in w:
+            xz = xz + w[p + "mixer.in_proj.bias"]
+        E = xz.shape[-1] // 2
+        xs, z = xz[..., :E], xz[..., E:]
+        cw = w[p + "mixer.conv1d.weight"][:, 0, :]       # [E, K]
+        xpad = np.concatenate([np.zeros((Bsz, K - 1, E)), xs], axis=1)
+        u = np.zeros_like(xs)
+        for k in range(K):                                # tap K-1 = current token
+            u += cw[:, k] * xpad[:, k:k + L, :]
+        if p + "mixer.conv1d.bias" in w:
+            u += w[p + "mixer.conv1d.bias"]
+        u = silu(u)
+        dbc = u @ w[p + "mixer.x_proj.weight"].T
+        dt_low, Bm, Cm = dbc[..., :R], dbc[..., R:R + N], dbc[..., R + N:R + 2 * N]
+        delta = softplus(dt_low @ w[p + "mixer.dt_proj.weight"].T + w[p + "mixer.dt_proj.bias"])
+        A = -np.exp(w[p + "mixer.A_log"])                 # [E, N]
+        D = w[p + "mixer.D"]
+        st = np.zeros((Bsz, E, N))
+        y = np.zeros_like(u)
+        for t in range(L):
+            dt = delta[:, t, :, None]
+            st = np.exp(dt * A) * st + dt * Bm[:, t, None, :] * u[:, t, :, None]
+            y[:, t] = (st * Cm[:, t, None, :]).sum(-1) + D * u[:, t]
+        y = y * silu(z)
+        out = y @ w[p + "mixer.out_proj.weight"].T
+        if p + "mixer.out_proj.bias" in w:
+            out = out + w[p + "mixer.out_proj.bias"]
+        res = res + out
+    hf = rmsnorm(res, w["backbone.norm_f.weight"], eps)
+    head = w.get("lm_head.weight", emb)
+    return hf @ head.T
+
+
+def load_dir_tensors(d):
+    idx = os.path.join(d, "model.safetensors.index.json")
+    if os.path.exists(idx):
+        with open(idx) as f:
+            files = sorted(set(json.load(f)["weight_map"].values()))
+    else:
+        files = ["model.safetensors"]
+    out = {}
+    for fn in files:
+        out.update(load_file(os.path.join(d, fn)))
+    return out
+
+
+# ----------------------------------------------------- mamba_ssm conversion
+
+def to_mamba_ssm(src, dst, fields, ms):
+    """Renames a transformers checkpoint into mamba_ssm naming."""
+    tensors = load_dir_tensors(src)
+    renamed = {}
+    for k, v in tensors.items():
+        if k == "backbone.embeddings.weight":
+            k = "backbone.embedding.weight"
+        renamed[k] = v.contiguous()
+    assert "lm_head.weight" not in renamed  # tied: mamba_ssm ties by default
+    padded = ms["vocab_size"] + (-ms["vocab_size"]) % ms["pad_vocab_size_multiple"]
+    assert padded == fields["vocab_size"]
+    os.makedirs(dst, exist_ok=True)
+    save_file(renamed, os.path.join(dst, "model.safetensors"), metadata={"format": "pt"})
+    rank = fields["time_step_rank"]
+    cfg = {
+        "d_model": fields["hidden_size"],
+        "d_intermediate": 0,
+        "n_layer": fields["num_hidden_layers"],
+        "vocab_size": ms["vocab_size"],
+        "ssm_cfg": {
+            "layer": "Mamba1",
+            "d_state": fields["state_size"],
+            "d_conv": fields["conv_kernel"],
+            "expand": fields["expand"],
+            "dt_rank": rank,
+            "conv_bias": fields["use_conv_bias"],
+            "bias": fields["use_bias"],
+        },
+        "attn_layer_idx": [],
+        "attn_cfg": {},
+        "rms_norm": True,
+        "residual_in_fp32": True,
+        "fused_add_norm": True,
+        "pad_vocab_size_multiple": ms["pad_vocab_size_multiple"],
+        "tie_embeddings": True,
+    }
+    with open(os.path.join(dst, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+        f.write("\n")
+    return renamed
+
+
+# ------------------------------------------------------------------- main
+
+def make_one(spec, index, out_root, tmp_root):
+    seed = SEED + 1000 * index
+    torch.manual_seed(seed)
+    config, fields = make_config(spec)
+    model = MambaForCausalLM(config)
+    model.eval()
+    perturb(model, torch.Generator().manual_seed(seed + 1))
+    assert model.config.use_bias == fields["use_bias"]
+    assert model.config.use_conv_bias == fields["use_conv_bias"]
+
+    final = os.path.join(out_root, spec["name"])
+    if os.path.exists(final):
+        shutil.rmtree(final)
+    hf_dir = os.path.join(tmp_root, spec["name"]) if "mamba_ssm" in spec else final
+    dtype = getattr(torch, spec["dtype"])
+    kw = {"max_shard_size": spec["shard"]} if spec.get("shard") else {}
+    model.to(dtype).save_pretrained(hf_dir, **kw)
+    gen_cfg = os.path.join(hf_dir, "generation_config.json")
+    if os.path.exists(gen_cfg):
+        os.remove(gen_cfg)  # not part of what the library reads
+    if spec.get("keep_auto_rank"):
+        p = os.path.join(hf_dir, "config.json")
+        with open(p) as f:
+            c = json.load(f)
+        c["time_step_rank"] = "auto"
+        with open(p, "w") as f:
+            json.dump(c, f, indent=2, sort_keys=True)
+            f.write("\n")
+    check_saved_config(hf_dir, fields, spec.get("keep_auto_rank", False))
+    if spec.get("shard"):
+        shards = [f for f in os.listdir(hf_dir) if f.startswith("model-")]
+        assert len(shards) >= 3 and os.path.exists(
+            os.path.join(hf_dir, "model.safetensors.index.json")), shards
+
+    # Input ids: in range of the real (unpadded) vocabulary.
+    v_in = spec["mamba_ssm"]["vocab_size"] if "mamba_ssm" in spec else fields["vocab_size"]
+    g = torch.Generator().manual_seed(seed + 2)
+    ids = torch.randint(0, v_in, (spec["batch"], spec["length"]), generator=g).numpy()
+    ids = ids.astype(np.int32)
+    ids[0, 0] = 0
+    ids[-1, -1] = v_in - 1
+
+    logits = hf_logits(hf_dir, ids, exact=True)
+    as_is = hf_logits(hf_dir, ids, exact=False)
+    hp = dict(fields)
+    hp["time_step_rank"] = model.config.time_step_rank
+    tensors = load_dir_tensors(hf_dir)
+    ref_np = numpy_forward(tensors, hp, ids)
+    scale = float(np.abs(logits).max())
+    d_np = float(np.abs(ref_np - logits).max())
+    d_hf = float(np.abs(as_is - logits).max())
+    assert d_np <= 1e-11 * max(scale, 1.0), (spec["name"], d_np, scale)
+    assert d_hf <= 1e-4 * max(scale, 1.0), (spec["name"], d_hf, scale)
+    assert float(logits.std()) > 0.05, "degenerate logits"
+
+    if "mamba_ssm" in spec:
+        renamed = to_mamba_ssm(hf_dir, final, fields, spec["mamba_ssm"])
+        back = {("backbone.embeddings.weight" if k == "backbone.embedding.weight" else k): v
+                for k, v in renamed.items()}
+        assert float(np.abs(numpy_forward(back, hp, ids) - ref_np).max()) == 0.0
+
+    meta = {
+        "fixture": spec["name"],
+        "generator": GENERATOR,
+        "seed": str(seed),
+        "transformers_version": transformers.__version__,
+        "torch_version": torch.__version__,
+        "numpy_version": np.__version__,
+        "storage_dtype": spec["dtype"],
+        "logits": "all positions, float64, transformers torch path with its float32 casts "
+                  "disabled for float64 tensors (see generator docstring)",
+        "max_abs_logit": repr(scale),
+        "max_abs_diff_vs_hf_as_is": repr(d_hf),
+        "max_abs_diff_vs_numpy_f64": repr(d_np),
+    }
+    np_save_file({"input_ids": np.ascontiguousarray(ids),
+                  "logits_f64": np.ascontiguousarray(logits.astype(np.float64))},
+                 os.path.join(final, "reference.safetensors"), metadata=meta)
+    for f in os.listdir(final):
+        os.chmod(os.path.join(final, f), 0o644)  # save_file creates 0600 files
+    size = sum(os.path.getsize(os.path.join(final, f)) for f in os.listdir(final))
+    print("%-16s ids %s logits %s |max| %.3f  d(hf as-is) %.2e  d(numpy) %.2e  %d bytes"
+          % (spec["name"], ids.shape, logits.shape, scale, d_hf, d_np, size))
+    return size
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    here = os.path.dirname(os.path.abspath(__file__))
+    ap.add_argument("--out", default=os.path.join(here, "..", "test", "data", "fixtures"))
+    args = ap.parse_args()
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+    os.makedirs(args.out, exist_ok=True)
+    total = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, spec in enumerate(FIXTURES):
+            total += make_one(spec, i, args.out, tmp)
+    print("total %d bytes in %s" % (total, os.path.normpath(args.out)))
+    assert total < 5 * 1024 * 1024
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
