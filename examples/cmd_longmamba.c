@@ -1,5 +1,590 @@
-/* cmd_longmamba.c - OWNER: LongMamba helper. Placeholder until it lands. */
+/*
+ * cmd_longmamba.c - the `calibrate` and `channels` subcommands of the
+ * longmamba tool (LongMamba calibration, LONGMAMBA.md §2-3).
+ *
+ * Links only the public library.  Exit status: 0 success, 1 failure
+ * (message on stderr), 2 usage error.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
 #include "cli.h"
-int cmd_calibrate(int argc, char **argv) { (void)argc; (void)argv; fprintf(stderr, "not built yet\n"); return 2; }
-int cmd_channels(int argc, char **argv) { (void)argc; (void)argv; fprintf(stderr, "not built yet\n"); return 2; }
+#include "longmamba.h"
+
+#define EXIT_USAGE     2
+#define DEFAULT_WINDOW 2000
+#define DEFAULT_COUNT  20
+
+static const char calibrate_usage[] =
+    "usage: longmamba calibrate MODEL_DIR (--text FILE | --tokens FILE) -o CALIB.safetensors\n"
+    "           [--window N] [--count M] [--clamp SC] [--agg max|mean]\n"
+    "           [--backend cpu|cuda|auto] [--threads N]\n"
+    "\n"
+    "Runs M vanilla prefills of N tokens (default 20 x 2000) taken evenly spaced\n"
+    "through the calibration text, and saves per layer and channel the\n"
+    "cumulative log-decay and the token-filter thresholds of every length\n"
+    "bucket (1k .. 192k tokens).\n"
+    "  --text FILE    UTF-8 text: encoded with MODEL_DIR/tokenizer.json, or as raw\n"
+    "                 bytes for a byte-level model (vocabulary 256 or\n"
+    "                 \"byte_level\": true in config.json)\n"
+    "  --tokens FILE  whitespace-separated integer token ids\n"
+    "  --clamp SC     clamp Δ to its top-SC value before the statistics, SC in\n"
+    "                 [0, 0.2] (default 0 = off)\n"
+    "  --agg          aggregate windows by elementwise max (default) or mean\n";
+
+static const char channels_usage[] =
+    "usage: longmamba channels MODEL_DIR CALIB.safetensors [--theta X]\n"
+    "           [--backend cpu|cuda|auto] [--threads N]\n"
+    "\n"
+    "Prints how many channels of each layer are global (cumulative decay over the\n"
+    "calibration length > theta; default 1e-3 for Mamba-1, 5e-2 for Mamba-2).\n";
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static int cmd_usage(const char *usage, const char *fmt, const char *arg)
+{
+    fputs("longmamba: ", stderr);
+    fprintf(stderr, fmt, arg);
+    fputc('\n', stderr);
+    fputs(usage, stderr);
+    return EXIT_USAGE;
+}
+
+static int cmd_fail(const char *what, lm_status st, const char *msg)
+{
+    if (msg && *msg)
+        fprintf(stderr, "longmamba: %s: %s: %s\n", what, lm_status_str(st), msg);
+    else
+        fprintf(stderr, "longmamba: %s: %s\n", what, lm_status_str(st));
+    return 1;
+}
+
+/* Whole-string integer in [lo, hi]. */
+static int parse_int(const char *s, long long lo, long long hi, long long *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return 0;
+    *out = v;
+    return 1;
+}
+
+static int parse_double(const char *s, double *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v))
+        return 0;
+    *out = v;
+    return 1;
+}
+
+static int parse_backend(const char *s, lm_backend *out)
+{
+    if (strcmp(s, "auto") == 0)
+        *out = LM_BACKEND_AUTO;
+    else if (strcmp(s, "cpu") == 0)
+        *out = LM_BACKEND_CPU;
+    else if (strcmp(s, "cuda") == 0)
+        *out = LM_BACKEND_CUDA;
+    else
+        return 0;
+    return 1;
+}
+
+/* Whole file, NUL-terminated; NULL with errno set on failure. */
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (n + 1 < cap)
+            break;
+        char *nb = cap <= SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
+        if (!nb) {
+            free(buf);
+            buf = NULL;
+            errno = ENOMEM;
+            break;
+        }
+        buf = nb;
+        cap *= 2;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (!buf)
+        return NULL;
+    if (bad) {
+        free(buf);
+        errno = EIO;
+        return NULL;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+static int has_file(const char *dir, const char *name)
+{
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path)
+        return 0;
+    return access(path, R_OK) == 0;
+}
+
+/* config.json of dir contains "byte_level": true. */
+static int byte_level_config(const char *dir)
+{
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/config.json", dir) >= (int)sizeof path)
+        return 0;
+    size_t n = 0;
+    char *txt = read_file(path, &n);
+    if (!txt)
+        return 0;
+    int yes = 0;
+    const char *p = txt;
+    while (!yes && (p = strstr(p, "\"byte_level\"")) != NULL) {
+        p += 12;
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == ':')
+            p++;
+        yes = strncmp(p, "true", 4) == 0;
+    }
+    free(txt);
+    return yes;
+}
+
+static lm_status load_model(const char *dir, lm_backend backend, int threads, lm_model **m)
+{
+    lm_model_params mp;
+    lm_model_params_init(&mp);
+    mp.backend = backend;
+    mp.n_threads = threads;
+    char err[512];
+    lm_status st = lm_model_load(dir, &mp, m, err, sizeof err);
+    if (st != LM_OK)
+        cmd_fail("cannot load model", st, err);
+    return st;
+}
+
+/* Token ids of a --tokens file: whitespace-separated decimal integers in
+ * [0, vocab). */
+static int32_t *read_token_file(const char *path, int64_t vocab, size_t *n_out)
+{
+    size_t len = 0;
+    char *txt = read_file(path, &len);
+    if (!txt) {
+        fprintf(stderr, "longmamba: cannot read %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1024, n = 0;
+    int32_t *ids = malloc(cap * sizeof *ids);
+    char *p = txt;
+    while (ids) {
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f' || *p == '\v')
+            p++;
+        if (!*p)
+            break;
+        char *end = NULL;
+        errno = 0;
+        long long v = strtoll(p, &end, 10);
+        if (end == p || errno || (*end && !strchr(" \t\n\r\f\v", *end))) {
+            fprintf(stderr, "longmamba: %s: token %zu is not an integer\n", path, n + 1);
+            free(ids);
+            ids = NULL;
+            break;
+        }
+        if (v < 0 || v >= vocab) {
+            fprintf(stderr, "longmamba: %s: token %zu is %lld, outside the vocabulary [0, %lld)\n",
+                    path, n + 1, v, (long long)vocab);
+            free(ids);
+            ids = NULL;
+            break;
+        }
+        if (n == cap) {
+            int32_t *ni = realloc(ids, 2 * cap * sizeof *ids);
+            if (!ni) {
+                fprintf(stderr, "longmamba: out of memory reading %s\n", path);
+                free(ids);
+                ids = NULL;
+                break;
+            }
+            ids = ni;
+            cap *= 2;
+        }
+        ids[n++] = (int32_t)v;
+        p = end;
+    }
+    free(txt);
+    *n_out = n;
+    return ids;
+}
+
+/* Token ids of a --text file: the model's tokenizer.json, or raw bytes for
+ * a byte-level model; refused otherwise. */
+static int32_t *read_text_file(const char *path, const char *dir, int64_t vocab, size_t *n_out)
+{
+    int use_tok = has_file(dir, "tokenizer.json");
+    if (!use_tok && !(vocab == 256 || (vocab >= 256 && byte_level_config(dir)))) {
+        fprintf(stderr,
+                "longmamba: %s has no tokenizer.json and is not a byte-level model (vocabulary "
+                "%lld): pass token ids with --tokens FILE\n",
+                dir, (long long)vocab);
+        return NULL;
+    }
+    size_t len = 0;
+    char *txt = read_file(path, &len);
+    if (!txt) {
+        fprintf(stderr, "longmamba: cannot read %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    int32_t *ids = NULL;
+    if (!use_tok) {
+        ids = malloc((len ? len : 1) * sizeof *ids);
+        if (ids)
+            for (size_t i = 0; i < len; i++)
+                ids[i] = (unsigned char)txt[i];
+        else
+            fprintf(stderr, "longmamba: out of memory\n");
+        *n_out = len;
+        free(txt);
+        return ids;
+    }
+    lm_tokenizer *tok = NULL;
+    char err[512];
+    lm_status st = lm_tokenizer_load(dir, &tok, err, sizeof err);
+    size_t n = 0;
+    if (st == LM_OK)
+        st = lm_tokenizer_encode(tok, txt, len, NULL, 0, &n, err, sizeof err);
+    if (st == LM_ERR_BUFFER_TOO_SMALL || (st == LM_OK && n > 0)) {
+        ids = malloc(n * sizeof *ids);
+        st = ids ? lm_tokenizer_encode(tok, txt, len, ids, n, &n, err, sizeof err)
+                 : LM_ERR_NO_MEMORY;
+    }
+    if (st != LM_OK) {
+        cmd_fail("cannot tokenize the calibration text", st, st == LM_ERR_NO_MEMORY ? "" : err);
+        free(ids);
+        ids = NULL;
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            if (ids[i] < 0 || ids[i] >= vocab) {
+                fprintf(stderr,
+                        "longmamba: tokenizer produced id %d outside the model's "
+                        "vocabulary (%lld)\n",
+                        (int)ids[i], (long long)vocab);
+                free(ids);
+                ids = NULL;
+                break;
+            }
+        }
+    }
+    lm_tokenizer_free(tok);
+    free(txt);
+    *n_out = n;
+    return ids;
+}
+
+typedef struct progress_ctx {
+    int tty;
+    int64_t window;
+    time_t start;
+} progress_ctx;
+
+static int on_progress(void *user, int64_t done, int64_t total)
+{
+    progress_ctx *p = user;
+    if (p->tty) {
+        fprintf(stderr, "\rcalibrating: %lld / %lld tokens (%.0f s)", (long long)done,
+                (long long)total, difftime(time(NULL), p->start));
+        if (done == total)
+            fputc('\n', stderr);
+        fflush(stderr);
+    }
+    return 0;
+}
+
+/* ---- calibrate ------------------------------------------------------------- */
+
+int cmd_calibrate(int argc, char **argv)
+{
+    const char *dir = NULL, *text = NULL, *tokens = NULL, *out = NULL;
+    long long window = DEFAULT_WINDOW, count = DEFAULT_COUNT, threads = 0;
+    double clamp = 0.0;
+    lm_calib_agg agg = LM_CALIB_AGG_MAX;
+    lm_backend backend = LM_BACKEND_AUTO;
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(calibrate_usage, stdout);
+            return 0;
+        }
+        if (a[0] == '-' && a[1] != '\0') {
+            if (i + 1 >= argc)
+                return cmd_usage(calibrate_usage, "%s needs a value", a);
+            const char *v = argv[++i];
+            if (strcmp(a, "--text") == 0)
+                text = v;
+            else if (strcmp(a, "--tokens") == 0)
+                tokens = v;
+            else if (strcmp(a, "-o") == 0 || strcmp(a, "--output") == 0)
+                out = v;
+            else if (strcmp(a, "--window") == 0) {
+                if (!parse_int(v, 2, INT32_MAX, &window))
+                    return cmd_usage(calibrate_usage, "--window needs an integer >= 2, got '%s'",
+                                     v);
+            } else if (strcmp(a, "--count") == 0) {
+                if (!parse_int(v, 1, 1000000, &count))
+                    return cmd_usage(calibrate_usage, "--count needs an integer >= 1, got '%s'", v);
+            } else if (strcmp(a, "--clamp") == 0) {
+                if (!parse_double(v, &clamp) || clamp < 0.0 || clamp > 0.2)
+                    return cmd_usage(calibrate_usage,
+                                     "--clamp needs a number in [0, 0.2], got '%s'", v);
+            } else if (strcmp(a, "--agg") == 0) {
+                if (strcmp(v, "max") == 0)
+                    agg = LM_CALIB_AGG_MAX;
+                else if (strcmp(v, "mean") == 0)
+                    agg = LM_CALIB_AGG_MEAN;
+                else
+                    return cmd_usage(calibrate_usage, "--agg is max or mean, not '%s'", v);
+            } else if (strcmp(a, "--backend") == 0) {
+                if (!parse_backend(v, &backend))
+                    return cmd_usage(calibrate_usage, "--backend is cpu, cuda or auto, not '%s'",
+                                     v);
+            } else if (strcmp(a, "--threads") == 0) {
+                if (!parse_int(v, 0, 4096, &threads))
+                    return cmd_usage(calibrate_usage, "--threads needs an integer >= 0, got '%s'",
+                                     v);
+            } else {
+                return cmd_usage(calibrate_usage, "unknown option '%s'", a);
+            }
+        } else if (!dir) {
+            dir = a;
+        } else {
+            return cmd_usage(calibrate_usage, "unexpected argument '%s'", a);
+        }
+    }
+    if (!dir)
+        return cmd_usage(calibrate_usage, "%s", "MODEL_DIR is missing");
+    if (!text == !tokens)
+        return cmd_usage(calibrate_usage, "%s",
+                         "give exactly one of --text FILE and --tokens FILE");
+    if (!out)
+        return cmd_usage(calibrate_usage, "%s", "-o CALIB.safetensors is missing");
+
+    lm_model *model = NULL;
+    lm_status st = load_model(dir, backend, (int)threads, &model);
+    if (st != LM_OK)
+        return 1;
+    lm_model_info info = {.struct_size = sizeof info};
+    lm_model_get_info(model, &info);
+
+    size_t n_tok = 0;
+    int32_t *ids = text ? read_text_file(text, dir, info.vocab_size, &n_tok)
+                        : read_token_file(tokens, info.vocab_size, &n_tok);
+    if (!ids) {
+        lm_model_free(model);
+        return 1;
+    }
+    if (n_tok < (size_t)window) {
+        fprintf(stderr,
+                "longmamba: %s has %zu tokens, fewer than one window of %lld (use a "
+                "longer text or a smaller --window)\n",
+                text ? text : tokens, n_tok, window);
+        free(ids);
+        lm_model_free(model);
+        return 1;
+    }
+    if ((double)window * (double)count > (double)n_tok)
+        fprintf(stderr, "longmamba: note: %lld windows of %lld tokens overlap in %zu tokens\n",
+                count, window, n_tok);
+
+    /* Windows evenly spaced: start_i = i * (n - W) / (M - 1). */
+    const int32_t **win = malloc((size_t)count * sizeof *win);
+    size_t *lens = malloc((size_t)count * sizeof *lens);
+    if (!win || !lens) {
+        fprintf(stderr, "longmamba: out of memory\n");
+        free(win);
+        free(lens);
+        free(ids);
+        lm_model_free(model);
+        return 1;
+    }
+    size_t span = n_tok - (size_t)window;
+    for (long long i = 0; i < count; i++) {
+        size_t start = count == 1 ? 0 : (size_t)((double)span * (double)i / (double)(count - 1));
+        if (start > span)
+            start = span;
+        win[i] = ids + start;
+        lens[i] = (size_t)window;
+    }
+
+    progress_ctx pc = {isatty(2), 0, time(NULL)};
+    lm_calib_params cp;
+    lm_calib_params_init(&cp);
+    cp.aggregation = agg;
+    cp.clamp = clamp;
+    cp.progress = on_progress;
+    cp.progress_user = &pc;
+    lm_calibration *cal = NULL;
+    char err[512];
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    st = lm_calibrate(model, (const int32_t *const *)win, lens, (size_t)count, &cp, &cal, err,
+                      sizeof err);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    free(win);
+    free(lens);
+    free(ids);
+    int rc = 0;
+    if (st != LM_OK) {
+        rc = cmd_fail("calibration failed", st, err);
+    } else if ((st = lm_calibration_save(cal, out, err, sizeof err)) != LM_OK) {
+        rc = cmd_fail("cannot save the calibration", st, err);
+    } else {
+        lm_calibration_info ci = {.struct_size = sizeof ci};
+        lm_calibration_get_info(cal, &ci);
+        double theta = info.arch == LM_ARCH_MAMBA2 ? 5e-2 : 1e-3;
+        size_t nm = (size_t)(ci.n_layer * ci.n_channels);
+        uint8_t *mask = malloc(nm ? nm : 1);
+        long long global = 0;
+        if (mask && lm_classify_channels(cal, theta, mask, nm, NULL, 0, NULL, 0) == LM_OK)
+            for (size_t i = 0; i < nm; i++)
+                global += mask[i];
+        free(mask);
+        double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+        printf("calibration:  %s\n", out);
+        printf("model:        %s (%s, %lld layers x %lld channels, fingerprint %016llx)\n", dir,
+               info.arch == LM_ARCH_MAMBA2 ? "mamba2" : "mamba1", (long long)ci.n_layer,
+               (long long)ci.n_channels, (unsigned long long)ci.fingerprint);
+        printf("windows:      %lld x %lld tokens from %s (%zu tokens)\n", count, window,
+               text ? text : tokens, n_tok);
+        printf("aggregation:  %s, clamp %g, %lld length buckets\n",
+               agg == LM_CALIB_AGG_MAX ? "max" : "mean", clamp, (long long)ci.n_buckets);
+        printf("global:       %lld of %zu channels (%.1f%%) at theta %g\n", global, nm,
+               nm ? 100.0 * (double)global / (double)nm : 0.0, theta);
+        printf("time:         %.2f s (%.0f tokens/s)\n", secs,
+               secs > 0 ? (double)window * (double)count / secs : 0.0);
+    }
+    lm_calibration_free(cal);
+    lm_model_free(model);
+    return rc;
+}
+
+/* ---- channels -------------------------------------------------------------- */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+int cmd_channels(int argc, char **argv)
+{
+    const char *dir = NULL, *path = NULL;
+    double theta = 0.0;
+    long long threads = 0;
+    lm_backend backend = LM_BACKEND_CPU; /* the model is only needed for its identity */
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(channels_usage, stdout);
+            return 0;
+        }
+        if (a[0] == '-' && a[1] != '\0') {
+            if (i + 1 >= argc)
+                return cmd_usage(channels_usage, "%s needs a value", a);
+            const char *v = argv[++i];
+            if (strcmp(a, "--theta") == 0) {
+                if (!parse_double(v, &theta) || !(theta > 0.0))
+                    return cmd_usage(channels_usage, "--theta needs a number > 0, got '%s'", v);
+            } else if (strcmp(a, "--backend") == 0) {
+                if (!parse_backend(v, &backend))
+                    return cmd_usage(channels_usage, "--backend is cpu, cuda or auto, not '%s'", v);
+            } else if (strcmp(a, "--threads") == 0) {
+                if (!parse_int(v, 0, 4096, &threads))
+                    return cmd_usage(channels_usage, "--threads needs an integer >= 0, got '%s'",
+                                     v);
+            } else {
+                return cmd_usage(channels_usage, "unknown option '%s'", a);
+            }
+        } else if (!dir) {
+            dir = a;
+        } else if (!path) {
+            path = a;
+        } else {
+            return cmd_usage(channels_usage, "unexpected argument '%s'", a);
+        }
+    }
+    if (!dir || !path)
+        return cmd_usage(channels_usage, "%s", "MODEL_DIR and CALIB are required");
+
+    lm_model *model = NULL;
+    if (load_model(dir, backend, (int)threads, &model) != LM_OK)
+        return 1;
+    lm_model_info info = {.struct_size = sizeof info};
+    lm_model_get_info(model, &info);
+    if (theta == 0.0)
+        theta = info.arch == LM_ARCH_MAMBA2 ? 5e-2 : 1e-3;
+
+    lm_calibration *cal = NULL;
+    char err[512];
+    lm_status st = lm_calibration_load(path, model, &cal, err, sizeof err);
+    if (st != LM_OK) {
+        lm_model_free(model);
+        return cmd_fail("cannot load the calibration", st, err);
+    }
+    lm_calibration_info ci = {.struct_size = sizeof ci};
+    lm_calibration_get_info(cal, &ci);
+    size_t nl = (size_t)ci.n_layer, C = (size_t)ci.n_channels;
+    uint8_t *mask = malloc(nl * C);
+    int64_t *counts = malloc(nl * sizeof *counts);
+    double *ld = malloc(C * sizeof *ld);
+    int rc = 0;
+    if (!mask || !counts || !ld) {
+        fprintf(stderr, "longmamba: out of memory\n");
+        rc = 1;
+    } else if ((st = lm_classify_channels(cal, theta, mask, nl * C, counts, nl, err, sizeof err)) !=
+               LM_OK) {
+        rc = cmd_fail("cannot classify channels", st, err);
+    } else {
+        printf("calibration: %s (%lld windows x %lld tokens, %s, clamp %g)\n", path,
+               (long long)ci.n_windows, (long long)ci.calib_length,
+               ci.aggregation == LM_CALIB_AGG_MEAN ? "mean" : "max", ci.clamp);
+        printf("theta: %g (log %.4g)\n\n", theta, log(theta));
+        printf("%5s  %8s  %8s  %7s  %12s\n", "layer", "global", "channels", "global%",
+               "median ln d");
+        long long total = 0;
+        for (size_t l = 0; l < nl; l++) {
+            /* median log-decay: where theta would split the layer in half */
+            lm_calibration_get_log_decay(cal, (int64_t)l, ld, C);
+            qsort(ld, C, sizeof *ld, cmp_double);
+            double med = C % 2 ? ld[C / 2] : 0.5 * (ld[C / 2 - 1] + ld[C / 2]);
+            printf("%5zu  %8lld  %8zu  %6.1f%%  %12.4g\n", l, (long long)counts[l], C,
+                   100.0 * (double)counts[l] / (double)C, med);
+            total += counts[l];
+        }
+        printf("\ntotal: %lld of %zu channels global (%.2f%%)\n", total, nl * C,
+               100.0 * (double)total / (double)(nl * C));
+    }
+    free(mask);
+    free(counts);
+    free(ld);
+    lm_calibration_free(cal);
+    lm_model_free(model);
+    return rc;
+}
