@@ -397,7 +397,16 @@ LM_API lm_status lm_session_state_load(lm_session *session, const void *buf, siz
 typedef struct lm_tokenizer lm_tokenizer;
 
 /* Loads tokenizer.json from a file path or from a model directory that
- * contains one.  Immutable and shareable across threads once loaded. */
+ * contains one.  Immutable and shareable across threads once loaded.
+ * Ids are those of Hugging Face `tokenizers` (Tokenizer.encode(text).ids)
+ * for what it supports: a BPE model (merges as "a b" or ["a", "b"]),
+ * normalizer NFC or none, ByteLevel pre-tokenizer and decoder, ByteLevel
+ * or no post-processor, added tokens without single_word/lstrip/rstrip.
+ * Other components or options that would change the ids give
+ * LM_ERR_UNSUPPORTED; malformed files LM_ERR_FORMAT (duplicate ids, merges
+ * of unknown tokens), absent model/vocab/merges LM_ERR_MISSING, a
+ * directory without tokenizer.json LM_ERR_MISSING, unreadable files
+ * LM_ERR_IO. */
 LM_API lm_status lm_tokenizer_load(const char *path, lm_tokenizer **out, char *err, size_t err_cap);
 LM_API void lm_tokenizer_free(lm_tokenizer *tok);
 /* Number of ids (vocabulary plus added tokens, i.e. max id + 1). */
@@ -405,11 +414,20 @@ LM_API int64_t lm_tokenizer_vocab_size(const lm_tokenizer *tok);
 /* Encodes text[0..text_len) (UTF-8).  *n_ids receives the number of ids;
  * if cap is too small nothing is written past cap and the call returns
  * LM_ERR_BUFFER_TOO_SMALL with *n_ids the size needed (ids may be NULL
- * with cap 0 for a size query). */
+ * with cap 0 for a size query).  Invalid UTF-8 is not an error: each
+ * maximal invalid subpart becomes U+FFFD first (as Python's
+ * bytes.decode("utf-8", "replace") would hand the text to `tokenizers`).
+ * Special tokens in the text are matched (added tokens split the text
+ * before anything else).  Time is linear in text_len for text in words;
+ * one word of n bytes costs O(n log n). */
 LM_API lm_status lm_tokenizer_encode(const lm_tokenizer *tok, const char *text, size_t text_len,
                                      int32_t *ids, size_t cap, size_t *n_ids,
                                      char *err, size_t err_cap);
-/* Decodes ids to UTF-8 bytes (not NUL terminated); same size protocol. */
+/* Decodes ids to bytes (not NUL terminated); same size protocol.  The
+ * bytes of ids are concatenated as they are: a sequence cut inside a
+ * character gives incomplete UTF-8 (`tokenizers` would show U+FFFD there),
+ * which the following ids complete.  Special tokens decode to their text.
+ * An id < 0, >= vocab size or without a token is LM_ERR_OUT_OF_RANGE. */
 LM_API lm_status lm_tokenizer_decode(const lm_tokenizer *tok, const int32_t *ids, size_t n_ids,
                                      char *text, size_t cap, size_t *n_bytes,
                                      char *err, size_t err_cap);
