@@ -1,0 +1,3 @@
+module longmamba
+
+go 1.19
