@@ -3,4 +3,6 @@
 #define LM_CLI_H
 int cmd_calibrate(int argc, char **argv);  /* cmd_longmamba.c */
 int cmd_channels(int argc, char **argv);   /* cmd_longmamba.c */
+int cmd_tokenize(int argc, char **argv);   /* cmd_tokenizer.c */
+int cmd_detokenize(int argc, char **argv); /* cmd_tokenizer.c */
 #endif
