@@ -1,0 +1,151 @@
+/*
+ * kernels.h - C entry points of the CUDA kernels (device pointers, one
+ * stream).  The backend (backend.cu) strings them together; the GPU tests
+ * and benchmarks call them one at a time.  Each returns the launch's
+ * cudaError_t (cudaSuccess or a configuration error); execution errors
+ * surface at the next synchronisation.
+ *
+ * dtype arguments: 0 = fp32, 1 = bf16 (lmc_dtype) for the tensors marked T.
+ * Layouts are token major, row strides (ld*) in elements.
+ */
+#ifndef LMC_KERNELS_H
+#define LMC_KERNELS_H
+
+#include <cuda_runtime_api.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- selective scan (scan.cu) ------------------------------------------ */
+
+/* Mamba-1 selective scan over `batch` independent sequences of L tokens:
+ *   d = dt_softplus ? softplus(dt + dt_bias) : dt
+ *   if flag && flag[e] && !(d > tau[e])  d = 0          (LongMamba filter)
+ *   h[e][n] = exp(d*A[e][n]) h[e][n] + d B[t][n] u[t][e]
+ *   y[t][e] = (sum_n h[e][n] C[t][n] + D[e] u[t][e]) * (z ? silu(z[t][e]) : 1)
+ * A is given as A2 = A * log2(e).  h ([batch][E][N] fp32) holds the initial
+ * state and receives the final one.  Parallel along the sequence: chunks of
+ * `chunk` tokens are scanned from zero, their end states combined in a
+ * short sequential pass, then rescanned from the true start states. */
+typedef struct lmc_scan_args {
+    int64_t batch, L, E, N;
+    int dtype;                      /* of u, z, y */
+    const void *u;   int64_t ldu, u_bs;        /* [L][ldu] T, batch stride */
+    const float *dt; int64_t lddt, dt_bs;
+    const float *dt_bias;           /* [E] or NULL */
+    int dt_softplus;
+    const float *A2;                /* [E][N] */
+    const float *B;  const float *C; int64_t ldbc, bc_bs;
+    const float *D;                 /* [E] or NULL */
+    const void *z;   int64_t ldz, z_bs;        /* or NULL */
+    const uint8_t *flag;            /* [E] or NULL: no filter */
+    const float *tau;               /* [E] */
+    void *y;         int64_t ldy, y_bs;
+    float *h;                       /* [batch][E][N] in/out */
+    float *chunk_s, *chunk_h;       /* scratch, lmc_scan_scratch_floats() floats in all */
+    int chunk;                      /* tokens per chunk; 0 = choose */
+    int n_sm;                       /* multiprocessors (chunk choice); 0 = 132 */
+    int variant;                    /* code variant for benchmarks (scan.cu); 0 = default */
+} lmc_scan_args;
+
+/* Largest N the scan supports. */
+#define LMC_SCAN_MAX_N 64
+
+/* Chunk length the scan will use for these sizes (chunk 0 = choose). */
+int lmc_scan_chunk(int64_t batch, int64_t L, int64_t E, int64_t N, int chunk, int n_sm);
+/* Scratch floats for chunk_s + chunk_h (chunk_h starts at chunk_s + the
+ * returned value of lmc_scan_scratch_s()). */
+size_t lmc_scan_scratch_floats(int64_t batch, int64_t L, int64_t E, int64_t N, int chunk, int n_sm);
+size_t lmc_scan_scratch_s(int64_t batch, int64_t L, int64_t E, int64_t N, int chunk, int n_sm);
+cudaError_t lmc_scan(const lmc_scan_args *a, cudaStream_t st);
+
+/* ---- causal depthwise conv1d (conv.cu) --------------------------------- */
+
+/* u[t][e] = silu(b[e] + sum_k w[e][k] x[t-(K-1)+k][e]), positions < 0 taken
+ * from state [E][K-1] (oldest first).  x: T [L][ldx], u: T [L][E].
+ * 2 <= K <= 8. */
+cudaError_t lmc_conv(int dtype, const void *x, int64_t ldx, int64_t L, int64_t E, int K,
+                     const float *w, const float *b, const float *state, void *u,
+                     cudaStream_t st);
+/* state <- the last K-1 columns of [state | x] (run after lmc_conv). */
+cudaError_t lmc_conv_state_update(int dtype, const void *x, int64_t ldx, int64_t L, int64_t E,
+                                  int K, float *state, cudaStream_t st);
+
+/* ---- norms, embedding, small element-wise kernels (norm.cu) ------------ */
+
+/* out[r][i] = x[r][i] / sqrt(mean_i x[r][i]^2 + eps) * w[i]; out is T. */
+cudaError_t lmc_rmsnorm(int dtype, const float *x, int64_t rows, int64_t d, const float *w,
+                        float eps, void *out, cudaStream_t st);
+/* out[t][:] = (float) emb[tok[t]][:], emb T [V][d]. */
+cudaError_t lmc_embed(int dtype, const void *emb, int64_t d, const int32_t *tok, int64_t L,
+                      float *out, cudaStream_t st);
+/* x[r][i] = b[i] for every row (x is T with row stride ld). */
+cudaError_t lmc_fill_rows(int dtype, void *x, int64_t ld, int64_t rows, int64_t n, const float *b,
+                          cudaStream_t st);
+/* x[r][i] += b[i] (fp32). */
+cudaError_t lmc_add_rows(float *x, int64_t rows, int64_t n, const float *b, cudaStream_t st);
+/* dst[i] = bf16(src[i]) or a copy (dtype 0); in place allowed for dtype 0 only. */
+cudaError_t lmc_convert(int dtype, const float *src, void *dst, size_t n, cudaStream_t st);
+/* x[i] *= s. */
+cudaError_t lmc_scale(float *x, size_t n, float s, cudaStream_t st);
+/* dst[i] = offset + scale * U(-1, 1) from a counter hash of (seed, i):
+ * random benchmark inputs without a host round trip. */
+cudaError_t lmc_fill_uniform(int dtype, void *dst, size_t n, float scale, float offset, uint64_t seed,
+                             cudaStream_t st);
+
+/* ---- DeciMamba and Δ export (deci.cu) ---------------------------------- */
+
+/* delta[t][e] = softplus(dt[t][e] + b[e]), [L][E] dense. */
+cudaError_t lmc_delta(const float *dt, int64_t lddt, int64_t L, int64_t E, const float *b,
+                      float *delta, cudaStream_t st);
+/* scores[t] = || softplus(dt[t][:] + b) ||_2 over the E channels. */
+cudaError_t lmc_deci_scores(const float *dt, int64_t lddt, int64_t L, int64_t E, const float *b,
+                            float *scores, cudaStream_t st);
+/* dst row i = src row idx[i] for i < n; rows of row_bytes (even) bytes,
+ * strides in bytes. */
+cudaError_t lmc_gather_rows(const void *src, int64_t src_stride, void *dst, int64_t dst_stride,
+                            int64_t row_bytes, const int32_t *idx, int64_t n, cudaStream_t st);
+
+/* ---- fused one-token step (decode.cu), batch 1, fp32 vectors ----------- */
+/* pdl = 1: launched with programmatic dependent launch (the kernel starts
+ * while the previous one drains, prefetches its weights, then waits). */
+
+/* out[r] = W[r] . (x / rms(x) * norm_w) + bias[r]   (W T [rows][n_in]) */
+cudaError_t lmc_dec_norm_gemv(int dtype, const float *x, int64_t n_in, const float *norm_w, float eps,
+                              const void *W, int64_t rows, const float *bias, float *out, int n_sm,
+                              int pdl, cudaStream_t st);
+/* out[r] = W[r] . u, u[e] = silu(b[e] + sum_k<K-1 w[e][k] state[e][k] + w[e][K-1] x[e]) */
+cudaError_t lmc_dec_conv_gemv(int dtype, const float *x, int64_t E, const float *conv_state,
+                              const float *conv_w, const float *conv_b, int K, const void *W,
+                              int64_t rows, float *out, int n_sm, int pdl, cudaStream_t st);
+/* out[r] += W[r] . x + bias[r] */
+cudaError_t lmc_dec_gemv_add(int dtype, const float *x, int64_t n_in, const void *W, int64_t rows,
+                             const float *bias, float *out, int n_sm, int pdl, cudaStream_t st);
+/* Per channel: u from the conv state and x = xz[e] (state shifted in
+ * place), Δ = softplus(dt_w[e] . dbc[0:R] + dt_b[e]), h update with
+ * B = dbc[R:R+N], y[e] = (h . C + D u) silu(xz[E + e]). */
+cudaError_t lmc_dec_scan_step(const float *xz, int64_t E, int64_t N, int64_t R, int K, float *conv_state,
+                              const float *conv_w, const float *conv_b, const float *dbc,
+                              const float *dt_w, const float *dt_b, const float *A2, const float *D,
+                              float *h, float *y, int pdl, cudaStream_t st);
+
+/* Test and benchmark switch (backend.cu): 1-token forwards of this CUDA
+ * session use the fused step with programmatic dependent launch (on = 2,
+ * the default), the fused step with plain launches (on = 1), or the
+ * prefill kernels (on = 0).  Returns 0, or -1 for a session without CUDA
+ * state. */
+struct lm_session;
+int lmc_session_fused_decode(struct lm_session *s, int on);
+/* Benchmark hook: replays the session's captured one-token graph `iters`
+ * times back to back (advancing the state) and stores the mean GPU time
+ * per replay in *ms.  Returns 0, or -1 when no graph is captured. */
+int lmc_session_replay_ms(struct lm_session *s, int iters, float *ms);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LMC_KERNELS_H */

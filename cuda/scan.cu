@@ -1,0 +1,347 @@
+/*
+ * scan.cu - Mamba-1 selective scan, parallel along the sequence.
+ *
+ * Mapping: one thread per (channel e, chunk of `chunk` tokens, batch row);
+ * a block holds 128 consecutive channels of one chunk, so the loads of
+ * u, dt, z and the store of y are coalesced rows, and B/C of the chunk are
+ * staged once in shared memory and read back as broadcasts.  Each thread
+ * keeps its NS (>= N, padded with A = 0, B = C = 0) states in registers.
+ *
+ *   phase 1  (chunk_kernel<false>): scan each chunk from h = 0; store the
+ *            chunk's end state H_c[n] and its Δ sum S_c (the chunk's decay
+ *            is exp(A[n] * S_c), the product of its per-token decays);
+ *   phase 2  (carry_kernel): per (e, n), walk the chunks in order:
+ *            start_c = h; h = exp(A[n] S_c) h + H_c;  h is the final state;
+ *   phase 3  (chunk_kernel<true>): rescan each chunk from start_c, write y.
+ * One chunk (L <= chunk, every decode step) runs phase 3 alone, reading
+ * and writing the state in place.
+ *
+ * Phase 1 and 3 both evaluate exp(Δ A) per (t, e, n): the price of the
+ * sequence parallelism (bench/gpu/NOTES.md has the numbers).
+ *
+ * PyTorch (transformers' slow path) the loop implements:
+ *   discrete_A = torch.exp(A[None, :, None, :] * discrete_time_step[:, :, :, None])
+ *   deltaB_u = discrete_time_step[:, :, :, None] * B[:, None, :, :].float() * hidden_states[:, :, :, None].float()
+ *   ssm_state = discrete_A[:, :, i, :] * ssm_state + deltaB_u[:, :, i, :]
+ *   scan_output = torch.matmul(ssm_state.to(dtype), C[:, i, :].unsqueeze(-1))
+ *   scan_output = scan_output + (hidden_states * self.D[None, :, None])
+ *   scan_output = scan_output * self.act(gate)
+ */
+#include "common.cuh"
+#include "kernels.h"
+
+#include <stdint.h>
+
+namespace {
+
+constexpr int kThreads = 128;
+
+struct ScanP {
+    int64_t L, E, N, nc;
+    int chunk;
+    const void *u; int64_t ldu, u_bs;
+    const float *dt; int64_t lddt, dt_bs;
+    const float *dt_bias;
+    int dt_softplus;
+    const float *A2;
+    const float *B, *C; int64_t ldbc, bc_bs;
+    const float *D;
+    const void *z; int64_t ldz, z_bs;
+    const uint8_t *flag;
+    const float *tau;
+    void *y; int64_t ldy, y_bs;
+    float *h;
+    float *cs, *ch;
+};
+
+/* FINAL = false: phase 1 (aggregate); true: phase 3 (outputs).
+ * MB: minimum resident blocks per SM asked of the register allocator;
+ * PF: load the next group of tokens while computing the current one. */
+template <typename T, int NS, bool FINAL, int MB, bool PF>
+__global__ void __launch_bounds__(kThreads, MB) chunk_kernel(ScanP p)
+{
+    extern __shared__ float4 smem4[];
+    float *sB = reinterpret_cast<float *>(smem4);
+    float *sC = sB + (size_t)p.chunk * NS;
+
+    const int64_t e = (int64_t)blockIdx.x * kThreads + threadIdx.x;
+    const int64_t c = blockIdx.y;
+    const int64_t b = blockIdx.z;
+    const int64_t t0 = c * p.chunk;
+    const int nt = (int)min((int64_t)p.chunk, p.L - t0);
+
+    /* Stage B (and C) rows of the chunk, zero padded to NS. */
+    const float *Bg = p.B + b * p.bc_bs + t0 * p.ldbc;
+    const float *Cg = p.C + b * p.bc_bs + t0 * p.ldbc;
+    for (int i = threadIdx.x; i < nt * NS; i += kThreads) {
+        const int t = i / NS, n = i - (i / NS) * NS;
+        sB[i] = n < p.N ? Bg[(int64_t)t * p.ldbc + n] : 0.f;
+        if (FINAL) sC[i] = n < p.N ? Cg[(int64_t)t * p.ldbc + n] : 0.f;
+    }
+    __syncthreads();
+    if (e >= p.E) return;
+
+    float A2[NS], h[NS];
+#pragma unroll
+    for (int n = 0; n < NS; n++) A2[n] = n < p.N ? p.A2[e * p.N + n] : 0.f;
+
+    const bool single = p.nc == 1;
+    float *hstate = p.h + (b * p.E + e) * p.N;
+    if (FINAL) {
+        if (single) {
+#pragma unroll
+            for (int n = 0; n < NS; n++) h[n] = n < p.N ? hstate[n] : 0.f;
+        } else {
+            const float *src = p.ch + ((b * p.nc + c) * p.N) * p.E + e;
+#pragma unroll
+            for (int n = 0; n < NS; n++) h[n] = n < p.N ? src[(int64_t)n * p.E] : 0.f;
+        }
+    } else {
+#pragma unroll
+        for (int n = 0; n < NS; n++) h[n] = 0.f;
+    }
+
+    const float dtb = p.dt_bias ? p.dt_bias[e] : 0.f;
+    const bool filt = p.flag && p.flag[e];
+    const float tau = filt ? p.tau[e] : 0.f;
+    const float Dv = p.D ? p.D[e] : 0.f;
+
+    const T *ug = static_cast<const T *>(p.u) + b * p.u_bs + t0 * p.ldu + e;
+    const float *dg = p.dt + b * p.dt_bs + t0 * p.lddt + e;
+    const T *zg = p.z ? static_cast<const T *>(p.z) + b * p.z_bs + t0 * p.ldz + e : nullptr;
+    T *yg = FINAL ? static_cast<T *>(p.y) + b * p.y_bs + t0 * p.ldy + e : nullptr;
+
+    float dsum = 0.f;
+    /* Tokens in groups of G; the next group's loads are issued before the
+     * current group's math (software pipelining of the global loads). */
+    constexpr int G = 4;
+    float dv[G], uv[G], zv[G];
+    auto load = [&](int t, float *d_, float *u_, float *z_) {
+#pragma unroll
+        for (int j = 0; j < G; j++) {
+            const bool ok = t + j < nt;
+            d_[j] = ok ? dg[(int64_t)(t + j) * p.lddt] : 0.f;
+            u_[j] = ok ? lmc_to_f32(ug[(int64_t)(t + j) * p.ldu]) : 0.f;
+            if (FINAL) z_[j] = (ok && zg) ? lmc_to_f32(zg[(int64_t)(t + j) * p.ldz]) : 0.f;
+        }
+    };
+    if (PF) load(0, dv, uv, zv);
+    for (int t = 0; t < nt; t += G) {
+        float dn[G], un[G], zn[G];
+        if (PF) load(t + G, dn, un, zn);
+        else load(t, dv, uv, zv);
+#pragma unroll
+        for (int j = 0; j < G; j++) {
+            if (t + j >= nt) break;
+            float d = dv[j];
+            if (p.dt_softplus) d = lmc_softplus(d + dtb);
+            if (filt && !(d > tau)) d = 0.f;
+            const float du = d * uv[j];
+            if (!FINAL) dsum += d;
+            const float4 *b4 = reinterpret_cast<const float4 *>(sB + (t + j) * NS);
+            /* four partial sums: no 16-long dependent chain per token */
+            float acc0 = 0.f, acc1 = 0.f, acc2 = 0.f, acc3 = 0.f;
+#pragma unroll
+            for (int q = 0; q < NS / 4; q++) {
+                const float4 bb = b4[q];
+                h[4 * q + 0] = lmc_exp2(d * A2[4 * q + 0]) * h[4 * q + 0] + du * bb.x;
+                h[4 * q + 1] = lmc_exp2(d * A2[4 * q + 1]) * h[4 * q + 1] + du * bb.y;
+                h[4 * q + 2] = lmc_exp2(d * A2[4 * q + 2]) * h[4 * q + 2] + du * bb.z;
+                h[4 * q + 3] = lmc_exp2(d * A2[4 * q + 3]) * h[4 * q + 3] + du * bb.w;
+                if (FINAL) {
+                    const float4 cc = reinterpret_cast<const float4 *>(sC + (t + j) * NS)[q];
+                    acc0 += h[4 * q + 0] * cc.x;
+                    acc1 += h[4 * q + 1] * cc.y;
+                    acc2 += h[4 * q + 2] * cc.z;
+                    acc3 += h[4 * q + 3] * cc.w;
+                }
+            }
+            if (FINAL) {
+                float yv = (acc0 + acc1) + (acc2 + acc3) + Dv * uv[j];
+                if (zg) yv *= lmc_silu(zv[j]);
+                yg[(int64_t)(t + j) * p.ldy] = lmc_from_f32<T>(yv);
+            }
+        }
+        if (PF) {
+#pragma unroll
+            for (int j = 0; j < G; j++) {
+                dv[j] = dn[j];
+                uv[j] = un[j];
+                zv[j] = zn[j];
+            }
+        }
+    }
+
+    if (FINAL) {
+        if (single) {
+#pragma unroll
+            for (int n = 0; n < NS; n++)
+                if (n < p.N) hstate[n] = h[n];
+        }
+    } else {
+        p.cs[(b * p.nc + c) * p.E + e] = dsum;
+        float *dst = p.ch + ((b * p.nc + c) * p.N) * p.E + e;
+#pragma unroll
+        for (int n = 0; n < NS; n++)
+            if (n < p.N) dst[(int64_t)n * p.E] = h[n];
+    }
+}
+
+/* Phase 2: thread per (n, e) of one batch row (e fastest: coalesced). */
+__global__ void carry_kernel(ScanP p)
+{
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const int64_t b = blockIdx.y;
+    if (i >= p.E * p.N) return;
+    const int64_t n = i / p.E, e = i - n * p.E;
+    const float a2 = p.A2[e * p.N + n];
+    float *hs = p.h + (b * p.E + e) * p.N + n;
+    float h = *hs;
+    const float *s = p.cs + b * p.nc * p.E + e;
+    float *hc = p.ch + (b * p.nc * p.N + n) * p.E + e;
+    const int64_t hstride = p.N * p.E;
+    int64_t c = 0;
+    /* Loads of the next 4 chunks go out before the dependent updates. */
+    for (; c + 4 <= p.nc; c += 4) {
+        float sv[4], hv[4];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            sv[j] = s[(c + j) * p.E];
+            hv[j] = hc[(c + j) * hstride];
+        }
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            hc[(c + j) * hstride] = h;
+            h = lmc_exp2(a2 * sv[j]) * h + hv[j];
+        }
+    }
+    for (; c < p.nc; c++) {
+        const float sv = s[c * p.E], hv = hc[c * hstride];
+        hc[c * hstride] = h;
+        h = lmc_exp2(a2 * sv) * h + hv;
+    }
+    *hs = h;
+}
+
+int pick_ns(int64_t N)
+{
+    if (N <= 4) return 4;
+    if (N <= 8) return 8;
+    if (N <= 16) return 16;
+    if (N <= 32) return 32;
+    return 64;
+}
+
+/* Largest chunk whose staged B and C fit in 48 KB of shared memory
+ * (N <= 16: 256 tokens, 32 KB). */
+int max_chunk(int ns) { return ns <= 16 ? 256 : (48 * 1024) / (8 * ns); }
+
+template <typename T, int NS, int MB, bool PF>
+cudaError_t run(const ScanP &p, int64_t batch, cudaStream_t st)
+{
+    const dim3 grid((unsigned)((p.E + kThreads - 1) / kThreads), (unsigned)p.nc, (unsigned)batch);
+    const size_t sm1 = (size_t)p.chunk * NS * sizeof(float);
+    if (p.nc > 1) {
+        chunk_kernel<T, NS, false, MB, PF><<<grid, kThreads, sm1, st>>>(p);
+        cudaError_t err = cudaGetLastError();
+        if (err != cudaSuccess) return err;
+        const int64_t work = p.E * p.N;
+        const dim3 g2((unsigned)((work + 255) / 256), (unsigned)batch);
+        carry_kernel<<<g2, 256, 0, st>>>(p);
+        err = cudaGetLastError();
+        if (err != cudaSuccess) return err;
+    }
+    chunk_kernel<T, NS, true, MB, PF><<<grid, kThreads, 2 * sm1, st>>>(p);
+    return cudaGetLastError();
+}
+
+/* variant (N <= 16 only; benchmarks compare them): 0 default (registers
+ * capped for 6 blocks/SM: 80; measured fastest), 1 capped for 8 blocks/SM
+ * (64, small spills), 2 cap 6 without the load prefetch, 3 no cap (~138
+ * registers, 3-4 blocks/SM). */
+template <typename T>
+cudaError_t run_t(const ScanP &p, int64_t batch, int variant, cudaStream_t st)
+{
+    switch (pick_ns(p.N)) {
+    case 4: return run<T, 4, 1, true>(p, batch, st);
+    case 8: return run<T, 8, 1, true>(p, batch, st);
+    case 16:
+        if (variant == 1) return run<T, 16, 8, true>(p, batch, st);
+        if (variant == 2) return run<T, 16, 6, false>(p, batch, st);
+        if (variant == 3) return run<T, 16, 1, true>(p, batch, st);
+        return run<T, 16, 6, true>(p, batch, st);
+    case 32: return run<T, 32, 1, true>(p, batch, st);
+    default: return run<T, 64, 1, true>(p, batch, st);
+    }
+}
+
+} // namespace
+
+extern "C" int lmc_scan_chunk(int64_t batch, int64_t L, int64_t E, int64_t N, int chunk, int n_sm)
+{
+    const int cmax = max_chunk(pick_ns(N));
+    if (chunk > 0) return chunk < cmax ? chunk : cmax;
+    if (n_sm <= 0) n_sm = 132;
+    /* Resident 128-thread blocks per SM: 6 (N <= 16: 80 registers); pick the
+     * chunk (32..cmax) with the smallest estimated time: whole waves of
+     * blocks times the chunk length plus a per-chunk overhead of ~24
+     * token-steps (B/C staging, state load and store). */
+    const int64_t eb = ((E + kThreads - 1) / kThreads) * batch;
+    const int64_t cap = 6 * (int64_t)n_sm;
+    int best = 32;
+    int64_t best_cost = INT64_MAX;
+    for (int c = 32; c <= cmax; c *= 2) {
+        const int64_t blocks = eb * ((L + c - 1) / c);
+        const int64_t cost = ((blocks + cap - 1) / cap) * (c + 24);
+        if (cost <= best_cost) {
+            best_cost = cost;
+            best = c;
+        }
+        if ((L + c - 1) / c <= 1) break;
+    }
+    return best;
+}
+
+extern "C" size_t lmc_scan_scratch_s(int64_t batch, int64_t L, int64_t E, int64_t N, int chunk,
+                                     int n_sm)
+{
+    const int c = lmc_scan_chunk(batch, L, E, N, chunk, n_sm);
+    const int64_t nc = (L + c - 1) / c;
+    if (nc <= 1) return 0;
+    return (size_t)(batch * nc * E + 63) / 64 * 64;
+}
+
+extern "C" size_t lmc_scan_scratch_floats(int64_t batch, int64_t L, int64_t E, int64_t N,
+                                          int chunk, int n_sm)
+{
+    const int c = lmc_scan_chunk(batch, L, E, N, chunk, n_sm);
+    const int64_t nc = (L + c - 1) / c;
+    if (nc <= 1) return 0;
+    return lmc_scan_scratch_s(batch, L, E, N, chunk, n_sm) + (size_t)(batch * nc * N * E);
+}
+
+extern "C" cudaError_t lmc_scan(const lmc_scan_args *a, cudaStream_t st)
+{
+    if (!a || a->L < 1 || a->E < 1 || a->N < 1 || a->N > LMC_SCAN_MAX_N || a->batch < 1 ||
+        !a->u || !a->dt || !a->A2 || !a->B || !a->C || !a->y || !a->h || (a->flag && !a->tau))
+        return cudaErrorInvalidValue;
+    ScanP p;
+    p.L = a->L; p.E = a->E; p.N = a->N;
+    p.chunk = lmc_scan_chunk(a->batch, a->L, a->E, a->N, a->chunk, a->n_sm);
+    p.nc = (a->L + p.chunk - 1) / p.chunk;
+    p.u = a->u; p.ldu = a->ldu; p.u_bs = a->u_bs;
+    p.dt = a->dt; p.lddt = a->lddt; p.dt_bs = a->dt_bs;
+    p.dt_bias = a->dt_bias; p.dt_softplus = a->dt_softplus;
+    p.A2 = a->A2;
+    p.B = a->B; p.C = a->C; p.ldbc = a->ldbc; p.bc_bs = a->bc_bs;
+    p.D = a->D;
+    p.z = a->z; p.ldz = a->ldz; p.z_bs = a->z_bs;
+    p.flag = a->flag; p.tau = a->tau;
+    p.y = a->y; p.ldy = a->ldy; p.y_bs = a->y_bs;
+    p.h = a->h;
+    p.cs = a->chunk_s;
+    p.ch = a->chunk_h;
+    if (p.nc > 1 && (!p.cs || !p.ch)) return cudaErrorInvalidValue;
+    return a->dtype == LMC_BF16 ? run_t<lmc_bf16>(p, a->batch, a->variant, st)
+                                : run_t<float>(p, a->batch, a->variant, st);
+}

@@ -1,0 +1,438 @@
+/* gpu_ref.c - see gpu_ref.h. */
+#include "gpu_ref.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+int g_failures = 0;
+int g_checks = 0;
+
+void check(bool ok, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    printf("%s ", ok ? "ok  " : "FAIL");
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    fflush(stdout);
+    g_checks++;
+    if (!ok) g_failures++;
+}
+
+static uint64_t splitmix(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+double rng_uniform(rng *r) { return (double)(splitmix(&r->s) >> 11) * (1.0 / 9007199254740992.0); }
+double rng_sym(rng *r) { return 2.0 * rng_uniform(r) - 1.0; }
+double rng_normal(rng *r)
+{
+    double u1 = rng_uniform(r), u2 = rng_uniform(r);
+    if (u1 < 1e-300) u1 = 1e-300;
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+uint16_t bf16_bits(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+float bf16_round(float x)
+{
+    uint32_t u = (uint32_t)bf16_bits(x) << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+double max_rel_err(const float *a, const double *b, size_t n)
+{
+    double mx = 0, ref = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(a[i])) return INFINITY;
+        const double d = fabs((double)a[i] - b[i]);
+        if (d > mx) mx = d;
+        if (fabs(b[i]) > ref) ref = fabs(b[i]);
+    }
+    return ref > 0 ? mx / ref : mx;
+}
+
+double max_rel_err_f(const float *a, const float *b, size_t n)
+{
+    double mx = 0, ref = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(a[i]) || !isfinite(b[i])) return INFINITY;
+        const double d = fabs((double)a[i] - (double)b[i]);
+        if (d > mx) mx = d;
+        if (fabs(b[i]) > ref) ref = fabs(b[i]);
+    }
+    return ref > 0 ? mx / ref : mx;
+}
+
+/* ---- models ------------------------------------------------------------- */
+
+typedef struct owned {
+    float *p[64];
+    int n;
+} owned;
+
+static float *arr(struct lm_model *m, size_t n)
+{
+    float *p = calloc(n ? n : 1, sizeof(float));
+    if (!p) {
+        fprintf(stderr, "out of memory\n");
+        exit(2);
+    }
+    if (m->n_owned == m->cap_owned) {
+        m->cap_owned = m->cap_owned ? 2 * m->cap_owned : 64;
+        m->owned = realloc(m->owned, m->cap_owned * sizeof(void *));
+    }
+    m->owned[m->n_owned++] = p;
+    return p;
+}
+
+static void fill(rng *r, float *p, size_t n, double scale, double offset, bool bf)
+{
+    for (size_t i = 0; i < n; i++) {
+        float v = (float)(offset + scale * rng_sym(r));
+        p[i] = bf ? bf16_round(v) : v;
+    }
+}
+
+struct lm_model *model_random(const model_spec *sp, lm_backend backend)
+{
+    struct lm_model *m = calloc(1, sizeof *m);
+    rng r = {sp->seed * 0x2545F4914F6CDD1Dull + 17};
+    const bool bf = sp->dtype != LM_DTYPE_F32;
+    lmi_dims *d = &m->dims;
+    d->arch = LM_ARCH_MAMBA1;
+    d->d_model = sp->d;
+    d->d_inner = sp->E;
+    d->d_state = sp->N;
+    d->dt_rank = sp->R;
+    d->d_conv = sp->K;
+    d->n_layer = sp->n_layer;
+    d->vocab = sp->V;
+    d->conv_dim = sp->E;
+    d->n_channels = sp->E;
+    d->eps = 1e-5;
+    d->use_bias = sp->use_bias;
+    d->use_conv_bias = sp->conv_bias;
+    d->tied = sp->tied;
+    m->dtype = sp->dtype;
+    m->backend = backend;
+#ifdef LM_HAVE_CUDA
+    m->vt = backend == LM_BACKEND_CUDA ? &lmi_cuda_backend : &lmi_cpu_backend;
+#else
+    m->vt = &lmi_cpu_backend;
+#endif
+    m->n_threads = 4;
+    const int64_t D = sp->d, E = sp->E, N = sp->N, R = sp->R, K = sp->K, V = sp->V;
+    float *emb = arr(m, (size_t)(V * D));
+    fill(&r, emb, (size_t)(V * D), 1.0, 0, bf);
+    m->embed = emb;
+    if (sp->tied) {
+        m->lm_head = emb;
+    } else {
+        float *h = arr(m, (size_t)(V * D));
+        fill(&r, h, (size_t)(V * D), 0.3, 0, bf);
+        m->lm_head = h;
+    }
+    float *nf = arr(m, (size_t)D);
+    fill(&r, nf, (size_t)D, 0.2, 1.0, bf);
+    m->norm_f = nf;
+    m->layers = calloc((size_t)sp->n_layer, sizeof(lmi_layer));
+    for (int64_t l = 0; l < sp->n_layer; l++) {
+        lmi_layer *L = &m->layers[l];
+        float *p;
+        p = arr(m, (size_t)D); fill(&r, p, (size_t)D, 0.2, 1.0, bf); L->norm_w = p;
+        p = arr(m, (size_t)(2 * E * D)); fill(&r, p, (size_t)(2 * E * D), 1.7 / sqrt((double)D), 0, bf); L->in_w = p;
+        if (sp->use_bias) { p = arr(m, (size_t)(2 * E)); fill(&r, p, (size_t)(2 * E), 0.1, 0, bf); L->in_b = p; }
+        p = arr(m, (size_t)(E * K)); fill(&r, p, (size_t)(E * K), 1.0 / sqrt((double)K), 0, bf); L->conv_w = p;
+        if (sp->conv_bias) { p = arr(m, (size_t)E); fill(&r, p, (size_t)E, 0.2, 0, bf); L->conv_b = p; }
+        p = arr(m, (size_t)((R + 2 * N) * E)); fill(&r, p, (size_t)((R + 2 * N) * E), 1.7 / sqrt((double)E), 0, bf); L->x_w = p;
+        p = arr(m, (size_t)(E * R)); fill(&r, p, (size_t)(E * R), 1.0 / sqrt((double)R), 0, bf); L->dt_w = p;
+        p = arr(m, (size_t)E);
+        for (int64_t e = 0; e < E; e++) {
+            /* dt = exp(U[log 1e-3, log 1e-1]); bias = softplus^-1(dt) */
+            const double dt = exp(log(1e-3) + rng_uniform(&r) * (log(1e-1) - log(1e-3)));
+            float b = (float)(dt + log(-expm1(-dt)));
+            p[e] = bf ? bf16_round(b) : b;
+        }
+        L->dt_b = p;
+        p = arr(m, (size_t)(E * N));
+        for (int64_t e = 0; e < E; e++)
+            for (int64_t n = 0; n < N; n++) {
+                float alog = (float)(log((double)(n + 1)) + 0.3 * rng_normal(&r));
+                if (bf) alog = bf16_round(alog);
+                p[e * N + n] = -expf(alog);
+            }
+        L->A = p;
+        p = arr(m, (size_t)E); fill(&r, p, (size_t)E, 0.5, 1.0, bf); L->D = p;
+        p = arr(m, (size_t)(D * E)); fill(&r, p, (size_t)(D * E), 1.0 / sqrt((double)E), 0, bf); L->out_w = p;
+        if (sp->use_bias) { p = arr(m, (size_t)D); fill(&r, p, (size_t)D, 0.1, 0, bf); L->out_b = p; }
+    }
+    m->n_params = 0;
+    return m;
+}
+
+void model_destroy(struct lm_model *m)
+{
+    if (!m) return;
+    for (size_t i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    free(m->layers);
+    free(m);
+}
+
+struct lm_session *session_new(struct lm_model *m, lmi_err *e)
+{
+    struct lm_session *s = calloc(1, sizeof *s);
+    s->model = m;
+    s->chunk_size = 512;
+    if (m->vt->session_init(s, e) != LM_OK) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void session_delete(struct lm_session *s)
+{
+    if (!s) return;
+    s->model->vt->session_free(s);
+    free(s);
+}
+
+/* ---- float64 reference --------------------------------------------------- */
+
+ref_state *ref_state_new(const struct lm_model *m)
+{
+    ref_state *st = calloc(1, sizeof *st);
+    st->n_layer = m->dims.n_layer;
+    st->E = m->dims.d_inner;
+    st->N = m->dims.d_state;
+    st->K = m->dims.d_conv;
+    st->conv = calloc((size_t)(st->n_layer * st->E * (st->K - 1)) + 1, sizeof(double));
+    st->ssm = calloc((size_t)(st->n_layer * st->E * st->N), sizeof(double));
+    return st;
+}
+
+void ref_state_free(ref_state *st)
+{
+    if (!st) return;
+    free(st->conv);
+    free(st->ssm);
+    free(st);
+}
+
+static double softplus(double v) { return v > 20 ? v : log1p(exp(v)); }
+static double silu(double v) { return v / (1 + exp(-v)); }
+
+/* out[L][n_out] = x[L][ldx] (first n_in) . W[n_out][n_in]^T (+ b) */
+static void matmul(const double *x, int64_t ldx, int64_t L, const float *W, int64_t n_in,
+                   int64_t n_out, const float *b, double *out)
+{
+    for (int64_t t = 0; t < L; t++)
+        for (int64_t o = 0; o < n_out; o++) {
+            double acc = b ? b[o] : 0;
+            const float *w = W + o * n_in;
+            const double *xr = x + t * ldx;
+            for (int64_t i = 0; i < n_in; i++) acc += xr[i] * w[i];
+            out[t * n_out + o] = acc;
+        }
+}
+
+static void rmsnorm(const double *x, int64_t L, int64_t D, const float *w, double eps, double *out)
+{
+    for (int64_t t = 0; t < L; t++) {
+        double ss = 0;
+        for (int64_t i = 0; i < D; i++) ss += x[t * D + i] * x[t * D + i];
+        const double r = 1.0 / sqrt(ss / (double)D + eps);
+        for (int64_t i = 0; i < D; i++) out[t * D + i] = x[t * D + i] * r * w[i];
+    }
+}
+
+static const double *g_scores;
+static int cmp_desc(const void *a, const void *b)
+{
+    const int64_t i = *(const int64_t *)a, j = *(const int64_t *)b;
+    if (g_scores[i] > g_scores[j]) return -1;
+    if (g_scores[i] < g_scores[j]) return 1;
+    return i < j ? -1 : i > j;
+}
+static int cmp_i64(const void *a, const void *b)
+{
+    const int64_t i = *(const int64_t *)a, j = *(const int64_t *)b;
+    return i < j ? -1 : i > j;
+}
+
+static void gather(double **buf, int64_t width, const int64_t *idx, int64_t n)
+{
+    double *o = malloc((size_t)(n * width) * sizeof(double));
+    for (int64_t i = 0; i < n; i++) memcpy(o + i * width, *buf + idx[i] * width, (size_t)width * sizeof(double));
+    free(*buf);
+    *buf = o;
+}
+
+int64_t ref_forward(const struct lm_model *m, ref_state *st, const int32_t *tok, int64_t L,
+                    const ref_opts *o, int64_t n_out, double *logits)
+{
+    const lmi_dims *dm = &m->dims;
+    const int64_t D = dm->d_model, E = dm->d_inner, N = dm->d_state, R = dm->dt_rank, K = dm->d_conv;
+    const int64_t V = dm->vocab, R2N = R + 2 * N;
+    double *res = malloc((size_t)(L * D) * sizeof(double));
+    for (int64_t t = 0; t < L; t++)
+        for (int64_t i = 0; i < D; i++) res[t * D + i] = m->embed[(int64_t)tok[t] * D + i];
+    for (int64_t l = 0; l < dm->n_layer; l++) {
+        const lmi_layer *W = &m->layers[l];
+        double *hn = malloc((size_t)(L * D) * sizeof(double));
+        double *xz = malloc((size_t)(L * 2 * E) * sizeof(double));
+        double *u = malloc((size_t)(L * E) * sizeof(double));
+        double *dbc = malloc((size_t)(L * R2N) * sizeof(double));
+        double *delta = malloc((size_t)(L * E) * sizeof(double));
+        rmsnorm(res, L, D, W->norm_w, dm->eps, hn);
+        /* xz = in_proj(hn) */
+        matmul(hn, D, L, W->in_w, D, 2 * E, W->in_b, xz);
+        /* u = silu(conv1d(x) + b), left padding from the state */
+        double *cs = st->conv + l * E * (K - 1);
+        for (int64_t t = 0; t < L; t++)
+            for (int64_t e = 0; e < E; e++) {
+                double acc = W->conv_b ? W->conv_b[e] : 0;
+                for (int64_t k = 0; k < K; k++) {
+                    const int64_t pos = t - (K - 1) + k;
+                    const double x = pos >= 0 ? xz[pos * 2 * E + e] : cs[e * (K - 1) + (K - 1) + pos];
+                    acc += W->conv_w[e * K + k] * x;
+                }
+                u[t * E + e] = silu(acc);
+            }
+        for (int64_t e = 0; e < E; e++) {
+            double nv[16];
+            for (int64_t j = 0; j < K - 1; j++) {
+                const int64_t pos = L - (K - 1) + j;
+                nv[j] = pos >= 0 ? xz[pos * 2 * E + e] : cs[e * (K - 1) + j + L];
+            }
+            for (int64_t j = 0; j < K - 1; j++) cs[e * (K - 1) + j] = nv[j];
+        }
+        /* dbc = x_proj(u); delta = softplus(dt_proj(dt_low) + b) */
+        matmul(u, E, L, W->x_w, E, R2N, NULL, dbc);
+        matmul(dbc, R2N, L, W->dt_w, R, E, NULL, delta);
+        for (int64_t t = 0; t < L; t++)
+            for (int64_t e = 0; e < E; e++) delta[t * E + e] = softplus(delta[t * E + e] + W->dt_b[e]);
+        if (o && o->hook) o->hook(o->hook_ctx, l, delta, L, E);
+        /* DeciMamba */
+        if (o && o->deci_budget && o->deci_budget[l] >= 0) {
+            const int64_t Rp = o->deci_protect;
+            if (L - Rp > 0) {
+                double kk = fmin((double)(L - Rp), o->deci_budget[l]);
+                kk = fmax(kk, (double)o->deci_min_len);
+                int64_t Kk = (int64_t)kk;
+                if (Kk > L - Rp) Kk = L - Rp;
+                if (Kk < L - Rp) {
+                    double *sc = malloc((size_t)L * sizeof(double));
+                    int64_t *ord = malloc((size_t)L * sizeof(int64_t));
+                    for (int64_t t = 0; t < L; t++) {
+                        double ss = 0;
+                        for (int64_t e = 0; e < E; e++) ss += delta[t * E + e] * delta[t * E + e];
+                        sc[t] = sqrt(ss);
+                    }
+                    for (int64_t t = 0; t < L - Rp; t++) ord[t] = t;
+                    g_scores = sc;
+                    qsort(ord, (size_t)(L - Rp), sizeof(int64_t), cmp_desc);
+                    if (o->deci_gap && Kk > 0) {
+                        const double g = (sc[ord[Kk - 1]] - sc[ord[Kk]]) / sc[ord[Kk - 1]];
+                        if (g < *o->deci_gap) *o->deci_gap = g;
+                    }
+                    qsort(ord, (size_t)Kk, sizeof(int64_t), cmp_i64);
+                    for (int64_t i = 0; i < Rp; i++) ord[Kk + i] = L - Rp + i;
+                    const int64_t n = Kk + Rp;
+                    gather(&res, D, ord, n);
+                    gather(&xz, 2 * E, ord, n);
+                    gather(&u, E, ord, n);
+                    gather(&dbc, R2N, ord, n);
+                    gather(&delta, E, ord, n);
+                    L = n;
+                    free(sc);
+                    free(ord);
+                }
+            }
+        }
+        /* LongMamba filter, then the scan */
+        const lmi_filter *F = (o && o->filters) ? &o->filters[l] : NULL;
+        double *h = st->ssm + l * E * N;
+        for (int64_t t = 0; t < L; t++) {
+            const double *Bt = dbc + t * R2N + R, *Ct = Bt + N;
+            double *yrow = hn; /* reuse: y goes into a fresh array below */
+            (void)yrow;
+            for (int64_t e = 0; e < E; e++) {
+                double dl = delta[t * E + e];
+                if (F && F->global && F->global[e] && !(dl > (double)F->tau[e])) dl = 0;
+                const double uu = u[t * E + e];
+                double acc = 0;
+                for (int64_t n = 0; n < N; n++) {
+                    double *hh = &h[e * N + n];
+                    *hh = exp(dl * W->A[e * N + n]) * *hh + dl * Bt[n] * uu;
+                    acc += *hh * Ct[n];
+                }
+                acc += W->D[e] * uu;
+                acc *= silu(xz[t * 2 * E + E + e]);
+                delta[t * E + e] = acc; /* y overwrites delta (no longer needed) */
+            }
+        }
+        /* res += out_proj(y) */
+        double *mo = malloc((size_t)(L * D) * sizeof(double));
+        matmul(delta, E, L, W->out_w, E, D, W->out_b, mo);
+        for (int64_t i = 0; i < L * D; i++) res[i] += mo[i];
+        free(mo);
+        free(hn);
+        free(xz);
+        free(u);
+        free(dbc);
+        free(delta);
+    }
+    if (n_out > L) {
+        free(res);
+        return -1;
+    }
+    if (n_out > 0) {
+        double *hf = malloc((size_t)(n_out * D) * sizeof(double));
+        rmsnorm(res + (L - n_out) * D, n_out, D, m->norm_f, dm->eps, hf);
+        matmul(hf, D, n_out, m->lm_head, D, V, NULL, logits);
+        free(hf);
+    }
+    free(res);
+    return L;
+}
+
+void ref_scan(int64_t L, int64_t E, int64_t N, const float *u, const float *dt, const float *dt_bias,
+              bool sp, const float *A, const float *B, const float *C, int64_t ldbc, const float *D,
+              const float *z, const uint8_t *flag, const float *tau, double *h, double *y)
+{
+    for (int64_t t = 0; t < L; t++)
+        for (int64_t e = 0; e < E; e++) {
+            double d = dt[t * E + e];
+            if (sp) d = softplus(d + (dt_bias ? dt_bias[e] : 0));
+            if (flag && flag[e] && !(d > (double)tau[e])) d = 0;
+            const double uu = u[t * E + e];
+            double acc = 0;
+            for (int64_t n = 0; n < N; n++) {
+                double *hh = &h[e * N + n];
+                *hh = exp(d * A[e * N + n]) * *hh + d * B[t * ldbc + n] * uu;
+                acc += *hh * C[t * ldbc + n];
+            }
+            if (D) acc += D[e] * uu;
+            if (z) acc *= silu(z[t * E + e]);
+            y[t * E + e] = acc;
+        }
+}
