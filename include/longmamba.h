@@ -319,7 +319,7 @@ enum {
 
 typedef struct lm_session_params {
     uint32_t struct_size;
-    int64_t chunk_size;      /* prefill tokens per chunk; 0 = default (512) */
+    int64_t chunk_size;      /* prefill tokens per chunk; 0 = default (CPU 512, CUDA 16384) */
     uint32_t flags;          /* LM_SESSION_* */
     lm_log_fn log_fn;        /* NULL = the model's */
     void *log_user;

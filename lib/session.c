@@ -1,18 +1,425 @@
-/* session.c - OWNER: CPU/session helper. Placeholder until it lands. */
+/*
+ * session.c - sessions: argument checks, chunked prefill, decode, state
+ * snapshots and the state blob.  Backend-free: the work goes through
+ * model->vt; the mode (LongMamba / DeciMamba) through lib/modes.c.
+ *
+ * Error contract: a prefill snapshots the state at its start and restores
+ * it (and the position) on any error or abort.  A decode step does not
+ * snapshot (it would double the memory traffic of a CPU step and add a
+ * device round trip on CUDA): backends validate and allocate before they
+ * change the state, so a single-token forward cannot fail half-way.
+ */
 #include "internal.h"
-size_t lmi_conv_state_floats(const lmi_dims *d) { (void)d; return 0; }
-size_t lmi_ssm_state_floats(const lmi_dims *d) { (void)d; return 0; }
-void lm_session_params_init(lm_session_params *p) { (void)p; }
-lm_status lm_session_create(const lm_model *m, const lm_session_params *p, lm_session **out, char *err, size_t cap)
-{ (void)m; (void)p; (void)out; (void)err; (void)cap; return LM_ERR_UNSUPPORTED; }
-void lm_session_free(lm_session *s) { (void)s; }
-const char *lm_session_last_error(const lm_session *s) { (void)s; return ""; }
-lm_status lm_session_set_length_hint(lm_session *s, int64_t n) { (void)s; (void)n; return LM_ERR_UNSUPPORTED; }
-lm_status lm_session_prefill(lm_session *s, const int32_t *t, size_t n, size_t nl, float *l, size_t lc)
-{ (void)s; (void)t; (void)n; (void)nl; (void)l; (void)lc; return LM_ERR_UNSUPPORTED; }
-lm_status lm_session_decode(lm_session *s, int32_t t, float *l, size_t lc) { (void)s; (void)t; (void)l; (void)lc; return LM_ERR_UNSUPPORTED; }
-lm_status lm_session_reset(lm_session *s) { (void)s; return LM_ERR_UNSUPPORTED; }
-int64_t lm_session_position(const lm_session *s) { (void)s; return -1; }
-lm_status lm_session_state_size(const lm_session *s, size_t *b) { (void)s; (void)b; return LM_ERR_UNSUPPORTED; }
-lm_status lm_session_state_save(lm_session *s, void *b, size_t n, size_t *w) { (void)s; (void)b; (void)n; (void)w; return LM_ERR_UNSUPPORTED; }
-lm_status lm_session_state_load(lm_session *s, const void *b, size_t n) { (void)s; (void)b; (void)n; return LM_ERR_UNSUPPORTED; }
+
+#include <string.h>
+
+/* Default prefill chunk: small on the CPU (cache-sized activations), large
+ * on CUDA where a 512-token chunk leaves the scan with too little parallel
+ * work (measured: 225k vs 666k tok/s at 16k tokens, 130m shape, H100). */
+#define LMI_SESSION_DEFAULT_CHUNK 512
+#define LMI_SESSION_DEFAULT_CHUNK_CUDA 16384
+
+/* ---- state sizes -------------------------------------------------------- */
+
+size_t lmi_conv_state_floats(const lmi_dims *d)
+{
+    if (!d || d->n_layer <= 0 || d->conv_dim <= 0 || d->d_conv <= 1) return 0;
+    return (size_t)d->n_layer * (size_t)d->conv_dim * (size_t)(d->d_conv - 1);
+}
+
+size_t lmi_ssm_state_floats(const lmi_dims *d)
+{
+    /* Mamba-1: [E][N]; Mamba-2: [H*P][N] with H*P == E */
+    if (!d || d->n_layer <= 0 || d->d_inner <= 0 || d->d_state <= 0) return 0;
+    return (size_t)d->n_layer * (size_t)d->d_inner * (size_t)d->d_state;
+}
+
+/* ---- create / free ------------------------------------------------------ */
+
+void lm_session_params_init(lm_session_params *p)
+{
+    if (!p) return;
+    memset(p, 0, sizeof *p);
+    p->struct_size = (uint32_t)sizeof *p;
+    p->chunk_size = 0; /* 0 = the backend's default */
+}
+
+void lm_session_free(lm_session *s)
+{
+    if (!s) return;
+    if (s->bk && s->model && s->model->vt && s->model->vt->session_free)
+        s->model->vt->session_free(s);
+    lmi_modes_free(s);
+    lmi_free(s->backup_conv);
+    lmi_free(s->backup_ssm);
+    lmi_free(s);
+}
+
+lm_status lm_session_create(const lm_model *model, const lm_session_params *params,
+                            lm_session **out, char *err, size_t err_cap)
+{
+    lmi_err e = {{0}};
+    lm_status st;
+    if (out) *out = NULL;
+    if (!out) {
+        st = lmi_fail(&e, LM_ERR_INVALID_ARGUMENT, "out is NULL");
+        goto fail;
+    }
+    if (!model) {
+        st = lmi_fail(&e, LM_ERR_INVALID_ARGUMENT, "model is NULL");
+        goto fail;
+    }
+    if (!model->vt || !model->vt->session_init || !model->vt->forward) {
+        st = lmi_fail(&e, LM_ERR_BACKEND_UNAVAILABLE, "model has no backend");
+        goto fail;
+    }
+    lm_session_params p;
+    lm_session_params_init(&p);
+    if (params) {
+        if (params->struct_size < sizeof(uint32_t)) {
+            st = lmi_fail(&e, LM_ERR_INVALID_ARGUMENT,
+                          "session params: struct_size %u is too small (use lm_session_params_init)",
+                          (unsigned)params->struct_size);
+            goto fail;
+        }
+        /* Fields past the caller's struct_size keep their defaults; fields
+         * a newer caller knows but we do not are ignored. */
+        size_t n = params->struct_size < sizeof p ? params->struct_size : sizeof p;
+        memcpy(&p, params, n);
+        p.struct_size = (uint32_t)sizeof p;
+    }
+    if (p.chunk_size < 0) {
+        st = lmi_fail(&e, LM_ERR_INVALID_ARGUMENT, "chunk_size %lld is negative",
+                      (long long)p.chunk_size);
+        goto fail;
+    }
+    if (p.chunk_size == 0)
+        p.chunk_size = model->backend == LM_BACKEND_CUDA ? LMI_SESSION_DEFAULT_CHUNK_CUDA
+                                                          : LMI_SESSION_DEFAULT_CHUNK;
+
+    lm_session *s = lmi_alloc(1, sizeof *s);
+    if (!s) {
+        st = lmi_fail(&e, LM_ERR_NO_MEMORY, "no memory for the session");
+        goto fail;
+    }
+    s->model = model;
+    s->chunk_size = p.chunk_size;
+    s->flags = p.flags;
+    s->log_fn = p.log_fn ? p.log_fn : model->log_fn;
+    s->log_user = p.log_fn ? p.log_user : model->log_user;
+    s->progress = p.progress;
+    s->progress_user = p.progress_user;
+    s->mode = LM_MODE_VANILLA;
+    s->backup_conv = lmi_alloc(lmi_conv_state_floats(&model->dims), sizeof(float));
+    s->backup_ssm = lmi_alloc(lmi_ssm_state_floats(&model->dims), sizeof(float));
+    if (!s->backup_conv || !s->backup_ssm) {
+        lm_session_free(s);
+        st = lmi_fail(&e, LM_ERR_NO_MEMORY, "no memory for the session state");
+        goto fail;
+    }
+    st = model->vt->session_init(s, &e);
+    if (st != LM_OK) {
+        lm_session_free(s);
+        goto fail;
+    }
+    *out = s;
+    return LM_OK;
+fail:
+    lmi_err_copy(&e, err, err_cap);
+    return st;
+}
+
+const char *lm_session_last_error(const lm_session *s)
+{
+    if (!s) return "session is NULL";
+    return s->err.msg;
+}
+
+/* ---- position, hint, reset --------------------------------------------- */
+
+lm_status lm_session_set_length_hint(lm_session *s, int64_t total_tokens)
+{
+    if (!s) return LM_ERR_INVALID_ARGUMENT;
+    if (total_tokens < 0)
+        return lmi_fail(&s->err, LM_ERR_INVALID_ARGUMENT, "length hint %lld is negative",
+                        (long long)total_tokens);
+    if (total_tokens > INT64_MAX - s->pos)
+        return lmi_fail(&s->err, LM_ERR_INVALID_ARGUMENT, "length hint %lld is too large",
+                        (long long)total_tokens);
+    s->length_hint = total_tokens == 0 ? 0 : s->pos + total_tokens;
+    return LM_OK;
+}
+
+lm_status lm_session_reset(lm_session *s)
+{
+    if (!s) return LM_ERR_INVALID_ARGUMENT;
+    if (s->model->vt->session_reset) s->model->vt->session_reset(s);
+    s->pos = 0;
+    s->length_hint = 0;
+    return LM_OK;
+}
+
+int64_t lm_session_position(const lm_session *s)
+{
+    return s ? s->pos : -1;
+}
+
+/* ---- prefill / decode --------------------------------------------------- */
+
+static lm_status check_tokens(lm_session *s, const int32_t *tokens, size_t n)
+{
+    const int64_t V = s->model->dims.vocab;
+    for (size_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || (int64_t)tokens[i] >= V)
+            return lmi_fail(&s->err, LM_ERR_OUT_OF_RANGE,
+                            "token %zu has id %d, outside the vocabulary [0, %lld)", i,
+                            (int)tokens[i], (long long)V);
+    return LM_OK;
+}
+
+/* Puts the snapshot back after a failed or aborted prefill. */
+static void restore(lm_session *s, int64_t pos)
+{
+    lmi_err scratch;
+    /* A failure here leaves nothing better to do; the first error stands. */
+    (void)s->model->vt->state_write(s, s->backup_conv, s->backup_ssm, &scratch);
+    s->pos = pos;
+}
+
+lm_status lm_session_prefill(lm_session *s, const int32_t *tokens, size_t n_tokens,
+                             size_t n_logits, float *logits, size_t logits_cap)
+{
+    if (!s) return LM_ERR_INVALID_ARGUMENT;
+    const lm_model *m = s->model;
+    const int64_t V = m->dims.vocab;
+    if (!tokens) return lmi_fail(&s->err, LM_ERR_INVALID_ARGUMENT, "tokens is NULL");
+    if (n_tokens == 0) return lmi_fail(&s->err, LM_ERR_INVALID_ARGUMENT, "empty prompt");
+    if (n_tokens > (size_t)(INT64_MAX / 4) || (int64_t)n_tokens > INT64_MAX - s->pos)
+        return lmi_fail(&s->err, LM_ERR_INVALID_ARGUMENT, "prompt of %zu tokens is too long",
+                        n_tokens);
+    lm_status st = check_tokens(s, tokens, n_tokens);
+    if (st != LM_OK) return st;
+    if (n_logits > n_tokens)
+        return lmi_fail(&s->err, LM_ERR_INVALID_ARGUMENT,
+                        "n_logits %zu is larger than the prompt (%zu tokens)", n_logits, n_tokens);
+    if (n_logits > 0) {
+        if (!logits)
+            return lmi_fail(&s->err, LM_ERR_INVALID_ARGUMENT,
+                            "logits is NULL but %zu positions were asked for", n_logits);
+        if (n_logits > SIZE_MAX / (size_t)V || logits_cap < n_logits * (size_t)V)
+            return lmi_fail(&s->err, LM_ERR_BUFFER_TOO_SMALL,
+                            "logits buffer holds %zu floats, %zu x %lld = %zu needed", logits_cap,
+                            n_logits, (long long)V,
+                            n_logits > SIZE_MAX / (size_t)V ? SIZE_MAX : n_logits * (size_t)V);
+    }
+    const int64_t n = (int64_t)n_tokens;
+    if (s->length_hint > 0 && s->pos + n > s->length_hint)
+        return lmi_fail(&s->err, LM_ERR_INVALID_ARGUMENT,
+                        "length hint (prompt end at position %lld) is smaller than the prompt "
+                        "(position %lld + %lld tokens)",
+                        (long long)s->length_hint, (long long)s->pos, (long long)n);
+    const int64_t prompt_len = s->length_hint > 0 ? s->length_hint : s->pos + n;
+
+    lmi_forward fwd;
+    memset(&fwd, 0, sizeof fwd);
+    fwd.allow_tf32 = (s->flags & LM_SESSION_ALLOW_TF32) != 0;
+    st = lmi_modes_prepare(s, prompt_len, &fwd);
+    if (st != LM_OK) return st;
+    if (fwd.deci_budget && (int64_t)n_logits > (fwd.deci_protect > 0 ? fwd.deci_protect : 0))
+        return lmi_fail(&s->err, LM_ERR_INVALID_ARGUMENT,
+                        "DeciMamba keeps the last %lld tokens: n_logits %zu is larger",
+                        (long long)fwd.deci_protect, n_logits);
+
+    st = m->vt->state_read(s, s->backup_conv, s->backup_ssm, &s->err);
+    if (st != LM_OK) return st;
+    const int64_t pos0 = s->pos;
+    const int64_t chunk = lmi_modes_single_chunk(s) ? n : s->chunk_size;
+    const int64_t out_begin = n - (int64_t)n_logits; /* first position with logits */
+
+    for (int64_t start = 0; start < n; start += chunk) {
+        const int64_t len = n - start < chunk ? n - start : chunk;
+        const int64_t lo = out_begin > start ? out_begin : start;
+        const int64_t n_out = start + len > lo ? start + len - lo : 0;
+        fwd.tokens = tokens + start;
+        fwd.n_tokens = len;
+        fwd.n_out = n_out;
+        fwd.logits = n_out > 0 ? logits + (size_t)(lo - out_begin) * (size_t)V : NULL;
+        st = m->vt->forward(s, &fwd, &s->err);
+        if (st != LM_OK) {
+            restore(s, pos0);
+            return st;
+        }
+        s->pos += len;
+        if (s->progress && s->progress(s->progress_user, start + len, n) != 0) {
+            restore(s, pos0);
+            return lmi_fail(&s->err, LM_ERR_ABORTED,
+                            "prefill aborted by the progress callback after %lld of %lld tokens",
+                            (long long)(start + len), (long long)n);
+        }
+    }
+    /* The hinted prompt is complete: later prefills stand on their own. */
+    if (s->length_hint > 0 && s->pos >= s->length_hint) s->length_hint = 0;
+    return LM_OK;
+}
+
+lm_status lm_session_decode(lm_session *s, int32_t token, float *logits, size_t logits_cap)
+{
+    if (!s) return LM_ERR_INVALID_ARGUMENT;
+    const lm_model *m = s->model;
+    const int64_t V = m->dims.vocab;
+    lm_status st = check_tokens(s, &token, 1);
+    if (st != LM_OK) return st;
+    if (logits && logits_cap < (size_t)V)
+        return lmi_fail(&s->err, LM_ERR_BUFFER_TOO_SMALL,
+                        "logits buffer holds %zu floats, %lld needed", logits_cap, (long long)V);
+    if (s->pos == INT64_MAX)
+        return lmi_fail(&s->err, LM_ERR_INVALID_ARGUMENT, "position overflow");
+    lmi_forward fwd;
+    memset(&fwd, 0, sizeof fwd);
+    fwd.tokens = &token;
+    fwd.n_tokens = 1;
+    fwd.n_out = logits ? 1 : 0;
+    fwd.logits = logits;
+    fwd.allow_tf32 = (s->flags & LM_SESSION_ALLOW_TF32) != 0;
+    st = m->vt->forward(s, &fwd, &s->err);
+    if (st != LM_OK) return st;
+    s->pos++;
+    return LM_OK;
+}
+
+/* ---- state blob ---------------------------------------------------------
+ * Little-endian header of LMI_STATE_HEADER bytes, then the fp32 conv state
+ * [n_layer][conv_dim][K-1] and the ssm state [n_layer][d_inner][N]:
+ *   0 magic "LMST"   4 u32 version (1)   8 u64 fingerprint
+ *  16 u32 arch       20 u32 reserved (0)
+ *  24 i64 n_layer    32 i64 conv_dim     40 i64 d_conv
+ *  48 i64 d_inner    56 i64 d_state      64 i64 position              */
+
+#define LMI_STATE_MAGIC "LMST"
+#define LMI_STATE_VERSION 1u
+#define LMI_STATE_HEADER 72
+
+static void put_u32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void put_u64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t get_u32(const unsigned char *p)
+{
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) v |= (uint32_t)p[i] << (8 * i);
+    return v;
+}
+
+static uint64_t get_u64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+static size_t state_bytes(const lmi_dims *d)
+{
+    return LMI_STATE_HEADER + (lmi_conv_state_floats(d) + lmi_ssm_state_floats(d)) * sizeof(float);
+}
+
+lm_status lm_session_state_size(const lm_session *s, size_t *bytes)
+{
+    if (!s || !bytes) return LM_ERR_INVALID_ARGUMENT;
+    *bytes = state_bytes(&s->model->dims);
+    return LM_OK;
+}
+
+lm_status lm_session_state_save(lm_session *s, void *buf, size_t buf_bytes, size_t *written)
+{
+    if (!s) return LM_ERR_INVALID_ARGUMENT;
+    const lm_model *m = s->model;
+    const lmi_dims *d = &m->dims;
+    const size_t need = state_bytes(d);
+    if (written) *written = 0;
+    if (buf_bytes < need || !buf) {
+        if (written) *written = need;
+        return lmi_fail(&s->err, LM_ERR_BUFFER_TOO_SMALL,
+                        "state buffer holds %zu bytes, %zu needed", buf ? buf_bytes : 0, need);
+    }
+    lm_status st = m->vt->state_read(s, s->backup_conv, s->backup_ssm, &s->err);
+    if (st != LM_OK) return st;
+    unsigned char *p = buf;
+    memcpy(p, LMI_STATE_MAGIC, 4);
+    put_u32(p + 4, LMI_STATE_VERSION);
+    put_u64(p + 8, m->fingerprint);
+    put_u32(p + 16, (uint32_t)d->arch);
+    put_u32(p + 20, 0);
+    put_u64(p + 24, (uint64_t)d->n_layer);
+    put_u64(p + 32, (uint64_t)d->conv_dim);
+    put_u64(p + 40, (uint64_t)d->d_conv);
+    put_u64(p + 48, (uint64_t)d->d_inner);
+    put_u64(p + 56, (uint64_t)d->d_state);
+    put_u64(p + 64, (uint64_t)s->pos);
+    const size_t nc = lmi_conv_state_floats(d) * sizeof(float);
+    const size_t ns = lmi_ssm_state_floats(d) * sizeof(float);
+    memcpy(p + LMI_STATE_HEADER, s->backup_conv, nc);
+    memcpy(p + LMI_STATE_HEADER + nc, s->backup_ssm, ns);
+    if (written) *written = need;
+    return LM_OK;
+}
+
+lm_status lm_session_state_load(lm_session *s, const void *buf, size_t buf_bytes)
+{
+    if (!s) return LM_ERR_INVALID_ARGUMENT;
+    const lm_model *m = s->model;
+    const lmi_dims *d = &m->dims;
+    if (!buf) return lmi_fail(&s->err, LM_ERR_INVALID_ARGUMENT, "state buffer is NULL");
+    const unsigned char *p = buf;
+    if (buf_bytes < LMI_STATE_HEADER || memcmp(p, LMI_STATE_MAGIC, 4) != 0)
+        return lmi_fail(&s->err, LM_ERR_FORMAT, "not a session state blob (bad magic or size)");
+    const uint32_t version = get_u32(p + 4);
+    if (version != LMI_STATE_VERSION)
+        return lmi_fail(&s->err, LM_ERR_FORMAT, "state blob version %u is not supported (want %u)",
+                        (unsigned)version, (unsigned)LMI_STATE_VERSION);
+    const uint64_t want[6] = {(uint64_t)d->arch,     (uint64_t)d->n_layer, (uint64_t)d->conv_dim,
+                              (uint64_t)d->d_conv,   (uint64_t)d->d_inner, (uint64_t)d->d_state};
+    const uint64_t got[6] = {get_u32(p + 16),  get_u64(p + 24), get_u64(p + 32),
+                             get_u64(p + 40), get_u64(p + 48), get_u64(p + 56)};
+    /* The blob must be consistent with its own header (else FORMAT) ... */
+    const uint64_t lim = (uint64_t)1 << 40;
+    for (int i = 1; i < 6; i++)
+        if (got[i] >= lim)
+            return lmi_fail(&s->err, LM_ERR_FORMAT, "state blob header has an invalid size");
+    const uint64_t conv_f = got[3] > 1 ? got[1] * got[2] * (got[3] - 1) : 0;
+    const uint64_t ssm_f = got[1] * got[4] * got[5];
+    if (conv_f > lim || ssm_f > lim ||
+        (uint64_t)buf_bytes != LMI_STATE_HEADER + (conv_f + ssm_f) * sizeof(float))
+        return lmi_fail(&s->err, LM_ERR_FORMAT,
+                        "state blob is %zu bytes, its header describes %llu", buf_bytes,
+                        (unsigned long long)(LMI_STATE_HEADER + (conv_f + ssm_f) * sizeof(float)));
+    const uint64_t pos = get_u64(p + 64);
+    if (pos > (uint64_t)INT64_MAX)
+        return lmi_fail(&s->err, LM_ERR_FORMAT, "state blob has an invalid position");
+    /* ... and belong to this model (else MISMATCH). */
+    static const char *const names[6] = {"arch", "n_layer", "conv_dim", "d_conv", "d_inner",
+                                         "d_state"};
+    for (int i = 0; i < 6; i++)
+        if (got[i] != want[i])
+            return lmi_fail(&s->err, LM_ERR_MISMATCH,
+                            "state belongs to another model (%s %llu, this model has %llu)",
+                            names[i], (unsigned long long)got[i], (unsigned long long)want[i]);
+    if (get_u64(p + 8) != m->fingerprint)
+        return lmi_fail(&s->err, LM_ERR_MISMATCH, "state belongs to another model "
+                        "(fingerprint %016llx, this model %016llx)",
+                        (unsigned long long)get_u64(p + 8), (unsigned long long)m->fingerprint);
+    const size_t nc = lmi_conv_state_floats(d) * sizeof(float);
+    const size_t ns = lmi_ssm_state_floats(d) * sizeof(float);
+    memcpy(s->backup_conv, p + LMI_STATE_HEADER, nc);
+    memcpy(s->backup_ssm, p + LMI_STATE_HEADER + nc, ns);
+    lm_status st = m->vt->state_write(s, s->backup_conv, s->backup_ssm, &s->err);
+    if (st != LM_OK) return st;
+    s->pos = (int64_t)pos;
+    s->length_hint = 0;
+    return LM_OK;
+}

@@ -1,3 +1,483 @@
-/* cpu/backend.c - OWNER: CPU/session helper. Placeholder until it lands. */
+/*
+ * cpu/backend.c - the CPU backend: one forward pass over a chunk of tokens
+ * for the whole model (lmi_forward), on fp32 host weights.
+ *
+ * Activations are token-major [T][features] so that every projection is
+ * one row-major GEMM against the [out][in] weight (CblasTrans); T == 1
+ * (decode) uses GEMV.  The residual stream stays fp32 across layers and
+ * out_proj accumulates straight into it (beta = 1).
+ *
+ * Threads: the scan (by channel blocks) and the conv (by tokens) run on
+ * model->n_threads threads (cpu/parallel.c: OpenMP when the BLAS shares
+ * libgomp's pool, else threads of our own) when a chunk is large enough;
+ * the GEMMs use the BLAS library's own threads.  Decode steps run our
+ * part on one thread: a thread start per layer costs more than the work.
+ *
+ * Mamba-2 is a later addition: it gets its own forward_m2 next to
+ * forward_m1, sharing the embedding, RMSNorm, conv, GEMM and head code.
+ */
 #include "internal.h"
-const lmi_backend_vt lmi_cpu_backend = {.name = "cpu"};
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "cpu/parallel.h"
+#include "cpu/vmath.h"
+
+/* Per model: conv weights transposed to [layer][K][conv_dim] so the conv
+ * loop runs along channels. */
+typedef struct cpu_model {
+    float *conv_wT;
+} cpu_model;
+
+/* Per session: the recurrent state and scratch for `cap` tokens. */
+typedef struct cpu_session {
+    float *conv;       /* [n_layer][conv_dim][K-1], oldest column first */
+    float *ssm;        /* [n_layer][E][N] */
+    int64_t cap;       /* tokens the scratch below holds */
+    float *res;        /* [cap][d] residual stream */
+    float *hn;         /* [cap][d] normalised */
+    float *xz;         /* [cap][2E] in_proj output, x | z */
+    float *u;          /* [cap][E] conv + SiLU output */
+    float *xdbl;       /* [cap][R+2N] x_proj output, dt_low | B | C */
+    float *dt;         /* [cap][E] dt_proj output / Δ */
+    float *y;          /* [cap][E] scan output */
+    float *score;      /* [cap] DeciMamba token scores */
+    int64_t *idx;      /* [cap] DeciMamba kept indices */
+    int64_t *sel;      /* [cap] lmi_deci_select scratch */
+    float *head;       /* [K-1][conv_dim] conv state transposed */
+} cpu_session;
+
+static int cpu_threads(const lm_model *m)
+{
+    return m->n_threads > 0 ? m->n_threads : 1;
+}
+
+/* ---- kernels ----------------------------------------------------------- */
+
+/* Y[T][out] (+)= X[T][in] @ W[out][in]^T + b */
+static void linear(const float *X, int64_t ldx, int64_t T, const float *W, int64_t n_out,
+                   int64_t n_in, const float *b, float *Y, int64_t ldy, float beta)
+{
+    if (T == 1)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n_out, (int)n_in, 1.0f, W, (int)n_in, X, 1,
+                    beta, Y, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)n_out, (int)n_in, 1.0f,
+                    X, (int)ldx, W, (int)n_in, beta, Y, (int)ldy);
+    if (b)
+        for (int64_t t = 0; t < T; t++) {
+            float *yr = Y + t * ldy;
+            for (int64_t o = 0; o < n_out; o++) yr[o] += b[o];
+        }
+}
+
+/* One row: out = w * (x * rsqrt(mean(x^2) + eps)), statistics in fp32 or
+ * better (double sum). */
+LMI_CPU_CLONES
+static void rmsnorm_row(const float *x, const float *w, float *out, int64_t d, float eps)
+{
+    double ss = 0.0;
+    LMI_SIMD_SUM(ss)
+    for (int64_t i = 0; i < d; i++) ss += (double)x[i] * (double)x[i];
+    /* variance = hidden_states.pow(2).mean(-1); hs * torch.rsqrt(variance + eps) */
+    const float inv = 1.0f / sqrtf((float)(ss / (double)d) + eps);
+    for (int64_t i = 0; i < d; i++) out[i] = w[i] * (x[i] * inv);
+}
+
+/* Single-threaded on purpose: it is ~0.1% of a layer. */
+static void rmsnorm(const float *x, const float *w, float *out, int64_t T, int64_t d, double eps)
+{
+    for (int64_t t = 0; t < T; t++) rmsnorm_row(x + t * d, w, out + t * d, d, (float)eps);
+}
+
+/* One token of the depthwise causal conv + SiLU, channels [0, C):
+ *   u = F.silu(conv1d(x)[..., :L])  with taps rows[0..K-1] (rows[K-1] is
+ *   the current token, the others the K-1 preceding x rows). */
+LMI_CPU_CLONES
+static void conv_token(const float *const *rows, const float *wT, const float *bias, float *out,
+                       int64_t C, int64_t K)
+{
+    for (int64_t c = 0; c < C; c++) out[c] = bias ? bias[c] : 0.0f;
+    for (int64_t k = 0; k < K; k++) {
+        const float *xr = rows[k];
+        const float *wk = wT + k * C;
+        LMI_SIMD
+        for (int64_t c = 0; c < C; c++) out[c] += wk[c] * xr[c];
+    }
+    LMI_SIMD
+    for (int64_t c = 0; c < C; c++) out[c] = lmi_siluf(out[c]);
+}
+
+typedef struct conv_job {
+    const float *x, *head, *wT, *bias;
+    float *u;
+    int64_t ldx, C, K;
+} conv_job;
+
+static void conv_tokens(void *ctx, int64_t begin, int64_t end)
+{
+    const conv_job *j = ctx;
+    const int64_t Km1 = j->K - 1;
+    for (int64_t t = begin; t < end; t++) {
+        const float *rows[64]; /* K <= 64 (model_init) */
+        for (int64_t k = 0; k < j->K; k++) {
+            int64_t src = t - Km1 + k;
+            rows[k] = src >= 0 ? j->x + src * j->ldx : j->head + (Km1 + src) * j->C;
+        }
+        conv_token(rows, j->wT, j->bias, j->u + t * j->C, j->C, j->K);
+    }
+}
+
+/* Conv over [state | x] for T tokens; x rows at stride ldx.  Updates the
+ * state (conv_state[c][j], oldest first) to the last K-1 inputs. */
+static void conv_chunk(cpu_session *cs, float *state, const float *x, int64_t ldx, int64_t T,
+                       const float *wT, const float *bias, float *u, int64_t C, int64_t K, int nt)
+{
+    const int64_t Km1 = K - 1;
+    float *head = cs->head;
+    /* head[j][c] = state[c][j]: input at position j - (K-1) */
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t j = 0; j < Km1; j++) head[j * C + c] = state[c * Km1 + j];
+    conv_job job = {.x = x, .head = head, .wT = wT, .bias = bias, .u = u, .ldx = ldx, .C = C,
+                    .K = K};
+    lmi_cpu_parallel_for(T * C * K >= 262144 ? nt : 1, T, 16, conv_tokens, &job);
+    /* conv_state = x_ext[..., -(K-1):] */
+    for (int64_t j = 0; j < Km1; j++) {
+        int64_t src = T - Km1 + j;
+        const float *r = src >= 0 ? x + src * ldx : head + (Km1 + src) * C;
+        for (int64_t c = 0; c < C; c++) state[c * Km1 + j] = r[c];
+    }
+}
+
+/* Δ = F.softplus(dt + dt_bias), in place over [T][E]. */
+LMI_CPU_CLONES
+static void softplus_rows(float *dt, const float *bias, int64_t T, int64_t E)
+{
+    for (int64_t t = 0; t < T; t++) {
+        float *r = dt + t * E;
+        LMI_SIMD
+        for (int64_t e = 0; e < E; e++) r[e] = lmi_softplusf(r[e] + (bias ? bias[e] : 0.0f));
+    }
+}
+
+/* ---- scratch ------------------------------------------------------------ */
+
+static void scratch_free(cpu_session *cs)
+{
+    lmi_free(cs->res);
+    lmi_free(cs->hn);
+    lmi_free(cs->xz);
+    lmi_free(cs->u);
+    lmi_free(cs->xdbl);
+    lmi_free(cs->dt);
+    lmi_free(cs->y);
+    lmi_free(cs->score);
+    lmi_free(cs->idx);
+    lmi_free(cs->sel);
+    cs->res = cs->hn = cs->xz = cs->u = cs->xdbl = cs->dt = cs->y = cs->score = NULL;
+    cs->idx = cs->sel = NULL;
+    cs->cap = 0;
+}
+
+/* Makes the scratch hold T tokens; contents are not kept. */
+static lm_status scratch_reserve(cpu_session *cs, const lmi_dims *dm, int64_t T, lmi_err *e)
+{
+    if (T <= cs->cap) return LM_OK;
+    scratch_free(cs);
+    const size_t n = (size_t)T;
+    const size_t d = (size_t)dm->d_model, E = (size_t)dm->d_inner;
+    const size_t xdbl = (size_t)(dm->dt_rank + 2 * dm->d_state);
+    cs->res = lmi_alloc_raw(n, d * sizeof(float));
+    cs->hn = lmi_alloc_raw(n, d * sizeof(float));
+    cs->xz = lmi_alloc_raw(n, 2 * E * sizeof(float));
+    cs->u = lmi_alloc_raw(n, E * sizeof(float));
+    cs->xdbl = lmi_alloc_raw(n, xdbl * sizeof(float));
+    cs->dt = lmi_alloc_raw(n, E * sizeof(float));
+    cs->y = lmi_alloc_raw(n, E * sizeof(float));
+    cs->score = lmi_alloc_raw(n, sizeof(float));
+    cs->idx = lmi_alloc_raw(n, sizeof(int64_t));
+    cs->sel = lmi_alloc_raw(n, sizeof(int64_t));
+    if (!cs->res || !cs->hn || !cs->xz || !cs->u || !cs->xdbl || !cs->dt || !cs->y ||
+        !cs->score || !cs->idx || !cs->sel) {
+        scratch_free(cs);
+        return lmi_fail(e, LM_ERR_NO_MEMORY, "cpu: no memory for the scratch of %lld tokens",
+                        (long long)T);
+    }
+    cs->cap = T;
+    return LM_OK;
+}
+
+/* ---- model ------------------------------------------------------------- */
+
+static void cpu_model_free(lm_model *m)
+{
+    if (!m || !m->bk) return;
+    cpu_model *cm = m->bk;
+    lmi_free(cm->conv_wT);
+    lmi_free(cm);
+    m->bk = NULL;
+}
+
+static lm_status cpu_model_init(lm_model *m, lmi_err *e)
+{
+    if (!m) return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "cpu: model is NULL");
+    const lmi_dims *d = &m->dims;
+    if (d->arch != LM_ARCH_MAMBA1)
+        return lmi_fail(e, LM_ERR_UNSUPPORTED,
+                        "cpu backend: architecture %d is not supported yet (Mamba-1 only)",
+                        (int)d->arch);
+    if (d->d_model <= 0 || d->d_inner <= 0 || d->d_state < 0 || d->dt_rank <= 0 ||
+        d->d_conv <= 0 || d->n_layer <= 0 || d->vocab <= 0 || d->conv_dim != d->d_inner)
+        return lmi_fail(e, LM_ERR_SHAPE, "cpu: invalid Mamba-1 dimensions");
+    if (d->d_conv > 64)
+        return lmi_fail(e, LM_ERR_UNSUPPORTED, "cpu: d_conv %lld > 64 is not supported",
+                        (long long)d->d_conv);
+    /* BLAS takes int sizes. */
+    const int64_t big = d->vocab > 2 * d->d_inner ? d->vocab : 2 * d->d_inner;
+    if (big > INT32_MAX / 2 || d->d_model > INT32_MAX / 2)
+        return lmi_fail(e, LM_ERR_UNSUPPORTED, "cpu: dimensions too large for BLAS");
+    if (!m->embed || !m->norm_f || !m->lm_head || !m->layers)
+        return lmi_fail(e, LM_ERR_MISSING, "cpu: model weights missing");
+    for (int64_t l = 0; l < d->n_layer; l++) {
+        const lmi_layer *L = &m->layers[l];
+        if (!L->norm_w || !L->in_w || !L->conv_w || !L->x_w || !L->dt_w || !L->dt_b || !L->A ||
+            !L->D || !L->out_w)
+            return lmi_fail(e, LM_ERR_MISSING, "cpu: layer %lld weights missing", (long long)l);
+    }
+    cpu_model_free(m);
+    cpu_model *cm = lmi_alloc(1, sizeof *cm);
+    if (!cm) return lmi_fail(e, LM_ERR_NO_MEMORY, "cpu: no memory");
+    const size_t per = (size_t)(d->d_conv * d->conv_dim);
+    cm->conv_wT = lmi_alloc_raw((size_t)d->n_layer, per * sizeof(float));
+    if (!cm->conv_wT) {
+        lmi_free(cm);
+        return lmi_fail(e, LM_ERR_NO_MEMORY, "cpu: no memory for conv weights");
+    }
+    for (int64_t l = 0; l < d->n_layer; l++) {
+        const float *w = m->layers[l].conv_w;
+        float *wT = cm->conv_wT + (size_t)l * per;
+        for (int64_t c = 0; c < d->conv_dim; c++)
+            for (int64_t k = 0; k < d->d_conv; k++) wT[k * d->conv_dim + c] = w[c * d->d_conv + k];
+    }
+    m->bk = cm;
+    return LM_OK;
+}
+
+/* ---- session ------------------------------------------------------------ */
+
+static void cpu_session_free(lm_session *s)
+{
+    if (!s || !s->bk) return;
+    cpu_session *cs = s->bk;
+    scratch_free(cs);
+    lmi_free(cs->conv);
+    lmi_free(cs->ssm);
+    lmi_free(cs->head);
+    lmi_free(cs);
+    s->bk = NULL;
+}
+
+static lm_status cpu_session_init(lm_session *s, lmi_err *e)
+{
+    const lm_model *m = s->model;
+    const lmi_dims *d = &m->dims;
+    if (d->arch != LM_ARCH_MAMBA1 || !m->bk)
+        return lmi_fail(e, LM_ERR_UNSUPPORTED, "cpu backend: model is not initialised for Mamba-1");
+    cpu_session *cs = lmi_alloc(1, sizeof *cs);
+    if (!cs) return lmi_fail(e, LM_ERR_NO_MEMORY, "cpu: no memory for the session");
+    s->bk = cs;
+    cs->conv = lmi_alloc(lmi_conv_state_floats(d), sizeof(float));
+    cs->ssm = lmi_alloc(lmi_ssm_state_floats(d), sizeof(float));
+    cs->head = lmi_alloc_raw((size_t)((d->d_conv - 1) * d->conv_dim) + 1, sizeof(float));
+    lm_status st = LM_OK;
+    if (!cs->conv || !cs->ssm || !cs->head)
+        st = lmi_fail(e, LM_ERR_NO_MEMORY, "cpu: no memory for the session state");
+    else
+        st = scratch_reserve(cs, d, s->chunk_size > 0 ? s->chunk_size : 1, e);
+    if (st != LM_OK) cpu_session_free(s);
+    return st;
+}
+
+static void cpu_session_reset(lm_session *s)
+{
+    if (!s || !s->bk) return;
+    cpu_session *cs = s->bk;
+    const lmi_dims *d = &s->model->dims;
+    memset(cs->conv, 0, lmi_conv_state_floats(d) * sizeof(float));
+    memset(cs->ssm, 0, lmi_ssm_state_floats(d) * sizeof(float));
+}
+
+static lm_status cpu_state_read(lm_session *s, float *conv, float *ssm, lmi_err *e)
+{
+    if (!s || !s->bk) return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "cpu: no session state");
+    cpu_session *cs = s->bk;
+    const lmi_dims *d = &s->model->dims;
+    if (conv) memcpy(conv, cs->conv, lmi_conv_state_floats(d) * sizeof(float));
+    if (ssm) memcpy(ssm, cs->ssm, lmi_ssm_state_floats(d) * sizeof(float));
+    return LM_OK;
+}
+
+static lm_status cpu_state_write(lm_session *s, const float *conv, const float *ssm, lmi_err *e)
+{
+    if (!s || !s->bk) return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "cpu: no session state");
+    cpu_session *cs = s->bk;
+    const lmi_dims *d = &s->model->dims;
+    if (conv) memcpy(cs->conv, conv, lmi_conv_state_floats(d) * sizeof(float));
+    if (ssm) memcpy(cs->ssm, ssm, lmi_ssm_state_floats(d) * sizeof(float));
+    return LM_OK;
+}
+
+/* ---- forward ------------------------------------------------------------ */
+
+/* DeciMamba in one layer: scores ||Δ[t,:]||_2, keeps K + R tokens and
+ * gathers the rows every later step reads.  *T shrinks to the kept count. */
+static lm_status deci_layer(cpu_session *cs, const lmi_dims *d, const lmi_forward *f, double budget,
+                            int64_t *T, lmi_err *e)
+{
+    const int64_t L = *T, E = d->d_inner, dm = d->d_model;
+    const int64_t R = f->deci_protect > 0 ? f->deci_protect : 0;
+    if (L <= R) return LM_OK;
+    const int64_t K = lmi_deci_keep_count(L, R, budget, f->deci_min_len);
+    if (K < 0 || K + R >= L) return LM_OK;
+    for (int64_t t = 0; t < L; t++) {
+        const float *r = cs->dt + t * E;
+        double ss = 0.0;
+        for (int64_t c = 0; c < E; c++) ss += (double)r[c] * (double)r[c];
+        cs->score[t] = (float)sqrt(ss);
+    }
+    lm_status st = lmi_deci_select(cs->score, L, R, K, cs->idx, cs->sel, e);
+    if (st != LM_OK) return st;
+    const int64_t n = K + R;
+    const int64_t nx = d->dt_rank + 2 * d->d_state;
+    /* idx is ascending with idx[i] >= i, so an in-place forward gather
+     * never reads a row it has already overwritten. */
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t src = cs->idx[i];
+        if (src < i || src >= L)
+            return lmi_fail(e, LM_ERR_BACKEND, "cpu: DeciMamba selection is not ascending");
+        if (src == i) continue;
+        memcpy(cs->u + i * E, cs->u + src * E, (size_t)E * sizeof(float));
+        memcpy(cs->dt + i * E, cs->dt + src * E, (size_t)E * sizeof(float));
+        memcpy(cs->xdbl + i * nx, cs->xdbl + src * nx, (size_t)nx * sizeof(float));
+        memcpy(cs->xz + i * 2 * E + E, cs->xz + src * 2 * E + E, (size_t)E * sizeof(float));
+        memcpy(cs->res + i * dm, cs->res + src * dm, (size_t)dm * sizeof(float));
+    }
+    *T = n;
+    return LM_OK;
+}
+
+static lm_status forward_m1(lm_session *s, const lmi_forward *f, lmi_err *e)
+{
+    const lm_model *m = s->model;
+    const lmi_dims *d = &m->dims;
+    cpu_session *cs = s->bk;
+    const cpu_model *cm = m->bk;
+    const int nt = cpu_threads(m);
+    const int64_t dm = d->d_model, E = d->d_inner, N = d->d_state, R = d->dt_rank, K = d->d_conv;
+    const int64_t nx = R + 2 * N;
+
+    /* Everything that can fail before the state changes. */
+    lm_status st = scratch_reserve(cs, d, f->n_tokens, e);
+    if (st != LM_OK) return st;
+
+    int64_t T = f->n_tokens;
+    /* hidden_states = self.embeddings(input_ids) */
+    for (int64_t t = 0; t < T; t++)
+        memcpy(cs->res + t * dm, m->embed + (int64_t)f->tokens[t] * dm, (size_t)dm * sizeof(float));
+
+    for (int64_t l = 0; l < d->n_layer; l++) {
+        const lmi_layer *ly = &m->layers[l];
+        float *conv_state = cs->conv + l * E * (K - 1);
+        float *h = cs->ssm + l * E * N;
+        const bool deci = f->deci_budget && f->deci_budget[l] >= 0.0;
+        const bool explicit_delta = deci || f->sink;
+
+        /* hidden_states = self.norm(hidden_states) */
+        rmsnorm(cs->res, ly->norm_w, cs->hn, T, dm, d->eps);
+        /* xz = self.in_proj(hidden_states) */
+        linear(cs->hn, dm, T, ly->in_w, 2 * E, dm, ly->in_b, cs->xz, 2 * E, 0.0f);
+        /* x = F.silu(self.conv1d(x)[..., :L]), conv_state = x[..., -(K-1):] */
+        conv_chunk(cs, conv_state, cs->xz, 2 * E, T, cm->conv_wT + l * K * E, ly->conv_b, cs->u,
+                   E, K, nt);
+        /* x_dbl = self.x_proj(x);  dt, B, C = split(x_dbl, [R, N, N]) */
+        linear(cs->u, E, T, ly->x_w, nx, E, NULL, cs->xdbl, nx, 0.0f);
+        /* dt = self.dt_proj.weight @ dt  (bias and softplus below or in the scan) */
+        linear(cs->xdbl, nx, T, ly->dt_w, E, R, NULL, cs->dt, E, 0.0f);
+        if (explicit_delta) {
+            softplus_rows(cs->dt, ly->dt_b, T, E);
+            if (f->sink) {
+                st = f->sink(f->sink_ctx, l, cs->dt, T, E, e);
+                if (st != LM_OK) return st;
+            }
+            if (deci) {
+                st = deci_layer(cs, d, f, f->deci_budget[l], &T, e);
+                if (st != LM_OK) return st;
+            }
+        }
+        const lmi_filter *flt = f->filters ? &f->filters[l] : NULL;
+        lmi_scan_m1 sa = {
+            .L = T, .E = E, .N = N,
+            .u = cs->u,
+            .delta = cs->dt,
+            .dt_softplus = !explicit_delta,
+            .dt_bias = ly->dt_b,
+            .A = ly->A,
+            .B = cs->xdbl + R,
+            .C = cs->xdbl + R + N,
+            .ldbc = nx,
+            .D = ly->D,
+            .z = cs->xz + E,
+            .ldz = 2 * E,
+            .global = flt && flt->global ? flt->global : NULL,
+            .tau = flt && flt->global ? flt->tau : NULL,
+            .h = h,
+            .y = cs->y,
+        };
+        lmi_cpu_scan_m1(&sa, nt);
+        /* hidden_states = residual + self.out_proj(y) */
+        linear(cs->y, E, T, ly->out_w, dm, E, ly->out_b, cs->res, dm, 1.0f);
+    }
+
+    if (f->n_out > 0) {
+        if (f->n_out > T)
+            return lmi_fail(e, LM_ERR_INVALID_ARGUMENT,
+                            "cpu: %lld logits asked for but only %lld positions remain",
+                            (long long)f->n_out, (long long)T);
+        /* logits = self.lm_head(self.norm_f(hidden_states[:, -n_out:])) */
+        rmsnorm(cs->res + (T - f->n_out) * dm, m->norm_f, cs->hn, f->n_out, dm, d->eps);
+        linear(cs->hn, dm, f->n_out, m->lm_head, d->vocab, dm, NULL, f->logits, d->vocab, 0.0f);
+    }
+    return LM_OK;
+}
+
+static lm_status cpu_forward(lm_session *s, const lmi_forward *f, lmi_err *e)
+{
+    if (!s || !s->bk || !f || !f->tokens || f->n_tokens < 1 || f->n_out < 0 ||
+        f->n_out > f->n_tokens || (f->n_out > 0 && !f->logits))
+        return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "cpu: invalid forward arguments");
+    if (f->filters)
+        for (int64_t l = 0; l < s->model->dims.n_layer; l++)
+            if (f->filters[l].global && !f->filters[l].tau)
+                return lmi_fail(e, LM_ERR_INVALID_ARGUMENT,
+                                "cpu: layer %lld has a global mask but no thresholds",
+                                (long long)l);
+    switch (s->model->dims.arch) {
+    case LM_ARCH_MAMBA1: return forward_m1(s, f, e);
+    case LM_ARCH_MAMBA2: break;
+    }
+    return lmi_fail(e, LM_ERR_UNSUPPORTED, "cpu backend: Mamba-2 is not supported yet");
+}
+
+const lmi_backend_vt lmi_cpu_backend = {
+    .name = "cpu",
+    .model_init = cpu_model_init,
+    .model_free = cpu_model_free,
+    .session_init = cpu_session_init,
+    .session_free = cpu_session_free,
+    .session_reset = cpu_session_reset,
+    .forward = cpu_forward,
+    .state_read = cpu_state_read,
+    .state_write = cpu_state_write,
+};
