@@ -501,6 +501,28 @@ static lm_status parse_config(cfg *c, const lmi_json *j, lmi_err *e)
     return LM_OK;
 }
 
+lm_status lmi_config_parse(const char *text, size_t n, lmi_dims *out, lmi_err *e)
+{
+    if (!text || !out)
+        return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "lmi_config_parse: NULL argument");
+    lmi_json *j = NULL;
+    lmi_err je = {{0}};
+    lm_status st = lmi_json_parse(text, n, &j, &je);
+    if (st != LM_OK)
+        return lmi_fail(e, st, "config.json: %s", je.msg);
+    cfg c;
+    memset(&c, 0, sizeof c);
+    c.path = "config.json";
+    if (j->type != LMI_JSON_OBJECT)
+        st = lmi_fail(e, LM_ERR_FORMAT, "config.json: top level is not a JSON object");
+    else
+        st = parse_config(&c, j, e);
+    lmi_json_free(j);
+    if (st == LM_OK)
+        *out = c.d;
+    return st;
+}
+
 /* ---- tensors ----------------------------------------------------------------- */
 
 typedef struct loader {

@@ -20,4 +20,9 @@
  * its dtype changes it. */
 lm_status lmi_model_read(const char *dir, lm_model **out, lmi_err *e);
 
+/* Parses config.json text (Hugging Face or mamba_ssm form) into dims, with
+ * the checks lmi_model_read applies before it opens any weights; the
+ * config fuzz target's entry point. */
+lm_status lmi_config_parse(const char *text, size_t n, lmi_dims *out, lmi_err *e);
+
 #endif
