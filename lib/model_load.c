@@ -1034,13 +1034,16 @@ static lm_status load_weights(loader *ld, const cfg *c_in, const char *dir)
 
 static lm_status select_backend(lm_model *m, lm_backend want, lmi_err *e)
 {
+    /* Ask the CUDA runtime only when CUDA may be chosen: an explicit CPU
+     * model never loads the driver. */
 #ifdef LM_HAVE_CUDA
-    bool cuda = lmi_cuda_device_present() != 0;
+    bool cuda = want != LM_BACKEND_CPU && lmi_cuda_device_present() != 0;
 #else
     bool cuda = false;
 #endif
+    /* AUTO: the CUDA backend runs Mamba-1 only so far; Mamba-2 stays on the CPU. */
     if (want == LM_BACKEND_AUTO)
-        want = cuda ? LM_BACKEND_CUDA : LM_BACKEND_CPU;
+        want = cuda && m->dims.arch == LM_ARCH_MAMBA1 ? LM_BACKEND_CUDA : LM_BACKEND_CPU;
     if (want == LM_BACKEND_CUDA && !cuda) {
 #ifdef LM_HAVE_CUDA
         return lmi_fail(e, LM_ERR_BACKEND_UNAVAILABLE, "CUDA backend: no CUDA device is present");

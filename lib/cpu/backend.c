@@ -13,8 +13,9 @@
  * the GEMMs use the BLAS library's own threads.  Decode steps run our
  * part on one thread: a thread start per layer costs more than the work.
  *
- * Mamba-2 is a later addition: it gets its own forward_m2 next to
- * forward_m1, sharing the embedding, RMSNorm, conv, GEMM and head code.
+ * Mamba-2 runs in cpu/mamba2.c (lmi_cpu_m2_forward) on the same session
+ * state arrays and transposed conv weights; its scratch hangs off the
+ * session (cs->m2).
  */
 #include "internal.h"
 
@@ -22,6 +23,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "cpu/mamba2.h"
 #include "cpu/parallel.h"
 #include "cpu/vmath.h"
 
@@ -47,6 +49,7 @@ typedef struct cpu_session {
     int64_t *idx;      /* [cap] DeciMamba kept indices */
     int64_t *sel;      /* [cap] lmi_deci_select scratch */
     float *head;       /* [K-1][conv_dim] conv state transposed */
+    lmi_cpu_m2_scratch *m2; /* Mamba-2 scratch (cpu/mamba2.c); the M1 scratch is unused */
 } cpu_session;
 
 static int cpu_threads(const lm_model *m)
@@ -224,12 +227,16 @@ static lm_status cpu_model_init(lm_model *m, lmi_err *e)
 {
     if (!m) return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "cpu: model is NULL");
     const lmi_dims *d = &m->dims;
-    if (d->arch != LM_ARCH_MAMBA1)
-        return lmi_fail(e, LM_ERR_UNSUPPORTED,
-                        "cpu backend: architecture %d is not supported yet (Mamba-1 only)",
+    lm_status cst = LM_OK;
+    if (d->arch == LM_ARCH_MAMBA2)
+        cst = lmi_cpu_m2_check(m, e);
+    else if (d->arch != LM_ARCH_MAMBA1)
+        return lmi_fail(e, LM_ERR_UNSUPPORTED, "cpu backend: architecture %d is not supported",
                         (int)d->arch);
-    if (d->d_model <= 0 || d->d_inner <= 0 || d->d_state < 0 || d->dt_rank <= 0 ||
-        d->d_conv <= 0 || d->n_layer <= 0 || d->vocab <= 0 || d->conv_dim != d->d_inner)
+    if (cst != LM_OK) return cst;
+    if (d->arch == LM_ARCH_MAMBA1 &&
+        (d->d_model <= 0 || d->d_inner <= 0 || d->d_state < 0 || d->dt_rank <= 0 ||
+         d->d_conv <= 0 || d->n_layer <= 0 || d->vocab <= 0 || d->conv_dim != d->d_inner))
         return lmi_fail(e, LM_ERR_SHAPE, "cpu: invalid Mamba-1 dimensions");
     if (d->d_conv > 64)
         return lmi_fail(e, LM_ERR_UNSUPPORTED, "cpu: d_conv %lld > 64 is not supported",
@@ -240,7 +247,7 @@ static lm_status cpu_model_init(lm_model *m, lmi_err *e)
         return lmi_fail(e, LM_ERR_UNSUPPORTED, "cpu: dimensions too large for BLAS");
     if (!m->embed || !m->norm_f || !m->lm_head || !m->layers)
         return lmi_fail(e, LM_ERR_MISSING, "cpu: model weights missing");
-    for (int64_t l = 0; l < d->n_layer; l++) {
+    for (int64_t l = 0; l < d->n_layer && d->arch == LM_ARCH_MAMBA1; l++) {
         const lmi_layer *L = &m->layers[l];
         if (!L->norm_w || !L->in_w || !L->conv_w || !L->x_w || !L->dt_w || !L->dt_b || !L->A ||
             !L->D || !L->out_w)
@@ -272,6 +279,7 @@ static void cpu_session_free(lm_session *s)
     if (!s || !s->bk) return;
     cpu_session *cs = s->bk;
     scratch_free(cs);
+    lmi_cpu_m2_free(cs->m2);
     lmi_free(cs->conv);
     lmi_free(cs->ssm);
     lmi_free(cs->head);
@@ -283,8 +291,8 @@ static lm_status cpu_session_init(lm_session *s, lmi_err *e)
 {
     const lm_model *m = s->model;
     const lmi_dims *d = &m->dims;
-    if (d->arch != LM_ARCH_MAMBA1 || !m->bk)
-        return lmi_fail(e, LM_ERR_UNSUPPORTED, "cpu backend: model is not initialised for Mamba-1");
+    if ((d->arch != LM_ARCH_MAMBA1 && d->arch != LM_ARCH_MAMBA2) || !m->bk)
+        return lmi_fail(e, LM_ERR_UNSUPPORTED, "cpu backend: model is not initialised");
     cpu_session *cs = lmi_alloc(1, sizeof *cs);
     if (!cs) return lmi_fail(e, LM_ERR_NO_MEMORY, "cpu: no memory for the session");
     s->bk = cs;
@@ -294,6 +302,8 @@ static lm_status cpu_session_init(lm_session *s, lmi_err *e)
     lm_status st = LM_OK;
     if (!cs->conv || !cs->ssm || !cs->head)
         st = lmi_fail(e, LM_ERR_NO_MEMORY, "cpu: no memory for the session state");
+    else if (d->arch == LM_ARCH_MAMBA2)
+        st = lmi_cpu_m2_reserve(&cs->m2, d, s->chunk_size > 0 ? s->chunk_size : 1, e);
     else
         st = scratch_reserve(cs, d, s->chunk_size > 0 ? s->chunk_size : 1, e);
     if (st != LM_OK) cpu_session_free(s);
@@ -465,9 +475,18 @@ static lm_status cpu_forward(lm_session *s, const lmi_forward *f, lmi_err *e)
                                 (long long)l);
     switch (s->model->dims.arch) {
     case LM_ARCH_MAMBA1: return forward_m1(s, f, e);
-    case LM_ARCH_MAMBA2: break;
+    case LM_ARCH_MAMBA2: {
+        cpu_session *cs = s->bk;
+        const cpu_model *cm = s->model->bk;
+        if (!cs->m2 || !cm)
+            return lmi_fail(e, LM_ERR_UNSUPPORTED,
+                            "cpu backend: session was not initialised for Mamba-2");
+        return lmi_cpu_m2_forward(s->model, &cs->m2, cs->conv, cs->ssm, cm->conv_wT, f,
+                                  cpu_threads(s->model), e);
     }
-    return lmi_fail(e, LM_ERR_UNSUPPORTED, "cpu backend: Mamba-2 is not supported yet");
+    }
+    return lmi_fail(e, LM_ERR_UNSUPPORTED, "cpu backend: unknown architecture %d",
+                    (int)s->model->dims.arch);
 }
 
 const lmi_backend_vt lmi_cpu_backend = {

@@ -457,6 +457,7 @@ int main(int argc, char **argv)
         {"model-tiny", "m1-tiny-f32", sc_model},
         {"model-bf16", "m1-bf16", sc_model},
         {"model-sharded", "m1-sharded-f32", sc_model},
+        {"model-m2", "m2-groups-f32", sc_model},
         {"modes", NULL, sc_modes},
         {"tokenizer", NULL, sc_tokenizer},
         {"scan", NULL, sc_scan},

@@ -1,0 +1,381 @@
+/*
+ * cpu/mamba2.c - Mamba-2 forward on the CPU (docs MAMBA.md §2), for one
+ * chunk of tokens over the whole model, continuing from the session state.
+ *
+ * Per layer: RMSNorm, in_proj to [z | xBC | dt], depthwise causal conv +
+ * SiLU over the E + 2GN xBC channels, Δ = clamp(softplus(dt + dt_bias)),
+ * the SSM recurrence per head (state [P][N], scalar A per head, B and C of
+ * the head's group), the D skip, the SiLU(z) gate and the gated RMSNorm
+ * per group of E/G channels (mamba_ssm, norm_before_gate = false), then
+ * out_proj into the fp32 residual stream.
+ *
+ * The scan is the sequential recurrence (the chunked SSD form of
+ * transformers / mamba_ssm is the same function): on the CPU it does the
+ * least work, runs in place on the carried state, and makes chunked and
+ * token-by-token runs bit-identical per head.  Heads run in parallel.
+ *
+ * LongMamba acts per head (a head is one channel): a filtered head with
+ * !(Δ > τ) gets Δ = 0 for that token, in the scan loop.  DeciMamba scores a
+ * token by the L2 norm of Δ over the heads.
+ */
+#include "cpu/mamba2.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "cpu/parallel.h"
+#include "cpu/vmath.h"
+
+struct lmi_cpu_m2_scratch {
+    int64_t cap;    /* tokens held */
+    float *res;     /* [cap][d] residual stream */
+    float *hn;      /* [cap][d] normalised */
+    float *zx;      /* [cap][2E+2GN+H] in_proj output z | xBC | dt */
+    float *u;       /* [cap][conv_dim] conv + SiLU output x | B | C */
+    float *dl;      /* [cap][H] Δ */
+    float *y;       /* [cap][E] scan output, then gated-normed in place */
+    float *score;   /* [cap] DeciMamba scores */
+    int64_t *idx;   /* [cap] DeciMamba kept indices */
+    int64_t *sel;   /* [cap] lmi_deci_select scratch */
+    float *head;    /* [K-1][conv_dim] conv state transposed */
+};
+
+static int64_t in_rows(const lmi_dims *d)
+{
+    return 2 * d->d_inner + 2 * d->n_groups * d->d_state + d->n_heads;
+}
+
+lm_status lmi_cpu_m2_check(const lm_model *m, lmi_err *e)
+{
+    const lmi_dims *d = &m->dims;
+    if (d->d_model <= 0 || d->d_inner <= 0 || d->d_state <= 0 || d->d_conv <= 0 ||
+        d->n_layer <= 0 || d->vocab <= 0 || d->n_heads <= 0 || d->head_dim <= 0 ||
+        d->n_groups <= 0 || d->n_heads * d->head_dim != d->d_inner ||
+        d->n_heads % d->n_groups != 0 || d->d_inner % d->n_groups != 0 ||
+        d->conv_dim != d->d_inner + 2 * d->n_groups * d->d_state || d->n_channels != d->n_heads)
+        return lmi_fail(e, LM_ERR_SHAPE, "cpu: invalid Mamba-2 dimensions");
+    if (d->d_conv > 64)
+        return lmi_fail(e, LM_ERR_UNSUPPORTED, "cpu: d_conv %lld > 64 is not supported",
+                        (long long)d->d_conv);
+    const int64_t big = d->vocab > in_rows(d) ? d->vocab : in_rows(d);
+    if (big > INT32_MAX / 2 || d->d_model > INT32_MAX / 2)
+        return lmi_fail(e, LM_ERR_UNSUPPORTED, "cpu: dimensions too large for BLAS");
+    if (!m->embed || !m->norm_f || !m->lm_head || !m->layers)
+        return lmi_fail(e, LM_ERR_MISSING, "cpu: model weights missing");
+    for (int64_t l = 0; l < d->n_layer; l++) {
+        const lmi_layer *L = &m->layers[l];
+        if (!L->norm_w || !L->in_w || !L->conv_w || !L->dt_b || !L->A || !L->D || !L->gnorm_w ||
+            !L->out_w)
+            return lmi_fail(e, LM_ERR_MISSING, "cpu: Mamba-2 layer %lld weights missing",
+                            (long long)l);
+    }
+    return LM_OK;
+}
+
+void lmi_cpu_m2_free(lmi_cpu_m2_scratch *sc)
+{
+    if (!sc) return;
+    lmi_free(sc->res);
+    lmi_free(sc->hn);
+    lmi_free(sc->zx);
+    lmi_free(sc->u);
+    lmi_free(sc->dl);
+    lmi_free(sc->y);
+    lmi_free(sc->score);
+    lmi_free(sc->idx);
+    lmi_free(sc->sel);
+    lmi_free(sc->head);
+    lmi_free(sc);
+}
+
+lm_status lmi_cpu_m2_reserve(lmi_cpu_m2_scratch **scp, const lmi_dims *d, int64_t T, lmi_err *e)
+{
+    if (*scp && (*scp)->cap >= T) return LM_OK;
+    /* the old scratch is kept until the new one exists, so a failed grow
+     * leaves the session usable for chunks that fit */
+    lmi_cpu_m2_scratch *sc = lmi_alloc(1, sizeof *sc);
+    if (!sc) return lmi_fail(e, LM_ERR_NO_MEMORY, "cpu: no memory for the Mamba-2 scratch");
+    const size_t n = (size_t)T;
+    sc->res = lmi_alloc_raw(n, (size_t)d->d_model * sizeof(float));
+    sc->hn = lmi_alloc_raw(n, (size_t)d->d_model * sizeof(float));
+    sc->zx = lmi_alloc_raw(n, (size_t)in_rows(d) * sizeof(float));
+    sc->u = lmi_alloc_raw(n, (size_t)d->conv_dim * sizeof(float));
+    sc->dl = lmi_alloc_raw(n, (size_t)d->n_heads * sizeof(float));
+    sc->y = lmi_alloc_raw(n, (size_t)d->d_inner * sizeof(float));
+    sc->score = lmi_alloc_raw(n, sizeof(float));
+    sc->idx = lmi_alloc_raw(n, sizeof(int64_t));
+    sc->sel = lmi_alloc_raw(n, sizeof(int64_t));
+    sc->head = lmi_alloc_raw((size_t)((d->d_conv - 1) * d->conv_dim) + 1, sizeof(float));
+    if (!sc->res || !sc->hn || !sc->zx || !sc->u || !sc->dl || !sc->y || !sc->score ||
+        !sc->idx || !sc->sel || !sc->head) {
+        lmi_cpu_m2_free(sc);
+        return lmi_fail(e, LM_ERR_NO_MEMORY,
+                        "cpu: no memory for the Mamba-2 scratch of %lld tokens", (long long)T);
+    }
+    sc->cap = T;
+    lmi_cpu_m2_free(*scp);
+    *scp = sc;
+    return LM_OK;
+}
+
+/* ---- kernels ----------------------------------------------------------- */
+
+/* Y[T][out] (+)= X[T][in] @ W[out][in]^T + b */
+static void linear(const float *X, int64_t ldx, int64_t T, const float *W, int64_t n_out,
+                   int64_t n_in, const float *b, float *Y, int64_t ldy, float beta)
+{
+    if (T == 1)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n_out, (int)n_in, 1.0f, W, (int)n_in, X, 1,
+                    beta, Y, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)n_out, (int)n_in, 1.0f,
+                    X, (int)ldx, W, (int)n_in, beta, Y, (int)ldy);
+    if (b)
+        for (int64_t t = 0; t < T; t++) {
+            float *yr = Y + t * ldy;
+            for (int64_t o = 0; o < n_out; o++) yr[o] += b[o];
+        }
+}
+
+/* hs * torch.rsqrt(hs.pow(2).mean(-1) + eps) * w, statistics in double. */
+static void rmsnorm(const float *x, const float *w, float *out, int64_t T, int64_t d, double eps)
+{
+    for (int64_t t = 0; t < T; t++) {
+        const float *xr = x + t * d;
+        float *o = out + t * d;
+        double ss = 0.0;
+        for (int64_t i = 0; i < d; i++) ss += (double)xr[i] * (double)xr[i];
+        const float inv = (float)(1.0 / sqrt(ss / (double)d + eps));
+        for (int64_t i = 0; i < d; i++) o[i] = w[i] * (xr[i] * inv);
+    }
+}
+
+typedef struct conv_job {
+    const float *x, *head, *wT, *bias;
+    float *u;
+    int64_t ldx, C, K;
+} conv_job;
+
+/* xBC = F.silu(conv1d(xBC)[..., :L]): tap K-1 is the current token. */
+static void conv_tokens(void *ctx, int64_t begin, int64_t end)
+{
+    const conv_job *j = ctx;
+    const int64_t Km1 = j->K - 1, C = j->C;
+    for (int64_t t = begin; t < end; t++) {
+        float *o = j->u + t * C;
+        for (int64_t c = 0; c < C; c++) o[c] = j->bias ? j->bias[c] : 0.0f;
+        for (int64_t k = 0; k < j->K; k++) {
+            const int64_t src = t - Km1 + k;
+            const float *xr = src >= 0 ? j->x + src * j->ldx : j->head + (Km1 + src) * C;
+            const float *wk = j->wT + k * C;
+            for (int64_t c = 0; c < C; c++) o[c] += wk[c] * xr[c];
+        }
+        for (int64_t c = 0; c < C; c++) o[c] = lmi_siluf(o[c]);
+    }
+}
+
+/* Conv over [state | x] for T tokens (x rows at stride ldx); leaves the
+ * state (state[c][j], oldest first) holding the last K-1 inputs. */
+static void conv_chunk(float *head, float *state, const float *x, int64_t ldx, int64_t T,
+                       const float *wT, const float *bias, float *u, int64_t C, int64_t K, int nt)
+{
+    const int64_t Km1 = K - 1;
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t j = 0; j < Km1; j++) head[j * C + c] = state[c * Km1 + j];
+    conv_job job = {.x = x, .head = head, .wT = wT, .bias = bias, .u = u, .ldx = ldx, .C = C,
+                    .K = K};
+    lmi_cpu_parallel_for(T * C * K >= 262144 ? nt : 1, T, 16, conv_tokens, &job);
+    /* conv_state = xBC_ext[..., -(K-1):] */
+    for (int64_t j = 0; j < Km1; j++) {
+        const int64_t src = T - Km1 + j;
+        const float *r = src >= 0 ? x + src * ldx : head + (Km1 + src) * C;
+        for (int64_t c = 0; c < C; c++) state[c * Km1 + j] = r[c];
+    }
+}
+
+typedef struct scan_job {
+    int64_t T, H, P, N, G, E, ldu;
+    const float *u;        /* [T][ldu]: x [E] | B [G*N] | C [G*N] */
+    const float *dl;       /* [T][H] Δ */
+    const float *A, *D;    /* [H] */
+    const uint8_t *global; /* [H] or NULL */
+    const float *tau;      /* [H] */
+    float *S;              /* [H][P][N] */
+    float *y;              /* [T][E] */
+} scan_job;
+
+/* Per head h, token t (mamba2_selective_state_update, one token at a time):
+ *   dA = torch.exp(dt * A);  state = state * dA + dt * B * x
+ *   y = state @ C + D * x */
+LMI_CPU_CLONES
+static void scan_heads(void *ctx, int64_t begin, int64_t end)
+{
+    const scan_job *j = ctx;
+    const int64_t P = j->P, N = j->N, hpg = j->H / j->G;
+    for (int64_t h = begin; h < end; h++) {
+        const int64_t g = h / hpg;
+        const float A = j->A[h], Dh = j->D[h];
+        const bool filt = j->global && j->global[h];
+        const float tau = filt ? j->tau[h] : 0.0f;
+        float *S = j->S + h * P * N;
+        for (int64_t t = 0; t < j->T; t++) {
+            float d = j->dl[t * j->H + h];
+            /* LongMamba: a filtered head keeps the token iff Δ > τ */
+            if (filt && !(d > tau)) d = 0.0f;
+            const float dA = expf(d * A);
+            const float *ur = j->u + t * j->ldu;
+            const float *x = ur + h * P;
+            const float *B = ur + j->E + g * N;
+            const float *C = ur + j->E + j->G * N + g * N;
+            float *yr = j->y + t * j->E + h * P;
+            for (int64_t p = 0; p < P; p++) {
+                const float xd = d * x[p];
+                float *row = S + p * N;
+                float acc = 0.0f;
+                LMI_SIMD_SUM(acc)
+                for (int64_t n = 0; n < N; n++) {
+                    row[n] = row[n] * dA + xd * B[n];
+                    acc += row[n] * C[n];
+                }
+                yr[p] = acc + Dh * x[p];
+            }
+        }
+    }
+}
+
+/* MambaRMSNormGated(norm_before_gate=False): per group of gs channels
+ *   y = y * silu(z);  y = y * rsqrt(mean(y^2) + eps) * w */
+static void gated_norm(float *y, const float *z, int64_t ldz, const float *w, int64_t T,
+                       int64_t E, int64_t G, double eps)
+{
+    const int64_t gs = E / G;
+    for (int64_t t = 0; t < T; t++) {
+        float *yr = y + t * E;
+        const float *zr = z + t * ldz;
+        for (int64_t i = 0; i < E; i++) yr[i] *= lmi_siluf(zr[i]);
+        for (int64_t g = 0; g < G; g++) {
+            float *v = yr + g * gs;
+            double ss = 0.0;
+            for (int64_t i = 0; i < gs; i++) ss += (double)v[i] * (double)v[i];
+            const float inv = (float)(1.0 / sqrt(ss / (double)gs + eps));
+            for (int64_t i = 0; i < gs; i++) v[i] = w[g * gs + i] * (v[i] * inv);
+        }
+    }
+}
+
+/* DeciMamba: score = ||Δ[t, :]||_2 over the heads, keep K + R tokens and
+ * gather what later steps read (xBC, Δ, z, residual).  *T shrinks. */
+static lm_status deci_layer(lmi_cpu_m2_scratch *sc, const lmi_dims *d, const lmi_forward *f,
+                            double budget, int64_t *T, lmi_err *e)
+{
+    const int64_t L = *T, H = d->n_heads, dm = d->d_model, E = d->d_inner;
+    const int64_t CD = d->conv_dim, ld = in_rows(d);
+    const int64_t R = f->deci_protect > 0 ? f->deci_protect : 0;
+    if (L <= R) return LM_OK;
+    const int64_t K = lmi_deci_keep_count(L, R, budget, f->deci_min_len);
+    if (K < 0 || K + R >= L) return LM_OK;
+    for (int64_t t = 0; t < L; t++) {
+        const float *r = sc->dl + t * H;
+        double ss = 0.0;
+        for (int64_t h = 0; h < H; h++) ss += (double)r[h] * (double)r[h];
+        sc->score[t] = (float)sqrt(ss);
+    }
+    lm_status st = lmi_deci_select(sc->score, L, R, K, sc->idx, sc->sel, e);
+    if (st != LM_OK) return st;
+    const int64_t n = K + R;
+    /* idx ascending with idx[i] >= i: the in-place forward gather is safe */
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t src = sc->idx[i];
+        if (src < i || src >= L)
+            return lmi_fail(e, LM_ERR_BACKEND, "cpu: DeciMamba selection is not ascending");
+        if (src == i) continue;
+        memcpy(sc->u + i * CD, sc->u + src * CD, (size_t)CD * sizeof(float));
+        memcpy(sc->dl + i * H, sc->dl + src * H, (size_t)H * sizeof(float));
+        memcpy(sc->zx + i * ld, sc->zx + src * ld, (size_t)E * sizeof(float));
+        memcpy(sc->res + i * dm, sc->res + src * dm, (size_t)dm * sizeof(float));
+    }
+    *T = n;
+    return LM_OK;
+}
+
+/* ---- forward ------------------------------------------------------------ */
+
+lm_status lmi_cpu_m2_forward(const lm_model *m, lmi_cpu_m2_scratch **scp, float *conv,
+                             float *ssm, const float *conv_wT, const lmi_forward *f, int nt,
+                             lmi_err *e)
+{
+    const lmi_dims *d = &m->dims;
+    const int64_t dm = d->d_model, E = d->d_inner, N = d->d_state, K = d->d_conv;
+    const int64_t H = d->n_heads, P = d->head_dim, G = d->n_groups, CD = d->conv_dim;
+    const int64_t ld = in_rows(d);
+    const float lo = (float)d->dt_limit_lo, hi = (float)d->dt_limit_hi;
+    const bool clamp = d->dt_limit_lo > 0.0 || isfinite(d->dt_limit_hi);
+
+    /* Everything that can fail before the state changes. */
+    lm_status st = lmi_cpu_m2_reserve(scp, d, f->n_tokens, e);
+    if (st != LM_OK) return st;
+    lmi_cpu_m2_scratch *sc = *scp;
+
+    int64_t T = f->n_tokens;
+    /* hidden_states = self.embeddings(input_ids) */
+    for (int64_t t = 0; t < T; t++)
+        memcpy(sc->res + t * dm, m->embed + (int64_t)f->tokens[t] * dm, (size_t)dm * sizeof(float));
+
+    for (int64_t l = 0; l < d->n_layer; l++) {
+        const lmi_layer *ly = &m->layers[l];
+        float *conv_state = conv + l * CD * (K - 1);
+        float *S = ssm + l * E * N;
+        const bool deci = f->deci_budget && f->deci_budget[l] >= 0.0;
+
+        /* hidden_states = self.norm(hidden_states) */
+        rmsnorm(sc->res, ly->norm_w, sc->hn, T, dm, d->eps);
+        /* gate, xBC, dt = self.in_proj(hidden_states).split([E, conv_dim, H]) */
+        linear(sc->hn, dm, T, ly->in_w, ld, dm, ly->in_b, sc->zx, ld, 0.0f);
+        /* xBC = act(conv1d(xBC)) */
+        conv_chunk(sc->head, conv_state, sc->zx + E, ld, T, conv_wT + l * K * CD, ly->conv_b,
+                   sc->u, CD, K, nt);
+        /* dt = torch.clamp(F.softplus(dt + dt_bias), *time_step_limit) */
+        for (int64_t t = 0; t < T; t++) {
+            const float *r = sc->zx + t * ld + E + CD;
+            float *o = sc->dl + t * H;
+            for (int64_t h = 0; h < H; h++) {
+                float v = lmi_softplusf(r[h] + ly->dt_b[h]);
+                if (clamp) v = fminf(fmaxf(v, lo), hi);
+                o[h] = v;
+            }
+        }
+        if (f->sink) {
+            st = f->sink(f->sink_ctx, l, sc->dl, T, H, e);
+            if (st != LM_OK) return st;
+        }
+        if (deci) {
+            st = deci_layer(sc, d, f, f->deci_budget[l], &T, e);
+            if (st != LM_OK) return st;
+        }
+        const lmi_filter *flt = f->filters ? &f->filters[l] : NULL;
+        scan_job sj = {
+            .T = T, .H = H, .P = P, .N = N, .G = G, .E = E, .ldu = CD,
+            .u = sc->u, .dl = sc->dl, .A = ly->A, .D = ly->D,
+            .global = flt && flt->global ? flt->global : NULL,
+            .tau = flt && flt->global ? flt->tau : NULL,
+            .S = S, .y = sc->y,
+        };
+        lmi_cpu_parallel_for(T * E * N >= 65536 ? nt : 1, H, 1, scan_heads, &sj);
+        /* scan_output = self.norm(scan_output, gate) */
+        gated_norm(sc->y, sc->zx, ld, ly->gnorm_w, T, E, G, d->eps);
+        /* hidden_states = residual + self.out_proj(scan_output) */
+        linear(sc->y, E, T, ly->out_w, dm, E, ly->out_b, sc->res, dm, 1.0f);
+    }
+
+    if (f->n_out > 0) {
+        if (f->n_out > T)
+            return lmi_fail(e, LM_ERR_INVALID_ARGUMENT,
+                            "cpu: %lld logits asked for but only %lld positions remain",
+                            (long long)f->n_out, (long long)T);
+        /* logits = self.lm_head(self.norm_f(hidden_states[:, -n_out:])) */
+        rmsnorm(sc->res + (T - f->n_out) * dm, m->norm_f, sc->hn, f->n_out, dm, d->eps);
+        linear(sc->hn, dm, f->n_out, m->lm_head, d->vocab, dm, NULL, f->logits, d->vocab, 0.0f);
+    }
+    return LM_OK;
+}

@@ -1,0 +1,30 @@
+/*
+ * cpu/mamba2.h - the CPU backend's Mamba-2 forward (cpu/mamba2.c), called
+ * by cpu/backend.c, which owns the session state and the transposed conv
+ * weights and dispatches on the architecture.
+ */
+#ifndef LMI_CPU_MAMBA2_H
+#define LMI_CPU_MAMBA2_H
+
+#include "internal.h"
+
+/* Scratch of one session for `cap` tokens. */
+typedef struct lmi_cpu_m2_scratch lmi_cpu_m2_scratch;
+
+/* Checks the Mamba-2 dimensions and that every weight the forward reads
+ * is present. */
+lm_status lmi_cpu_m2_check(const lm_model *m, lmi_err *e);
+
+/* Makes *sc hold T tokens (allocating or growing it); contents not kept. */
+lm_status lmi_cpu_m2_reserve(lmi_cpu_m2_scratch **sc, const lmi_dims *d, int64_t T, lmi_err *e);
+void lmi_cpu_m2_free(lmi_cpu_m2_scratch *sc);
+
+/* One forward pass over f's tokens, continuing from and updating
+ * conv [n_layer][conv_dim][K-1] (oldest first) and ssm [n_layer][H][P][N].
+ * conv_wT: [n_layer][K][conv_dim].  Everything that can fail is checked
+ * before the state changes. */
+lm_status lmi_cpu_m2_forward(const lm_model *m, lmi_cpu_m2_scratch **sc, float *conv,
+                             float *ssm, const float *conv_wT, const lmi_forward *f, int n_threads,
+                             lmi_err *e);
+
+#endif
