@@ -67,7 +67,7 @@ def test_struct_layouts_match_the_c_library():
     assert (d.l_base, d.beta, d.min_len, d.protect) == (2000, 1.0, 20, 1)
     s = _capi.lm_session_params()
     lib.lm_session_params_init(ctypes.byref(s))
-    assert s.chunk_size == 512
+    assert s.chunk_size == 0  # 0 = the backend's default (CPU 512, CUDA 16384)
 
 
 def test_missing_library_is_a_clear_error(tmp_path):
