@@ -48,6 +48,9 @@ static const char usage_text[] =
     "                   text (or stdin) to token ids with a tokenizer.json\n"
     "  detokenize TOKENIZER [ID ...]\n"
     "                   ids (or stdin) back to bytes\n"
+    "  ppl ...          perplexity vs context length, vanilla/LongMamba/DeciMamba\n"
+    "                   (longmamba ppl --help)\n"
+    "  passkey ...      pass-key retrieval, length x depth grid (longmamba passkey --help)\n"
     "  version          library and header versions, compiled backends\n"
     "  help, --help     this text\n"
     "\n"
@@ -1076,5 +1079,9 @@ int main(int argc, char **argv)
         return cmd_tokenize(sub_argc, sub_argv);
     if (strcmp(cmd, "detokenize") == 0)
         return cmd_detokenize(sub_argc, sub_argv);
+    if (strcmp(cmd, "ppl") == 0)
+        return cmd_ppl(sub_argc, sub_argv);
+    if (strcmp(cmd, "passkey") == 0)
+        return cmd_passkey(sub_argc, sub_argv);
     return usage_error("unknown command '%s'", cmd);
 }
