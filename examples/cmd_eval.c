@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_util.h"
 #include "longmamba.h"
 
 #define EXIT_USAGE 2
@@ -193,94 +194,14 @@ static int parse_modes(const char *s, lm_mode *out, int *n)
     return *n > 0;
 }
 
-static int parse_backend_name(const char *s, lm_backend *out)
-{
-    if (strcmp(s, "auto") == 0)
-        *out = LM_BACKEND_AUTO;
-    else if (strcmp(s, "cpu") == 0)
-        *out = LM_BACKEND_CPU;
-    else if (strcmp(s, "cuda") == 0)
-        *out = LM_BACKEND_CUDA;
-    else
-        return 0;
-    return 1;
-}
-
-/* Whole file, NUL-terminated (the NUL not counted); NULL with errno set. */
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        size_t got = fread(buf + n, 1, cap - n - 1, f);
-        n += got;
-        if (n + 1 < cap)
-            break;
-        char *nb = cap <= SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
-        if (!nb) {
-            free(buf);
-            buf = NULL;
-            errno = ENOMEM;
-            break;
-        }
-        buf = nb;
-        cap *= 2;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (!buf)
-        return NULL;
-    if (bad) {
-        free(buf);
-        errno = EIO;
-        return NULL;
-    }
-    buf[n] = '\0';
-    *len = n;
-    return buf;
-}
-
-static int dir_has(const char *dir, const char *name)
-{
-    char path[4096];
-    if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path)
-        return 0;
-    return access(path, R_OK) == 0;
-}
-
-/* config.json of dir contains "byte_level": true. */
-static int config_byte_level(const char *dir)
-{
-    char path[4096];
-    if (snprintf(path, sizeof path, "%s/config.json", dir) >= (int)sizeof path)
-        return 0;
-    size_t n = 0;
-    char *txt = slurp(path, &n);
-    if (!txt)
-        return 0;
-    int yes = 0;
-    const char *p = txt;
-    while (!yes && (p = strstr(p, "\"byte_level\"")) != NULL) {
-        p += 12;
-        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == ':')
-            p++;
-        yes = strncmp(p, "true", 4) == 0;
-    }
-    free(txt);
-    return yes;
-}
-
 /* How text becomes tokens for this model. */
 typedef enum text_kind { TEXT_NONE, TEXT_BYTES, TEXT_TOKENIZER } text_kind;
 
 static text_kind model_text_kind(const char *dir, int64_t vocab)
 {
-    if (dir_has(dir, "tokenizer.json"))
+    if (cli_has_file(dir, "tokenizer.json"))
         return TEXT_TOKENIZER;
-    if (vocab == 256 || (vocab > 256 && config_byte_level(dir)))
+    if (vocab == 256 || (vocab > 256 && cli_byte_level_config(dir)))
         return TEXT_BYTES;
     return TEXT_NONE;
 }
@@ -333,7 +254,7 @@ static int32_t *encode_text(text_kind kind, const lm_tokenizer *tok, const char 
 static int32_t *read_tokens(const char *path, int64_t vocab, size_t *n_out)
 {
     size_t len = 0;
-    char *txt = slurp(path, &len);
+    char *txt = cli_read_file(path, &len);
     if (!txt) {
         fprintf(stderr, "longmamba: cannot read %s: %s\n", path, strerror(errno));
         return NULL;
@@ -568,7 +489,7 @@ static int shared_opt(const char *usage, int argc, char **argv, int *i, eval_opt
             return eval_usage(usage, "--deci-min needs a positive integer, not '%s'", v);
         break;
     case 9:
-        if (!parse_backend_name(v, &o->backend))
+        if (!cli_parse_backend(v, &o->backend))
             return eval_usage(usage, "--backend is cpu, cuda or auto, not '%s'", v);
         break;
     case 10:
@@ -942,7 +863,7 @@ int cmd_ppl(int argc, char **argv)
                 }
             }
             size_t len = 0;
-            char *txt = slurp(docs[d].path, &len);
+            char *txt = cli_read_file(docs[d].path, &len);
             if (!txt) {
                 fprintf(stderr, "longmamba: cannot read %s: %s\n", docs[d].path, strerror(errno));
                 goto out;
@@ -1249,7 +1170,7 @@ int cmd_passkey(int argc, char **argv)
         size_t len = 0;
         char *txt = NULL;
         if (filler_path) {
-            txt = slurp(filler_path, &len);
+            txt = cli_read_file(filler_path, &len);
             if (!txt) {
                 fprintf(stderr, "longmamba: cannot read %s: %s\n", filler_path, strerror(errno));
                 goto out;

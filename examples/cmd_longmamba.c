@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_util.h"
 #include "longmamba.h"
 
 #define EXIT_USAGE     2
@@ -88,86 +89,6 @@ static int parse_double(const char *s, double *out)
     return 1;
 }
 
-static int parse_backend(const char *s, lm_backend *out)
-{
-    if (strcmp(s, "auto") == 0)
-        *out = LM_BACKEND_AUTO;
-    else if (strcmp(s, "cpu") == 0)
-        *out = LM_BACKEND_CPU;
-    else if (strcmp(s, "cuda") == 0)
-        *out = LM_BACKEND_CUDA;
-    else
-        return 0;
-    return 1;
-}
-
-/* Whole file, NUL-terminated; NULL with errno set on failure. */
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        size_t got = fread(buf + n, 1, cap - n - 1, f);
-        n += got;
-        if (n + 1 < cap)
-            break;
-        char *nb = cap <= SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
-        if (!nb) {
-            free(buf);
-            buf = NULL;
-            errno = ENOMEM;
-            break;
-        }
-        buf = nb;
-        cap *= 2;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (!buf)
-        return NULL;
-    if (bad) {
-        free(buf);
-        errno = EIO;
-        return NULL;
-    }
-    buf[n] = '\0';
-    *len = n;
-    return buf;
-}
-
-static int has_file(const char *dir, const char *name)
-{
-    char path[4096];
-    if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path)
-        return 0;
-    return access(path, R_OK) == 0;
-}
-
-/* config.json of dir contains "byte_level": true. */
-static int byte_level_config(const char *dir)
-{
-    char path[4096];
-    if (snprintf(path, sizeof path, "%s/config.json", dir) >= (int)sizeof path)
-        return 0;
-    size_t n = 0;
-    char *txt = read_file(path, &n);
-    if (!txt)
-        return 0;
-    int yes = 0;
-    const char *p = txt;
-    while (!yes && (p = strstr(p, "\"byte_level\"")) != NULL) {
-        p += 12;
-        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == ':')
-            p++;
-        yes = strncmp(p, "true", 4) == 0;
-    }
-    free(txt);
-    return yes;
-}
-
 static lm_status load_model(const char *dir, lm_backend backend, int threads, lm_model **m)
 {
     lm_model_params mp;
@@ -186,7 +107,7 @@ static lm_status load_model(const char *dir, lm_backend backend, int threads, lm
 static int32_t *read_token_file(const char *path, int64_t vocab, size_t *n_out)
 {
     size_t len = 0;
-    char *txt = read_file(path, &len);
+    char *txt = cli_read_file(path, &len);
     if (!txt) {
         fprintf(stderr, "longmamba: cannot read %s: %s\n", path, strerror(errno));
         return NULL;
@@ -238,8 +159,8 @@ static int32_t *read_token_file(const char *path, int64_t vocab, size_t *n_out)
  * a byte-level model; refused otherwise. */
 static int32_t *read_text_file(const char *path, const char *dir, int64_t vocab, size_t *n_out)
 {
-    int use_tok = has_file(dir, "tokenizer.json");
-    if (!use_tok && !(vocab == 256 || (vocab >= 256 && byte_level_config(dir)))) {
+    int use_tok = cli_has_file(dir, "tokenizer.json");
+    if (!use_tok && !(vocab == 256 || (vocab >= 256 && cli_byte_level_config(dir)))) {
         fprintf(stderr,
                 "longmamba: %s has no tokenizer.json and is not a byte-level model (vocabulary "
                 "%lld): pass token ids with --tokens FILE\n",
@@ -247,7 +168,7 @@ static int32_t *read_text_file(const char *path, const char *dir, int64_t vocab,
         return NULL;
     }
     size_t len = 0;
-    char *txt = read_file(path, &len);
+    char *txt = cli_read_file(path, &len);
     if (!txt) {
         fprintf(stderr, "longmamba: cannot read %s: %s\n", path, strerror(errno));
         return NULL;
@@ -362,7 +283,7 @@ int cmd_calibrate(int argc, char **argv)
                 else
                     return cmd_usage(calibrate_usage, "--agg is max or mean, not '%s'", v);
             } else if (strcmp(a, "--backend") == 0) {
-                if (!parse_backend(v, &backend))
+                if (!cli_parse_backend(v, &backend))
                     return cmd_usage(calibrate_usage, "--backend is cpu, cuda or auto, not '%s'",
                                      v);
             } else if (strcmp(a, "--threads") == 0) {
@@ -513,7 +434,7 @@ int cmd_channels(int argc, char **argv)
                 if (!parse_double(v, &theta) || !(theta > 0.0))
                     return cmd_usage(channels_usage, "--theta needs a number > 0, got '%s'", v);
             } else if (strcmp(a, "--backend") == 0) {
-                if (!parse_backend(v, &backend))
+                if (!cli_parse_backend(v, &backend))
                     return cmd_usage(channels_usage, "--backend is cpu, cuda or auto, not '%s'", v);
             } else if (strcmp(a, "--threads") == 0) {
                 if (!parse_int(v, 0, 4096, &threads))
