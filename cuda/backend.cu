@@ -282,6 +282,7 @@ void session_release(lmc_session *S)
     if (S->stream) cudaStreamSynchronize(S->stream);
     for (int i = 0; i < 2; i++)
         if (S->graphs[i].exec) cudaGraphExecDestroy(S->graphs[i].exec);
+    lmc_batch_free(S->batch);
     if (S->blas) cublasDestroy(S->blas);
     if (S->stream) cudaStreamDestroy(S->stream);
     free_dev(S->blas_ws);
@@ -972,4 +973,5 @@ extern "C" const lmi_backend_vt lmi_cuda_backend = {
     forward,
     state_read,
     state_write,
+    lmc_forward_batch,
 };

@@ -110,6 +110,14 @@ typedef struct lmc_model {
 
 /* ---- per-session device data ------------------------------------------- */
 
+/* Buffers and graph of the batched decode step (batch.cu), owned by the
+ * session that comes first in an lm_session_decode_batch call. */
+typedef struct lmc_batch lmc_batch;
+void lmc_batch_free(lmc_batch *b);
+/* vt->forward_batch of the CUDA backend (batch.cu). */
+lm_status lmc_forward_batch(struct lm_session *const *s, size_t n, const int32_t *tokens, float *logits,
+                            bool allow_tf32, lmi_err *e);
+
 typedef struct lmc_session {
     int device;
     cudaStream_t stream;
@@ -169,6 +177,7 @@ typedef struct lmc_session {
     int decode_mode;       /* 2 fused + PDL (default), 1 fused, 0 prefill kernels (test/bench switch) */
     bool pdl_broken;       /* capture with PDL failed once: plain launches from then on */
     int32_t *tok_pinned;   /* pinned host token for the graph's input */
+    lmc_batch *batch;      /* batched decode (batch.cu), or NULL */
 } lmc_session;
 
 #endif /* LMC_COMMON_CUH */

@@ -72,7 +72,7 @@ extern "C" {
 /* ---- version ----------------------------------------------------------- */
 
 #define LM_VERSION_MAJOR 0
-#define LM_VERSION_MINOR 1
+#define LM_VERSION_MINOR 2
 #define LM_VERSION_PATCH 0
 #define LM_VERSION_NUMBER (LM_VERSION_MAJOR * 10000 + LM_VERSION_MINOR * 100 + LM_VERSION_PATCH)
 
@@ -380,6 +380,20 @@ LM_API lm_status lm_session_prefill(lm_session *session, const int32_t *tokens, 
 /* One token; logits (vocab_size floats) may be NULL. */
 LM_API lm_status lm_session_decode(lm_session *session, int32_t token, float *logits,
                                    size_t logits_cap);
+/* One decode step for n sessions of the same model at once: sessions[i]
+ * consumes tokens[i], and logits (NULL, or room for n x vocab_size floats;
+ * logits_cap counts floats) receives row i for sessions[i].  The result is
+ * that of n lm_session_decode calls, but a backend may read the weights
+ * once for the whole batch (the CUDA backend does; the CPU backend steps
+ * the sessions one after another).  The sessions must be distinct and not
+ * in use by another thread while the call runs; their modes do not matter
+ * (decode steps are vanilla).  n == 0 does nothing.  Errors are recorded
+ * in sessions[0]'s last error; an argument error changes no session.  If
+ * the backend fails, no position advances and the sessions' states are
+ * unspecified: reset them or load a saved state. */
+LM_API lm_status lm_session_decode_batch(lm_session *const *sessions, size_t n,
+                                         const int32_t *tokens, float *logits,
+                                         size_t logits_cap);
 /* Back to zero state and position 0; the mode is kept, the length hint cleared. */
 LM_API lm_status lm_session_reset(lm_session *session);
 /* Tokens consumed since creation or the last reset. */

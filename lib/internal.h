@@ -187,6 +187,12 @@ struct lmi_backend_vt {
     lm_status (*state_read)(struct lm_session *s, float *conv, float *ssm, lmi_err *e);
     lm_status (*state_write)(struct lm_session *s, const float *conv, const float *ssm,
                              lmi_err *e);
+    /* One vanilla decode step for n >= 1 distinct sessions of this model,
+     * reading the weights once for all of them; tokens [n] validated,
+     * logits [n][vocab] host or NULL.  Optional: NULL makes
+     * lm_session_decode_batch call forward once per session. */
+    lm_status (*forward_batch)(struct lm_session *const *s, size_t n, const int32_t *tokens,
+                               float *logits, bool allow_tf32, lmi_err *e);
 };
 
 extern const lmi_backend_vt lmi_cpu_backend;

@@ -11,6 +11,7 @@
  */
 #include "internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* Default prefill chunk: small on the CPU (cache-sized activations), large
@@ -284,6 +285,72 @@ lm_status lm_session_decode(lm_session *s, int32_t token, float *logits, size_t 
     st = m->vt->forward(s, &fwd, &s->err);
     if (st != LM_OK) return st;
     s->pos++;
+    return LM_OK;
+}
+
+static int cmp_ptr(const void *a, const void *b)
+{
+    const uintptr_t x = (uintptr_t)*(void *const *)a, y = (uintptr_t)*(void *const *)b;
+    return x < y ? -1 : x > y;
+}
+
+lm_status lm_session_decode_batch(lm_session *const *ss, size_t n, const int32_t *tokens,
+                                  float *logits, size_t logits_cap)
+{
+    if (!ss) return LM_ERR_INVALID_ARGUMENT;
+    if (n == 0) return LM_OK;
+    lm_session *s0 = ss[0];
+    if (!s0) return LM_ERR_INVALID_ARGUMENT;
+    lmi_err *e = &s0->err;
+    const lm_model *m = s0->model;
+    const int64_t V = m->dims.vocab;
+    if (!tokens) return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "tokens is NULL");
+    for (size_t i = 0; i < n; i++) {
+        if (!ss[i]) return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "sessions[%zu] is NULL", i);
+        if (ss[i]->model != m)
+            return lmi_fail(e, LM_ERR_INVALID_ARGUMENT,
+                            "sessions[%zu] belongs to another model than sessions[0]", i);
+        if (tokens[i] < 0 || (int64_t)tokens[i] >= V)
+            return lmi_fail(e, LM_ERR_OUT_OF_RANGE,
+                            "tokens[%zu] has id %d, outside the vocabulary [0, %lld)", i,
+                            (int)tokens[i], (long long)V);
+        if (ss[i]->pos == INT64_MAX)
+            return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "sessions[%zu]: position overflow", i);
+    }
+    if (logits && (n > SIZE_MAX / (size_t)V || logits_cap < n * (size_t)V))
+        return lmi_fail(e, LM_ERR_BUFFER_TOO_SMALL,
+                        "logits buffer holds %zu floats, %zu x %lld needed", logits_cap, n,
+                        (long long)V);
+    /* A session twice would step twice from one state: refuse it. */
+    if (n > 1) {
+        lm_session **sorted = lmi_alloc(n, sizeof *sorted);
+        if (!sorted) return lmi_fail(e, LM_ERR_NO_MEMORY, "out of memory checking the sessions");
+        memcpy(sorted, ss, n * sizeof *sorted);
+        qsort(sorted, n, sizeof *sorted, cmp_ptr);
+        bool dup = false;
+        for (size_t i = 1; i < n && !dup; i++) dup = sorted[i] == sorted[i - 1];
+        lmi_free(sorted);
+        if (dup) return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "a session appears twice in the batch");
+    }
+    bool tf32 = true;
+    for (size_t i = 0; i < n; i++) tf32 = tf32 && (ss[i]->flags & LM_SESSION_ALLOW_TF32) != 0;
+    lm_status st = LM_OK;
+    if (m->vt->forward_batch) {
+        st = m->vt->forward_batch(ss, n, tokens, logits, tf32, e);
+    } else {
+        for (size_t i = 0; i < n && st == LM_OK; i++) {
+            lmi_forward fwd;
+            memset(&fwd, 0, sizeof fwd);
+            fwd.tokens = &tokens[i];
+            fwd.n_tokens = 1;
+            fwd.n_out = logits ? 1 : 0;
+            fwd.logits = logits ? logits + i * (size_t)V : NULL;
+            fwd.allow_tf32 = (ss[i]->flags & LM_SESSION_ALLOW_TF32) != 0;
+            st = m->vt->forward(ss[i], &fwd, e);
+        }
+    }
+    if (st != LM_OK) return st;
+    for (size_t i = 0; i < n; i++) ss[i]->pos++;
     return LM_OK;
 }
 

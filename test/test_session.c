@@ -278,6 +278,105 @@ END_TEST
 
 /* ---- errors ----------------------------------------------------------------- */
 
+/* lm_session_decode_batch: each row equals the session's own decode
+ * (bitwise on the CPU, which steps the sessions in turn), positions advance,
+ * sessions in different modes and at different positions mix. */
+START_TEST(decode_batch_equals_decode)
+{
+    enum { NS = 5, T = 12 };
+    const int64_t V = g_model->dims.vocab;
+    lm_session *bat[NS], *one[NS];
+    int32_t prompt[40];
+    for (int i = 0; i < NS; i++) {
+        bat[i] = new_session(g_model, 0);
+        one[i] = new_session(g_model, 0);
+        random_tokens(prompt, 40, V, 100 + (uint64_t)i);
+        const size_t plen = (size_t)(3 + 7 * i); /* different positions */
+        ck_assert_int_eq(lm_session_prefill(bat[i], prompt, plen, 0, NULL, 0), LM_OK);
+        ck_assert_int_eq(lm_session_prefill(one[i], prompt, plen, 0, NULL, 0), LM_OK);
+    }
+    lm_decimamba_params dp;
+    lm_decimamba_params_init(&dp);
+    ck_assert_int_eq(lm_session_set_decimamba(bat[1], &dp), LM_OK); /* decode stays vanilla */
+    float *lb = malloc(sizeof(float) * (size_t)(NS * V)), *l1 = malloc(sizeof(float) * (size_t)V);
+    int32_t tok[NS];
+    for (int t = 0; t < T; t++) {
+        random_tokens(tok, NS, V, 500 + (uint64_t)t);
+        ck_assert_int_eq(lm_session_decode_batch(bat, NS, tok, lb, (size_t)(NS * V)), LM_OK);
+        for (int i = 0; i < NS; i++) {
+            ck_assert_int_eq(lm_session_decode(one[i], tok[i], l1, (size_t)V), LM_OK);
+            ck_assert_msg(memcmp(l1, lb + i * V, sizeof(float) * (size_t)V) == 0,
+                          "step %d session %d: batch row differs from its own decode", t, i);
+        }
+    }
+    for (int i = 0; i < NS; i++)
+        ck_assert_int_eq(lm_session_position(bat[i]), lm_session_position(one[i]));
+    /* without logits, and n == 0 */
+    ck_assert_int_eq(lm_session_decode_batch(bat, NS, tok, NULL, 0), LM_OK);
+    ck_assert_int_eq(lm_session_position(bat[0]), 3 + T + 1);
+    ck_assert_int_eq(lm_session_decode_batch(bat, 0, NULL, NULL, 0), LM_OK);
+    ck_assert_int_eq(lm_session_position(bat[0]), 3 + T + 1);
+    for (int i = 0; i < NS; i++) {
+        lm_session_free(bat[i]);
+        lm_session_free(one[i]);
+    }
+    free(lb);
+    free(l1);
+}
+END_TEST
+
+/* Bad batches are refused with a message in sessions[0] and change no
+ * session (positions and states). */
+START_TEST(decode_batch_arguments)
+{
+    const int64_t V = g_model->dims.vocab;
+    lm_session *a = new_session(g_model, 0), *b = new_session(g_model, 0);
+    tm_config c = tm_config_small();
+    lm_model *other = build(&c);
+    lm_session *o = new_session(other, 0);
+    int32_t tok[3] = {1, 2, 3};
+    ck_assert_int_eq(lm_session_prefill(a, tok, 3, 0, NULL, 0), LM_OK);
+    size_t nb = 0;
+    unsigned char *before = save_state(a, &nb);
+    float *lg = malloc(sizeof(float) * (size_t)(3 * V));
+    lm_session *two[2] = {a, b}, *dup[2] = {a, a}, *mixed[2] = {a, o}, *null2[2] = {a, NULL};
+    ck_assert_int_eq(lm_session_decode_batch(NULL, 2, tok, lg, (size_t)(2 * V)), LM_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(lm_session_decode_batch(two, 2, NULL, lg, (size_t)(2 * V)), LM_ERR_INVALID_ARGUMENT);
+    ck_assert(strstr(lm_session_last_error(a), "tokens") != NULL);
+    ck_assert_int_eq(lm_session_decode_batch(null2, 2, tok, lg, (size_t)(2 * V)), LM_ERR_INVALID_ARGUMENT);
+    ck_assert(strstr(lm_session_last_error(a), "sessions[1]") != NULL);
+    ck_assert_int_eq(lm_session_decode_batch(dup, 2, tok, lg, (size_t)(2 * V)), LM_ERR_INVALID_ARGUMENT);
+    ck_assert(strstr(lm_session_last_error(a), "twice") != NULL);
+    ck_assert_int_eq(lm_session_decode_batch(mixed, 2, tok, lg, (size_t)(2 * V)), LM_ERR_INVALID_ARGUMENT);
+    ck_assert(strstr(lm_session_last_error(a), "another model") != NULL);
+    int32_t bad[2] = {1, (int32_t)V};
+    ck_assert_int_eq(lm_session_decode_batch(two, 2, bad, lg, (size_t)(2 * V)), LM_ERR_OUT_OF_RANGE);
+    ck_assert(strstr(lm_session_last_error(a), "tokens[1]") != NULL);
+    bad[1] = -1;
+    ck_assert_int_eq(lm_session_decode_batch(two, 2, bad, lg, (size_t)(2 * V)), LM_ERR_OUT_OF_RANGE);
+    ck_assert_int_eq(lm_session_decode_batch(two, 2, tok, lg, (size_t)(2 * V - 1)), LM_ERR_BUFFER_TOO_SMALL);
+    ck_assert(strstr(lm_session_last_error(a), "logits") != NULL);
+    /* nothing moved */
+    ck_assert_int_eq(lm_session_position(a), 3);
+    ck_assert_int_eq(lm_session_position(b), 0);
+    size_t na = 0;
+    unsigned char *after = save_state(a, &na);
+    ck_assert_uint_eq(na, nb);
+    ck_assert(memcmp(before, after, nb) == 0);
+    /* and the sessions still work */
+    ck_assert_int_eq(lm_session_decode_batch(two, 2, tok, lg, (size_t)(2 * V)), LM_OK);
+    ck_assert_int_eq(lm_session_position(a), 4);
+    ck_assert_int_eq(lm_session_position(b), 1);
+    free(before);
+    free(after);
+    free(lg);
+    lm_session_free(a);
+    lm_session_free(b);
+    lm_session_free(o);
+    tm_model_free(other);
+}
+END_TEST
+
 START_TEST(create_arguments)
 {
     char err[256] = "x";
@@ -672,6 +771,8 @@ static Suite *session_suite(void)
     tcase_add_test(tc, state_round_trip);
     tcase_add_test(tc, fork_conversation);
     tcase_add_test(tc, concurrent_sessions_agree);
+    tcase_add_test(tc, decode_batch_equals_decode);
+    tcase_add_test(tc, decode_batch_arguments);
     tcase_add_test(tc, create_arguments);
     tcase_add_test(tc, prefill_and_decode_arguments);
     tcase_add_test(tc, state_blob_errors);

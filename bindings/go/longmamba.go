@@ -31,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sort"
 	"sync"
 	"unsafe"
 )
@@ -677,6 +678,59 @@ func (s *Session) DecodeInto(token int32, out []float32) error {
 		p = (*C.float)(unsafe.Pointer(&dummy[0]))
 	}
 	return s.check(C.lm_session_decode(s.ptr, C.int32_t(token), p, C.size_t(len(out))))
+}
+
+// DecodeBatch runs one decode step for several sessions of one model at
+// once (lm_session_decode_batch): sessions[i] consumes tokens[i].  It
+// returns the logits row by row (len(sessions) x vocab).  The CUDA backend
+// reads the weights once for the whole batch.
+func DecodeBatch(sessions []*Session, tokens []int32) ([]float32, error) {
+	if len(sessions) != len(tokens) {
+		return nil, &Error{Status: InvalidArgument,
+			Msg: fmt.Sprintf("%d sessions but %d tokens", len(sessions), len(tokens))}
+	}
+	if len(sessions) == 0 {
+		return nil, nil
+	}
+	// Lock each session once, in address order (no deadlock between
+	// overlapping batches); a session listed twice is refused first.
+	order := make([]*Session, len(sessions))
+	copy(order, sessions)
+	sort.Slice(order, func(i, j int) bool {
+		return uintptr(unsafe.Pointer(order[i])) < uintptr(unsafe.Pointer(order[j]))
+	})
+	for i, s := range order {
+		if s == nil {
+			return nil, &Error{Status: InvalidArgument, Msg: "a session is nil"}
+		}
+		if i > 0 && s == order[i-1] {
+			return nil, &Error{Status: InvalidArgument, Msg: "a session appears twice in the batch"}
+		}
+	}
+	for i, s := range order {
+		if err := s.lock(); err != nil {
+			for _, u := range order[:i] {
+				u.mu.Unlock()
+			}
+			return nil, err
+		}
+	}
+	defer func() {
+		for _, s := range order {
+			s.mu.Unlock()
+		}
+	}()
+	ptrs := make([]*C.lm_session, len(sessions))
+	for i, s := range sessions {
+		ptrs[i] = s.ptr
+	}
+	out := make([]float32, len(sessions)*sessions[0].vocab)
+	st := C.lm_session_decode_batch(&ptrs[0], C.size_t(len(ptrs)), i32ptr(tokens), f32ptr(out),
+		C.size_t(len(out)))
+	if err := sessions[0].check(st); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // Advance feeds one token without computing logits.

@@ -298,6 +298,50 @@ func TestStateRoundTrip(t *testing.T) {
 	}
 }
 
+func TestDecodeBatch(t *testing.T) {
+	m := tiny(t)
+	V := m.VocabSize()
+	r := rng(9)
+	var bat, one [3]*lm.Session
+	for i := range bat {
+		bat[i], _ = m.NewSession(nil)
+		one[i], _ = m.NewSession(nil)
+		defer bat[i].Close()
+		defer one[i].Close()
+		p := r.tokens(3+4*i, V)
+		_, err := bat[i].Prefill(p, 0)
+		must(t, err)
+		_, err = one[i].Prefill(p, 0)
+		must(t, err)
+	}
+	for step := 0; step < 3; step++ {
+		toks := r.tokens(3, V)
+		rows, err := lm.DecodeBatch(bat[:], toks)
+		must(t, err)
+		for i := range bat {
+			want, err := one[i].Decode(toks[i])
+			must(t, err)
+			for j := range want {
+				if rows[i*V+j] != want[j] {
+					t.Fatalf("step %d session %d: batch row differs from its own decode", step, i)
+				}
+			}
+		}
+	}
+	_, err := lm.DecodeBatch([]*lm.Session{bat[0], bat[0]}, []int32{1, 2})
+	var le *lm.Error
+	if !errors.As(err, &le) || le.Status != lm.InvalidArgument {
+		t.Fatalf("duplicate session: %v", err)
+	}
+	_, err = lm.DecodeBatch(bat[:], []int32{1, 2, int32(V)})
+	if !errors.As(err, &le) || le.Status != lm.OutOfRange {
+		t.Fatalf("bad token: %v", err)
+	}
+	if p := bat[0].Position(); p != 6 {
+		t.Fatalf("position %d after the failed calls, want 6", p)
+	}
+}
+
 func TestGoroutinesAndLifetimes(t *testing.T) {
 	m, err := lm.LoadModel(fixture("m1-tiny-f32"), cpu)
 	must(t, err)

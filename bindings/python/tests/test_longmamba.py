@@ -210,6 +210,40 @@ def test_state_blob_round_trip(tiny, array_mode):
         assert flat(s2.prefill(b, n_logits="all")) == first
 
 
+def test_decode_batch_equals_decode(tiny, array_mode):
+    rng = random.Random(9)
+    V = tiny.vocab_size
+    bat = [tiny.session() for _ in range(3)]
+    one = [tiny.session() for _ in range(3)]
+    try:
+        for i in range(3):
+            p = [rng.randrange(V) for _ in range(4 + 5 * i)]
+            bat[i].prefill(p, n_logits=0)
+            one[i].prefill(p, n_logits=0)
+        for _ in range(4):
+            toks = [rng.randrange(V) for _ in range(3)]
+            rows = lm.decode_batch(bat, toks)
+            rows = [flat(r) for r in rows]
+            assert len(rows) == 3
+            for i in range(3):
+                assert rows[i] == flat(one[i].decode(toks[i]))
+        assert lm.decode_batch(bat, [1, 2, 3], logits=False) is None
+        assert [s.position for s in bat] == [9, 14, 19]
+        with pytest.raises(lm.LongMambaError) as ei:
+            lm.decode_batch([bat[0], bat[0]], [1, 2])
+        assert ei.value.status == lm.Status.INVALID_ARGUMENT and "twice" in str(ei.value)
+        with pytest.raises(lm.LongMambaError) as ei:
+            lm.decode_batch(bat, [1, 2, V])
+        assert ei.value.status == lm.Status.OUT_OF_RANGE
+        with pytest.raises(ValueError):
+            lm.decode_batch(bat, [1, 2])
+        assert lm.decode_batch([], []) is None
+        assert [s.position for s in bat] == [9, 14, 19]
+    finally:
+        for s in bat + one:
+            s.close()
+
+
 # ---- lifetimes and threads ------------------------------------------------------------
 
 def test_model_close_waits_for_sessions(tiny_dir):

@@ -191,6 +191,8 @@ _PROTOTYPES = {
     "lm_session_prefill": (lm_status, [_P, POINTER(c_int32), c_size_t, c_size_t, POINTER(c_float),
                                        c_size_t]),
     "lm_session_decode": (lm_status, [_P, c_int32, POINTER(c_float), c_size_t]),
+    "lm_session_decode_batch": (lm_status, [POINTER(_P), c_size_t, POINTER(c_int32), POINTER(c_float),
+                                            c_size_t]),
     "lm_session_reset": (lm_status, [_P]),
     "lm_session_position": (c_int64, [_P]),
     "lm_session_state_size": (lm_status, [_P, POINTER(c_size_t)]),

@@ -576,6 +576,40 @@ def classify_channels(calibration, theta):
     return calibration.classify_channels(theta)
 
 
+def decode_batch(sessions, tokens, logits=True):
+    """One decode step for several sessions of one model at once
+    (lm_session_decode_batch): sessions[i] consumes tokens[i].  Returns the
+    logits [len(sessions), vocab_size] (None with logits=False).  The CUDA
+    backend reads the weights once for the whole batch."""
+    sessions = list(sessions)
+    n = len(sessions)
+    if n == 0:
+        return None
+    for s in sessions:
+        if not isinstance(s, Session):
+            raise TypeError("decode_batch takes Session objects")
+    # Take every session's lock, always in the same order (no deadlock with
+    # another decode_batch over an overlapping set).
+    locks = sorted({id(s): s._lock for s in sessions}.items())
+    for _, lk in locks:
+        lk.acquire()
+    try:
+        ptrs = (ctypes.c_void_p * n)(*[s._handle() for s in sessions])
+        tptr, nt, keep = _int32_in(tokens)
+        if nt != n:
+            raise ValueError("%d sessions but %d tokens" % (n, nt))
+        V = sessions[0]._vocab
+        lptr, buf = _typed_out(c_float, "float32", n * V) if logits else (None, None)
+        st = _lib().lm_session_decode_batch(ptrs, n, tptr, lptr, n * V if logits else 0)
+        del keep
+        if st:
+            sessions[0]._fail(st)
+        return _shape_out(buf, (n, V)) if logits else None
+    finally:
+        for _, lk in reversed(locks):
+            lk.release()
+
+
 class Session(_Handle):
     """Recurrent state over one model: prefill, decode, modes, state blobs.
 

@@ -814,6 +814,37 @@ impl<'a> Session<'a> {
         self.check(st)
     }
 
+    /// One decode step for several sessions of one model at once
+    /// (`lm_session_decode_batch`): `sessions[i]` consumes `tokens[i]`.
+    /// Returns the logits row by row (`sessions.len() * vocab`).  The CUDA
+    /// backend reads the weights once for the whole batch.  The `&mut`
+    /// borrows make the sessions distinct and unshared, as the C call needs.
+    pub fn decode_batch(sessions: &mut [&mut Session<'a>], tokens: &[i32]) -> Result<Vec<f32>> {
+        if sessions.len() != tokens.len() {
+            return Err(Error::new(
+                Status::InvalidArgument,
+                format!("{} sessions but {} tokens", sessions.len(), tokens.len()),
+            ));
+        }
+        if sessions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let vocab = sessions[0].vocab;
+        let mut out = vec![0f32; sessions.len() * vocab];
+        let ptrs: Vec<*mut sys::lm_session> = sessions.iter().map(|s| s.ptr.as_ptr()).collect();
+        let st = unsafe {
+            sys::lm_session_decode_batch(
+                ptrs.as_ptr(),
+                ptrs.len(),
+                tokens.as_ptr(),
+                out.as_mut_ptr(),
+                out.len(),
+            )
+        };
+        sessions[0].check(st)?;
+        Ok(out)
+    }
+
     /// Zero state, position 0; the mode is kept.
     pub fn reset(&mut self) -> Result<()> {
         let st = unsafe { sys::lm_session_reset(self.ptr.as_ptr()) };

@@ -349,3 +349,31 @@ fn tokenizer_round_trip_and_errors() {
     let e = Tokenizer::load(data_dir().join("tokenizer/no-such.json")).err().unwrap();
     assert_eq!(e.status(), Status::Io);
 }
+
+#[test]
+fn decode_batch_equals_decode() {
+    let model = tiny();
+    let v = model.vocab_size();
+    let mut a = model.session().unwrap();
+    let mut b = model.session().unwrap();
+    let mut a1 = model.session().unwrap();
+    let mut b1 = model.session().unwrap();
+    a.prefill(&[1, 2, 3], 0).unwrap();
+    a1.prefill(&[1, 2, 3], 0).unwrap();
+    b.prefill(&[7], 0).unwrap();
+    b1.prefill(&[7], 0).unwrap();
+    for step in 0..3 {
+        let toks = [5 + step, 9 + step];
+        let rows = Session::decode_batch(&mut [&mut a, &mut b], &toks).unwrap();
+        assert_eq!(rows.len(), 2 * v);
+        assert_eq!(rows[..v], a1.decode(toks[0]).unwrap()[..]);
+        assert_eq!(rows[v..], b1.decode(toks[1]).unwrap()[..]);
+    }
+    assert_eq!((a.position(), b.position()), (6, 4));
+    let e = Session::decode_batch(&mut [&mut a, &mut b], &[1, v as i32]).unwrap_err();
+    assert_eq!(e.status(), Status::OutOfRange);
+    assert!(e.message().contains("tokens[1]"), "{e}");
+    let e = Session::decode_batch(&mut [&mut a], &[1, 2]).unwrap_err();
+    assert_eq!(e.status(), Status::InvalidArgument);
+    assert_eq!((a.position(), b.position()), (6, 4));
+}
