@@ -150,6 +150,42 @@ START_TEST(decode_equals_prefill)
 }
 END_TEST
 
+/* lm_session_decode_batch on Mamba-2 sessions: each row is the session's
+ * own decode (the CPU backend steps Mamba-2 sessions one by one: bitwise). */
+START_TEST(decode_batch_equals_decode)
+{
+    lm_model *m = load(fixtures[0], 1);
+    const int64_t V = m->dims.vocab;
+    lm_session *bat[3], *one[3];
+    int32_t p[20], t[3];
+    for (int i = 0; i < 3; i++) {
+        bat[i] = session(m, 0);
+        one[i] = session(m, 0);
+        tokens(p, 20, V, 40 + (uint32_t)i);
+        ck_assert_int_eq(lm_session_prefill(bat[i], p, (size_t)(5 + 6 * i), 0, NULL, 0), LM_OK);
+        ck_assert_int_eq(lm_session_prefill(one[i], p, (size_t)(5 + 6 * i), 0, NULL, 0), LM_OK);
+    }
+    float *lb = malloc(sizeof(float) * (size_t)(3 * V)), *l1 = malloc(sizeof(float) * (size_t)V);
+    for (int step = 0; step < 4; step++) {
+        tokens(t, 3, V, 90 + (uint32_t)step);
+        ck_assert_int_eq(lm_session_decode_batch(bat, 3, t, lb, (size_t)(3 * V)), LM_OK);
+        for (int i = 0; i < 3; i++) {
+            ck_assert_int_eq(lm_session_decode(one[i], t[i], l1, (size_t)V), LM_OK);
+            ck_assert_msg(memcmp(l1, lb + i * V, sizeof(float) * (size_t)V) == 0,
+                          "step %d session %d differs", step, i);
+        }
+    }
+    ck_assert_int_eq(lm_session_position(bat[2]), 17 + 4);
+    for (int i = 0; i < 3; i++) {
+        lm_session_free(bat[i]);
+        lm_session_free(one[i]);
+    }
+    free(lb);
+    free(l1);
+    lm_model_free(m);
+}
+END_TEST
+
 START_TEST(chunked_equals_unchunked)
 {
     for (size_t k = 0; k < N_FIX; k++) {
@@ -514,6 +550,7 @@ static Suite *mamba2_suite(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, fixtures_match_reference);
     tcase_add_test(tc, decode_equals_prefill);
+    tcase_add_test(tc, decode_batch_equals_decode);
     tcase_add_test(tc, chunked_equals_unchunked);
     tcase_add_test(tc, threads_do_not_change_results);
     tcase_add_test(tc, state_round_trip);

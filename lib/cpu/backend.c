@@ -489,6 +489,81 @@ static lm_status cpu_forward(lm_session *s, const lmi_forward *f, lmi_err *e)
                     (int)s->model->dims.arch);
 }
 
+/* One decode step for n Mamba-1 sessions: the projections run as GEMMs
+ * over the n tokens (each weight read once for the batch), the conv and
+ * scan steps on each session's own state.  Scratch is sessions[0]'s. */
+static lm_status cpu_forward_batch(lm_session *const *ss, size_t n_sessions,
+                                   const int32_t *tokens, float *logits, bool allow_tf32,
+                                   lmi_err *e)
+{
+    (void)allow_tf32;
+    if (!ss || n_sessions == 0 || !tokens || !ss[0] || !ss[0]->bk)
+        return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "cpu: invalid batch arguments");
+    const lm_model *m = ss[0]->model;
+    const lmi_dims *d = &m->dims;
+    const int64_t n = (int64_t)n_sessions;
+    if (d->arch != LM_ARCH_MAMBA1) {
+        /* Mamba-2: one session after another. */
+        for (int64_t i = 0; i < n; i++) {
+            lmi_forward f;
+            memset(&f, 0, sizeof f);
+            f.tokens = &tokens[i];
+            f.n_tokens = 1;
+            f.n_out = logits ? 1 : 0;
+            f.logits = logits ? logits + i * d->vocab : NULL;
+            lm_status st = cpu_forward(ss[i], &f, e);
+            if (st != LM_OK) return st;
+        }
+        return LM_OK;
+    }
+    cpu_session *c0 = ss[0]->bk;
+    const cpu_model *cm = m->bk;
+    const int64_t dm = d->d_model, E = d->d_inner, N = d->d_state, R = d->dt_rank, K = d->d_conv;
+    const int64_t nx = R + 2 * N;
+    lm_status st = scratch_reserve(c0, d, n, e);
+    if (st != LM_OK) return st;
+    for (int64_t i = 0; i < n; i++)
+        memcpy(c0->res + i * dm, m->embed + (int64_t)tokens[i] * dm, (size_t)dm * sizeof(float));
+    for (int64_t l = 0; l < d->n_layer; l++) {
+        const lmi_layer *ly = &m->layers[l];
+        rmsnorm(c0->res, ly->norm_w, c0->hn, n, dm, d->eps);
+        linear(c0->hn, dm, n, ly->in_w, 2 * E, dm, ly->in_b, c0->xz, 2 * E, 0.0f);
+        for (int64_t i = 0; i < n; i++) {
+            cpu_session *ci = ss[i]->bk;
+            conv_chunk(ci, ci->conv + l * E * (K - 1), c0->xz + i * 2 * E, 2 * E, 1,
+                       cm->conv_wT + l * K * E, ly->conv_b, c0->u + i * E, E, K, 1);
+        }
+        linear(c0->u, E, n, ly->x_w, nx, E, NULL, c0->xdbl, nx, 0.0f);
+        linear(c0->xdbl, nx, n, ly->dt_w, E, R, NULL, c0->dt, E, 0.0f);
+        for (int64_t i = 0; i < n; i++) {
+            cpu_session *ci = ss[i]->bk;
+            lmi_scan_m1 sa = {
+                .L = 1, .E = E, .N = N,
+                .u = c0->u + i * E,
+                .delta = c0->dt + i * E,
+                .dt_softplus = true,
+                .dt_bias = ly->dt_b,
+                .A = ly->A,
+                .B = c0->xdbl + i * nx + R,
+                .C = c0->xdbl + i * nx + R + N,
+                .ldbc = nx,
+                .D = ly->D,
+                .z = c0->xz + i * 2 * E + E,
+                .ldz = 2 * E,
+                .h = ci->ssm + l * E * N,
+                .y = c0->y + i * E,
+            };
+            lmi_cpu_scan_m1(&sa, 1);
+        }
+        linear(c0->y, E, n, ly->out_w, dm, E, ly->out_b, c0->res, dm, 1.0f);
+    }
+    if (logits) {
+        rmsnorm(c0->res, m->norm_f, c0->hn, n, dm, d->eps);
+        linear(c0->hn, dm, n, m->lm_head, d->vocab, dm, NULL, logits, d->vocab, 0.0f);
+    }
+    return LM_OK;
+}
+
 const lmi_backend_vt lmi_cpu_backend = {
     .name = "cpu",
     .model_init = cpu_model_init,
@@ -499,4 +574,5 @@ const lmi_backend_vt lmi_cpu_backend = {
     .forward = cpu_forward,
     .state_read = cpu_state_read,
     .state_write = cpu_state_write,
+    .forward_batch = cpu_forward_batch,
 };
