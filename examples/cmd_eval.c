@@ -8,20 +8,18 @@
  * Links only the public library.  Exit status: 0 success, 1 failure
  * (message on stderr), 2 usage error.
  */
-#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
 #include "cli_util.h"
 #include "longmamba.h"
 
-#define EXIT_USAGE 2
+#define EXIT_USAGE CLI_EXIT_USAGE
 #define MAX_MODES  3
 #define MAX_LIST   64
 
@@ -86,53 +84,6 @@ static const char passkey_usage[] =
 
 /* ---- small helpers ---------------------------------------------------------- */
 
-static int eval_usage(const char *usage, const char *fmt, const char *arg)
-{
-    fputs("longmamba: ", stderr);
-    fprintf(stderr, fmt, arg);
-    fputc('\n', stderr);
-    fputs(usage, stderr);
-    return EXIT_USAGE;
-}
-
-static int eval_fail(const char *what, lm_status st, const char *msg)
-{
-    if (msg && *msg)
-        fprintf(stderr, "longmamba: %s: %s: %s\n", what, lm_status_str(st), msg);
-    else
-        fprintf(stderr, "longmamba: %s: %s\n", what, lm_status_str(st));
-    return 1;
-}
-
-static double seconds_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int parse_ll(const char *s, long long lo, long long hi, long long *out)
-{
-    char *end = NULL;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return 0;
-    *out = v;
-    return 1;
-}
-
-static int parse_dbl(const char *s, double *out)
-{
-    char *end = NULL;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v))
-        return 0;
-    *out = v;
-    return 1;
-}
-
 /* Comma-separated list of integers in [lo, hi]; 1 on success. */
 static int parse_ll_list(const char *s, long long lo, long long hi, long long *out, int cap,
                          int *n)
@@ -144,7 +95,7 @@ static int parse_ll_list(const char *s, long long lo, long long hi, long long *o
     *n = 0;
     char *save = NULL;
     for (char *p = strtok_r(buf, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
-        if (*n >= cap || !parse_ll(p, lo, hi, &out[*n]))
+        if (*n >= cap || !cli_parse_int(p, lo, hi, &out[*n]))
             return 0;
         (*n)++;
     }
@@ -160,7 +111,7 @@ static int parse_dbl_list(const char *s, double *out, int cap, int *n)
     *n = 0;
     char *save = NULL;
     for (char *p = strtok_r(buf, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
-        if (*n >= cap || !parse_dbl(p, &out[*n]))
+        if (*n >= cap || !cli_parse_double(p, &out[*n]))
             return 0;
         (*n)++;
     }
@@ -192,116 +143,6 @@ static int parse_modes(const char *s, lm_mode *out, int *n)
         out[(*n)++] = (lm_mode)m;
     }
     return *n > 0;
-}
-
-/* How text becomes tokens for this model. */
-typedef enum text_kind { TEXT_NONE, TEXT_BYTES, TEXT_TOKENIZER } text_kind;
-
-static text_kind model_text_kind(const char *dir, int64_t vocab)
-{
-    if (cli_has_file(dir, "tokenizer.json"))
-        return TEXT_TOKENIZER;
-    if (vocab == 256 || (vocab > 256 && cli_byte_level_config(dir)))
-        return TEXT_BYTES;
-    return TEXT_NONE;
-}
-
-/* Encodes text[0..len) to a malloc'd id array (bytes or tokenizer). */
-static int32_t *encode_text(text_kind kind, const lm_tokenizer *tok, const char *text, size_t len,
-                            int64_t vocab, size_t *n_out)
-{
-    int32_t *ids = NULL;
-    if (kind == TEXT_BYTES) {
-        ids = malloc((len ? len : 1) * sizeof *ids);
-        if (!ids) {
-            fprintf(stderr, "longmamba: out of memory\n");
-            return NULL;
-        }
-        for (size_t i = 0; i < len; i++)
-            ids[i] = (unsigned char)text[i];
-        *n_out = len;
-        return ids;
-    }
-    char err[512] = "";
-    size_t n = 0;
-    lm_status st = lm_tokenizer_encode(tok, text, len, NULL, 0, &n, err, sizeof err);
-    if (st == LM_ERR_BUFFER_TOO_SMALL || st == LM_OK) {
-        ids = malloc((n ? n : 1) * sizeof *ids);
-        st = !ids ? LM_ERR_NO_MEMORY
-             : n  ? lm_tokenizer_encode(tok, text, len, ids, n, &n, err, sizeof err)
-                  : LM_OK;
-    }
-    if (st != LM_OK) {
-        eval_fail("cannot tokenize the text", st, err);
-        free(ids);
-        return NULL;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (ids[i] < 0 || ids[i] >= vocab) {
-            fprintf(stderr,
-                    "longmamba: the tokenizer produced id %d, outside the model's vocabulary "
-                    "(%lld)\n",
-                    (int)ids[i], (long long)vocab);
-            free(ids);
-            return NULL;
-        }
-    }
-    *n_out = n;
-    return ids;
-}
-
-/* Token ids of a --tokens file: whitespace-separated integers in [0, vocab). */
-static int32_t *read_tokens(const char *path, int64_t vocab, size_t *n_out)
-{
-    size_t len = 0;
-    char *txt = cli_read_file(path, &len);
-    if (!txt) {
-        fprintf(stderr, "longmamba: cannot read %s: %s\n", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1024, n = 0;
-    int32_t *ids = malloc(cap * sizeof *ids);
-    if (!ids)
-        fprintf(stderr, "longmamba: out of memory\n");
-    char *p = txt;
-    while (ids) {
-        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f' || *p == '\v')
-            p++;
-        if (!*p)
-            break;
-        char *end = NULL;
-        errno = 0;
-        long long v = strtoll(p, &end, 10);
-        if (end == p || errno || (*end && !strchr(" \t\n\r\f\v", *end))) {
-            fprintf(stderr, "longmamba: %s: token %zu is not an integer\n", path, n + 1);
-            free(ids);
-            ids = NULL;
-            break;
-        }
-        if (v < 0 || v >= vocab) {
-            fprintf(stderr, "longmamba: %s: token %zu is %lld, outside the vocabulary [0, %lld)\n",
-                    path, n + 1, v, (long long)vocab);
-            free(ids);
-            ids = NULL;
-            break;
-        }
-        if (n == cap) {
-            int32_t *ni = realloc(ids, 2 * cap * sizeof *ids);
-            if (!ni) {
-                fprintf(stderr, "longmamba: out of memory reading %s\n", path);
-                free(ids);
-                ids = NULL;
-                break;
-            }
-            ids = ni;
-            cap *= 2;
-        }
-        ids[n++] = (int32_t)v;
-        p = end;
-    }
-    free(txt);
-    *n_out = n;
-    return ids;
 }
 
 /* JSON string literal of s. */
@@ -343,7 +184,7 @@ static void progress_draw(progress *p, double done, int force)
 {
     if (!p->on)
         return;
-    double now = seconds_now();
+    double now = cli_seconds();
     if (!force && now - p->last < 0.2)
         return;
     p->last = now;
@@ -442,7 +283,7 @@ static int shared_opt(const char *usage, int argc, char **argv, int *i, eval_opt
         (*i)++;
     } else {
         if (*i + 1 >= argc)
-            return eval_usage(usage, "%s needs a value", a);
+            return cli_usage(usage, "%s needs a value", a);
         v = argv[*i + 1];
         *i += 2;
     }
@@ -451,54 +292,54 @@ static int shared_opt(const char *usage, int argc, char **argv, int *i, eval_opt
     switch (which) {
     case 0:
         if (!parse_modes(v, o->modes, &o->n_modes))
-            return eval_usage(usage,
-                              "--mode takes vanilla, longmamba and/or decimamba, comma "
-                              "separated, each once; not '%s'",
-                              v);
+            return cli_usage(usage,
+                             "--mode takes vanilla, longmamba and/or decimamba, comma "
+                             "separated, each once; not '%s'",
+                             v);
         break;
     case 1: o->calib_path = v; break;
     case 2:
-        if (!parse_dbl(v, &o->theta) || !(o->theta > 0.0))
-            return eval_usage(usage, "--theta needs a number > 0, not '%s'", v);
+        if (!cli_parse_double(v, &o->theta) || !(o->theta > 0.0))
+            return cli_usage(usage, "--theta needs a number > 0, not '%s'", v);
         break;
     case 3:
-        if (!parse_dbl(v, &o->scale) || !(o->scale > 0.0))
-            return eval_usage(usage, "--scale needs a number > 0, not '%s'", v);
+        if (!cli_parse_double(v, &o->scale) || !(o->scale > 0.0))
+            return cli_usage(usage, "--scale needs a number > 0, not '%s'", v);
         break;
     case 4:
-        if (!parse_ll(v, 1, INT64_C(1) << 40, &o->trigger))
-            return eval_usage(usage, "--trigger needs a positive integer, not '%s'", v);
+        if (!cli_parse_int(v, 1, INT64_C(1) << 40, &o->trigger))
+            return cli_usage(usage, "--trigger needs a positive integer, not '%s'", v);
         break;
     case 5:
         if (!parse_ll_list(v, 0, 1 << 20, list, MAX_LIST, &n))
-            return eval_usage(usage, "--deci-layers needs layer indices like 3,4; not '%s'", v);
+            return cli_usage(usage, "--deci-layers needs layer indices like 3,4; not '%s'", v);
         for (int k = 0; k < n; k++)
             o->deci_layers[k] = (int32_t)list[k];
         o->n_deci_layers = n;
         break;
     case 6:
-        if (!parse_ll(v, 1, INT64_C(1) << 40, &o->deci_lbase))
-            return eval_usage(usage, "--deci-lbase needs a positive integer, not '%s'", v);
+        if (!cli_parse_int(v, 1, INT64_C(1) << 40, &o->deci_lbase))
+            return cli_usage(usage, "--deci-lbase needs a positive integer, not '%s'", v);
         break;
     case 7:
-        if (!parse_dbl(v, &o->deci_beta) || !(o->deci_beta > 0.0))
-            return eval_usage(usage, "--deci-beta needs a number > 0, not '%s'", v);
+        if (!cli_parse_double(v, &o->deci_beta) || !(o->deci_beta > 0.0))
+            return cli_usage(usage, "--deci-beta needs a number > 0, not '%s'", v);
         break;
     case 8:
-        if (!parse_ll(v, 1, INT64_C(1) << 40, &o->deci_min))
-            return eval_usage(usage, "--deci-min needs a positive integer, not '%s'", v);
+        if (!cli_parse_int(v, 1, INT64_C(1) << 40, &o->deci_min))
+            return cli_usage(usage, "--deci-min needs a positive integer, not '%s'", v);
         break;
     case 9:
         if (!cli_parse_backend(v, &o->backend))
-            return eval_usage(usage, "--backend is cpu, cuda or auto, not '%s'", v);
+            return cli_usage(usage, "--backend is cpu, cuda or auto, not '%s'", v);
         break;
     case 10:
-        if (!parse_ll(v, 0, 4096, &o->threads))
-            return eval_usage(usage, "--threads needs an integer in [0, 4096], not '%s'", v);
+        if (!cli_parse_int(v, 0, 4096, &o->threads))
+            return cli_usage(usage, "--threads needs an integer in [0, 4096], not '%s'", v);
         break;
     case 11:
-        if (!parse_ll(v, 1, INT64_C(1) << 30, &ll))
-            return eval_usage(usage, "--chunk needs a positive integer, not '%s'", v);
+        if (!cli_parse_int(v, 1, INT64_C(1) << 30, &ll))
+            return cli_usage(usage, "--chunk needs a positive integer, not '%s'", v);
         o->chunk = ll;
         break;
     }
@@ -521,13 +362,13 @@ static int own_opt(const char *usage, int argc, char **argv, int *i, const char 
             (*i)++;
         } else {
             if (*i + 1 >= argc)
-                return eval_usage(usage, "%s needs a value", a);
+                return cli_usage(usage, "%s needs a value", a);
             *value = argv[*i + 1];
             *i += 2;
         }
         return 1;
     }
-    return eval_usage(usage, "unknown option '%s'", a);
+    return cli_usage(usage, "unknown option '%s'", a);
 }
 
 /* After parsing: the combinations that cannot work. */
@@ -537,11 +378,11 @@ static int check_shared(const char *usage, const eval_opts *o)
     for (int k = 0; k < o->n_modes; k++)
         has_lm |= o->modes[k] == LM_MODE_LONGMAMBA;
     if (!o->dir)
-        return eval_usage(usage, "%s", "MODEL_DIR is missing");
+        return cli_usage(usage, "%s", "MODEL_DIR is missing");
     if (has_lm && !o->calib_path)
-        return eval_usage(usage, "%s",
-                          "the longmamba mode needs --calib CALIB.safetensors (make one with "
-                          "`longmamba calibrate` on training text)");
+        return cli_usage(usage, "%s",
+                         "the longmamba mode needs --calib CALIB.safetensors (make one with "
+                         "`longmamba calibrate` on training text)");
     return 0;
 }
 
@@ -564,35 +405,15 @@ static void eval_ctx_free(eval_ctx *c)
 static int eval_ctx_open(eval_ctx *c, const eval_opts *o, progress *prog)
 {
     memset(c, 0, sizeof *c);
-    char err[512] = "";
-    lm_model_params mp;
-    lm_model_params_init(&mp);
-    mp.backend = o->backend;
-    mp.n_threads = (int32_t)o->threads;
-    lm_status st = lm_model_load(o->dir, &mp, &c->model, err, sizeof err);
-    if (st != LM_OK)
-        return eval_fail("cannot load model", st, err);
-    c->info.struct_size = sizeof c->info;
-    lm_model_get_info(c->model, &c->info);
+    if (cli_load_model(o->dir, o->backend, o->threads, &c->model, &c->info))
+        return 1;
     int need_calib = 0;
     for (int k = 0; k < o->n_modes; k++)
         need_calib |= o->modes[k] == LM_MODE_LONGMAMBA;
-    if (need_calib) {
-        st = lm_calibration_load(o->calib_path, c->model, &c->calib, err, sizeof err);
-        if (st != LM_OK) {
-            eval_ctx_free(c);
-            return eval_fail("cannot load the calibration", st, err);
-        }
-    }
-    lm_session_params sp;
-    lm_session_params_init(&sp);
-    sp.chunk_size = o->chunk;
-    sp.progress = on_prefill_progress;
-    sp.progress_user = prog;
-    st = lm_session_create(c->model, &sp, &c->session, err, sizeof err);
-    if (st != LM_OK) {
+    if ((need_calib && cli_load_calibration(o->calib_path, c->model, &c->calib)) ||
+        cli_create_session(c->model, o->chunk, on_prefill_progress, prog, &c->session)) {
         eval_ctx_free(c);
-        return eval_fail("cannot create a session", st, err);
+        return 1;
     }
     return 0;
 }
@@ -626,7 +447,7 @@ static int set_mode(eval_ctx *c, const eval_opts *o, lm_mode mode, int64_t prote
     if (st != LM_OK) {
         char what[64];
         snprintf(what, sizeof what, "cannot enable %s mode", mode_names[mode]);
-        return eval_fail(what, st, lm_session_last_error(c->session));
+        return cli_fail_status(what, st, lm_session_last_error(c->session));
     }
     return 0;
 }
@@ -644,7 +465,7 @@ static int run_prompt(eval_ctx *c, progress *prog, const int32_t *ids, size_t n,
     if (st != LM_OK) {
         if (prog->on)
             fputc('\n', stderr);
-        return eval_fail("prefill failed", st, lm_session_last_error(c->session));
+        return cli_fail_status("prefill failed", st, lm_session_last_error(c->session));
     }
     prog->base += (double)n;
     progress_draw(prog, prog->base, 0);
@@ -764,7 +585,7 @@ int cmd_ppl(int argc, char **argv)
             if ((nlen == 6 && strncmp(a, "--text", 6) == 0) ||
                 (nlen == 8 && strncmp(a, "--tokens", 8) == 0)) {
                 if (n_docs >= MAX_LIST)
-                    return eval_usage(ppl_usage, "at most 64 documents, '%s' is one more", v);
+                    return cli_usage(ppl_usage, "at most 64 documents, '%s' is one more", v);
                 docs[n_docs].path = v;
                 docs[n_docs].is_text = nlen == 6;
                 docs[n_docs].ids = NULL;
@@ -772,41 +593,41 @@ int cmd_ppl(int argc, char **argv)
                 n_docs++;
             } else if (nlen == 5 && strncmp(a, "--ctx", 5) == 0) {
                 if (!parse_ll_list(v, 1, INT64_C(1) << 32, ctx, MAX_LIST, &n_ctx))
-                    return eval_usage(ppl_usage,
-                                      "--ctx needs positive context lengths like 2048,8192; "
-                                      "not '%s'",
-                                      v);
+                    return cli_usage(ppl_usage,
+                                     "--ctx needs positive context lengths like 2048,8192; "
+                                     "not '%s'",
+                                     v);
             } else if (nlen == 9 && strncmp(a, "--windows", 9) == 0) {
                 if (!parse_ll_list(v, 1, 1000000, wins, MAX_LIST, &n_wins))
-                    return eval_usage(ppl_usage,
-                                      "--windows needs a positive count or a list of them, "
-                                      "not '%s'",
-                                      v);
+                    return cli_usage(ppl_usage,
+                                     "--windows needs a positive count or a list of them, "
+                                     "not '%s'",
+                                     v);
             } else if (nlen == 12 && strncmp(a, "--score-last", 12) == 0) {
-                if (!parse_ll(v, 1, INT64_C(1) << 32, &score_last))
-                    return eval_usage(ppl_usage, "--score-last needs a positive integer, not '%s'",
-                                      v);
+                if (!cli_parse_int(v, 1, INT64_C(1) << 32, &score_last))
+                    return cli_usage(ppl_usage, "--score-last needs a positive integer, not '%s'",
+                                     v);
             } else {
-                return eval_usage(ppl_usage, "unknown option '%s'", a);
+                return cli_usage(ppl_usage, "unknown option '%s'", a);
             }
             continue;
         }
         if (o.dir)
-            return eval_usage(ppl_usage, "unexpected argument '%s'", a);
+            return cli_usage(ppl_usage, "unexpected argument '%s'", a);
         o.dir = a;
         i++;
     }
     if (check_shared(ppl_usage, &o))
         return EXIT_USAGE;
     if (!n_docs)
-        return eval_usage(ppl_usage, "%s", "give at least one --text FILE or --tokens FILE");
+        return cli_usage(ppl_usage, "%s", "give at least one --text FILE or --tokens FILE");
     if (!n_ctx)
-        return eval_usage(ppl_usage, "%s", "--ctx W1,W2,... is required");
+        return cli_usage(ppl_usage, "%s", "--ctx W1,W2,... is required");
     if (n_wins > 1 && n_wins != n_ctx)
-        return eval_usage(ppl_usage, "%s",
-                          "--windows takes one count or one per --ctx length");
+        return cli_usage(ppl_usage, "%s",
+                         "--windows takes one count or one per --ctx length");
     if (align_end && n_wins > 1)
-        return eval_usage(ppl_usage, "%s", "--align-end takes one --windows count");
+        return cli_usage(ppl_usage, "%s", "--align-end takes one --windows count");
     if (n_wins == 0)
         wins[n_wins++] = 10;
     if (n_wins == 1)
@@ -824,7 +645,8 @@ int cmd_ppl(int argc, char **argv)
     float *logits = NULL;
     size_t *starts = NULL;
     double *nll = NULL; /* [mode][ctx][doc][window] */
-    lm_tokenizer *tok = NULL;
+    cli_encoder enc = {CLI_TEXT_NONE, NULL, V};
+    int enc_open = 0;
     size_t max_win = 0;
     for (int k = 0; k < n_ctx; k++)
         if ((size_t)wins[k] > max_win)
@@ -832,44 +654,25 @@ int cmd_ppl(int argc, char **argv)
 
     for (int k = 0; k < n_ctx; k++) {
         if (score_last > ctx[k]) {
-            fprintf(stderr,
-                    "longmamba: --score-last %lld is longer than the context %lld (pass a "
-                    "smaller --score-last)\n",
-                    score_last, ctx[k]);
+            cli_fail("--score-last %lld is longer than the context %lld (pass a "
+                     "smaller --score-last)",
+                     score_last, ctx[k]);
             rc = EXIT_USAGE;
             goto out;
         }
     }
 
-    text_kind tk = model_text_kind(o.dir, V);
     for (int d = 0; d < n_docs; d++) {
         if (!docs[d].is_text) {
-            docs[d].ids = read_tokens(docs[d].path, V, &docs[d].n);
+            docs[d].ids = cli_read_token_file(docs[d].path, V, &docs[d].n);
         } else {
-            if (tk == TEXT_NONE) {
-                fprintf(stderr,
-                        "longmamba: %s has no tokenizer.json and is not a byte-level model "
-                        "(vocabulary %lld): cannot read --text; pass token ids with --tokens "
-                        "FILE\n",
-                        o.dir, (long long)V);
-                goto out;
-            }
-            char err[512] = "";
-            if (tk == TEXT_TOKENIZER && !tok) {
-                lm_status st = lm_tokenizer_load(o.dir, &tok, err, sizeof err);
-                if (st != LM_OK) {
-                    eval_fail("cannot load the tokenizer", st, err);
+            if (!enc_open) {
+                enc_open = 1;
+                if (cli_encoder_open(&enc, o.dir, V,
+                                     "cannot read --text; pass token ids with --tokens FILE"))
                     goto out;
-                }
             }
-            size_t len = 0;
-            char *txt = cli_read_file(docs[d].path, &len);
-            if (!txt) {
-                fprintf(stderr, "longmamba: cannot read %s: %s\n", docs[d].path, strerror(errno));
-                goto out;
-            }
-            docs[d].ids = encode_text(tk, tok, txt, len, V, &docs[d].n);
-            free(txt);
+            docs[d].ids = cli_encode_file(&enc, docs[d].path, &docs[d].n);
         }
         if (!docs[d].ids)
             goto out;
@@ -883,7 +686,7 @@ int cmd_ppl(int argc, char **argv)
             lay.wmax = ctx[k];
     starts = malloc(max_win * sizeof *starts);
     if (!starts) {
-        fprintf(stderr, "longmamba: out of memory\n");
+        cli_fail("out of memory");
         goto out;
     }
     for (int k = 0; k < n_ctx; k++) {
@@ -892,10 +695,9 @@ int cmd_ppl(int argc, char **argv)
             nw += doc_windows(&lay, docs[d].n, ctx[k], wins[k], starts);
         }
         if (!nw) {
-            fprintf(stderr,
-                    "longmamba: no document has the %lld tokens that context %lld needs "
-                    "(W + 1)\n",
-                    ctx[k] + 1, ctx[k]);
+            cli_fail("no document has the %lld tokens that context %lld needs "
+                     "(W + 1)",
+                     ctx[k] + 1, ctx[k]);
             goto out;
         }
     }
@@ -903,7 +705,7 @@ int cmd_ppl(int argc, char **argv)
     nll = malloc(n_cells * sizeof *nll);
     logits = malloc((size_t)score_last * (size_t)V * sizeof *logits);
     if (!nll || !logits) {
-        fprintf(stderr, "longmamba: out of memory\n");
+        cli_fail("out of memory");
         goto out;
     }
     for (size_t k = 0; k < n_cells; k++)
@@ -914,9 +716,9 @@ int cmd_ppl(int argc, char **argv)
                             (double)ctx[k] * o.n_modes;
 
     prog.total = total_tokens;
-    prog.start = seconds_now();
+    prog.start = cli_seconds();
     double secs[MAX_MODES][MAX_LIST];
-    double t_all = seconds_now();
+    double t_all = cli_seconds();
     const size_t M = (size_t)score_last;
 #define NLL(mi, ci, di, wi) \
     nll[((((size_t)(mi) * (size_t)n_ctx + (size_t)(ci)) * (size_t)n_docs + (size_t)(di)) * max_win) + (size_t)(wi)]
@@ -925,7 +727,7 @@ int cmd_ppl(int argc, char **argv)
             goto out;
         for (int ci = 0; ci < n_ctx; ci++) {
             const size_t W = (size_t)ctx[ci];
-            double t0 = seconds_now();
+            double t0 = cli_seconds();
             snprintf(prog.label, sizeof prog.label, "%s ctx %zu", mode_names[o.modes[mi]], W);
             for (int di = 0; di < n_docs; di++) {
                 size_t nw = doc_windows(&lay, docs[di].n, ctx[ci], wins[ci], starts);
@@ -937,7 +739,7 @@ int cmd_ppl(int argc, char **argv)
                     NLL(mi, ci, di, wi) = mean_xent(logits, w + W - M + 1, M, (size_t)V);
                 }
             }
-            secs[mi][ci] = seconds_now() - t0;
+            secs[mi][ci] = cli_seconds() - t0;
             if (o.verbose) {
                 double sum = 0.0;
                 size_t cnt = 0;
@@ -956,7 +758,7 @@ int cmd_ppl(int argc, char **argv)
         }
     }
     progress_end(&prog);
-    t_all = seconds_now() - t_all;
+    t_all = cli_seconds() - t_all;
 
     /* Results: ppl[mode][ctx] = exp(mean over the windows of every document). */
     double ppl[MAX_MODES][MAX_LIST], mean_nll[MAX_MODES][MAX_LIST];
@@ -1049,7 +851,7 @@ out:
     free(nll);
     for (int d = 0; d < n_docs; d++)
         free(docs[d].ids);
-    lm_tokenizer_free(tok);
+    cli_encoder_close(&enc);
     eval_ctx_free(&c);
     return rc;
 }
@@ -1059,15 +861,6 @@ out:
 static const char grass_text[] =
     "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back "
     "again. ";
-
-/* splitmix64: keys and offsets from (seed, length, depth, trial). */
-static uint64_t mix64(uint64_t x)
-{
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
 
 int cmd_passkey(int argc, char **argv)
 {
@@ -1099,42 +892,42 @@ int cmd_passkey(int argc, char **argv)
                 return EXIT_USAGE;
             if (nlen == 9 && strncmp(a, "--lengths", 9) == 0) {
                 if (!parse_ll_list(v, 1, INT64_C(1) << 32, lengths, MAX_LIST, &n_len))
-                    return eval_usage(passkey_usage,
-                                      "--lengths needs positive prompt lengths like 2048,8192; "
-                                      "not '%s'",
-                                      v);
+                    return cli_usage(passkey_usage,
+                                     "--lengths needs positive prompt lengths like 2048,8192; "
+                                     "not '%s'",
+                                     v);
             } else if (nlen == 8 && strncmp(a, "--depths", 8) == 0) {
                 int ok = parse_dbl_list(v, depths, MAX_LIST, &n_depth);
                 for (int k = 0; ok && k < n_depth; k++)
                     ok = depths[k] >= 0.0 && depths[k] <= 1.0;
                 if (!ok)
-                    return eval_usage(passkey_usage,
-                                      "--depths needs fractions in [0, 1] like 0,0.5,1; not '%s'",
-                                      v);
+                    return cli_usage(passkey_usage,
+                                     "--depths needs fractions in [0, 1] like 0,0.5,1; not '%s'",
+                                     v);
             } else if (nlen == 8 && strncmp(a, "--filler", 8) == 0) {
                 filler_path = v;
             } else if (nlen == 8 && strncmp(a, "--trials", 8) == 0) {
-                if (!parse_ll(v, 1, 1000000, &trials))
-                    return eval_usage(passkey_usage, "--trials needs a positive integer, not '%s'",
-                                      v);
+                if (!cli_parse_int(v, 1, 1000000, &trials))
+                    return cli_usage(passkey_usage, "--trials needs a positive integer, not '%s'",
+                                     v);
             } else if (nlen == 6 && strncmp(a, "--seed", 6) == 0) {
-                if (!parse_ll(v, 0, INT64_MAX, &seed))
-                    return eval_usage(passkey_usage,
-                                      "--seed needs a non-negative integer, not '%s'", v);
+                if (!cli_parse_int(v, 0, INT64_MAX, &seed))
+                    return cli_usage(passkey_usage,
+                                     "--seed needs a non-negative integer, not '%s'", v);
             } else {
-                return eval_usage(passkey_usage, "unknown option '%s'", a);
+                return cli_usage(passkey_usage, "unknown option '%s'", a);
             }
             continue;
         }
         if (o.dir)
-            return eval_usage(passkey_usage, "unexpected argument '%s'", a);
+            return cli_usage(passkey_usage, "unexpected argument '%s'", a);
         o.dir = a;
         i++;
     }
     if (check_shared(passkey_usage, &o))
         return EXIT_USAGE;
     if (!n_len)
-        return eval_usage(passkey_usage, "%s", "--lengths L1,L2,... is required");
+        return cli_usage(passkey_usage, "%s", "--lengths L1,L2,... is required");
 
     progress prog = {isatty(2), 0, 0, 0, 0, ""};
     eval_ctx c;
@@ -1142,7 +935,7 @@ int cmd_passkey(int argc, char **argv)
         return 1;
     const int64_t V = c.info.vocab_size;
     int rc = 1;
-    lm_tokenizer *tok = NULL;
+    cli_encoder enc = {CLI_TEXT_NONE, NULL, V};
     int32_t *filler = NULL, *prompt = NULL, *needle = NULL, *question = NULL;
     size_t n_filler = 0;
     float *logits = NULL;
@@ -1151,40 +944,17 @@ int cmd_passkey(int argc, char **argv)
     unsigned char *correct = NULL;
     char err[512] = "";
 
-    text_kind tk = model_text_kind(o.dir, V);
-    if (tk == TEXT_NONE) {
-        fprintf(stderr,
-                "longmamba: %s has no tokenizer.json and is not a byte-level model (vocabulary "
-                "%lld): passkey needs text\n",
-                o.dir, (long long)V);
+    if (cli_encoder_open(&enc, o.dir, V, "passkey needs text"))
         goto out;
-    }
-    if (tk == TEXT_TOKENIZER) {
-        lm_status st = lm_tokenizer_load(o.dir, &tok, err, sizeof err);
-        if (st != LM_OK) {
-            eval_fail("cannot load the tokenizer", st, err);
-            goto out;
-        }
-    }
-    {
-        size_t len = 0;
-        char *txt = NULL;
-        if (filler_path) {
-            txt = cli_read_file(filler_path, &len);
-            if (!txt) {
-                fprintf(stderr, "longmamba: cannot read %s: %s\n", filler_path, strerror(errno));
-                goto out;
-            }
-        }
-        filler = encode_text(tk, tok, txt ? txt : grass_text, txt ? len : strlen(grass_text), V,
-                             &n_filler);
-        free(txt);
-        if (!filler)
-            goto out;
-        if (n_filler == 0) {
-            fprintf(stderr, "longmamba: the filler text %s is empty\n", filler_path);
-            goto out;
-        }
+    if (filler_path)
+        filler = cli_encode_file(&enc, filler_path, &n_filler);
+    else
+        filler = cli_encode_text(&enc, grass_text, strlen(grass_text), &n_filler);
+    if (!filler)
+        goto out;
+    if (n_filler == 0) {
+        cli_fail("the filler text %s is empty", filler_path);
+        goto out;
     }
 
     /* Needle and question lengths do not depend on the key's digits for a
@@ -1196,7 +966,7 @@ int cmd_passkey(int argc, char **argv)
             max_len = lengths[li];
         total_tokens += (double)lengths[li] * (double)n_depth * (double)trials * o.n_modes;
     }
-    const int n_gen = tk == TEXT_BYTES ? 6 : 8; /* " 68413" is 6 bytes */
+    const int n_gen = enc.kind == CLI_TEXT_BYTES ? 6 : 8; /* " 68413" is 6 bytes */
     size_t n_cells = (size_t)o.n_modes * (size_t)n_len * (size_t)n_depth * (size_t)trials;
     prompt = malloc((size_t)max_len * sizeof *prompt);
     logits = malloc((size_t)V * sizeof *logits);
@@ -1204,16 +974,16 @@ int cmd_passkey(int argc, char **argv)
     keys = malloc((size_t)n_len * (size_t)n_depth * (size_t)trials * sizeof *keys);
     correct = calloc(n_cells, 1);
     if (!prompt || !logits || !answers || !keys || !correct) {
-        fprintf(stderr, "longmamba: out of memory\n");
+        cli_fail("out of memory");
         goto out;
     }
     int64_t n_argmax = V;
-    if (tok && lm_tokenizer_vocab_size(tok) > 0 && lm_tokenizer_vocab_size(tok) < V)
-        n_argmax = lm_tokenizer_vocab_size(tok); /* padded rows never decode */
+    if (enc.tok && lm_tokenizer_vocab_size(enc.tok) > 0 && lm_tokenizer_vocab_size(enc.tok) < V)
+        n_argmax = lm_tokenizer_vocab_size(enc.tok); /* padded rows never decode */
 
     prog.total = total_tokens;
-    prog.start = seconds_now();
-    double t_all = seconds_now();
+    prog.start = cli_seconds();
+    double t_all = cli_seconds();
     for (int mi = 0; mi < o.n_modes; mi++) {
         if (set_mode(&c, &o, o.modes[mi], 1))
             goto out;
@@ -1224,25 +994,24 @@ int cmd_passkey(int argc, char **argv)
                 for (long long t = 0; t < trials; t++) {
                     size_t cell = (((size_t)li * (size_t)n_depth + (size_t)di) * (size_t)trials +
                                    (size_t)t);
-                    uint64_t r = mix64((uint64_t)seed ^ mix64((uint64_t)L ^ mix64(
+                    uint64_t r = cli_mix64((uint64_t)seed ^ cli_mix64((uint64_t)L ^ cli_mix64(
                                            (uint64_t)di * 1000003u + (uint64_t)t)));
                     int key = 10000 + (int)(r % 90000u);
-                    size_t off = (size_t)(mix64(r) % n_filler);
+                    size_t off = (size_t)(cli_mix64(r) % n_filler);
                     keys[cell] = key;
                     char nd[128], q[64];
                     snprintf(nd, sizeof nd,
                              " The pass key is %d. Remember it. %d is the pass key. ", key, key);
                     snprintf(q, sizeof q, "\nWhat is the pass key? The pass key is");
                     size_t n_nd = 0, n_q = 0;
-                    needle = encode_text(tk, tok, nd, strlen(nd), V, &n_nd);
-                    question = encode_text(tk, tok, q, strlen(q), V, &n_q);
+                    needle = cli_encode_text(&enc, nd, strlen(nd), &n_nd);
+                    question = cli_encode_text(&enc, q, strlen(q), &n_q);
                     if (!needle || !question)
                         goto out;
                     if (n_nd + n_q > L) {
-                        fprintf(stderr,
-                                "longmamba: length %zu is shorter than the needle and the "
-                                "question (%zu tokens)\n",
-                                L, n_nd + n_q);
+                        cli_fail("length %zu is shorter than the needle and the "
+                                 "question (%zu tokens)",
+                                 L, n_nd + n_q);
                         goto out;
                     }
                     size_t room = L - n_nd - n_q;
@@ -1271,23 +1040,24 @@ int cmd_passkey(int argc, char **argv)
                         if (g + 1 < n_gen) {
                             lm_status st = lm_session_decode(c.session, best, logits, (size_t)V);
                             if (st != LM_OK) {
-                                eval_fail("decode failed", st, lm_session_last_error(c.session));
+                                cli_fail_status("decode failed", st,
+                                                lm_session_last_error(c.session));
                                 goto out;
                             }
                         }
                     }
                     char text[64];
                     size_t nb = 0;
-                    if (tk == TEXT_BYTES) {
+                    if (enc.kind == CLI_TEXT_BYTES) {
                         for (int g = 0; g < n_gen; g++)
                             text[nb++] = (char)gen[g];
                     } else {
-                        lm_status st = lm_tokenizer_decode(tok, gen, (size_t)n_gen, text,
+                        lm_status st = lm_tokenizer_decode(enc.tok, gen, (size_t)n_gen, text,
                                                            sizeof text - 1, &nb, err, sizeof err);
                         if (st == LM_ERR_BUFFER_TOO_SMALL)
                             nb = 0; /* a very long continuation is not 5 digits */
                         else if (st != LM_OK) {
-                            eval_fail("cannot decode the answer", st, err);
+                            cli_fail_status("cannot decode the answer", st, err);
                             goto out;
                         }
                     }
@@ -1308,7 +1078,7 @@ int cmd_passkey(int argc, char **argv)
         }
     }
     progress_end(&prog);
-    t_all = seconds_now() - t_all;
+    t_all = cli_seconds() - t_all;
 
 #define ACC_AT(mi, li, di, t) \
     correct[(size_t)(mi) * (size_t)n_len * (size_t)n_depth * (size_t)trials + \
@@ -1419,7 +1189,7 @@ out:
     free(keys);
     free(correct);
     free(filler);
-    lm_tokenizer_free(tok);
+    cli_encoder_close(&enc);
     eval_ctx_free(&c);
     return rc;
 }

@@ -5,7 +5,6 @@
  * Links only the public library.  Exit status: 0 success, 1 failure
  * (message on stderr), 2 usage error.
  */
-#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -18,7 +17,6 @@
 #include "cli_util.h"
 #include "longmamba.h"
 
-#define EXIT_USAGE     2
 #define DEFAULT_WINDOW 2000
 #define DEFAULT_COUNT  20
 
@@ -48,174 +46,17 @@ static const char channels_usage[] =
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static int cmd_usage(const char *usage, const char *fmt, const char *arg)
-{
-    fputs("longmamba: ", stderr);
-    fprintf(stderr, fmt, arg);
-    fputc('\n', stderr);
-    fputs(usage, stderr);
-    return EXIT_USAGE;
-}
-
-static int cmd_fail(const char *what, lm_status st, const char *msg)
-{
-    if (msg && *msg)
-        fprintf(stderr, "longmamba: %s: %s: %s\n", what, lm_status_str(st), msg);
-    else
-        fprintf(stderr, "longmamba: %s: %s\n", what, lm_status_str(st));
-    return 1;
-}
-
-/* Whole-string integer in [lo, hi]. */
-static int parse_int(const char *s, long long lo, long long hi, long long *out)
-{
-    char *end = NULL;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return 0;
-    *out = v;
-    return 1;
-}
-
-static int parse_double(const char *s, double *out)
-{
-    char *end = NULL;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v))
-        return 0;
-    *out = v;
-    return 1;
-}
-
-static lm_status load_model(const char *dir, lm_backend backend, int threads, lm_model **m)
-{
-    lm_model_params mp;
-    lm_model_params_init(&mp);
-    mp.backend = backend;
-    mp.n_threads = threads;
-    char err[512];
-    lm_status st = lm_model_load(dir, &mp, m, err, sizeof err);
-    if (st != LM_OK)
-        cmd_fail("cannot load model", st, err);
-    return st;
-}
-
-/* Token ids of a --tokens file: whitespace-separated decimal integers in
- * [0, vocab). */
-static int32_t *read_token_file(const char *path, int64_t vocab, size_t *n_out)
-{
-    size_t len = 0;
-    char *txt = cli_read_file(path, &len);
-    if (!txt) {
-        fprintf(stderr, "longmamba: cannot read %s: %s\n", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1024, n = 0;
-    int32_t *ids = malloc(cap * sizeof *ids);
-    char *p = txt;
-    while (ids) {
-        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f' || *p == '\v')
-            p++;
-        if (!*p)
-            break;
-        char *end = NULL;
-        errno = 0;
-        long long v = strtoll(p, &end, 10);
-        if (end == p || errno || (*end && !strchr(" \t\n\r\f\v", *end))) {
-            fprintf(stderr, "longmamba: %s: token %zu is not an integer\n", path, n + 1);
-            free(ids);
-            ids = NULL;
-            break;
-        }
-        if (v < 0 || v >= vocab) {
-            fprintf(stderr, "longmamba: %s: token %zu is %lld, outside the vocabulary [0, %lld)\n",
-                    path, n + 1, v, (long long)vocab);
-            free(ids);
-            ids = NULL;
-            break;
-        }
-        if (n == cap) {
-            int32_t *ni = realloc(ids, 2 * cap * sizeof *ids);
-            if (!ni) {
-                fprintf(stderr, "longmamba: out of memory reading %s\n", path);
-                free(ids);
-                ids = NULL;
-                break;
-            }
-            ids = ni;
-            cap *= 2;
-        }
-        ids[n++] = (int32_t)v;
-        p = end;
-    }
-    free(txt);
-    *n_out = n;
-    return ids;
-}
-
 /* Token ids of a --text file: the model's tokenizer.json, or raw bytes for
  * a byte-level model; refused otherwise. */
 static int32_t *read_text_file(const char *path, const char *dir, int64_t vocab, size_t *n_out)
 {
-    int use_tok = cli_has_file(dir, "tokenizer.json");
-    if (!use_tok && !(vocab == 256 || (vocab >= 256 && cli_byte_level_config(dir)))) {
-        fprintf(stderr,
-                "longmamba: %s has no tokenizer.json and is not a byte-level model (vocabulary "
-                "%lld): pass token ids with --tokens FILE\n",
-                dir, (long long)vocab);
+    cli_encoder enc;
+    if (cli_encoder_open(&enc, dir, vocab, "pass token ids with --tokens FILE")) {
+        cli_encoder_close(&enc);
         return NULL;
     }
-    size_t len = 0;
-    char *txt = cli_read_file(path, &len);
-    if (!txt) {
-        fprintf(stderr, "longmamba: cannot read %s: %s\n", path, strerror(errno));
-        return NULL;
-    }
-    int32_t *ids = NULL;
-    if (!use_tok) {
-        ids = malloc((len ? len : 1) * sizeof *ids);
-        if (ids)
-            for (size_t i = 0; i < len; i++)
-                ids[i] = (unsigned char)txt[i];
-        else
-            fprintf(stderr, "longmamba: out of memory\n");
-        *n_out = len;
-        free(txt);
-        return ids;
-    }
-    lm_tokenizer *tok = NULL;
-    char err[512];
-    lm_status st = lm_tokenizer_load(dir, &tok, err, sizeof err);
-    size_t n = 0;
-    if (st == LM_OK)
-        st = lm_tokenizer_encode(tok, txt, len, NULL, 0, &n, err, sizeof err);
-    if (st == LM_ERR_BUFFER_TOO_SMALL || (st == LM_OK && n > 0)) {
-        ids = malloc(n * sizeof *ids);
-        st = ids ? lm_tokenizer_encode(tok, txt, len, ids, n, &n, err, sizeof err)
-                 : LM_ERR_NO_MEMORY;
-    }
-    if (st != LM_OK) {
-        cmd_fail("cannot tokenize the calibration text", st, st == LM_ERR_NO_MEMORY ? "" : err);
-        free(ids);
-        ids = NULL;
-    } else {
-        for (size_t i = 0; i < n; i++) {
-            if (ids[i] < 0 || ids[i] >= vocab) {
-                fprintf(stderr,
-                        "longmamba: tokenizer produced id %d outside the model's "
-                        "vocabulary (%lld)\n",
-                        (int)ids[i], (long long)vocab);
-                free(ids);
-                ids = NULL;
-                break;
-            }
-        }
-    }
-    lm_tokenizer_free(tok);
-    free(txt);
-    *n_out = n;
+    int32_t *ids = cli_encode_file(&enc, path, n_out);
+    cli_encoder_close(&enc);
     return ids;
 }
 
@@ -256,7 +97,7 @@ int cmd_calibrate(int argc, char **argv)
         }
         if (a[0] == '-' && a[1] != '\0') {
             if (i + 1 >= argc)
-                return cmd_usage(calibrate_usage, "%s needs a value", a);
+                return cli_usage(calibrate_usage, "%s needs a value", a);
             const char *v = argv[++i];
             if (strcmp(a, "--text") == 0)
                 text = v;
@@ -265,15 +106,15 @@ int cmd_calibrate(int argc, char **argv)
             else if (strcmp(a, "-o") == 0 || strcmp(a, "--output") == 0)
                 out = v;
             else if (strcmp(a, "--window") == 0) {
-                if (!parse_int(v, 2, INT32_MAX, &window))
-                    return cmd_usage(calibrate_usage, "--window needs an integer >= 2, got '%s'",
+                if (!cli_parse_int(v, 2, INT32_MAX, &window))
+                    return cli_usage(calibrate_usage, "--window needs an integer >= 2, got '%s'",
                                      v);
             } else if (strcmp(a, "--count") == 0) {
-                if (!parse_int(v, 1, 1000000, &count))
-                    return cmd_usage(calibrate_usage, "--count needs an integer >= 1, got '%s'", v);
+                if (!cli_parse_int(v, 1, 1000000, &count))
+                    return cli_usage(calibrate_usage, "--count needs an integer >= 1, got '%s'", v);
             } else if (strcmp(a, "--clamp") == 0) {
-                if (!parse_double(v, &clamp) || clamp < 0.0 || clamp > 0.2)
-                    return cmd_usage(calibrate_usage,
+                if (!cli_parse_double(v, &clamp) || clamp < 0.0 || clamp > 0.2)
+                    return cli_usage(calibrate_usage,
                                      "--clamp needs a number in [0, 0.2], got '%s'", v);
             } else if (strcmp(a, "--agg") == 0) {
                 if (strcmp(v, "max") == 0)
@@ -281,51 +122,48 @@ int cmd_calibrate(int argc, char **argv)
                 else if (strcmp(v, "mean") == 0)
                     agg = LM_CALIB_AGG_MEAN;
                 else
-                    return cmd_usage(calibrate_usage, "--agg is max or mean, not '%s'", v);
+                    return cli_usage(calibrate_usage, "--agg is max or mean, not '%s'", v);
             } else if (strcmp(a, "--backend") == 0) {
                 if (!cli_parse_backend(v, &backend))
-                    return cmd_usage(calibrate_usage, "--backend is cpu, cuda or auto, not '%s'",
+                    return cli_usage(calibrate_usage, "--backend is cpu, cuda or auto, not '%s'",
                                      v);
             } else if (strcmp(a, "--threads") == 0) {
-                if (!parse_int(v, 0, 4096, &threads))
-                    return cmd_usage(calibrate_usage, "--threads needs an integer >= 0, got '%s'",
+                if (!cli_parse_int(v, 0, 4096, &threads))
+                    return cli_usage(calibrate_usage, "--threads needs an integer >= 0, got '%s'",
                                      v);
             } else {
-                return cmd_usage(calibrate_usage, "unknown option '%s'", a);
+                return cli_usage(calibrate_usage, "unknown option '%s'", a);
             }
         } else if (!dir) {
             dir = a;
         } else {
-            return cmd_usage(calibrate_usage, "unexpected argument '%s'", a);
+            return cli_usage(calibrate_usage, "unexpected argument '%s'", a);
         }
     }
     if (!dir)
-        return cmd_usage(calibrate_usage, "%s", "MODEL_DIR is missing");
+        return cli_usage(calibrate_usage, "%s", "MODEL_DIR is missing");
     if (!text == !tokens)
-        return cmd_usage(calibrate_usage, "%s",
+        return cli_usage(calibrate_usage, "%s",
                          "give exactly one of --text FILE and --tokens FILE");
     if (!out)
-        return cmd_usage(calibrate_usage, "%s", "-o CALIB.safetensors is missing");
+        return cli_usage(calibrate_usage, "%s", "-o CALIB.safetensors is missing");
 
     lm_model *model = NULL;
-    lm_status st = load_model(dir, backend, (int)threads, &model);
-    if (st != LM_OK)
+    lm_model_info info;
+    if (cli_load_model(dir, backend, threads, &model, &info))
         return 1;
-    lm_model_info info = {.struct_size = sizeof info};
-    lm_model_get_info(model, &info);
 
     size_t n_tok = 0;
     int32_t *ids = text ? read_text_file(text, dir, info.vocab_size, &n_tok)
-                        : read_token_file(tokens, info.vocab_size, &n_tok);
+                        : cli_read_token_file(tokens, info.vocab_size, &n_tok);
     if (!ids) {
         lm_model_free(model);
         return 1;
     }
     if (n_tok < (size_t)window) {
-        fprintf(stderr,
-                "longmamba: %s has %zu tokens, fewer than one window of %lld (use a "
-                "longer text or a smaller --window)\n",
-                text ? text : tokens, n_tok, window);
+        cli_fail("%s has %zu tokens, fewer than one window of %lld (use a "
+                 "longer text or a smaller --window)",
+                 text ? text : tokens, n_tok, window);
         free(ids);
         lm_model_free(model);
         return 1;
@@ -338,7 +176,7 @@ int cmd_calibrate(int argc, char **argv)
     const int32_t **win = malloc((size_t)count * sizeof *win);
     size_t *lens = malloc((size_t)count * sizeof *lens);
     if (!win || !lens) {
-        fprintf(stderr, "longmamba: out of memory\n");
+        cli_fail("out of memory");
         free(win);
         free(lens);
         free(ids);
@@ -363,19 +201,18 @@ int cmd_calibrate(int argc, char **argv)
     cp.progress_user = &pc;
     lm_calibration *cal = NULL;
     char err[512];
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    st = lm_calibrate(model, (const int32_t *const *)win, lens, (size_t)count, &cp, &cal, err,
-                      sizeof err);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double t0 = cli_seconds();
+    lm_status st = lm_calibrate(model, (const int32_t *const *)win, lens, (size_t)count, &cp,
+                                &cal, err, sizeof err);
+    double secs = cli_seconds() - t0;
     free(win);
     free(lens);
     free(ids);
     int rc = 0;
     if (st != LM_OK) {
-        rc = cmd_fail("calibration failed", st, err);
+        rc = cli_fail_status("calibration failed", st, err);
     } else if ((st = lm_calibration_save(cal, out, err, sizeof err)) != LM_OK) {
-        rc = cmd_fail("cannot save the calibration", st, err);
+        rc = cli_fail_status("cannot save the calibration", st, err);
     } else {
         lm_calibration_info ci = {.struct_size = sizeof ci};
         lm_calibration_get_info(cal, &ci);
@@ -387,7 +224,6 @@ int cmd_calibrate(int argc, char **argv)
             for (size_t i = 0; i < nm; i++)
                 global += mask[i];
         free(mask);
-        double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
         printf("calibration:  %s\n", out);
         printf("model:        %s (%s, %lld layers x %lld channels, fingerprint %016llx)\n", dir,
                info.arch == LM_ARCH_MAMBA2 ? "mamba2" : "mamba1", (long long)ci.n_layer,
@@ -428,47 +264,46 @@ int cmd_channels(int argc, char **argv)
         }
         if (a[0] == '-' && a[1] != '\0') {
             if (i + 1 >= argc)
-                return cmd_usage(channels_usage, "%s needs a value", a);
+                return cli_usage(channels_usage, "%s needs a value", a);
             const char *v = argv[++i];
             if (strcmp(a, "--theta") == 0) {
-                if (!parse_double(v, &theta) || !(theta > 0.0))
-                    return cmd_usage(channels_usage, "--theta needs a number > 0, got '%s'", v);
+                if (!cli_parse_double(v, &theta) || !(theta > 0.0))
+                    return cli_usage(channels_usage, "--theta needs a number > 0, got '%s'", v);
             } else if (strcmp(a, "--backend") == 0) {
                 if (!cli_parse_backend(v, &backend))
-                    return cmd_usage(channels_usage, "--backend is cpu, cuda or auto, not '%s'", v);
+                    return cli_usage(channels_usage, "--backend is cpu, cuda or auto, not '%s'", v);
             } else if (strcmp(a, "--threads") == 0) {
-                if (!parse_int(v, 0, 4096, &threads))
-                    return cmd_usage(channels_usage, "--threads needs an integer >= 0, got '%s'",
+                if (!cli_parse_int(v, 0, 4096, &threads))
+                    return cli_usage(channels_usage, "--threads needs an integer >= 0, got '%s'",
                                      v);
             } else {
-                return cmd_usage(channels_usage, "unknown option '%s'", a);
+                return cli_usage(channels_usage, "unknown option '%s'", a);
             }
         } else if (!dir) {
             dir = a;
         } else if (!path) {
             path = a;
         } else {
-            return cmd_usage(channels_usage, "unexpected argument '%s'", a);
+            return cli_usage(channels_usage, "unexpected argument '%s'", a);
         }
     }
     if (!dir || !path)
-        return cmd_usage(channels_usage, "%s", "MODEL_DIR and CALIB are required");
+        return cli_usage(channels_usage, "%s", "MODEL_DIR and CALIB are required");
 
     lm_model *model = NULL;
-    if (load_model(dir, backend, (int)threads, &model) != LM_OK)
+    lm_model_info info;
+    if (cli_load_model(dir, backend, threads, &model, &info))
         return 1;
-    lm_model_info info = {.struct_size = sizeof info};
-    lm_model_get_info(model, &info);
     if (theta == 0.0)
         theta = info.arch == LM_ARCH_MAMBA2 ? 5e-2 : 1e-3;
 
     lm_calibration *cal = NULL;
-    char err[512];
-    lm_status st = lm_calibration_load(path, model, &cal, err, sizeof err);
-    if (st != LM_OK) {
+    if (cli_load_calibration(path, model, &cal)) {
         lm_model_free(model);
-        return cmd_fail("cannot load the calibration", st, err);
+        return 1;
     }
+    char err[512];
+    lm_status st;
     lm_calibration_info ci = {.struct_size = sizeof ci};
     lm_calibration_get_info(cal, &ci);
     size_t nl = (size_t)ci.n_layer, C = (size_t)ci.n_channels;
@@ -477,11 +312,11 @@ int cmd_channels(int argc, char **argv)
     double *ld = malloc(C * sizeof *ld);
     int rc = 0;
     if (!mask || !counts || !ld) {
-        fprintf(stderr, "longmamba: out of memory\n");
+        cli_fail("out of memory");
         rc = 1;
     } else if ((st = lm_classify_channels(cal, theta, mask, nl * C, counts, nl, err, sizeof err)) !=
                LM_OK) {
-        rc = cmd_fail("cannot classify channels", st, err);
+        rc = cli_fail_status("cannot classify channels", st, err);
     } else {
         printf("calibration: %s (%lld windows x %lld tokens, %s, clamp %g)\n", path,
                (long long)ci.n_windows, (long long)ci.calib_length,

@@ -20,9 +20,9 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_util.h"
 #include "longmamba.h"
 
-#define EXIT_USAGE 2
 
 static const char tokenize_usage[] =
     "usage: longmamba tokenize TOKENIZER [--text TEXT | --file FILE] [--count]\n"
@@ -34,42 +34,6 @@ static const char detokenize_usage[] =
     "usage: longmamba detokenize TOKENIZER [ID ...]\n"
     "  Decodes the ids (arguments, or whitespace/comma separated on standard\n"
     "  input) and writes the bytes to standard output unchanged.\n";
-
-static int fail_usage(const char *usage, const char *fmt, const char *arg)
-{
-    fprintf(stderr, "longmamba: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\n%s", usage);
-    return EXIT_USAGE;
-}
-
-/* Whole stream into a malloc'd buffer; NULL on a read or memory error. */
-static char *read_stream(FILE *f, size_t *n)
-{
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
-    if (!buf) return NULL;
-    for (;;) {
-        if (len == cap) {
-            char *nb = cap > SIZE_MAX / 2 ? NULL : realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                return NULL;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        size_t got = fread(buf + len, 1, cap - len, f);
-        if (got == 0) break;
-        len += got;
-    }
-    if (ferror(f)) {
-        free(buf);
-        return NULL;
-    }
-    *n = len;
-    return buf;
-}
 
 static lm_tokenizer *open_tokenizer(const char *path)
 {
@@ -95,25 +59,25 @@ int cmd_tokenize(int argc, char **argv)
         } else if (strcmp(a, "--count") == 0) {
             count = 1;
         } else if (strcmp(a, "--text") == 0 || strcmp(a, "--file") == 0) {
-            if (i + 1 >= argc) return fail_usage(tokenize_usage, "option %s needs a value", a);
-            if (text || file) return fail_usage(tokenize_usage, "%s: give one of --text and --file", a);
+            if (i + 1 >= argc) return cli_usage(tokenize_usage, "option %s needs a value", a);
+            if (text || file) return cli_usage(tokenize_usage, "%s: give one of --text and --file", a);
             if (a[2] == 't') text = argv[++i];
             else file = argv[++i];
         } else if (strncmp(a, "--text=", 7) == 0) {
-            if (text || file) return fail_usage(tokenize_usage, "%s: give one of --text and --file", "--text");
+            if (text || file) return cli_usage(tokenize_usage, "%s: give one of --text and --file", "--text");
             text = a + 7;
         } else if (strncmp(a, "--file=", 7) == 0) {
-            if (text || file) return fail_usage(tokenize_usage, "%s: give one of --text and --file", "--file");
+            if (text || file) return cli_usage(tokenize_usage, "%s: give one of --text and --file", "--file");
             file = a + 7;
         } else if (a[0] == '-' && a[1] != '\0') {
-            return fail_usage(tokenize_usage, "unknown option '%s'", a);
+            return cli_usage(tokenize_usage, "unknown option '%s'", a);
         } else if (!tok_path) {
             tok_path = a;
         } else {
-            return fail_usage(tokenize_usage, "unexpected argument '%s'", a);
+            return cli_usage(tokenize_usage, "unexpected argument '%s'", a);
         }
     }
-    if (!tok_path) return fail_usage(tokenize_usage, "%s", "tokenize needs TOKENIZER");
+    if (!tok_path) return cli_usage(tokenize_usage, "%s", "tokenize needs TOKENIZER");
 
     char *owned = NULL;
     size_t n;
@@ -125,7 +89,7 @@ int cmd_tokenize(int argc, char **argv)
             fprintf(stderr, "longmamba: cannot open %s: %s\n", file, strerror(errno));
             return 1;
         }
-        owned = read_stream(f, &n);
+        owned = cli_read_stream(f, &n);
         if (f != stdin) fclose(f);
         if (!owned) {
             fprintf(stderr, "longmamba: cannot read %s\n", file ? file : "standard input");
@@ -142,12 +106,8 @@ int cmd_tokenize(int argc, char **argv)
     char err[512];
     size_t n_ids = 0;
     int32_t *ids = NULL;
-    lm_status st = lm_tokenizer_encode(tok, text, n, NULL, 0, &n_ids, err, sizeof err);
-    if (st == LM_OK || st == LM_ERR_BUFFER_TOO_SMALL) {
-        ids = malloc((n_ids ? n_ids : 1) * sizeof *ids);
-        st = ids ? lm_tokenizer_encode(tok, text, n, ids, n_ids, &n_ids, err, sizeof err) : LM_ERR_NO_MEMORY;
-        if (!ids) snprintf(err, sizeof err, "out of memory for %zu ids", n_ids);
-    }
+    lm_status st = cli_tokenize(tok, text, n, &ids, &n_ids, err, sizeof err);
+    if (st == LM_ERR_NO_MEMORY && !err[0]) snprintf(err, sizeof err, "out of memory");
     if (st != LM_OK) {
         fprintf(stderr, "longmamba: %s (%s)\n", err, lm_status_str(st));
     } else {
@@ -192,14 +152,14 @@ int cmd_detokenize(int argc, char **argv)
             return 0;
         }
         if (!tok_path) {
-            if (a[0] == '-' && a[1] != '\0') return fail_usage(detokenize_usage, "unknown option '%s'", a);
+            if (a[0] == '-' && a[1] != '\0') return cli_usage(detokenize_usage, "unknown option '%s'", a);
             tok_path = a;
         } else {
             first_id = i;
             break;
         }
     }
-    if (!tok_path) return fail_usage(detokenize_usage, "%s", "detokenize needs TOKENIZER");
+    if (!tok_path) return cli_usage(detokenize_usage, "%s", "detokenize needs TOKENIZER");
 
     size_t n_ids = 0, cap = 1024;
     int32_t *ids = malloc(cap * sizeof *ids);
@@ -217,13 +177,13 @@ int cmd_detokenize(int argc, char **argv)
             }
             if (parse_id(argv[i], strlen(argv[i]), &ids[n_ids])) {
                 free(ids);
-                return fail_usage(detokenize_usage, "'%s' is not a token id", argv[i]);
+                return cli_usage(detokenize_usage, "'%s' is not a token id", argv[i]);
             }
             n_ids++;
         }
     } else {
         size_t n;
-        input = read_stream(stdin, &n);
+        input = cli_read_stream(stdin, &n);
         if (!input) {
             free(ids);
             fprintf(stderr, "longmamba: cannot read standard input\n");

@@ -7,16 +7,16 @@
  * error, or a check over tolerance), 2 usage error.
  */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "cli.h"
+#include "cli_util.h"
 #include "longmamba.h"
 #include "st_read.h"
 
@@ -69,67 +69,6 @@ static int usage_error(const char *fmt, ...)
     return EXIT_USAGE;
 }
 
-static int fail(const char *fmt, ...)
-{
-    va_list ap;
-    fputs("longmamba: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    return 1;
-}
-
-/* "status text: message" for a failed call. */
-static int fail_status(const char *what, lm_status st, const char *msg)
-{
-    if (msg && *msg)
-        return fail("%s: %s: %s", what, lm_status_str(st), msg);
-    return fail("%s: %s", what, lm_status_str(st));
-}
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return -1;
-    *out = v;
-    return 0;
-}
-
-static int parse_f64(const char *s, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v))
-        return -1;
-    *out = v;
-    return 0;
-}
-
-static int parse_backend(const char *s, lm_backend *out)
-{
-    if (strcmp(s, "auto") == 0)
-        *out = LM_BACKEND_AUTO;
-    else if (strcmp(s, "cpu") == 0)
-        *out = LM_BACKEND_CPU;
-    else if (strcmp(s, "cuda") == 0)
-        *out = LM_BACKEND_CUDA;
-    else
-        return -1;
-    return 0;
-}
-
 /* Strict option scanner: "--name VALUE", "--name=VALUE" or "--flag". */
 typedef struct opt_iter {
     int argc;
@@ -164,11 +103,87 @@ static int opt_match(opt_iter *it, const char *name, int has_value)
     return 1;
 }
 
+/* Option `name` with a string value: 1 matched (*out = the value), 0 not
+ * this option, -1 usage error (printed); so for the helpers below. */
+static int opt_str(opt_iter *it, const char *name, const char **out)
+{
+    int m = opt_match(it, name, 1);
+    if (m > 0)
+        *out = it->value;
+    return m;
+}
+
+/* Flag `name`: *out = 1. */
+static int opt_flag(opt_iter *it, const char *name, int *out)
+{
+    int m = opt_match(it, name, 0);
+    if (m > 0)
+        *out = 1;
+    return m;
+}
+
+/* Option `name` with an integer in [lo, hi]; else "NAME needs WHAT, not
+ * 'VALUE'". */
+static int opt_int(opt_iter *it, const char *name, long long lo, long long hi, const char *what,
+                   long long *out)
+{
+    int m = opt_match(it, name, 1);
+    if (m > 0 && !cli_parse_int(it->value, lo, hi, out))
+        return usage_error("%s needs %s, not '%s'", name, what, it->value), -1;
+    return m;
+}
+
+/* Option `name` with a finite number in [lo, hi] (lo excluded when
+ * lo_open); else "NAME needs WHAT, not 'VALUE'". */
+static int opt_num(opt_iter *it, const char *name, double lo, int lo_open, double hi,
+                   const char *what, double *out)
+{
+    int m = opt_match(it, name, 1);
+    double v = 0.0;
+    if (m > 0 && (!cli_parse_double(it->value, &v) || v < lo || (lo_open && v == lo) || v > hi))
+        return usage_error("%s needs %s, not '%s'", name, what, it->value), -1;
+    if (m > 0)
+        *out = v;
+    return m;
+}
+
+/* argv[it->i], not one of the command's options: --help or -h (usage
+ * printed, 1), an unknown option or a positional argument past max
+ * (message, -1), else the next positional argument (taken, 0). */
+static int positional(opt_iter *it, const char *cmd, const char **pos, int max, int *n_pos)
+{
+    const char *a = it->argv[it->i];
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+        fputs(usage_text, stdout);
+        return 1;
+    }
+    if (a[0] == '-' && a[1] != '\0')
+        return usage_error("%s: unknown option '%s'", cmd, a), -1;
+    if (*n_pos == max)
+        return usage_error("%s: unexpected argument '%s'", cmd, a), -1;
+    pos[(*n_pos)++] = a;
+    it->i++;
+    return 0;
+}
+
+/* An option helper's result m: 1 or -1 end this argument (continue the
+ * loop, or return the usage exit status), 0 tries the next option. */
+#define OPT(call)                                                                                  \
+    if ((m = (call)) != 0) {                                                                       \
+        if (m < 0)                                                                                 \
+            return EXIT_USAGE;                                                                     \
+        continue;                                                                                  \
+    }
+/* The positional argument / --help / error at the end of an option loop. */
+#define POSITIONAL(CMD, POS, MAX, N)                                                               \
+    if ((m = positional(&it, CMD, POS, MAX, N)) != 0)                                              \
+        return m > 0 ? 0 : EXIT_USAGE;
+
 /* Shared model options. */
 typedef struct model_opts {
     lm_backend backend;
-    int64_t threads;
-    int64_t chunk;
+    long long threads;
+    long long chunk;
 } model_opts;
 
 /* Tries the options every model command takes.  1 matched, 0 not, -1 error. */
@@ -176,62 +191,14 @@ static int model_opt(opt_iter *it, model_opts *mo, int allow_chunk)
 {
     int m;
     if ((m = opt_match(it, "--backend", 1)) != 0) {
-        if (m < 0)
-            return -1;
-        if (parse_backend(it->value, &mo->backend))
+        if (m > 0 && !cli_parse_backend(it->value, &mo->backend))
             return usage_error("--backend must be cpu, cuda or auto, not '%s'", it->value), -1;
-        return 1;
+        return m;
     }
-    if ((m = opt_match(it, "--threads", 1)) != 0) {
-        if (m < 0)
-            return -1;
-        if (parse_i64(it->value, 0, 4096, &mo->threads))
-            return usage_error("--threads needs an integer in [0, 4096], not '%s'", it->value), -1;
-        return 1;
-    }
-    if (allow_chunk && (m = opt_match(it, "--chunk", 1)) != 0) {
-        if (m < 0)
-            return -1;
-        if (parse_i64(it->value, 1, INT64_C(1) << 30, &mo->chunk))
-            return usage_error("--chunk needs a positive integer, not '%s'", it->value), -1;
-        return 1;
-    }
-    return 0;
-}
-
-static int load_model(const char *dir, const model_opts *mo, lm_model **model, lm_model_info *info)
-{
-    lm_model_params mp;
-    lm_model_params_init(&mp);
-    mp.backend = mo->backend;
-    mp.n_threads = (int32_t)mo->threads;
-    char err[512] = "";
-    lm_status st = lm_model_load(dir, &mp, model, err, sizeof err);
-    if (st != LM_OK) {
-        char what[600];
-        snprintf(what, sizeof what, "cannot load model %s", dir);
-        return fail_status(what, st, err);
-    }
-    memset(info, 0, sizeof *info);
-    info->struct_size = sizeof *info;
-    st = lm_model_get_info(*model, info);
-    if (st != LM_OK) {
-        lm_model_free(*model);
-        *model = NULL;
-        return fail_status("model info", st, NULL);
-    }
-    return 0;
-}
-
-static int create_session(lm_model *model, const model_opts *mo, lm_session **s)
-{
-    lm_session_params sp;
-    lm_session_params_init(&sp);
-    sp.chunk_size = mo->chunk;
-    char err[512] = "";
-    lm_status st = lm_session_create(model, &sp, s, err, sizeof err);
-    if (st != LM_OK)
-        return fail_status("cannot create session", st, err);
+    if ((m = opt_int(it, "--threads", 0, 4096, "an integer in [0, 4096]", &mo->threads)) != 0)
+        return m;
+    if (allow_chunk)
+        return opt_int(it, "--chunk", 1, INT64_C(1) << 30, "a positive integer", &mo->chunk);
     return 0;
 }
 
@@ -257,70 +224,7 @@ static const char *dtype_name(lm_dtype d)
 /* Reads a whole file (path "-" is stdin) into a malloc'd buffer. */
 static char *read_all(const char *path, size_t *len)
 {
-    FILE *fp = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
-    if (!fp)
-        return NULL;
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        if (n == cap) {
-            char *nb = cap < (SIZE_MAX / 2) ? realloc(buf, cap * 2) : NULL;
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        size_t got = fread(buf + n, 1, cap - n, fp);
-        n += got;
-        if (got == 0) {
-            if (ferror(fp)) {
-                free(buf);
-                buf = NULL;
-            }
-            break;
-        }
-    }
-    if (fp != stdin)
-        fclose(fp);
-    *len = n;
-    return buf;
-}
-
-static int file_exists(const char *dir, const char *name)
-{
-    char path[4096];
-    if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path)
-        return 0;
-    return access(path, R_OK) == 0;
-}
-
-/* config.json says "byte_level": true (a byte model with a padded vocabulary). */
-static int config_says_byte_level(const char *dir)
-{
-    char path[4096];
-    if (snprintf(path, sizeof path, "%s/config.json", dir) >= (int)sizeof path)
-        return 0;
-    size_t n;
-    char *txt = read_all(path, &n);
-    if (!txt)
-        return 0;
-    int yes = 0;
-    /* A key search is enough here: the library has already validated the
-     * file as JSON when the model loaded. */
-    for (size_t i = 0; i + 12 <= n && !yes; i++) {
-        if (memcmp(txt + i, "\"byte_level\"", 12) != 0)
-            continue;
-        size_t j = i + 12;
-        while (j < n && (txt[j] == ' ' || txt[j] == '\t' || txt[j] == '\n' || txt[j] == '\r' ||
-                         txt[j] == ':'))
-            j++;
-        yes = j + 4 <= n && memcmp(txt + j, "true", 4) == 0;
-    }
-    free(txt);
-    return yes;
+    return strcmp(path, "-") == 0 ? cli_read_stream(stdin, len) : cli_read_file(path, len);
 }
 
 /* ---- info ------------------------------------------------------------------ */
@@ -329,31 +233,18 @@ static int cmd_info(int argc, char **argv)
 {
     model_opts mo = {LM_BACKEND_AUTO, 0, 0};
     const char *dir = NULL;
+    int n_pos = 0, m;
     opt_iter it = {argc, argv, 1, NULL};
     while (it.i < argc) {
-        int m = model_opt(&it, &mo, 0);
-        if (m < 0)
-            return EXIT_USAGE;
-        if (m)
-            continue;
-        const char *a = argv[it.i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(usage_text, stdout);
-            return 0;
-        }
-        if (a[0] == '-' && a[1] != '\0')
-            return usage_error("info: unknown option '%s'", a);
-        if (dir)
-            return usage_error("info: unexpected argument '%s'", a);
-        dir = a;
-        it.i++;
+        OPT(model_opt(&it, &mo, 0))
+        POSITIONAL("info", &dir, 1, &n_pos)
     }
     if (!dir)
         return usage_error("info: MODEL_DIR is required");
 
     lm_model *model = NULL;
     lm_model_info info;
-    if (load_model(dir, &mo, &model, &info))
+    if (cli_load_model(dir, mo.backend, mo.threads, &model, &info))
         return 1;
     printf("model:        %s\n", dir);
     printf("architecture: %s\n", arch_name(info.arch));
@@ -377,10 +268,10 @@ static int cmd_info(int argc, char **argv)
     printf("backend:      %s\n", lm_backend_name(info.backend));
     printf("threads:      %d\n", (int)info.n_threads);
     printf("fingerprint:  %016llx\n", (unsigned long long)info.fingerprint);
-    printf("tokenizer:    %s\n", file_exists(dir, "tokenizer.json") ? "tokenizer.json"
-                                 : (info.vocab_size == 256 || config_says_byte_level(dir))
-                                     ? "bytes"
-                                     : "none (use --prompt-ids)");
+    cli_text_kind tk = cli_model_text_kind(dir, info.vocab_size);
+    printf("tokenizer:    %s\n", tk == CLI_TEXT_TOKENIZER ? "tokenizer.json"
+                                 : tk == CLI_TEXT_BYTES   ? "bytes"
+                                                          : "none (use --prompt-ids)");
     lm_model_free(model);
     return 0;
 }
@@ -392,32 +283,12 @@ static int cmd_check(int argc, char **argv)
     model_opts mo = {LM_BACKEND_AUTO, 0, 0};
     double tol = 1e-4;
     const char *pos[2] = {NULL, NULL};
-    int n_pos = 0;
+    int n_pos = 0, m;
     opt_iter it = {argc, argv, 1, NULL};
     while (it.i < argc) {
-        int m = model_opt(&it, &mo, 1);
-        if (m < 0)
-            return EXIT_USAGE;
-        if (m)
-            continue;
-        if ((m = opt_match(&it, "--tol", 1)) != 0) {
-            if (m < 0)
-                return EXIT_USAGE;
-            if (parse_f64(it.value, &tol) || !(tol > 0))
-                return usage_error("--tol needs a positive number, not '%s'", it.value);
-            continue;
-        }
-        const char *a = argv[it.i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(usage_text, stdout);
-            return 0;
-        }
-        if (a[0] == '-' && a[1] != '\0')
-            return usage_error("check: unknown option '%s'", a);
-        if (n_pos == 2)
-            return usage_error("check: unexpected argument '%s'", a);
-        pos[n_pos++] = a;
-        it.i++;
+        OPT(model_opt(&it, &mo, 1))
+        OPT(opt_num(&it, "--tol", 0.0, 1, INFINITY, "a positive number", &tol))
+        POSITIONAL("check", pos, 2, &n_pos)
     }
     if (n_pos != 2)
         return usage_error("check: MODEL_DIR and REFERENCE.safetensors are required");
@@ -426,7 +297,7 @@ static int cmd_check(int argc, char **argv)
     st_file ref;
     char err[512] = "";
     if (st_open(pos[1], &ref, err, sizeof err))
-        return fail("reference: %s", err);
+        return cli_fail("reference: %s", err);
     int rc = 1;
     int32_t *ids = NULL;
     double *want = NULL;
@@ -437,29 +308,29 @@ static int cmd_check(int argc, char **argv)
     const st_tensor *tid = st_find(&ref, "input_ids");
     const st_tensor *tlg = st_find(&ref, "logits_f64");
     if (!tid || !tlg) {
-        fail("reference %s: needs tensors input_ids and logits_f64", pos[1]);
+        cli_fail("reference %s: needs tensors input_ids and logits_f64", pos[1]);
         goto out;
     }
     if (tid->ndim != 2 || (strcmp(tid->dtype, "I32") != 0 && strcmp(tid->dtype, "I64") != 0)) {
-        fail("reference: input_ids must be int32 [B,L], found %s with %d dims", tid->dtype,
-             tid->ndim);
+        cli_fail("reference: input_ids must be int32 [B,L], found %s with %d dims", tid->dtype,
+                 tid->ndim);
         goto out;
     }
     if (tlg->ndim != 3 || strcmp(tlg->dtype, "F64") != 0) {
-        fail("reference: logits_f64 must be float64 [B,L,V], found %s with %d dims", tlg->dtype,
-             tlg->ndim);
+        cli_fail("reference: logits_f64 must be float64 [B,L,V], found %s with %d dims", tlg->dtype,
+                 tlg->ndim);
         goto out;
     }
     const int64_t B = tid->shape[0], L = tid->shape[1], V = tlg->shape[2];
     if (tlg->shape[0] != B || tlg->shape[1] != L) {
-        fail("reference: logits_f64 is [%lld,%lld,%lld] but input_ids is [%lld,%lld]",
-             (long long)tlg->shape[0], (long long)tlg->shape[1], (long long)V, (long long)B,
-             (long long)L);
+        cli_fail("reference: logits_f64 is [%lld,%lld,%lld] but input_ids is [%lld,%lld]",
+                 (long long)tlg->shape[0], (long long)tlg->shape[1], (long long)V, (long long)B,
+                 (long long)L);
         goto out;
     }
     if (B < 1 || L < 1 || V < 1) {
-        fail("reference: empty tensors ([%lld,%lld,%lld])", (long long)B, (long long)L,
-             (long long)V);
+        cli_fail("reference: empty tensors ([%lld,%lld,%lld])", (long long)B, (long long)L,
+                 (long long)V);
         goto out;
     }
 
@@ -468,15 +339,15 @@ static int cmd_check(int argc, char **argv)
     void *raw = st_copy_data(&ref, tid);
     if (!ids || !raw) {
         free(raw);
-        fail("out of memory");
+        cli_fail("out of memory");
         goto out;
     }
     for (int64_t i = 0; i < B * L; i++) {
         int64_t v = tid->elem_size == 4 ? ((int32_t *)raw)[i] : ((int64_t *)raw)[i];
         if (v < 0 || v > INT32_MAX) {
             free(raw);
-            fail("reference: input_ids[%lld][%lld] = %lld is not a token id", (long long)(i / L),
-                 (long long)(i % L), (long long)v);
+            cli_fail("reference: input_ids[%lld][%lld] = %lld is not a token id",
+                     (long long)(i / L), (long long)(i % L), (long long)v);
             goto out;
         }
         ids[i] = (int32_t)v;
@@ -484,24 +355,24 @@ static int cmd_check(int argc, char **argv)
     free(raw);
     want = st_copy_data(&ref, tlg);
     if (!want) {
-        fail("out of memory");
+        cli_fail("out of memory");
         goto out;
     }
 
     lm_model_info info;
-    if (load_model(pos[0], &mo, &model, &info))
+    if (cli_load_model(pos[0], mo.backend, mo.threads, &model, &info))
         goto out;
     if (info.vocab_size != V) {
-        fail("reference has vocabulary %lld but the model has %lld rows", (long long)V,
-             (long long)info.vocab_size);
+        cli_fail("reference has vocabulary %lld but the model has %lld rows", (long long)V,
+                 (long long)info.vocab_size);
         goto out;
     }
-    if (create_session(model, &mo, &s))
+    if (cli_create_session(model, mo.chunk, NULL, NULL, &s))
         goto out;
     const size_t n_out = (size_t)(L * V);
     got = malloc(n_out * sizeof *got);
     if (!got) {
-        fail("out of memory for %lld x %lld logits", (long long)L, (long long)V);
+        cli_fail("out of memory for %lld x %lld logits", (long long)L, (long long)V);
         goto out;
     }
 
@@ -515,14 +386,14 @@ static int cmd_check(int argc, char **argv)
     int all_ok = 1;
     for (int64_t b = 0; b < B; b++) {
         lm_status st = lm_session_reset(s);
-        double t0 = now_seconds();
+        double t0 = cli_seconds();
         if (st == LM_OK)
             st = lm_session_prefill(s, ids + b * L, (size_t)L, (size_t)L, got, n_out);
-        double dt = now_seconds() - t0;
+        double dt = cli_seconds() - t0;
         if (st != LM_OK) {
             char what[64];
             snprintf(what, sizeof what, "row %lld prefill", (long long)b);
-            fail_status(what, st, lm_session_last_error(s));
+            cli_fail_status(what, st, lm_session_last_error(s));
             goto out;
         }
         const double *w = want + b * L * V;
@@ -567,10 +438,9 @@ typedef struct rng {
 /* splitmix64: a full-period 64-bit generator, plenty for sampling. */
 static uint64_t rng_next(rng *r)
 {
-    uint64_t z = (r->s += UINT64_C(0x9E3779B97F4A7C15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
-    return z ^ (z >> 31);
+    uint64_t z = cli_mix64(r->s);
+    r->s += UINT64_C(0x9E3779B97F4A7C15);
+    return z;
 }
 
 static double rng_uniform(rng *r)
@@ -585,7 +455,7 @@ typedef struct cand {
 
 typedef struct sampler {
     double temp;
-    int64_t top_k;
+    long long top_k;
     double top_p;
     rng r;
     cand *c;      /* scratch: candidates */
@@ -698,102 +568,29 @@ static int cmd_generate(int argc, char **argv)
     const char *dir = NULL, *prompt = NULL, *prompt_file = NULL, *prompt_ids = NULL;
     const char *calib_path = NULL;
     int force_bytes = 0, decimamba = 0;
-    int64_t n_new = 64;
+    long long n_new = 64;
     double theta = 0.0, scale = 0.0;
     sampler sp = {0.8, 0, 0.95, {42}, NULL, NULL};
-    int64_t seed = 42;
+    long long seed = 42;
 
+    int n_pos = 0, m;
     opt_iter it = {argc, argv, 1, NULL};
     while (it.i < argc) {
-        int m = model_opt(&it, &mo, 1);
-        if (m < 0)
-            return EXIT_USAGE;
-        if (m)
-            continue;
-#define STR_OPT(NAME, VAR)                                                                         \
-    if ((m = opt_match(&it, NAME, 1)) != 0) {                                                      \
-        if (m < 0)                                                                                 \
-            return EXIT_USAGE;                                                                     \
-        VAR = it.value;                                                                            \
-        continue;                                                                                  \
-    }
-        STR_OPT("--prompt", prompt)
-        STR_OPT("--prompt-file", prompt_file)
-        STR_OPT("--prompt-ids", prompt_ids)
-        STR_OPT("--longmamba", calib_path)
-#undef STR_OPT
-        if ((m = opt_match(&it, "-n", 1)) != 0) {
-            if (m < 0)
-                return EXIT_USAGE;
-            if (parse_i64(it.value, 0, INT64_C(1) << 31, &n_new))
-                return usage_error("-n needs a non-negative integer, not '%s'", it.value);
-            continue;
-        }
-        if ((m = opt_match(&it, "--temp", 1)) != 0) {
-            if (m < 0)
-                return EXIT_USAGE;
-            if (parse_f64(it.value, &sp.temp) || sp.temp < 0)
-                return usage_error("--temp needs a number >= 0, not '%s'", it.value);
-            continue;
-        }
-        if ((m = opt_match(&it, "--top-k", 1)) != 0) {
-            if (m < 0)
-                return EXIT_USAGE;
-            if (parse_i64(it.value, 0, INT32_MAX, &sp.top_k))
-                return usage_error("--top-k needs an integer >= 0, not '%s'", it.value);
-            continue;
-        }
-        if ((m = opt_match(&it, "--top-p", 1)) != 0) {
-            if (m < 0)
-                return EXIT_USAGE;
-            if (parse_f64(it.value, &sp.top_p) || !(sp.top_p > 0.0 && sp.top_p <= 1.0))
-                return usage_error("--top-p needs a number in (0, 1], not '%s'", it.value);
-            continue;
-        }
-        if ((m = opt_match(&it, "--seed", 1)) != 0) {
-            if (m < 0)
-                return EXIT_USAGE;
-            if (parse_i64(it.value, INT64_MIN, INT64_MAX, &seed))
-                return usage_error("--seed needs an integer, not '%s'", it.value);
-            continue;
-        }
-        if ((m = opt_match(&it, "--theta", 1)) != 0) {
-            if (m < 0)
-                return EXIT_USAGE;
-            if (parse_f64(it.value, &theta) || !(theta > 0))
-                return usage_error("--theta needs a positive number, not '%s'", it.value);
-            continue;
-        }
-        if ((m = opt_match(&it, "--scale", 1)) != 0) {
-            if (m < 0)
-                return EXIT_USAGE;
-            if (parse_f64(it.value, &scale) || !(scale > 0))
-                return usage_error("--scale needs a positive number, not '%s'", it.value);
-            continue;
-        }
-        if ((m = opt_match(&it, "--bytes", 0)) != 0) {
-            if (m < 0)
-                return EXIT_USAGE;
-            force_bytes = 1;
-            continue;
-        }
-        if ((m = opt_match(&it, "--decimamba", 0)) != 0) {
-            if (m < 0)
-                return EXIT_USAGE;
-            decimamba = 1;
-            continue;
-        }
-        const char *a = argv[it.i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(usage_text, stdout);
-            return 0;
-        }
-        if (a[0] == '-' && a[1] != '\0')
-            return usage_error("generate: unknown option '%s'", a);
-        if (dir)
-            return usage_error("generate: unexpected argument '%s'", a);
-        dir = a;
-        it.i++;
+        OPT(model_opt(&it, &mo, 1))
+        OPT(opt_str(&it, "--prompt", &prompt))
+        OPT(opt_str(&it, "--prompt-file", &prompt_file))
+        OPT(opt_str(&it, "--prompt-ids", &prompt_ids))
+        OPT(opt_str(&it, "--longmamba", &calib_path))
+        OPT(opt_int(&it, "-n", 0, INT64_C(1) << 31, "a non-negative integer", &n_new))
+        OPT(opt_num(&it, "--temp", 0.0, 0, INFINITY, "a number >= 0", &sp.temp))
+        OPT(opt_int(&it, "--top-k", 0, INT32_MAX, "an integer >= 0", &sp.top_k))
+        OPT(opt_num(&it, "--top-p", 0.0, 1, 1.0, "a number in (0, 1]", &sp.top_p))
+        OPT(opt_int(&it, "--seed", LLONG_MIN, LLONG_MAX, "an integer", &seed))
+        OPT(opt_num(&it, "--theta", 0.0, 1, INFINITY, "a positive number", &theta))
+        OPT(opt_num(&it, "--scale", 0.0, 1, INFINITY, "a positive number", &scale))
+        OPT(opt_flag(&it, "--bytes", &force_bytes))
+        OPT(opt_flag(&it, "--decimamba", &decimamba))
+        POSITIONAL("generate", &dir, 1, &n_pos)
     }
     if (!dir)
         return usage_error("generate: MODEL_DIR is required");
@@ -833,12 +630,12 @@ static int cmd_generate(int argc, char **argv)
     } else if (prompt_file) {
         text = read_all(prompt_file, &text_len);
         if (!text)
-            return fail("cannot read prompt file %s: %s", prompt_file, strerror(errno));
+            return cli_fail("cannot read prompt file %s: %s", prompt_file, strerror(errno));
     } else {
         text_len = strlen(prompt);
         text = malloc(text_len + 1);
         if (!text)
-            return fail("out of memory");
+            return cli_fail("out of memory");
         memcpy(text, prompt, text_len + 1);
     }
     if (text && text_len == 0) {
@@ -847,62 +644,46 @@ static int cmd_generate(int argc, char **argv)
     }
 
     lm_model_info info;
-    if (load_model(dir, &mo, &model, &info))
+    if (cli_load_model(dir, mo.backend, mo.threads, &model, &info))
         goto out;
 
     enum tok_mode mode = TOK_IDS;
     int64_t n_sample = info.vocab_size; /* ids the sampler may pick */
     if (!prompt_ids) {
-        if (force_bytes) {
-            mode = TOK_BYTES;
-        } else if (file_exists(dir, "tokenizer.json")) {
-            mode = TOK_TOKENIZER;
-        } else if (info.vocab_size == 256 || config_says_byte_level(dir)) {
-            mode = TOK_BYTES;
-        } else {
-            fail("%s has no tokenizer.json and is not byte-level: use --prompt-ids (or --bytes)",
-                 dir);
+        cli_text_kind tk = force_bytes ? CLI_TEXT_BYTES : cli_model_text_kind(dir, info.vocab_size);
+        if (tk == CLI_TEXT_NONE) {
+            cli_fail("%s has no tokenizer.json and is not byte-level: use --prompt-ids (or "
+                     "--bytes)",
+                     dir);
             goto out;
         }
+        mode = tk == CLI_TEXT_BYTES ? TOK_BYTES : TOK_TOKENIZER;
     }
     if (mode == TOK_BYTES) {
         if (info.vocab_size < 256) {
-            fail("--bytes needs a vocabulary of at least 256, the model has %lld",
-                 (long long)info.vocab_size);
+            cli_fail("--bytes needs a vocabulary of at least 256, the model has %lld",
+                     (long long)info.vocab_size);
             goto out;
         }
         n_sample = 256; /* rows past 255 are padding */
-        ids = malloc(text_len * sizeof *ids);
-        if (!ids) {
-            fail("out of memory");
+        cli_encoder bytes;
+        cli_encoder_bytes(&bytes, info.vocab_size);
+        ids = cli_encode_text(&bytes, text, text_len, &n_ids);
+        if (!ids)
             goto out;
-        }
-        for (size_t i = 0; i < text_len; i++)
-            ids[i] = (unsigned char)text[i];
-        n_ids = text_len;
     } else if (mode == TOK_TOKENIZER) {
         st = lm_tokenizer_load(dir, &tok, err, sizeof err);
         if (st != LM_OK) {
-            fail_status("cannot load tokenizer", st, err);
+            cli_fail_status("cannot load tokenizer", st, err);
             goto out;
         }
-        st = lm_tokenizer_encode(tok, text, text_len, NULL, 0, &n_ids, err, sizeof err);
-        if (st != LM_OK && st != LM_ERR_BUFFER_TOO_SMALL) {
-            fail_status("cannot encode the prompt", st, err);
-            goto out;
-        }
-        ids = malloc((n_ids ? n_ids : 1) * sizeof *ids);
-        if (!ids) {
-            fail("out of memory");
-            goto out;
-        }
-        st = lm_tokenizer_encode(tok, text, text_len, ids, n_ids, &n_ids, err, sizeof err);
+        st = cli_tokenize(tok, text, text_len, &ids, &n_ids, err, sizeof err);
         if (st != LM_OK) {
-            fail_status("cannot encode the prompt", st, err);
+            cli_fail_status("cannot encode the prompt", st, err);
             goto out;
         }
         if (n_ids == 0) {
-            fail("the prompt encodes to no tokens");
+            cli_fail("the prompt encodes to no tokens");
             goto out;
         }
         int64_t tv = lm_tokenizer_vocab_size(tok);
@@ -913,18 +694,18 @@ static int cmd_generate(int argc, char **argv)
     /* Before the prompt is echoed; the library would reject it at prefill. */
     for (size_t i = 0; i < n_ids; i++) {
         if (ids[i] >= info.vocab_size) {
-            fail("prompt token %zu has id %d, outside the model's vocabulary [0, %lld)", i,
+            cli_fail("prompt token %zu has id %d, outside the model's vocabulary [0, %lld)", i,
                  (int)ids[i], (long long)info.vocab_size);
             goto out;
         }
     }
 
-    if (create_session(model, &mo, &s))
+    if (cli_create_session(model, mo.chunk, NULL, NULL, &s))
         goto out;
     if (calib_path) {
         st = lm_calibration_load(calib_path, model, &calib, err, sizeof err);
         if (st != LM_OK) {
-            fail_status("cannot load calibration", st, err);
+            cli_fail_status("cannot load calibration", st, err);
             goto out;
         }
         lm_longmamba_params lp;
@@ -933,7 +714,7 @@ static int cmd_generate(int argc, char **argv)
         lp.threshold_scale = scale;
         st = lm_session_set_longmamba(s, calib, &lp);
         if (st != LM_OK) {
-            fail_status("cannot enable LongMamba", st, lm_session_last_error(s));
+            cli_fail_status("cannot enable LongMamba", st, lm_session_last_error(s));
             goto out;
         }
     } else if (decimamba) {
@@ -941,7 +722,7 @@ static int cmd_generate(int argc, char **argv)
         lm_decimamba_params_init(&dp);
         st = lm_session_set_decimamba(s, &dp);
         if (st != LM_OK) {
-            fail_status("cannot enable DeciMamba", st, lm_session_last_error(s));
+            cli_fail_status("cannot enable DeciMamba", st, lm_session_last_error(s));
             goto out;
         }
     }
@@ -951,7 +732,7 @@ static int cmd_generate(int argc, char **argv)
     sp.c = malloc((size_t)n_sample * sizeof *sp.c);
     sp.prob = malloc((size_t)n_sample * sizeof *sp.prob);
     if (!logits || !sp.c || !sp.prob) {
-        fail("out of memory");
+        cli_fail("out of memory");
         goto out;
     }
 
@@ -965,15 +746,15 @@ static int cmd_generate(int argc, char **argv)
     }
     fflush(stdout);
 
-    double t0 = now_seconds();
+    double t0 = cli_seconds();
     st = lm_session_prefill(s, ids, n_ids, 1, logits, V);
-    double t_prefill = now_seconds() - t0;
+    double t_prefill = cli_seconds() - t0;
     if (st != LM_OK) {
         putchar('\n');
-        fail_status("prefill", st, lm_session_last_error(s));
+        cli_fail_status("prefill", st, lm_session_last_error(s));
         goto out;
     }
-    t0 = now_seconds();
+    t0 = cli_seconds();
     for (int64_t k = 0; k < n_new; k++) {
         int32_t next = sample(&sp, logits, n_sample);
         if (mode == TOK_IDS) {
@@ -986,7 +767,7 @@ static int cmd_generate(int argc, char **argv)
             if (st == LM_ERR_BUFFER_TOO_SMALL) {
                 char *np = realloc(piece, nb);
                 if (!np) {
-                    fail("out of memory");
+                    cli_fail("out of memory");
                     goto out;
                 }
                 piece = np;
@@ -995,7 +776,7 @@ static int cmd_generate(int argc, char **argv)
             }
             if (st != LM_OK) {
                 putchar('\n');
-                fail_status("cannot decode a token", st, err);
+                cli_fail_status("cannot decode a token", st, err);
                 goto out;
             }
             fwrite(piece, 1, nb, stdout);
@@ -1005,12 +786,12 @@ static int cmd_generate(int argc, char **argv)
             st = lm_session_decode(s, next, logits, V);
             if (st != LM_OK) {
                 putchar('\n');
-                fail_status("decode", st, lm_session_last_error(s));
+                cli_fail_status("decode", st, lm_session_last_error(s));
                 goto out;
             }
         }
     }
-    double t_decode = now_seconds() - t0;
+    double t_decode = cli_seconds() - t0;
     putchar('\n');
     fflush(stdout);
     fprintf(stderr,

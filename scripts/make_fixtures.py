@@ -44,7 +44,6 @@ are identical run to run (the safetensors writer may order the JSON header
 keys differently, so file hashes can change).  Runs in a few seconds.
 """
 
-import argparse
 import json
 import math
 import os
@@ -55,10 +54,12 @@ import tempfile
 import numpy as np
 import torch
 import transformers
-from safetensors.numpy import save_file as np_save_file
 from safetensors.torch import load_file, save_file
 from transformers import MambaConfig, MambaForCausalLM
 from transformers.models.mamba import modeling_mamba
+
+import fixture_common as fc
+from fixture_common import rmsnorm, silu, softplus
 
 SEED = 20261124
 GENERATOR = "scripts/make_fixtures.py"
@@ -120,33 +121,7 @@ FIXTURES = [
 # ---------------------------------------------------------------- building
 
 def make_config(spec):
-    fields = dict(BASE)
-    fields.update(spec["config"])
-    return MambaConfig(**fields), fields
-
-
-@torch.no_grad()
-def perturb(model, gen):
-    """Moves every parameter that has a special init away from it (seeded)."""
-    def noise(t, scale):
-        return torch.randn(t.shape, generator=gen, dtype=torch.float32) * scale
-
-    bb = model.backbone
-    for layer in bb.layers:
-        mx = layer.mixer
-        mx.A_log.add_(noise(mx.A_log, 0.3))
-        mx.D.copy_(1.0 + noise(mx.D, 0.5))
-        mx.dt_proj.bias.add_(noise(mx.dt_proj.bias, 0.5))
-        if mx.conv1d.bias is not None:
-            mx.conv1d.bias.copy_(noise(mx.conv1d.bias, 0.2))
-        if mx.in_proj.bias is not None:
-            mx.in_proj.bias.copy_(noise(mx.in_proj.bias, 0.1))
-        if mx.out_proj.bias is not None:
-            mx.out_proj.bias.copy_(noise(mx.out_proj.bias, 0.1))
-        layer.norm.weight.copy_(1.0 + noise(layer.norm.weight, 0.2))
-    bb.norm_f.weight.copy_(1.0 + noise(bb.norm_f.weight, 0.2))
-    if not model.config.tie_word_embeddings:
-        model.lm_head.weight.copy_(noise(model.lm_head.weight, 0.1))
+    return fc.make_config(MambaConfig, BASE, spec)
 
 
 def check_saved_config(path, fields, keep_auto_rank):
@@ -164,72 +139,15 @@ def check_saved_config(path, fields, keep_auto_rank):
 
 # ------------------------------------------------------ float64 reference
 
-class Float64Exact:
-    """Makes transformers' Mamba torch path keep float64 tensors in float64
-    (see the module docstring).  Restores everything on exit."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def __enter__(self):
-        self.orig_float = torch.Tensor.float
-        orig_float = self.orig_float
-
-        def float_keep_f64(t, *a, **k):
-            if t.dtype == torch.float64:
-                return t
-            return orig_float(t, *a, **k)
-
-        torch.Tensor.float = float_keep_f64
-        self.orig_norm = modeling_mamba.MambaRMSNorm.forward
-
-        def norm_in_input_dtype(mod, hs):
-            var = hs.pow(2).mean(-1, keepdim=True)
-            return mod.weight * (hs * torch.rsqrt(var + mod.variance_epsilon))
-
-        modeling_mamba.MambaRMSNorm.forward = norm_in_input_dtype
-        self.saved_res = [blk.residual_in_fp32 for blk in self.model.backbone.layers]
-        for blk in self.model.backbone.layers:
-            blk.residual_in_fp32 = False
-        return self
-
-    def __exit__(self, *exc):
-        torch.Tensor.float = self.orig_float
-        modeling_mamba.MambaRMSNorm.forward = self.orig_norm
-        for blk, r in zip(self.model.backbone.layers, self.saved_res):
-            blk.residual_in_fp32 = r
-        return False
+# Float64Exact (fixture_common) runs MambaRMSNorm in its input dtype.
+NORM_FORWARDS = [(modeling_mamba.MambaRMSNorm, fc.rmsnorm_in_input_dtype)]
 
 
-@torch.no_grad()
 def hf_logits(model_dir, ids, exact):
-    model = MambaForCausalLM.from_pretrained(model_dir, dtype=torch.float64)
-    model.eval()
-    assert model.dtype == torch.float64
-    x = torch.from_numpy(ids.astype(np.int64))
-    if exact:
-        with Float64Exact(model):
-            out = model(input_ids=x, use_cache=False).logits
-        assert out.dtype == torch.float64
-    else:
-        out = model(input_ids=x, use_cache=False).logits
-    return out.double().numpy()
+    return fc.hf_logits(MambaForCausalLM, NORM_FORWARDS, model_dir, ids, exact)
 
 
 # ------------------------------------- independent NumPy forward (checking)
-
-def softplus(v):
-    # torch.nn.functional.softplus(v, beta=1, threshold=20)
-    return np.where(v > 20.0, v, np.log1p(np.exp(np.minimum(v, 20.0))))
-
-
-def silu(v):
-    return v / (1.0 + np.exp(-v))
-
-
-def rmsnorm(x, w, eps):
-    return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * w
-
 
 def numpy_forward(tensors, hp, ids):
     """Mamba-1 forward in float64 from docs/MAMBA.md §1.  tensors: HF names."""
@@ -341,7 +259,7 @@ def make_one(spec, index, out_root, tmp_root):
     config, fields = make_config(spec)
     model = MambaForCausalLM(config)
     model.eval()
-    perturb(model, torch.Generator().manual_seed(seed + 1))
+    fc.perturb(model, torch.Generator().manual_seed(seed + 1), dt_bias="dt_proj.bias")
     assert model.config.use_bias == fields["use_bias"]
     assert model.config.use_conv_bias == fields["use_conv_bias"]
 
@@ -352,9 +270,7 @@ def make_one(spec, index, out_root, tmp_root):
     dtype = getattr(torch, spec["dtype"])
     kw = {"max_shard_size": spec["shard"]} if spec.get("shard") else {}
     model.to(dtype).save_pretrained(hf_dir, **kw)
-    gen_cfg = os.path.join(hf_dir, "generation_config.json")
-    if os.path.exists(gen_cfg):
-        os.remove(gen_cfg)  # not part of what the library reads
+    fc.drop_generation_config(hf_dir)
     if spec.get("keep_auto_rank"):
         p = os.path.join(hf_dir, "config.json")
         with open(p) as f:
@@ -371,11 +287,7 @@ def make_one(spec, index, out_root, tmp_root):
 
     # Input ids: in range of the real (unpadded) vocabulary.
     v_in = spec["mamba_ssm"]["vocab_size"] if "mamba_ssm" in spec else fields["vocab_size"]
-    g = torch.Generator().manual_seed(seed + 2)
-    ids = torch.randint(0, v_in, (spec["batch"], spec["length"]), generator=g).numpy()
-    ids = ids.astype(np.int32)
-    ids[0, 0] = 0
-    ids[-1, -1] = v_in - 1
+    ids = fc.random_ids(seed + 2, v_in, spec["batch"], spec["length"])
 
     logits = hf_logits(hf_dir, ids, exact=True)
     as_is = hf_logits(hf_dir, ids, exact=False)
@@ -410,25 +322,14 @@ def make_one(spec, index, out_root, tmp_root):
         "max_abs_diff_vs_hf_as_is": repr(d_hf),
         "max_abs_diff_vs_numpy_f64": repr(d_np),
     }
-    np_save_file({"input_ids": np.ascontiguousarray(ids),
-                  "logits_f64": np.ascontiguousarray(logits.astype(np.float64))},
-                 os.path.join(final, "reference.safetensors"), metadata=meta)
-    for f in os.listdir(final):
-        os.chmod(os.path.join(final, f), 0o644)  # save_file creates 0600 files
-    size = sum(os.path.getsize(os.path.join(final, f)) for f in os.listdir(final))
+    size = fc.save_reference(final, ids, logits, meta)
     print("%-16s ids %s logits %s |max| %.3f  d(hf as-is) %.2e  d(numpy) %.2e  %d bytes"
           % (spec["name"], ids.shape, logits.shape, scale, d_hf, d_np, size))
     return size
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    here = os.path.dirname(os.path.abspath(__file__))
-    ap.add_argument("--out", default=os.path.join(here, "..", "test", "data", "fixtures"))
-    args = ap.parse_args()
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(1)
-    os.makedirs(args.out, exist_ok=True)
+    args = fc.parse_args(__doc__)
     total = 0
     with tempfile.TemporaryDirectory() as tmp:
         for i, spec in enumerate(FIXTURES):

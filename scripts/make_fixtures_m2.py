@@ -48,7 +48,6 @@ Usage:  python3 scripts/make_fixtures_m2.py [--out test/data/fixtures]
 Deterministic for a given torch version (CPU).  Runs in a few seconds.
 """
 
-import argparse
 import json
 import os
 import shutil
@@ -57,10 +56,12 @@ import sys
 import numpy as np
 import torch
 import transformers
-from safetensors.numpy import save_file as np_save_file
 from safetensors.torch import load_file
 from transformers import Mamba2Config, Mamba2ForCausalLM
 from transformers.models.mamba2 import modeling_mamba2
+
+import fixture_common as fc
+from fixture_common import rmsnorm, silu, softplus
 
 SEED = 20261124 + 500
 GENERATOR = "scripts/make_fixtures_m2.py"
@@ -116,112 +117,31 @@ FIXTURES = [
 
 
 def make_config(spec):
-    fields = dict(BASE)
-    fields.update(spec["config"])
-    return Mamba2Config(**fields), fields
-
-
-@torch.no_grad()
-def perturb(model, gen):
-    def noise(t, scale):
-        return torch.randn(t.shape, generator=gen, dtype=torch.float32) * scale
-
-    bb = model.backbone
-    for layer in bb.layers:
-        mx = layer.mixer
-        mx.A_log.add_(noise(mx.A_log, 0.3))
-        mx.D.copy_(1.0 + noise(mx.D, 0.5))
-        mx.dt_bias.add_(noise(mx.dt_bias, 0.5))
-        if mx.conv1d.bias is not None:
-            mx.conv1d.bias.copy_(noise(mx.conv1d.bias, 0.2))
-        if mx.in_proj.bias is not None:
-            mx.in_proj.bias.copy_(noise(mx.in_proj.bias, 0.1))
-        if mx.out_proj.bias is not None:
-            mx.out_proj.bias.copy_(noise(mx.out_proj.bias, 0.1))
-        mx.norm.weight.copy_(1.0 + noise(mx.norm.weight, 0.2))
-        layer.norm.weight.copy_(1.0 + noise(layer.norm.weight, 0.2))
-    bb.norm_f.weight.copy_(1.0 + noise(bb.norm_f.weight, 0.2))
-    if not model.config.tie_word_embeddings:
-        model.lm_head.weight.copy_(noise(model.lm_head.weight, 0.1))
+    return fc.make_config(Mamba2Config, BASE, spec)
 
 
 # ------------------------------------------------------ float64 reference
 
-class Float64Exact:
-    """Keeps transformers' Mamba-2 torch path in float64 (module docstring)."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def __enter__(self):
-        self.orig_float = torch.Tensor.float
-        orig_float = self.orig_float
-
-        def float_keep_f64(t, *a, **k):
-            if t.dtype == torch.float64:
-                return t
-            return orig_float(t, *a, **k)
-
-        torch.Tensor.float = float_keep_f64
-        self.orig_norm = modeling_mamba2.Mamba2RMSNorm.forward
-        self.orig_gnorm = modeling_mamba2.MambaRMSNormGated.forward
-
-        def norm_in_input_dtype(mod, hs):
-            var = hs.pow(2).mean(-1, keepdim=True)
-            return mod.weight * (hs * torch.rsqrt(var + mod.variance_epsilon))
-
-        def gnorm_in_input_dtype(mod, hs, gate=None):
-            if gate is not None:
-                hs = hs * torch.nn.functional.silu(gate)
-            *prefix, last = hs.shape
-            g = hs.view(*prefix, last // mod.group_size, mod.group_size)
-            g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + mod.variance_epsilon)
-            return mod.weight * g.view(*prefix, last)
-
-        modeling_mamba2.Mamba2RMSNorm.forward = norm_in_input_dtype
-        modeling_mamba2.MambaRMSNormGated.forward = gnorm_in_input_dtype
-        self.saved_res = [blk.residual_in_fp32 for blk in self.model.backbone.layers]
-        for blk in self.model.backbone.layers:
-            blk.residual_in_fp32 = False
-        return self
-
-    def __exit__(self, *exc):
-        torch.Tensor.float = self.orig_float
-        modeling_mamba2.Mamba2RMSNorm.forward = self.orig_norm
-        modeling_mamba2.MambaRMSNormGated.forward = self.orig_gnorm
-        for blk, r in zip(self.model.backbone.layers, self.saved_res):
-            blk.residual_in_fp32 = r
-        return False
+def gnorm_in_input_dtype(mod, hs, gate=None):
+    """MambaRMSNormGated.forward in the input's dtype, per group."""
+    if gate is not None:
+        hs = hs * torch.nn.functional.silu(gate)
+    *prefix, last = hs.shape
+    g = hs.view(*prefix, last // mod.group_size, mod.group_size)
+    g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + mod.variance_epsilon)
+    return mod.weight * g.view(*prefix, last)
 
 
-@torch.no_grad()
+# Float64Exact (fixture_common) runs both norms in their input dtype.
+NORM_FORWARDS = [(modeling_mamba2.Mamba2RMSNorm, fc.rmsnorm_in_input_dtype),
+                 (modeling_mamba2.MambaRMSNormGated, gnorm_in_input_dtype)]
+
+
 def hf_logits(model_dir, ids, exact):
-    model = Mamba2ForCausalLM.from_pretrained(model_dir, dtype=torch.float64)
-    model.eval()
-    assert model.dtype == torch.float64
-    x = torch.from_numpy(ids.astype(np.int64))
-    if exact:
-        with Float64Exact(model):
-            out = model(input_ids=x, use_cache=False).logits
-        assert out.dtype == torch.float64
-    else:
-        out = model(input_ids=x, use_cache=False).logits
-    return out.double().numpy()
+    return fc.hf_logits(Mamba2ForCausalLM, NORM_FORWARDS, model_dir, ids, exact)
 
 
 # ------------------------------------- independent NumPy forward (MAMBA.md §2)
-
-def softplus(v):
-    return np.where(v > 20.0, v, np.log1p(np.exp(np.minimum(v, 20.0))))
-
-
-def silu(v):
-    return v / (1.0 + np.exp(-v))
-
-
-def rmsnorm(x, w, eps):
-    return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * w
-
 
 def numpy_forward(tensors, hp, ids):
     w = {k: v.double().numpy() for k, v in tensors.items()}
@@ -288,15 +208,14 @@ def make_one(spec, index, out_root):
     config, fields = make_config(spec)
     model = Mamba2ForCausalLM(config)
     model.eval()
-    perturb(model, torch.Generator().manual_seed(seed + 1))
+    fc.perturb(model, torch.Generator().manual_seed(seed + 1), dt_bias="dt_bias",
+               gated_norm=True)
 
     final = os.path.join(out_root, spec["name"])
     if os.path.exists(final):
         shutil.rmtree(final)
     model.to(getattr(torch, spec["dtype"])).save_pretrained(final)
-    gen_cfg = os.path.join(final, "generation_config.json")
-    if os.path.exists(gen_cfg):
-        os.remove(gen_cfg)
+    fc.drop_generation_config(final)
     with open(os.path.join(final, "config.json")) as f:
         saved = json.load(f)
     for k in ("hidden_size", "num_heads", "head_dim", "state_size", "n_groups", "expand",
@@ -308,11 +227,7 @@ def make_one(spec, index, out_root):
         assert tensors["backbone.layers.0.mixer.A_log"].dtype == torch.bfloat16
 
     v = fields["vocab_size"]
-    g = torch.Generator().manual_seed(seed + 2)
-    ids = torch.randint(0, v, (spec["batch"], spec["length"]), generator=g).numpy()
-    ids = ids.astype(np.int32)
-    ids[0, 0] = 0
-    ids[-1, -1] = v - 1
+    ids = fc.random_ids(seed + 2, v, spec["batch"], spec["length"])
 
     hf = hf_logits(final, ids, exact=True)
     as_is = hf_logits(final, ids, exact=False)
@@ -345,25 +260,14 @@ def make_one(spec, index, out_root):
         "max_abs_diff_vs_hf_as_is": repr(d_hf),
         "max_abs_diff_numpy_vs_hf_f64": repr(d_np),
     }
-    np_save_file({"input_ids": np.ascontiguousarray(ids),
-                  "logits_f64": np.ascontiguousarray(logits.astype(np.float64))},
-                 os.path.join(final, "reference.safetensors"), metadata=meta)
-    for f in os.listdir(final):
-        os.chmod(os.path.join(final, f), 0o644)
-    size = sum(os.path.getsize(os.path.join(final, f)) for f in os.listdir(final))
+    size = fc.save_reference(final, ids, logits, meta)
     print("%-14s ids %s |max| %.3f  d(hf as-is) %.2e  d(numpy vs hf f64) %.2e  %d bytes"
           % (spec["name"], ids.shape, scale, d_hf, d_np, size))
     return size
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    here = os.path.dirname(os.path.abspath(__file__))
-    ap.add_argument("--out", default=os.path.join(here, "..", "test", "data", "fixtures"))
-    args = ap.parse_args()
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(1)
-    os.makedirs(args.out, exist_ok=True)
+    args = fc.parse_args(__doc__)
     total = 0
     for i, spec in enumerate(FIXTURES):
         total += make_one(spec, i, args.out)
