@@ -651,8 +651,12 @@ lm_status pipeline(fwd_ctx *c, int64_t L0, lmi_err *e)
         CK(lmc_conv_state_update(T, xz, 2 * E, L, E, (int)K, conv_state, st), "conv1d state");
         ls = lmc_linear(S->blas, T, G->x_w, R2N, E, u, E, L, dbc, LMC_F32, R2N, 0.f, tf32, e);
         if (ls != LM_OK) return ls;
+        /* dt_proj: fp32 operands.  A bf16 model runs it on TF32 tensor cores
+         * (inputs rounded to 2^-11, finer than the bf16 activations around
+         * it; otherwise an fp32 SGEMM of 2 E R L flops on the CUDA cores);
+         * an fp32 model only when the session allows TF32. */
         ls = lmc_linear(S->blas, LMC_F32, G->dt_w, E, R, dbc, R2N, L, dt, LMC_F32, E, 0.f,
-                        tf32 && T == LMC_F32, e);
+                        tf32 || T == LMC_BF16, e);
         if (ls != LM_OK) return ls;
         if (f->sink && !c->capture) {
             CK(lmc_delta(dt, E, L, E, G->dt_b, S->delta, st), "delta export");

@@ -14,6 +14,8 @@
 #include "common.cuh"
 #include "kernels.h"
 
+#include <stdint.h>
+
 namespace {
 
 constexpr int kRun = 16;
@@ -48,6 +50,88 @@ __global__ void __launch_bounds__(256) conv_kernel(const T *x, int64_t ldx, int6
     }
 }
 
+/* V = 4 channels per thread (one 8- or 16-byte access per row), tokens
+ * in groups of 4 whose loads go out together.  Needs E, ldx multiples of
+ * V and x, u aligned to V elements (checked by the caller). */
+template <typename T> struct vec_of;
+template <> struct vec_of<float> { static constexpr int V = 4; typedef uint4 raw; };
+template <> struct vec_of<lmc_bf16> { static constexpr int V = 4; typedef uint2 raw; };
+
+template <typename T, int V>
+__device__ __forceinline__ void load_vec(const T *p, float *f)
+{
+    typedef typename vec_of<T>::raw R;
+    const R r = *reinterpret_cast<const R *>(p);
+    const T *h = reinterpret_cast<const T *>(&r);
+#pragma unroll
+    for (int v = 0; v < V; v++) f[v] = lmc_to_f32(h[v]);
+}
+
+template <typename T, int V>
+__device__ __forceinline__ void store_vec(T *p, const float *f)
+{
+    typedef typename vec_of<T>::raw R;
+    R r;
+    T *h = reinterpret_cast<T *>(&r);
+#pragma unroll
+    for (int v = 0; v < V; v++) h[v] = lmc_from_f32<T>(f[v]);
+    *reinterpret_cast<R *>(p) = r;
+}
+
+template <typename T, int K>
+__global__ void __launch_bounds__(256, 3) conv_vec_kernel(const T *x, int64_t ldx, int64_t L, int64_t E,
+                                                       const float *w, const float *bias,
+                                                       const float *state, T *u)
+{
+    constexpr int V = vec_of<T>::V;
+    const int64_t e0 = ((int64_t)blockIdx.x * 32 + threadIdx.x) * V;
+    const int64_t t0 = ((int64_t)blockIdx.y * blockDim.y + threadIdx.y) * kRun;
+    if (e0 >= E || t0 >= L) return;
+    float wk[K][V], win[K][V], b[V];
+#pragma unroll
+    for (int v = 0; v < V; v++) {
+#pragma unroll
+        for (int k = 0; k < K; k++) wk[k][v] = w[(e0 + v) * K + k];
+        b[v] = bias ? bias[e0 + v] : 0.f;
+    }
+#pragma unroll
+    for (int k = 0; k < K - 1; k++) {
+        const int64_t pos = t0 - (K - 1) + k;
+        if (pos >= 0) {
+            load_vec<T, V>(x + pos * ldx + e0, win[k]);
+        } else {
+#pragma unroll
+            for (int v = 0; v < V; v++) win[k][v] = state[(e0 + v) * (K - 1) + (K - 1) + pos];
+        }
+    }
+    const int nt = (int)min((int64_t)kRun, L - t0);
+    const T *xp = x + t0 * ldx + e0;
+    T *up = u + t0 * E + e0;
+    constexpr int G = 4;
+    for (int t = 0; t < nt; t += G) {
+        float in[G][V];
+#pragma unroll
+        for (int j = 0; j < G; j++)
+            if (t + j < nt) load_vec<T, V>(xp + (int64_t)(t + j) * ldx, in[j]);
+#pragma unroll
+        for (int j = 0; j < G; j++) {
+            if (t + j >= nt) break;
+            float o[V];
+#pragma unroll
+            for (int v = 0; v < V; v++) {
+                win[K - 1][v] = in[j][v];
+                float acc = b[v];
+#pragma unroll
+                for (int k = 0; k < K; k++) acc += wk[k][v] * win[k][v];
+                o[v] = lmc_silu(acc);
+#pragma unroll
+                for (int k = 0; k < K - 1; k++) win[k][v] = win[k + 1][v];
+            }
+            store_vec<T, V>(up + (int64_t)(t + j) * E, o);
+        }
+    }
+}
+
 template <typename T>
 __global__ void state_kernel(const T *x, int64_t ldx, int64_t L, int64_t E, int K, float *state)
 {
@@ -69,9 +153,22 @@ cudaError_t conv_t(const void *x, int64_t ldx, int64_t L, int64_t E, int K, cons
                    const float *b, const float *state, void *u, cudaStream_t st)
 {
     const dim3 block(32, 8);
-    const dim3 grid((unsigned)((E + 31) / 32), (unsigned)((L + 8 * kRun - 1) / (8 * kRun)));
     const T *xp = static_cast<const T *>(x);
     T *up = static_cast<T *>(u);
+    constexpr int V = vec_of<T>::V;
+    if (E % V == 0 && ldx % V == 0 && ((uintptr_t)x % (V * sizeof(T))) == 0 &&
+        ((uintptr_t)u % (V * sizeof(T))) == 0) {
+        const dim3 gv((unsigned)((E / V + 31) / 32), (unsigned)((L + 8 * kRun - 1) / (8 * kRun)));
+        switch (K) {
+        case 2: conv_vec_kernel<T, 2><<<gv, block, 0, st>>>(xp, ldx, L, E, w, b, state, up); break;
+        case 3: conv_vec_kernel<T, 3><<<gv, block, 0, st>>>(xp, ldx, L, E, w, b, state, up); break;
+        case 4: conv_vec_kernel<T, 4><<<gv, block, 0, st>>>(xp, ldx, L, E, w, b, state, up); break;
+        default: goto scalar; /* larger windows: the register arrays grow with K * V */
+        }
+        return cudaGetLastError();
+    }
+scalar:
+    const dim3 grid((unsigned)((E + 31) / 32), (unsigned)((L + 8 * kRun - 1) / (8 * kRun)));
     switch (K) {
     case 2: conv_kernel<T, 2><<<grid, block, 0, st>>>(xp, ldx, L, E, w, b, state, up); break;
     case 3: conv_kernel<T, 3><<<grid, block, 0, st>>>(xp, ldx, L, E, w, b, state, up); break;

@@ -32,6 +32,8 @@
 
 #include <stdint.h>
 
+#include <type_traits>
+
 namespace {
 
 constexpr int kThreads = 128;
@@ -58,7 +60,7 @@ struct ScanP {
  * MB: minimum resident blocks per SM asked of the register allocator;
  * PF: load the next group of tokens while computing the current one. */
 template <typename T, int NS, bool FINAL, int MB, bool PF>
-__global__ void __launch_bounds__(kThreads, MB) chunk_kernel(ScanP p)
+__global__ void __launch_bounds__(kThreads, MB) chunk_kernel_v2(ScanP p)
 {
     extern __shared__ float4 smem4[];
     float *sB = reinterpret_cast<float *>(smem4);
@@ -187,6 +189,243 @@ __global__ void __launch_bounds__(kThreads, MB) chunk_kernel(ScanP p)
     }
 }
 
+/* ---- v3: the default kernel ---------------------------------------------
+ * Same mapping and phases as v2 (chunk_kernel_v2 above), fewer instructions
+ * per (token, channel, state): v2 ran at ~0.45 issued instructions per
+ * scheduler cycle and, from its time, ~11 instructions per element and
+ * pass.  Changes: 32-bit row offsets and no bounds checks in the token loop
+ * (tail apart); per group of 4 tokens the scalars first (softplus, filter,
+ * silu from ex2/lg2/rcp instead of the libm routines: independent chains),
+ * then the state updates; the first NP states' exp(Δ A) optionally on the
+ * FMA pipe (exp2_poly) to share the work between the SFU (16/clk/SM) and
+ * the FMA pipe (128/clk/SM).  SASS of the loop: ~100 (phase 1) and ~150
+ * (phase 3) instructions per token and thread; ncu (E 1536, L 16k): SFU
+ * pipe ~60% and issue slots ~56% busy in both phases, 18 warps/SM. */
+
+/* 2^x for x <= 0 on the FMA pipe: x = k + f, |f| <= 1/2, a degree-6 fit of
+ * 2^f (max rel. error 1e-7, like ex2.approx's 2 ulp), scaled by adding k
+ * to the exponent field.  2^0 == 1 exactly (filtered channels keep their
+ * state bit for bit); x < -126 gives about 1e-38 instead of 0. */
+__device__ __forceinline__ float exp2_poly(float x)
+{
+    const float magic = 12582912.f; /* 1.5 * 2^23: adding it rounds to an integer */
+    const float t = x + magic;
+    const float f = x - (t - magic);
+    const float tc = fmaxf(t, magic - 126.f);
+    float p = 1.5356125368271023e-4f;
+    p = fmaf(p, f, 1.3398814480751753e-3f);
+    p = fmaf(p, f, 9.618427604436874e-3f);
+    p = fmaf(p, f, 5.5503327399492264e-2f);
+    p = fmaf(p, f, 2.4022647738456726e-1f);
+    p = fmaf(p, f, 6.931471824645996e-1f);
+    p = fmaf(p, f, 1.f);
+    /* the low bits of tc hold k (two's complement): k << 23 adds k to the exponent */
+    return __int_as_float(__float_as_int(p) + (__float_as_int(tc) << 23));
+}
+
+__device__ __forceinline__ float lg2_approx(float x)
+{
+    float r;
+    asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+    return r;
+}
+
+__device__ __forceinline__ float rcp_approx(float x)
+{
+    float r;
+    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+    return r;
+}
+
+/* softplus(v) = log1p(e^v): a series below e^v = 1/8 (rel. error < 4e-7),
+ * lg2.approx of 1 + e^v above (abs. error 2^-22 over a result >= 0.17
+ * bits), v itself above 20.  Branch free: neighbouring channels differ. */
+__device__ __forceinline__ float softplus_fast(float v)
+{
+    const float e = lmc_exp2(v * LMC_LOG2E);
+    float s = -1.f / 6.f;
+    s = fmaf(s, e, 0.2f);
+    s = fmaf(s, e, -0.25f);
+    s = fmaf(s, e, 1.f / 3.f);
+    s = fmaf(s, e, -0.5f);
+    s = fmaf(s, e, 1.f);
+    s *= e;
+    const float l = lg2_approx(1.f + e) * 0.69314718055994531f;
+    return v > 20.f ? v : (e < 0.125f ? s : l);
+}
+
+__device__ __forceinline__ float silu_fast(float v)
+{
+    return v * rcp_approx(1.f + lmc_exp2(-v * LMC_LOG2E));
+}
+
+template <int NS, int NP>
+__device__ __forceinline__ float decay(float x, int n)
+{
+    return n < NP ? exp2_poly(x) : lmc_exp2(x);
+}
+
+/* FINAL = false: phase 1 (chunk end state from zero, Δ sum); true: phase 3.
+ * NP: states whose decay uses exp2_poly; MB: min. resident blocks/SM. */
+template <typename T, int NS, bool FINAL, int NP, int MB>
+__global__ void __launch_bounds__(kThreads, MB) chunk_kernel(ScanP p)
+{
+    extern __shared__ float4 smem4[];
+    float *sB = reinterpret_cast<float *>(smem4);
+    float *sC = sB + (size_t)p.chunk * NS;
+
+    const int64_t e = (int64_t)blockIdx.x * kThreads + threadIdx.x;
+    const int64_t c = blockIdx.y;
+    const int64_t b = blockIdx.z;
+    const int64_t t0 = c * p.chunk;
+    const int nt = (int)min((int64_t)p.chunk, p.L - t0);
+
+    /* Stage B (and C) rows of the chunk, zero padded to NS. */
+    {
+        const float *Bg = p.B + b * p.bc_bs + t0 * p.ldbc;
+        const float *Cg = p.C + b * p.bc_bs + t0 * p.ldbc;
+        const int N = (int)p.N;
+        for (int i = threadIdx.x; i < nt * NS; i += kThreads) {
+            const int t = i / NS, n = i % NS;
+            sB[i] = n < N ? Bg[(int64_t)t * p.ldbc + n] : 0.f;
+            if (FINAL) sC[i] = n < N ? Cg[(int64_t)t * p.ldbc + n] : 0.f;
+        }
+    }
+    __syncthreads();
+    if (e >= p.E) return;
+
+    float A2[NS], h[NS];
+#pragma unroll
+    for (int n = 0; n < NS; n++) A2[n] = n < p.N ? p.A2[e * p.N + n] : 0.f;
+
+    const bool single = p.nc == 1;
+    float *hstate = p.h + (b * p.E + e) * p.N;
+    if (FINAL) {
+        if (single) {
+#pragma unroll
+            for (int n = 0; n < NS; n++) h[n] = n < p.N ? hstate[n] : 0.f;
+        } else {
+            const float *src = p.ch + ((b * p.nc + c) * p.N) * p.E + e;
+#pragma unroll
+            for (int n = 0; n < NS; n++) h[n] = n < p.N ? src[(int64_t)n * p.E] : 0.f;
+        }
+    } else {
+#pragma unroll
+        for (int n = 0; n < NS; n++) h[n] = 0.f;
+    }
+
+    const float dtb = p.dt_bias ? p.dt_bias[e] : 0.f;
+    const bool soft = p.dt_softplus != 0;
+    const bool filt = p.flag && p.flag[e];
+    const float tau = filt ? p.tau[e] : 0.f;
+    const float Dv = p.D ? p.D[e] : 0.f;
+    const bool gate = p.z != nullptr;
+
+    const T *ug = static_cast<const T *>(p.u) + b * p.u_bs + t0 * p.ldu + e;
+    const float *dg = p.dt + b * p.dt_bs + t0 * p.lddt + e;
+    const T *zg = gate ? static_cast<const T *>(p.z) + b * p.z_bs + t0 * p.ldz + e : nullptr;
+    T *yg = FINAL ? static_cast<T *>(p.y) + b * p.y_bs + t0 * p.ldy + e : nullptr;
+    /* 32-bit row offsets inside a chunk (lmc_scan checks ld * chunk < 2^31):
+     * fewer registers than 64-bit strides */
+    const int ldu = (int)p.ldu, lddt = (int)p.lddt, ldz = (int)p.ldz, ldy = (int)p.ldy;
+
+    float dsum = 0.f;
+    /* A group of GN tokens: first the per-token scalars of all of them
+     * (softplus, filter, silu: independent chains the scheduler can
+     * interleave), then the state updates token by token.  dr: raw dt,
+     * ur: u, zr: z; ts: first token (row in sB/sC). */
+    auto group = [&](auto gn, const float *dr, const float *ur, const float *zr, int ts) {
+        constexpr int GN = decltype(gn)::value;
+        float dd[GN], du[GN], ys[GN], gz[GN];
+#pragma unroll
+        for (int j = 0; j < GN; j++) {
+            float d = dr[j];
+            const float sp = softplus_fast(d + dtb);
+            d = soft ? sp : d;
+            d = (filt && !(d > tau)) ? 0.f : d;
+            dd[j] = d;
+            du[j] = d * ur[j];
+            if (!FINAL) dsum += d;
+            if (FINAL) {
+                ys[j] = Dv * ur[j];
+                gz[j] = gate ? silu_fast(zr[j]) : 1.f;
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < GN; j++) {
+            const float d = dd[j];
+            const float4 *b4 = reinterpret_cast<const float4 *>(sB + (ts + j) * NS);
+            const float4 *c4 = reinterpret_cast<const float4 *>(sC + (ts + j) * NS);
+            float acc0 = 0.f, acc1 = 0.f, acc2 = 0.f, acc3 = 0.f;
+#pragma unroll
+            for (int q = 0; q < NS / 4; q++) {
+                const float4 bb = b4[q];
+                h[4 * q + 0] = fmaf(decay<NS, NP>(d * A2[4 * q + 0], 4 * q + 0), h[4 * q + 0], du[j] * bb.x);
+                h[4 * q + 1] = fmaf(decay<NS, NP>(d * A2[4 * q + 1], 4 * q + 1), h[4 * q + 1], du[j] * bb.y);
+                h[4 * q + 2] = fmaf(decay<NS, NP>(d * A2[4 * q + 2], 4 * q + 2), h[4 * q + 2], du[j] * bb.z);
+                h[4 * q + 3] = fmaf(decay<NS, NP>(d * A2[4 * q + 3], 4 * q + 3), h[4 * q + 3], du[j] * bb.w);
+                if (FINAL) {
+                    const float4 cc = c4[q];
+                    acc0 = fmaf(h[4 * q + 0], cc.x, acc0);
+                    acc1 = fmaf(h[4 * q + 1], cc.y, acc1);
+                    acc2 = fmaf(h[4 * q + 2], cc.z, acc2);
+                    acc3 = fmaf(h[4 * q + 3], cc.w, acc3);
+                }
+            }
+            if (FINAL) {
+                const float yv = ((acc0 + acc1) + (acc2 + acc3) + ys[j]) * gz[j];
+                yg[(ts + j) * ldy] = lmc_from_f32<T>(yv);
+            }
+        }
+    };
+
+    /* Whole groups of G tokens, the next group's loads issued before the
+     * current group's math; then the tail one token at a time. */
+    constexpr int G = 4;
+    const int nfull = nt - nt % G;
+    float dv[G], uv[G], zv[G];
+    auto load = [&](int t, float *d_, float *u_, float *z_) {
+#pragma unroll
+        for (int j = 0; j < G; j++) {
+            d_[j] = dg[(t + j) * lddt];
+            u_[j] = lmc_to_f32(ug[(t + j) * ldu]);
+            if (FINAL) z_[j] = gate ? lmc_to_f32(zg[(t + j) * ldz]) : 0.f;
+        }
+    };
+    if (nfull > 0) load(0, dv, uv, zv);
+    for (int t = 0; t < nfull; t += G) {
+        float dn[G], un[G], zn[G];
+        if (t + G < nfull) load(t + G, dn, un, zn);
+        group(std::integral_constant<int, G>(), dv, uv, zv, t);
+#pragma unroll
+        for (int j = 0; j < G; j++) {
+            dv[j] = dn[j];
+            uv[j] = un[j];
+            zv[j] = zn[j];
+        }
+    }
+    for (int t = nfull; t < nt; t++) {
+        const float d = dg[t * lddt];
+        const float uf = lmc_to_f32(ug[t * ldu]);
+        const float zf = (FINAL && gate) ? lmc_to_f32(zg[t * ldz]) : 0.f;
+        group(std::integral_constant<int, 1>(), &d, &uf, &zf, t);
+    }
+
+    if (FINAL) {
+        if (single) {
+#pragma unroll
+            for (int n = 0; n < NS; n++)
+                if (n < p.N) hstate[n] = h[n];
+        }
+    } else {
+        p.cs[(b * p.nc + c) * p.E + e] = dsum;
+        float *dst = p.ch + ((b * p.nc + c) * p.N) * p.E + e;
+#pragma unroll
+        for (int n = 0; n < NS; n++)
+            if (n < p.N) dst[(int64_t)n * p.E] = h[n];
+    }
+}
+
 /* Phase 2: thread per (n, e) of one batch row (e fastest: coalesced). */
 __global__ void carry_kernel(ScanP p)
 {
@@ -201,18 +440,23 @@ __global__ void carry_kernel(ScanP p)
     float *hc = p.ch + (b * p.nc * p.N + n) * p.E + e;
     const int64_t hstride = p.N * p.E;
     int64_t c = 0;
-    /* Loads of the next 4 chunks go out before the dependent updates. */
-    for (; c + 4 <= p.nc; c += 4) {
-        float sv[4], hv[4];
+    /* 16 chunks at a time: their loads and decays are independent of h, so
+     * one memory round trip serves 16 steps of the dependent chain (4 at a
+     * time took ~33 us per 130m layer at 16k, latency-bound). */
+    constexpr int CB = 16;
+    for (; c + CB <= p.nc; c += CB) {
+        float av[CB], hv[CB];
 #pragma unroll
-        for (int j = 0; j < 4; j++) {
-            sv[j] = s[(c + j) * p.E];
+        for (int j = 0; j < CB; j++) {
+            av[j] = s[(c + j) * p.E];
             hv[j] = hc[(c + j) * hstride];
         }
 #pragma unroll
-        for (int j = 0; j < 4; j++) {
+        for (int j = 0; j < CB; j++) av[j] = lmc_exp2(a2 * av[j]);
+#pragma unroll
+        for (int j = 0; j < CB; j++) {
             hc[(c + j) * hstride] = h;
-            h = lmc_exp2(a2 * sv[j]) * h + hv[j];
+            h = fmaf(av[j], h, hv[j]);
         }
     }
     for (; c < p.nc; c++) {
@@ -237,12 +481,12 @@ int pick_ns(int64_t N)
 int max_chunk(int ns) { return ns <= 16 ? 256 : (48 * 1024) / (8 * ns); }
 
 template <typename T, int NS, int MB, bool PF>
-cudaError_t run(const ScanP &p, int64_t batch, cudaStream_t st)
+cudaError_t run_v2(const ScanP &p, int64_t batch, cudaStream_t st)
 {
     const dim3 grid((unsigned)((p.E + kThreads - 1) / kThreads), (unsigned)p.nc, (unsigned)batch);
     const size_t sm1 = (size_t)p.chunk * NS * sizeof(float);
     if (p.nc > 1) {
-        chunk_kernel<T, NS, false, MB, PF><<<grid, kThreads, sm1, st>>>(p);
+        chunk_kernel_v2<T, NS, false, MB, PF><<<grid, kThreads, sm1, st>>>(p);
         cudaError_t err = cudaGetLastError();
         if (err != cudaSuccess) return err;
         const int64_t work = p.E * p.N;
@@ -251,27 +495,48 @@ cudaError_t run(const ScanP &p, int64_t batch, cudaStream_t st)
         err = cudaGetLastError();
         if (err != cudaSuccess) return err;
     }
-    chunk_kernel<T, NS, true, MB, PF><<<grid, kThreads, 2 * sm1, st>>>(p);
+    chunk_kernel_v2<T, NS, true, MB, PF><<<grid, kThreads, 2 * sm1, st>>>(p);
     return cudaGetLastError();
 }
 
-/* variant (N <= 16 only; benchmarks compare them): 0 default (registers
- * capped for 6 blocks/SM: 80; measured fastest), 1 capped for 8 blocks/SM
- * (64, small spills), 2 cap 6 without the load prefetch, 3 no cap (~138
- * registers, 3-4 blocks/SM). */
+template <typename T, int NS, int NP1, int NP3, int MB1, int MB3>
+cudaError_t run(const ScanP &p, int64_t batch, cudaStream_t st)
+{
+    const dim3 grid((unsigned)((p.E + kThreads - 1) / kThreads), (unsigned)p.nc, (unsigned)batch);
+    const size_t sm1 = (size_t)p.chunk * NS * sizeof(float);
+    if (p.nc > 1) {
+        chunk_kernel<T, NS, false, NP1, MB1><<<grid, kThreads, sm1, st>>>(p);
+        cudaError_t err = cudaGetLastError();
+        if (err != cudaSuccess) return err;
+        const int64_t work = p.E * p.N;
+        const dim3 g2((unsigned)((work + 255) / 256), (unsigned)batch);
+        carry_kernel<<<g2, 256, 0, st>>>(p);
+        err = cudaGetLastError();
+        if (err != cudaSuccess) return err;
+    }
+    chunk_kernel<T, NS, true, NP3, MB3><<<grid, kThreads, 2 * sm1, st>>>(p);
+    return cudaGetLastError();
+}
+
+/* variant (N = 9..16 only; bench_scan compares them): 0 default: 2 of the
+ * 16 decays of phase 1 on the FMA pipe, phase 3 all on the SFU, registers
+ * capped for 6 blocks/SM (80); 1 all decays on the SFU; 9 the previous
+ * kernel (v2).  Measured on the H100 (E 1536, L 16k, chunk 256): 0.376 ms
+ * (variant 0), 0.378 (1), 0.583 (v2); 4 of 16 in phase 1, 1 or 2 of 16 in
+ * phase 3, caps of 7 or 8 blocks/SM and two chunks per thread (more
+ * instruction-level parallelism, 0.44-0.58 ms) were all slower. */
 template <typename T>
 cudaError_t run_t(const ScanP &p, int64_t batch, int variant, cudaStream_t st)
 {
     switch (pick_ns(p.N)) {
-    case 4: return run<T, 4, 1, true>(p, batch, st);
-    case 8: return run<T, 8, 1, true>(p, batch, st);
+    case 4: return run<T, 4, 0, 0, 1, 1>(p, batch, st);
+    case 8: return run<T, 8, 0, 0, 1, 1>(p, batch, st);
     case 16:
-        if (variant == 1) return run<T, 16, 8, true>(p, batch, st);
-        if (variant == 2) return run<T, 16, 6, false>(p, batch, st);
-        if (variant == 3) return run<T, 16, 1, true>(p, batch, st);
-        return run<T, 16, 6, true>(p, batch, st);
-    case 32: return run<T, 32, 1, true>(p, batch, st);
-    default: return run<T, 64, 1, true>(p, batch, st);
+        if (variant == 1) return run<T, 16, 0, 0, 6, 6>(p, batch, st);
+        if (variant == 9) return run_v2<T, 16, 6, true>(p, batch, st);
+        return run<T, 16, 2, 0, 6, 6>(p, batch, st);
+    case 32: return run<T, 32, 0, 0, 1, 1>(p, batch, st);
+    default: return run<T, 64, 0, 0, 1, 1>(p, batch, st);
     }
 }
 
@@ -283,14 +548,18 @@ extern "C" int lmc_scan_chunk(int64_t batch, int64_t L, int64_t E, int64_t N, in
     if (chunk > 0) return chunk < cmax ? chunk : cmax;
     if (n_sm <= 0) n_sm = 132;
     /* Resident 128-thread blocks per SM: 6 (N <= 16: 80 registers); pick the
-     * chunk (32..cmax) with the smallest estimated time: whole waves of
+     * chunk (32..128) with the smallest estimated time: whole waves of
      * blocks times the chunk length plus a per-chunk overhead of ~24
-     * token-steps (B/C staging, state load and store). */
+     * token-steps (B/C staging, state load and store).  Chunks of 256 are
+     * left out: one wave of them measured slower than two of 128 (E 1536,
+     * L 16k: 0.389 vs 0.366 ms; E 5120: 1.106 vs 1.074 ms), the model
+     * predicting the opposite (the last blocks' tail is not in it). */
     const int64_t eb = ((E + kThreads - 1) / kThreads) * batch;
     const int64_t cap = 6 * (int64_t)n_sm;
+    const int cauto = cmax < 128 ? cmax : 128;
     int best = 32;
     int64_t best_cost = INT64_MAX;
-    for (int c = 32; c <= cmax; c *= 2) {
+    for (int c = 32; c <= cauto; c *= 2) {
         const int64_t blocks = eb * ((L + c - 1) / c);
         const int64_t cost = ((blocks + cap - 1) / cap) * (c + 24);
         if (cost <= best_cost) {
@@ -342,6 +611,9 @@ extern "C" cudaError_t lmc_scan(const lmc_scan_args *a, cudaStream_t st)
     p.cs = a->chunk_s;
     p.ch = a->chunk_h;
     if (p.nc > 1 && (!p.cs || !p.ch)) return cudaErrorInvalidValue;
+    /* the kernels index rows inside a chunk with 32-bit offsets */
+    const int64_t lmax = (int64_t)INT32_MAX / p.chunk;
+    if (a->ldu > lmax || a->lddt > lmax || a->ldz > lmax || a->ldy > lmax) return cudaErrorInvalidValue;
     return a->dtype == LMC_BF16 ? run_t<lmc_bf16>(p, a->batch, a->variant, st)
                                 : run_t<float>(p, a->batch, a->variant, st);
 }

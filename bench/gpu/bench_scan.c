@@ -106,7 +106,7 @@ int main(int argc, char **argv)
     const int64_t Bs[] = {1, 8};
     const int64_t Ls[] = {2048, 4096, 16384, 65536, 131072};
     const int64_t N = 16, ldbc = 2 * N;
-    printf("%6s %3s %6s %7s %6s %5s %9s %8s %6s %9s\n", "E", "B", "L", "filter", "chunk", "", "ms", "GB/s",
+    printf("%6s %3s %6s %7s %6s %9s %9s %8s %6s %9s\n", "E", "B", "L", "filter", "chunk", "", "ms", "GB/s",
            "%copy", "Gexp/s");
     for (size_t ie = 0; ie < 2; ie++)
         for (size_t ib = 0; ib < 2; ib++)
@@ -163,11 +163,12 @@ int main(int argc, char **argv)
                 float *scr = NULL;
                 CK(cudaMalloc((void **)&scr, nscr * 4 + 4));
                 /* B = 1, L = 16k: also sweep chunk lengths and code variants
-                 * (scan.cu: 0 default, 1 register cap 8 blocks/SM, 2 no
-                 * prefetch, 3 no register cap) */
-                const int sweep[] = {0, 64, 128, 256, 128, 256, 128, 256, 256};
-                const int svar[] = {0, 0, 0, 0, 1, 1, 2, 2, 3};
-                const int n_sweep = (B == 1 && L == 16384) ? 9 : 1;
+                 * (scan.cu run_t: 0 default; 1 all decays on the SFU; 9 v2,
+                 * the previous kernel) */
+                const int sweep[] = {0, 64, 128, 256, 0, 0};
+                const int svar[] = {0, 0, 0, 0, 1, 9};
+                static const char *const vname[] = {"", "sfu-only", "", "", "", "", "", "", "", "v2"};
+                const int n_sweep = (B == 1 && L == 16384) || getenv("BENCH_SCAN_SWEEP_ALL") ? 6 : 1;
                 for (int sw = 0; sw < n_sweep; sw++)
                 for (int filt = 0; filt < 2; filt++) {
                     if (sw > 0 && filt) continue;
@@ -210,8 +211,8 @@ int main(int argc, char **argv)
                     const double bytes = (double)LE * (2 + 4 + 2 + 2) + (double)(B * L * 2 * N) * 4;
                     const double gbs = bytes / (ms * 1e-3) / 1e9;
                     const double gexp = (double)LE * (double)N / (ms * 1e-3) / 1e9;
-                    printf("%6lld %3lld %6lld %7s %6d %5s %9.3f %8.0f %5.0f%% %9.0f\n", (long long)E, (long long)B,
-                           (long long)L, filt ? "on" : "off", chunk, sw ? (svar[sw] == 1 ? "cap8" : svar[sw] == 2 ? "nopf" : svar[sw] == 3 ? "nocap" : "sweep") : "",
+                    printf("%6lld %3lld %6lld %7s %6d %9s %9.3f %8.0f %5.0f%% %9.0f\n", (long long)E, (long long)B,
+                           (long long)L, filt ? "on" : "off", chunk, sw ? (svar[sw] ? vname[svar[sw]] : "sweep") : "",
                            ms, gbs, 100.0 * gbs * 1e9 / bw, gexp);
                     if (csv)
                         fprintf(csv, "%lld,%lld,%lld,%lld,%d,%d,%.4f,%.0f,%.1f,%.3f,%.1f\n", (long long)E, (long long)N,

@@ -88,7 +88,7 @@ typedef struct scan_case {
     int bf, filter, gate, skip, init;
 } scan_case;
 
-static void test_scan(const scan_case *c, uint64_t seed)
+static void test_scan(const scan_case *c, int variant, uint64_t seed)
 {
     rng r = {seed};
     const int64_t B = c->batch, L = c->L, E = c->E, N = c->N;
@@ -157,6 +157,7 @@ static void test_scan(const scan_case *c, uint64_t seed)
     a.chunk_s = dscr;
     a.chunk_h = dscr + lmc_scan_scratch_s(B, L, E, N, c->chunk, 0);
     a.chunk = c->chunk;
+    a.variant = variant;
     CUDA_OK(lmc_scan(&a, 0));
     CUDA_OK(cudaDeviceSynchronize());
     float *y = malloc(LE * sizeof(float)), *h = malloc((size_t)(B * E * N) * sizeof(float));
@@ -177,8 +178,8 @@ static void test_scan(const scan_case *c, uint64_t seed)
     const double tol_h = 1e-5;
     const int chunk_used = lmc_scan_chunk(B, L, E, N, c->chunk, 0);
     check(ey <= tol_y && eh <= tol_h,
-          "scan B=%lld L=%lld E=%lld N=%lld chunk=%d %s filter=%d gate=%d D=%d h0=%d: y err %.2e (tol %.0e), state err %.2e (tol %.0e)",
-          (long long)B, (long long)L, (long long)E, (long long)N, chunk_used, c->bf ? "bf16" : "fp32",
+          "scan v%d B=%lld L=%lld E=%lld N=%lld chunk=%d %s filter=%d gate=%d D=%d h0=%d: y err %.2e (tol %.0e), state err %.2e (tol %.0e)",
+          variant, (long long)B, (long long)L, (long long)E, (long long)N, chunk_used, c->bf ? "bf16" : "fp32",
           c->filter, c->gate, c->skip, c->init, ey, tol_y, eh, tol_h);
     cudaFree(du); cudaFree(dz); cudaFree(ddt); cudaFree(ddtb); cudaFree(dA2); cudaFree(dbc);
     cudaFree(dD); cudaFree(dh); cudaFree(dflag); cudaFree(dtau); cudaFree(dy); cudaFree(dscr);
@@ -230,10 +231,12 @@ static void test_scan_all_filtered(void)
 
 static double silu_d(double v) { return v / (1 + exp(-v)); }
 
-static void test_conv(int64_t L, int64_t E, int K, int bf, int bias, uint64_t seed)
+static void test_conv(int64_t L, int64_t E, int K, int bf, int bias, int odd, uint64_t seed)
 {
     rng r = {seed};
-    const int64_t ldx = 2 * E + 1; /* x inside a wider row, like in_proj's x|z */
+    /* x inside a wider row, like in_proj's x|z; an odd row stride takes the
+     * scalar kernel, 2E with E % 4 == 0 the vectorised one */
+    const int64_t ldx = 2 * E + (odd ? 1 : 0);
     float *x = host_rand(&r, (size_t)(L * ldx), 1.0, 0, bf);
     float *w = host_rand(&r, (size_t)(E * K), 0.7, 0, 0);
     float *b = host_rand(&r, (size_t)E, 0.3, 0, 0);
@@ -264,8 +267,8 @@ static void test_conv(int64_t L, int64_t E, int K, int bf, int bias, uint64_t se
         }
     const double eu = max_rel_err(u, ur, (size_t)(L * E)), es = max_rel_err(s, sr, (size_t)(E * (K - 1)));
     const double tol = bf ? 4e-3 : 1e-6;
-    check(eu <= tol && es == 0.0, "conv L=%lld E=%lld K=%d %s bias=%d: u err %.2e (tol %.0e), state err %.2e (exact)",
-          (long long)L, (long long)E, K, bf ? "bf16" : "fp32", bias, eu, tol, es);
+    check(eu <= tol && es == 0.0, "conv L=%lld E=%lld ldx=%lld K=%d %s bias=%d: u err %.2e (tol %.0e), state err %.2e (exact)",
+          (long long)L, (long long)E, (long long)ldx, K, bf ? "bf16" : "fp32", bias, eu, tol, es);
     cudaFree(dx); cudaFree(dw); cudaFree(db); cudaFree(ds); cudaFree(du);
     free(x); free(w); free(b); free(s0); free(u); free(s); free(ur); free(sr);
 }
@@ -394,15 +397,26 @@ int main(int argc, char **argv)
         {1, 100000, 64, 16, 0, 0, 1, 1, 1, 1},
         {1, 100000, 64, 16, 0, 1, 0, 1, 1, 0},
     };
+    /* the default kernel and the previous one, kept for the benchmark table
+     * (scan.cu run_t) */
+    const int scan_variants[] = {0, 9};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-        if (!quick || cases[i].L * cases[i].E <= 3000 * 257) test_scan(&cases[i], 1000 + i);
+        if (!quick || cases[i].L * cases[i].E <= 3000 * 257)
+            for (size_t v = 0; v < sizeof scan_variants / sizeof scan_variants[0]; v++)
+                test_scan(&cases[i], scan_variants[v], 1000 + i);
     if (!quick) test_scan_all_filtered();
-    const int64_t conv_sizes[][3] = {{1, 5, 4}, {7, 33, 4}, {300, 130, 3}, {1000, 64, 4}, {17, 40, 2}, {65, 100, 8}, {4097, 96, 4}};
+    const int64_t conv_sizes[][3] = {{1, 5, 4},     {7, 33, 4},   {300, 130, 3}, {1000, 64, 4}, {17, 40, 2},
+                                     {65, 100, 8},  {4097, 96, 4}, {2, 8, 4},     {130, 260, 3}, {33, 1536, 4},
+                                     {200, 12, 2}};
     for (size_t i = 0; i < sizeof conv_sizes / sizeof conv_sizes[0]; i++)
         for (int bf = 0; bf < 2; bf++)
-            test_conv(conv_sizes[i][0], conv_sizes[i][1], (int)conv_sizes[i][2], bf, (int)(i % 2 == 0), 50 + i);
+            for (int odd = 0; odd < 2; odd++)
+                test_conv(conv_sizes[i][0], conv_sizes[i][1], (int)conv_sizes[i][2], bf, (int)(i % 2 == 0), odd,
+                          50 + i + 100 * (uint64_t)odd);
     test_norm(5, 768, 0);
     test_norm(5, 768, 1);
+    test_norm(37, 2048, 1); /* one warp per row, rows not a multiple of 8 */
+    test_norm(9, 100, 0);
     test_norm(300, 33, 0);
     test_embed_gather(0);
     test_embed_gather(1);
