@@ -198,6 +198,7 @@ struct lmi_backend_vt {
 extern const lmi_backend_vt lmi_cpu_backend;
 #ifdef LM_HAVE_CUDA
 extern const lmi_backend_vt lmi_cuda_backend;
+extern const lmi_backend_vt lmi_cuda_m2_backend; /* Mamba-2 (cuda/mamba2.cu) */
 /* 1 if the CUDA runtime sees at least one device. */
 int lmi_cuda_device_present(void);
 #endif

@@ -1041,9 +1041,8 @@ static lm_status select_backend(lm_model *m, lm_backend want, lmi_err *e)
 #else
     bool cuda = false;
 #endif
-    /* AUTO: the CUDA backend runs Mamba-1 only so far; Mamba-2 stays on the CPU. */
     if (want == LM_BACKEND_AUTO)
-        want = cuda && m->dims.arch == LM_ARCH_MAMBA1 ? LM_BACKEND_CUDA : LM_BACKEND_CPU;
+        want = cuda ? LM_BACKEND_CUDA : LM_BACKEND_CPU;
     if (want == LM_BACKEND_CUDA && !cuda) {
 #ifdef LM_HAVE_CUDA
         return lmi_fail(e, LM_ERR_BACKEND_UNAVAILABLE, "CUDA backend: no CUDA device is present");
@@ -1055,7 +1054,7 @@ static lm_status select_backend(lm_model *m, lm_backend want, lmi_err *e)
     m->backend = want;
 #ifdef LM_HAVE_CUDA
     if (want == LM_BACKEND_CUDA) {
-        m->vt = &lmi_cuda_backend;
+        m->vt = m->dims.arch == LM_ARCH_MAMBA2 ? &lmi_cuda_m2_backend : &lmi_cuda_backend;
         return LM_OK;
     }
 #endif
