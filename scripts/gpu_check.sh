@@ -18,6 +18,9 @@
 # --no-hf), then bench_e2e times ours on the same files; the summary gets
 # one table with both sides per row (bench/gpu/bench_table.py).
 # With --no-tests --no-sanitize only the benchmarks are built.
+# Environment: SAN_TOOLS (default "memcheck racecheck"), KEEP_BUILD=1
+# (reuse an existing $BUILD: a second call on a warm machine), HF_TIMEOUT,
+# HF_BUDGET (below).
 #
 # Build dependencies missing on the machine (Check, a CBLAS, utf8proc,
 # pcre2, pkg-config) are taken from .gpudeps/ when present (copies of the
@@ -122,9 +125,15 @@ pkg-config --exists check 2>/dev/null || { TESTS_OPT=false; echo "no Check: GPU 
 TARGETS=""
 [ $TESTS = 0 ] && [ $SAN = 0 ] && TARGETS="bench/gpu/bench_e2e bench/gpu/bench_scan"
 echo "== build ($BLAS, tests=$TESTS_OPT${TARGETS:+, targets: $TARGETS}) =="
-rm -rf "$BUILD"
-if ! meson setup "$BUILD" -Dcuda=enabled -Dblas=$BLAS -Dtests=$TESTS_OPT -Dexamples=false \
-        -Dbuildtype=release >"$LOGS/build.log" 2>&1 ||
+# KEEP_BUILD=1: reuse an existing $BUILD (a second call on a warm machine)
+if [ "${KEEP_BUILD:-0}" = 1 ] && [ -f "$BUILD/build.ninja" ]; then
+    SETUP=true
+else
+    rm -rf "$BUILD"
+    SETUP=false
+fi
+if ! { $SETUP || meson setup "$BUILD" -Dcuda=enabled -Dblas=$BLAS -Dtests=$TESTS_OPT -Dexamples=false \
+        -Dbuildtype=release >"$LOGS/build.log" 2>&1; } ||
    ! ninja -C "$BUILD" $TARGETS >>"$LOGS/build.log" 2>&1; then
     tail -40 "$LOGS/build.log"
     row "build" "FAILED (build.log)"
@@ -159,7 +168,7 @@ fi
 
 # ---- compute-sanitizer -----------------------------------------------------
 if [ $SAN = 1 ] && [ -x "$G/test_gpu_kernels" ] && command -v compute-sanitizer >/dev/null; then
-    for tool in memcheck racecheck; do
+    for tool in ${SAN_TOOLS:-memcheck racecheck}; do
         for t in kernels model fixtures batch mamba2; do
             [ -x "$G/test_gpu_$t" ] || continue
             echo "== compute-sanitizer $tool test_gpu_$t --quick =="
