@@ -321,10 +321,9 @@ func TestDecodeBatch(t *testing.T) {
 		for i := range bat {
 			want, err := one[i].Decode(toks[i])
 			must(t, err)
-			for j := range want {
-				if rows[i*V+j] != want[j] {
-					t.Fatalf("step %d session %d: batch row differs from its own decode", step, i)
-				}
+			// GEMM over the batch vs GEMV: the same sums in another order
+			if rel, _ := relErr(rows[i*V:(i+1)*V], f64(want)); rel > 1e-5 {
+				t.Fatalf("step %d session %d: batch row vs its own decode: rel err %g", step, i, rel)
 			}
 		}
 	}

@@ -225,8 +225,8 @@ def test_decode_batch_equals_decode(tiny, array_mode):
             rows = lm.decode_batch(bat, toks)
             rows = [flat(r) for r in rows]
             assert len(rows) == 3
-            for i in range(3):
-                assert rows[i] == flat(one[i].decode(toks[i]))
+            for i in range(3):  # GEMM over the batch vs GEMV: same sums, other order
+                assert rel_err(rows[i], flat(one[i].decode(toks[i])))[0] <= TOL
         assert lm.decode_batch(bat, [1, 2, 3], logits=False) is None
         assert [s.position for s in bat] == [9, 14, 19]
         with pytest.raises(lm.LongMambaError) as ei:
