@@ -489,9 +489,10 @@ static lm_status cpu_forward(lm_session *s, const lmi_forward *f, lmi_err *e)
                     (int)s->model->dims.arch);
 }
 
-/* One decode step for n Mamba-1 sessions: the projections run as GEMMs
- * over the n tokens (each weight read once for the batch), the conv and
- * scan steps on each session's own state.  Scratch is sessions[0]'s. */
+/* One decode step for n sessions: the projections run as GEMMs over the n
+ * tokens (each weight read once for the batch), the conv and scan steps on
+ * each session's own state (Mamba-2: cpu/mamba2.c).  Scratch is
+ * sessions[0]'s. */
 static lm_status cpu_forward_batch(lm_session *const *ss, size_t n_sessions,
                                    const int32_t *tokens, float *logits, bool allow_tf32,
                                    lmi_err *e)
@@ -502,22 +503,23 @@ static lm_status cpu_forward_batch(lm_session *const *ss, size_t n_sessions,
     const lm_model *m = ss[0]->model;
     const lmi_dims *d = &m->dims;
     const int64_t n = (int64_t)n_sessions;
-    if (d->arch != LM_ARCH_MAMBA1) {
-        /* Mamba-2: one session after another. */
-        for (int64_t i = 0; i < n; i++) {
-            lmi_forward f;
-            memset(&f, 0, sizeof f);
-            f.tokens = &tokens[i];
-            f.n_tokens = 1;
-            f.n_out = logits ? 1 : 0;
-            f.logits = logits ? logits + i * d->vocab : NULL;
-            lm_status st = cpu_forward(ss[i], &f, e);
-            if (st != LM_OK) return st;
-        }
-        return LM_OK;
-    }
     cpu_session *c0 = ss[0]->bk;
     const cpu_model *cm = m->bk;
+    if (d->arch == LM_ARCH_MAMBA2) {
+        if (!c0->m2 || !cm)
+            return lmi_fail(e, LM_ERR_UNSUPPORTED, "cpu backend: session was not initialised for Mamba-2");
+        float **st_ptr = lmi_alloc((size_t)n, 2 * sizeof(float *));
+        if (!st_ptr) return lmi_fail(e, LM_ERR_NO_MEMORY, "cpu: no memory for the batch");
+        for (int64_t i = 0; i < n; i++) {
+            cpu_session *ci = ss[i]->bk;
+            st_ptr[i] = ci->conv;
+            st_ptr[n + i] = ci->ssm;
+        }
+        lm_status st = lmi_cpu_m2_forward_batch(m, &c0->m2, st_ptr, st_ptr + n, cm->conv_wT, tokens,
+                                                n, logits, e);
+        lmi_free(st_ptr);
+        return st;
+    }
     const int64_t dm = d->d_model, E = d->d_inner, N = d->d_state, R = d->dt_rank, K = d->d_conv;
     const int64_t nx = R + 2 * N;
     lm_status st = scratch_reserve(c0, d, n, e);

@@ -379,3 +379,54 @@ lm_status lmi_cpu_m2_forward(const lm_model *m, lmi_cpu_m2_scratch **scp, float 
     }
     return LM_OK;
 }
+
+/* One decode step for n sessions (lm_session_decode_batch): the
+ * projections as GEMMs over the n tokens (each weight read once for the
+ * batch), conv and scan on each session's own state; vanilla.  Scratch is
+ * one session's. */
+lm_status lmi_cpu_m2_forward_batch(const lm_model *m, lmi_cpu_m2_scratch **scp,
+                                   float *const *conv, float *const *ssm, const float *conv_wT,
+                                   const int32_t *tokens, int64_t n, float *logits, lmi_err *e)
+{
+    const lmi_dims *d = &m->dims;
+    const int64_t dm = d->d_model, E = d->d_inner, N = d->d_state, K = d->d_conv;
+    const int64_t H = d->n_heads, P = d->head_dim, G = d->n_groups, CD = d->conv_dim;
+    const int64_t ld = in_rows(d);
+    const float lo = (float)d->dt_limit_lo, hi = (float)d->dt_limit_hi;
+    const bool clamp = d->dt_limit_lo > 0.0 || isfinite(d->dt_limit_hi);
+
+    lm_status st = lmi_cpu_m2_reserve(scp, d, n, e);
+    if (st != LM_OK) return st;
+    lmi_cpu_m2_scratch *sc = *scp;
+    for (int64_t i = 0; i < n; i++)
+        memcpy(sc->res + i * dm, m->embed + (int64_t)tokens[i] * dm, (size_t)dm * sizeof(float));
+    for (int64_t l = 0; l < d->n_layer; l++) {
+        const lmi_layer *ly = &m->layers[l];
+        rmsnorm(sc->res, ly->norm_w, sc->hn, n, dm, d->eps);
+        linear(sc->hn, dm, n, ly->in_w, ld, dm, ly->in_b, sc->zx, ld, 0.0f);
+        for (int64_t i = 0; i < n; i++) {
+            conv_chunk(sc->head, conv[i] + l * CD * (K - 1), sc->zx + i * ld + E, ld, 1,
+                       conv_wT + l * K * CD, ly->conv_b, sc->u + i * CD, CD, K, 1);
+            const float *r = sc->zx + i * ld + E + CD;
+            float *o = sc->dl + i * H;
+            for (int64_t h = 0; h < H; h++) {
+                float v = lmi_softplusf(r[h] + ly->dt_b[h]);
+                if (clamp) v = fminf(fmaxf(v, lo), hi);
+                o[h] = v;
+            }
+            scan_job sj = {
+                .T = 1, .H = H, .P = P, .N = N, .G = G, .E = E, .ldu = CD,
+                .u = sc->u + i * CD, .dl = sc->dl + i * H, .A = ly->A, .D = ly->D,
+                .S = ssm[i] + l * E * N, .y = sc->y + i * E,
+            };
+            scan_heads(&sj, 0, H);
+        }
+        gated_norm(sc->y, sc->zx, ld, ly->gnorm_w, n, E, G, d->eps);
+        linear(sc->y, E, n, ly->out_w, dm, E, ly->out_b, sc->res, dm, 1.0f);
+    }
+    if (logits) {
+        rmsnorm(sc->res, m->norm_f, sc->hn, n, dm, d->eps);
+        linear(sc->hn, dm, n, m->lm_head, d->vocab, dm, NULL, logits, d->vocab, 0.0f);
+    }
+    return LM_OK;
+}

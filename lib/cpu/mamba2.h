@@ -27,4 +27,11 @@ lm_status lmi_cpu_m2_forward(const lm_model *m, lmi_cpu_m2_scratch **sc, float *
                              float *ssm, const float *conv_wT, const lmi_forward *f, int n_threads,
                              lmi_err *e);
 
+/* One vanilla decode step for n sessions: tokens [n], each session's
+ * state conv[i] / ssm[i] (layouts as above), logits [n][vocab] or NULL.
+ * The weights are read once for the batch. */
+lm_status lmi_cpu_m2_forward_batch(const lm_model *m, lmi_cpu_m2_scratch **sc,
+                                   float *const *conv, float *const *ssm, const float *conv_wT,
+                                   const int32_t *tokens, int64_t n, float *logits, lmi_err *e);
+
 #endif
