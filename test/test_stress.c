@@ -5,7 +5,8 @@
  *
  * Each of 8 threads runs its own deterministic script on the committed
  * m1-odd-f32 fixture: prefills of varied lengths (several chunks), decode
- * steps, resets, state save / load, length hints, and mode switches between
+ * steps, batched steps with a second session of its own, resets, state
+ * save / load, length hints, and mode switches between
  * vanilla, LongMamba (one calibration computed up front, shared by all
  * threads) and DeciMamba, plus a calibration of its own.  Everything a
  * script observes (statuses, positions, logits, state blobs, calibration
@@ -99,10 +100,12 @@ static void run_script(job *j)
     lm_session_params sp;
     lm_session_params_init(&sp);
     sp.chunk_size = 16 + 16 * (j->id % 4); /* 16..64: most prefills span chunks */
-    lm_session *s = NULL;
+    lm_session *s = NULL, *s2 = NULL;
     lm_status st = lm_session_create(g_model, &sp, &s, NULL, 0);
     expect(j, -1, st, LM_OK);
     if (st != LM_OK) goto out;
+    st = lm_session_create(g_model, &sp, &s2, NULL, 0);
+    expect(j, -1, st, LM_OK);
     lm_session_state_size(s, &state_n);
     saved = malloc(state_n);
     blob = malloc(state_n);
@@ -148,6 +151,12 @@ static void run_script(job *j)
             expect(j, op, st, LM_OK);
             if (lm_session_position(s) >= hint_end) hint_end = 0;
             tr_put(&j->tr, logits, sizeof(float) * (size_t)(nl * V));
+        } else if (kind < 52 && s2) { /* a batched step of s and this thread's second session */
+            lm_session *pair[2] = {s, s2};
+            int32_t bt[2] = {(int32_t)pick(&rng, 0, V - 1), (int32_t)pick(&rng, 0, V - 1)};
+            st = lm_session_decode_batch(pair, 2, bt, logits, (size_t)(2 * V));
+            expect(j, op, st, LM_OK);
+            tr_put(&j->tr, logits, sizeof(float) * (size_t)(2 * V));
         } else if (kind < 60) { /* a few decode steps */
             int64_t k = pick(&rng, 1, 4);
             for (int64_t i = 0; i < k; i++) {
@@ -202,6 +211,7 @@ static void run_script(job *j)
     tr_put(&j->tr, blob, state_n);
 out:
     lm_session_free(s);
+    lm_session_free(s2);
     free(saved);
     free(blob);
     free(tok);

@@ -153,7 +153,7 @@ static void snap_free(snap *sn)
 }
 
 /* The session part shared by the scenarios: create, prefill over three
- * chunks with logits, decode, state save / load, reset. */
+ * chunks with logits, decode, state save / load, reset, a batched step. */
 static void session_work(const lm_model *m, outcome *o, int *usable)
 {
     const int64_t V = m->dims.vocab;
@@ -210,6 +210,22 @@ static void session_work(const lm_model *m, outcome *o, int *usable)
             lm_session_last_error(s)))
         goto out;
     fold(o, lg, sizeof(float) * (size_t)V);
+    /* A batched step of this session and a fresh one: a failure changes
+     * neither (the CPU backend allocates before it steps). */
+    {
+        lm_session *s2 = NULL;
+        if (!ok(o, lm_session_create(m, &sp, &s2, err, sizeof err), "lm_session_create", err))
+            goto out;
+        lm_session *pair[2] = {s, s2};
+        before = snapshot(s);
+        if (ok(o, lm_session_decode_batch(pair, 2, tokens + 7, lg, (size_t)(2 * V)),
+               "lm_session_decode_batch", lm_session_last_error(s)))
+            fold(o, lg, sizeof(float) * (size_t)(2 * V));
+        else
+            check_unchanged(s, &before, o, usable);
+        snap_free(&before);
+        lm_session_free(s2);
+    }
 out:
     if (o->st != LM_OK && strncmp(o->where, "lm_session_", 11) == 0 &&
         strcmp(o->where, "lm_session_create") != 0 && *usable)
