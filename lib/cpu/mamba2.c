@@ -299,6 +299,25 @@ static lm_status deci_layer(lmi_cpu_m2_scratch *sc, const lmi_dims *d, const lmi
     return LM_OK;
 }
 
+/* dt = torch.clamp(F.softplus(dt + dt_bias), *time_step_limit) for T rows
+ * of in_proj output (dt starts at column E + conv_dim, row stride ld). */
+static void delta_rows(const lmi_dims *d, const float *zx, int64_t ld, int64_t T, const float *dt_b,
+                       float *dl)
+{
+    const int64_t H = d->n_heads, off = d->d_inner + d->conv_dim;
+    const float lo = (float)d->dt_limit_lo, hi = (float)d->dt_limit_hi;
+    const bool clamp = d->dt_limit_lo > 0.0 || isfinite(d->dt_limit_hi);
+    for (int64_t t = 0; t < T; t++) {
+        const float *r = zx + t * ld + off;
+        float *o = dl + t * H;
+        for (int64_t h = 0; h < H; h++) {
+            float v = lmi_softplusf(r[h] + dt_b[h]);
+            if (clamp) v = fminf(fmaxf(v, lo), hi);
+            o[h] = v;
+        }
+    }
+}
+
 /* ---- forward ------------------------------------------------------------ */
 
 lm_status lmi_cpu_m2_forward(const lm_model *m, lmi_cpu_m2_scratch **scp, float *conv,
@@ -309,8 +328,6 @@ lm_status lmi_cpu_m2_forward(const lm_model *m, lmi_cpu_m2_scratch **scp, float 
     const int64_t dm = d->d_model, E = d->d_inner, N = d->d_state, K = d->d_conv;
     const int64_t H = d->n_heads, P = d->head_dim, G = d->n_groups, CD = d->conv_dim;
     const int64_t ld = in_rows(d);
-    const float lo = (float)d->dt_limit_lo, hi = (float)d->dt_limit_hi;
-    const bool clamp = d->dt_limit_lo > 0.0 || isfinite(d->dt_limit_hi);
 
     /* Everything that can fail before the state changes. */
     lm_status st = lmi_cpu_m2_reserve(scp, d, f->n_tokens, e);
@@ -335,16 +352,7 @@ lm_status lmi_cpu_m2_forward(const lm_model *m, lmi_cpu_m2_scratch **scp, float 
         /* xBC = act(conv1d(xBC)) */
         conv_chunk(sc->head, conv_state, sc->zx + E, ld, T, conv_wT + l * K * CD, ly->conv_b,
                    sc->u, CD, K, nt);
-        /* dt = torch.clamp(F.softplus(dt + dt_bias), *time_step_limit) */
-        for (int64_t t = 0; t < T; t++) {
-            const float *r = sc->zx + t * ld + E + CD;
-            float *o = sc->dl + t * H;
-            for (int64_t h = 0; h < H; h++) {
-                float v = lmi_softplusf(r[h] + ly->dt_b[h]);
-                if (clamp) v = fminf(fmaxf(v, lo), hi);
-                o[h] = v;
-            }
-        }
+        delta_rows(d, sc->zx, ld, T, ly->dt_b, sc->dl);
         if (f->sink) {
             st = f->sink(f->sink_ctx, l, sc->dl, T, H, e);
             if (st != LM_OK) return st;
@@ -392,8 +400,6 @@ lm_status lmi_cpu_m2_forward_batch(const lm_model *m, lmi_cpu_m2_scratch **scp,
     const int64_t dm = d->d_model, E = d->d_inner, N = d->d_state, K = d->d_conv;
     const int64_t H = d->n_heads, P = d->head_dim, G = d->n_groups, CD = d->conv_dim;
     const int64_t ld = in_rows(d);
-    const float lo = (float)d->dt_limit_lo, hi = (float)d->dt_limit_hi;
-    const bool clamp = d->dt_limit_lo > 0.0 || isfinite(d->dt_limit_hi);
 
     lm_status st = lmi_cpu_m2_reserve(scp, d, n, e);
     if (st != LM_OK) return st;
@@ -404,16 +410,10 @@ lm_status lmi_cpu_m2_forward_batch(const lm_model *m, lmi_cpu_m2_scratch **scp,
         const lmi_layer *ly = &m->layers[l];
         rmsnorm(sc->res, ly->norm_w, sc->hn, n, dm, d->eps);
         linear(sc->hn, dm, n, ly->in_w, ld, dm, ly->in_b, sc->zx, ld, 0.0f);
+        delta_rows(d, sc->zx, ld, n, ly->dt_b, sc->dl);
         for (int64_t i = 0; i < n; i++) {
             conv_chunk(sc->head, conv[i] + l * CD * (K - 1), sc->zx + i * ld + E, ld, 1,
                        conv_wT + l * K * CD, ly->conv_b, sc->u + i * CD, CD, K, 1);
-            const float *r = sc->zx + i * ld + E + CD;
-            float *o = sc->dl + i * H;
-            for (int64_t h = 0; h < H; h++) {
-                float v = lmi_softplusf(r[h] + ly->dt_b[h]);
-                if (clamp) v = fminf(fmaxf(v, lo), hi);
-                o[h] = v;
-            }
             scan_job sj = {
                 .T = 1, .H = H, .P = P, .N = N, .G = G, .E = E, .ldu = CD,
                 .u = sc->u + i * CD, .dl = sc->dl + i * H, .A = ly->A, .D = ly->D,
