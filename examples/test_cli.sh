@@ -9,35 +9,7 @@ cli=$1
 embed=$2
 fixtures=$3
 bundled=${4:-}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0
-failn=0
-
-ok() { pass=$((pass + 1)); echo "ok: $1"; }
-bad() { failn=$((failn + 1)); echo "FAIL: $1"; }
-
-# expect CODE DESCRIPTION -- command...   (stdout+stderr kept in $tmp/out)
-expect() {
-    local want=$1 what=$2
-    shift 3
-    "$@" >"$tmp/out" 2>&1
-    local got=$?
-    if [ "$got" -eq "$want" ]; then
-        ok "$what (exit $got)"
-    else
-        bad "$what: exit $got, expected $want"
-        sed 's/^/    | /' "$tmp/out" | tail -n 20
-    fi
-}
-
-# grep_out PATTERN DESCRIPTION: the last command's output matches
-grep_out() {
-    if grep -q -- "$1" "$tmp/out"; then ok "$2"; else
-        bad "$2: no '$1' in output"
-        sed 's/^/    | /' "$tmp/out" | tail -n 20
-    fi
-}
+. "$(dirname "$0")/test_lib.sh"
 
 # ---- usage and exit codes --------------------------------------------------
 expect 2 "no arguments" -- "$cli"
@@ -304,5 +276,4 @@ EOF3
     fi
 fi
 
-echo "$pass passed, $failn failed"
-[ "$failn" -eq 0 ]
+finish

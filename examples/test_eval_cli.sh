@@ -12,51 +12,12 @@ fixtures=$2
 bundled=${3:-}
 text=${4:-}
 fx=$fixtures/m1-bf16
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0
-failn=0
+. "$(dirname "$0")/test_lib.sh"
 
-ok() { pass=$((pass + 1)); echo "ok: $1"; }
-bad() { failn=$((failn + 1)); echo "FAIL: $1"; }
-
-# expect CODE DESCRIPTION -- command...   (stdout in $tmp/out, stderr in $tmp/err)
-expect() {
-    local want=$1 what=$2
-    shift 3
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    local got=$?
-    if [ "$got" -eq "$want" ]; then
-        ok "$what (exit $got)"
-    else
-        bad "$what: exit $got, expected $want"
-        cat "$tmp/out" "$tmp/err" | sed 's/^/    | /' | tail -n 20
-    fi
-}
-
-# grep_err PATTERN DESCRIPTION: the last command's stderr matches
-grep_err() {
-    if grep -q -- "$1" "$tmp/err"; then ok "$2"; else
-        bad "$2: no '$1' on stderr"
-        sed 's/^/    | /' "$tmp/err" | tail -n 20
-    fi
-}
-
-# pycheck DESCRIPTION SCRIPT ARGS...: a python3 assertion script over files
+# pycheck (test_lib.sh) needs python3 with numpy
 have_py=0
+py_needs="python3 with numpy"
 python3 -c 'import json, numpy' 2>/dev/null && have_py=1
-pycheck() {
-    local what=$1
-    shift
-    if [ $have_py -eq 0 ]; then
-        echo "skip: $what (needs python3 with numpy)"
-        return
-    fi
-    if python3 - "$@" >"$tmp/py" 2>&1; then ok "$what"; else
-        bad "$what"
-        sed 's/^/    | /' "$tmp/py" | tail -n 20
-    fi
-}
 
 # ---- inputs: the fixture's reference rows as token files, random tokens -------
 if [ $have_py -eq 1 ]; then
@@ -294,5 +255,4 @@ else
     echo "skip: bundled model checks (no model directory given)"
 fi
 
-echo "passed $pass, failed $failn"
-[ "$failn" -eq 0 ]
+finish

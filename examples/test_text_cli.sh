@@ -13,56 +13,17 @@ cli=$1
 fixtures=$2
 src=${3:-$0}
 fx=$fixtures/m1-tok
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0
-failn=0
-
-ok() { pass=$((pass + 1)); echo "ok: $1"; }
-bad() { failn=$((failn + 1)); echo "FAIL: $1"; }
-
-# expect CODE DESCRIPTION -- command...   (stdout in $tmp/out, stderr in $tmp/err)
-expect() {
-    local want=$1 what=$2
-    shift 3
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    local got=$?
-    if [ "$got" -eq "$want" ]; then
-        ok "$what (exit $got)"
-    else
-        bad "$what: exit $got, expected $want"
-        cat "$tmp/out" "$tmp/err" | sed 's/^/    | /' | tail -n 20
-    fi
-}
-
-# grep_err PATTERN DESCRIPTION: the last command's stderr matches
-grep_err() {
-    if grep -q -- "$1" "$tmp/err"; then ok "$2"; else
-        bad "$2: no '$1' on stderr"
-        sed 's/^/    | /' "$tmp/err" | tail -n 20
-    fi
-}
+. "$(dirname "$0")/test_lib.sh"
 
 # same DESCRIPTION A B: two strings are equal
 same() {
     if [ "$2" = "$3" ]; then ok "$1"; else bad "$1: '$2' != '$3'"; fi
 }
 
-# pycheck DESCRIPTION SCRIPT ARGS...: a python3 (stdlib) assertion script
+# pycheck (test_lib.sh) needs python3
 have_py=0
+py_needs="python3"
 python3 -c 'import json' 2>/dev/null && have_py=1
-pycheck() {
-    local what=$1
-    shift
-    if [ $have_py -eq 0 ]; then
-        echo "skip: $what (needs python3)"
-        return
-    fi
-    if python3 - "$@" >"$tmp/py" 2>&1; then ok "$what"; else
-        bad "$what"
-        sed 's/^/    | /' "$tmp/py" | tail -n 20
-    fi
-}
 
 if [ ! -f "$fx/tokenizer.json" ] || [ ! -f "$fx/model.safetensors" ]; then
     echo "FAIL: $fx is missing (python3 scripts/make_fixture_tok.py writes it)"
@@ -308,5 +269,4 @@ expect 1 "without tokenizer.json, --text is refused" -- "$cli" ppl "$tmp/bad" \
 grep_err "has no tokenizer.json and is not a byte-level model (vocabulary 288)" \
     "the refusal says why"
 
-echo "passed $pass, failed $failn"
-[ "$failn" -eq 0 ]
+finish

@@ -6,31 +6,8 @@
 set -u
 cli=$1
 data=$2
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0
-failn=0
-ok() { pass=$((pass + 1)); echo "ok: $1"; }
-bad() { failn=$((failn + 1)); echo "FAIL: $1"; }
-# check DESCRIPTION command...: ok when the command succeeds
-check() {
-    local what=$1
-    shift
-    if "$@"; then ok "$what"; else bad "$what"; fi
-}
+. "$(dirname "$0")/test_lib.sh"
 same() { [ "$1" = "$2" ]; }
-
-# expect CODE DESCRIPTION -- command...   (stdout in $tmp/out, stderr in $tmp/err)
-expect() {
-    local want=$1 what=$2
-    shift 3
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    local got=$?
-    if [ "$got" -eq "$want" ]; then ok "$what (exit $got)"; else
-        bad "$what: exit $got, expected $want"
-        sed 's/^/    | /' "$tmp/err" | tail -n 10
-    fi
-}
 
 xz -dc "$data/gpt-neox-20b.json.xz" >"$tmp/tokenizer.json" || { echo "FAIL: xz"; exit 1; }
 mkdir "$tmp/model" && cp "$tmp/tokenizer.json" "$tmp/model/"
@@ -77,5 +54,4 @@ expect 2 "detokenize a malformed id" -- "$cli" detokenize "$tj" 12x
 expect 1 "detokenize malformed stdin" -- sh -c "echo '1 2 x3' | \"$cli\" detokenize \"$tj\""
 expect 2 "detokenize without arguments" -- "$cli" detokenize
 
-echo "passed $pass, failed $failn"
-[ "$failn" -eq 0 ]
+finish
