@@ -667,9 +667,7 @@ int main(int argc, char **argv)
         lm_status st = lm_model_load(path, &mp, &b.model, err, sizeof err);
         if (st != LM_OK) {
             char why[700];
-            if (st == LM_ERR_UNSUPPORTED && strstr(shape, "mamba2") && backend == LM_BACKEND_CUDA)
-                snprintf(why, sizeof why, "n/a (CUDA Mamba-2 not available)");
-            else if (st == LM_ERR_UNSUPPORTED)
+            if (st == LM_ERR_UNSUPPORTED)
                 snprintf(why, sizeof why, "n/a (unsupported: %s)", err);
             else {
                 snprintf(why, sizeof why, "FAILED to load %.200s: %s: %.300s", path, lm_status_str(st), err);
