@@ -3,7 +3,7 @@
 # .ci/run after the main legs; each builds in its own directory:
 #   1. fuzzing      fuzz/run.sh: six libFuzzer targets, FUZZ_SECONDS each
 #                   (default 30), two at a time; any crash fails
-#   2. ABI          abi/check.sh: abidiff against abi/liblongmamba.abi
+#   2. ABI          abi/check.sh: abidiff against abi/libongmamba.abi
 #   3. TSan         .ci/tsan.sh: the 8-thread stress test under ThreadSanitizer
 #   4. allocation   test/faultinject: every allocation of load, session,
 #      failures     prefill, decode, modes, calibration files, tokenizer and
@@ -19,20 +19,8 @@ jobs=$(nproc 2>/dev/null || echo 2)
 prefix=${HARDENING_PREFIX:-build}
 say() { printf '\n==== hardening: %s (%ds)\n' "$*" "$(($(date +%s) - started))"; }
 
-# ---- tools this script needs beyond the main build's --------------------------
-packages=(clang libclang-rt-14-dev abigail-tools valgrind binutils meson ninja-build
-          pkg-config libopenblas-dev check libsubunit-dev libutf8proc-dev libpcre2-dev)
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    say "installing: ${missing[*]}"
-    sudo=""
-    [ "$(id -u)" -ne 0 ] && sudo="sudo"
-    export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get update -q && $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+# ---- tools this script needs beyond the main build's (one list: scripts/setup.sh) --
+bash scripts/setup.sh deps ci || exit 1
 
 passed=()
 failed=()
@@ -57,7 +45,7 @@ leg "fuzzing (${FUZZ_SECONDS:-30} s per target)" fuzz
 
 # ---- 2. ABI --------------------------------------------------------------------------
 abi() { ABI_BUILD="$PWD/$prefix-abi" abi/check.sh; }
-leg "ABI (abidiff against abi/liblongmamba.abi)" abi
+leg "ABI (abidiff against abi/libongmamba.abi)" abi
 
 # ---- 3. ThreadSanitizer ----------------------------------------------------------------
 leg "ThreadSanitizer stress" .ci/tsan.sh "$prefix-tsan"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# abi/check.sh - the ABI gate: compares liblongmamba.so against the
-# committed baseline abi/liblongmamba.abi (abidw of a -g build, exported
+# abi/check.sh - the ABI gate: compares libongmamba.so against the
+# committed baseline abi/libongmamba.abi (abidw of a -g build, exported
 # interfaces of the public header only) with abidiff and the suppressions
 # in abi/suppressions.abignore.
 #
@@ -23,7 +23,7 @@ set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
-baseline=$here/liblongmamba.abi
+baseline=$here/libongmamba.abi
 suppr=$here/suppressions.abignore
 abidw_opts=(--headers-dir "${ABI_HEADERS:-$root/include}" --drop-private-types --exported-interfaces-only
             --no-elf-needed --no-corpus-path --no-comp-dir-path --no-show-locs
@@ -45,7 +45,7 @@ build_lib() {
         tail -n 30 "$b/abi-build.log" >&2
         return 1
     fi
-    lib=$b/lib/liblongmamba.so
+    lib=$b/lib/libongmamba.so
 }
 
 update=0

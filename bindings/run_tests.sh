@@ -5,9 +5,10 @@
 # library of a Meson build tree, found the way an outside user would:
 #   PKG_CONFIG_PATH=BUILDDIR/meson-uninstalled   (C++, Rust, Go)
 #   LD_LIBRARY_PATH=BUILDDIR/lib                 (running anything)
-#   LONGMAMBA_LIBRARY=BUILDDIR/lib/liblongmamba.so (Python)
+#   LONGMAMBA_LIBRARY=BUILDDIR/lib/libongmamba.so (Python)
 # Build outputs go to BUILDDIR/bindings-work; the source tree is not written.
-# Needs: g++, pkg-config; python3 with pip, setuptools and pytest (NumPy
+# Needs: g++, pkg-config; the tests' Python (PYTHON, else the interpreter
+# BUILDDIR/test-python.txt names) with pip, setuptools and pytest (NumPy
 # optional: both array paths are tested either way); cargo/rustc >= 1.63
 # (offline: no crates); go >= 1.19 with cgo.  Every suite runs even if an
 # earlier one failed; the exit status is non-zero if any failed.
@@ -29,9 +30,9 @@ fixture="$data/fixtures/m1-tiny-f32"
 work="$build/bindings-work"
 mkdir -p "$work"
 
-lib="$build/lib/liblongmamba.so"
+lib="$build/lib/libongmamba.so"
 if [ ! -e "$lib" ] || [ ! -f "$build/meson-uninstalled/longmamba-uninstalled.pc" ]; then
-    echo "FAIL: $build has no lib/liblongmamba.so or meson-uninstalled/longmamba-uninstalled.pc (build it first)" >&2
+    echo "FAIL: $build has no lib/libongmamba.so or meson-uninstalled/longmamba-uninstalled.pc (build it first)" >&2
     exit 1
 fi
 export PKG_CONFIG_PATH="$build/meson-uninstalled${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
@@ -64,8 +65,11 @@ suite_cpp() {
 
 # ---- Python --------------------------------------------------------------------
 suite_python() {
-    local py=${PYTHON:-python3}
-    "$py" -c 'import pytest' 2>/dev/null || { echo "pytest is not installed for $py (pip install pytest)"; return 1; }
+    # The tests' Python recorded by the build (never the first python3 on PATH).
+    local py=${PYTHON:-$(cat "$build/test-python.txt" 2>/dev/null)}
+    [ -n "$py" ] || { echo "no Python for the tests: set PYTHON, or configure $build with tests (it writes test-python.txt)"; return 1; }
+    "$py" -c 'import pytest' 2>/dev/null ||
+        { echo "pytest is not installed for $py: run 'bash scripts/setup.sh deps ci' (Debian: apt-get install python3-pytest)"; return 1; }
     # pip builds in the source directory: install from a copy.
     rm -rf "$work/py-src" "$work/py-site"
     cp -r "$here/python" "$work/py-src" || return 1

@@ -44,7 +44,7 @@ expect 1 "check with a missing reference" -- "$cli" check "$tmp/no-such-model" "
 grep_out "cannot open" "missing reference message"
 
 # ---- broken reference files: exit 1 with a message, never a crash ----------
-python3 - "$tmp" <<'EOF'
+"$py" - "$tmp" <<'EOF'
 import json, struct, sys, os
 d = sys.argv[1]
 def st(name, header, data=b"", hlen=None, raw=None):
@@ -83,7 +83,7 @@ done
 
 # Mutations of a valid file (byte flips, truncations, header-length edits):
 # every one must give exit 1 with a message; a crash exits >= 128.
-python3 - "$tmp" <<'EOF'
+"$py" - "$tmp" <<'EOF'
 import json, os, random, struct, sys
 d = sys.argv[1]
 rnd = random.Random(11)
@@ -161,7 +161,7 @@ for dir in "$fixtures"/*/; do
         expect 1 "--bytes on a 96-row vocabulary" -- "$cli" generate "$dir" --prompt hi --bytes
         grep_out "at least 256" "--bytes vocabulary message"
         # LongMamba and DeciMamba sessions through generate.
-        python3 -c "import random; r = random.Random(1); print(' '.join(str(r.randrange(75)) for _ in range(800)))" >"$tmp/toks.txt"
+        "$py" -c "import random; r = random.Random(1); print(' '.join(str(r.randrange(75)) for _ in range(800)))" >"$tmp/toks.txt"
         expect 0 "calibrate $name" -- "$cli" calibrate "$dir" --backend cpu --tokens "$tmp/toks.txt" -o "$tmp/calib.st" --window 200 --count 2
         long_ids=$(cut -d' ' -f1-400 "$tmp/toks.txt")
         expect 0 "generate --longmamba" -- "$cli" generate "$dir" --backend cpu --prompt-ids "$long_ids" -n 4 --longmamba "$tmp/calib.st" --theta 0.01 --scale 1.5
@@ -179,7 +179,7 @@ echo "fixtures checked: $n_fix"
 # marked "byte_level" in config.json.
 # make_model DIR VOCAB BYTE_LEVEL(0|1)
 make_model() {
-python3 - "$@" <<'EOF2'
+"$py" - "$@" <<'EOF2'
 import json, os, random, struct, sys
 d, V, byte_level = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
 os.makedirs(d, exist_ok=True)
@@ -260,7 +260,7 @@ fi
 # The model card reports 100% at 2,048 bytes; greedy decoding must print the
 # key that the needle planted ~1.3k bytes before the question.
 if [ -n "$bundled" ] && [ -f "$bundled/model.safetensors" ]; then
-    python3 - "$tmp/passkey.txt" <<'EOF3'
+    "$py" - "$tmp/passkey.txt" <<'EOF3'
 import sys
 g = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 f = g * 20

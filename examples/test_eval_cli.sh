@@ -14,14 +14,8 @@ text=${4:-}
 fx=$fixtures/m1-bf16
 . "$(dirname "$0")/test_lib.sh"
 
-# pycheck (test_lib.sh) needs python3 with numpy
-have_py=0
-py_needs="python3 with numpy"
-python3 -c 'import json, numpy' 2>/dev/null && have_py=1
-
 # ---- inputs: the fixture's reference rows as token files, random tokens -------
-if [ $have_py -eq 1 ]; then
-    python3 - "$fx/reference.safetensors" "$tmp" <<'EOF'
+"$py" - "$fx/reference.safetensors" "$tmp" <<'EOF' || bad "write the fixture's rows as token files"
 import json, struct, sys
 import numpy as np
 b = open(sys.argv[1], "rb").read()
@@ -37,7 +31,6 @@ for r in range(ids.shape[0]):
 np.save(f"{sys.argv[2]}/ids.npy", ids)
 np.save(f"{sys.argv[2]}/logits.npy", lg)
 EOF
-fi
 awk 'BEGIN { srand(7); for (i = 0; i < 3000; i++) printf "%d ", int(rand() * 128); print "" }' \
     >"$tmp/rand.txt"
 head -c 20 "$tmp/rand.txt" | awk '{ print $1, $2, $3 }' >"$tmp/short.txt"
@@ -252,7 +245,7 @@ EOF
     expect 1 "byte model: pass key length shorter than needle + question" -- "$cli" passkey \
         "$bundled" --lengths 64
 else
-    echo "skip: bundled model checks (no model directory given)"
+    bad "bundled model checks: no model at '$bundled' (meson passes models/byte-mamba-2k)"
 fi
 
 finish

@@ -1,6 +1,13 @@
 # test_lib.sh - shared by the CLI test scripts (examples/test_*.sh), which
 # source it: a scratch directory $tmp (removed on exit), pass/fail
 # counters and the helpers below.  Each script ends with `finish`.
+# The tests' Python: the interpreter chosen at set-up (meson passes it as
+# LM_PYTHON), never whichever python3 comes first on PATH.
+py=${LM_PYTHON:-}
+if [ -z "$py" ] || ! "$py" -c 'import json, numpy' 2>/dev/null; then
+    echo "FAIL: LM_PYTHON='$py' is not a python3 with numpy (run through 'meson test', set up by 'bash scripts/setup.sh test')"
+    exit 1
+fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 pass=0
@@ -47,17 +54,12 @@ grep_err() {
     fi
 }
 
-# pycheck DESCRIPTION SCRIPT ARGS...: a python3 assertion script (from
-# stdin) over files; skipped when the script set have_py=0 (py_needs says
-# what is missing)
+# pycheck DESCRIPTION SCRIPT ARGS...: a Python assertion script (from
+# stdin) over files
 pycheck() {
     local what=$1
     shift
-    if [ "${have_py:-0}" -eq 0 ]; then
-        echo "skip: $what (needs ${py_needs:-python3})"
-        return
-    fi
-    if python3 - "$@" >"$tmp/py" 2>&1; then ok "$what"; else
+    if "$py" - "$@" >"$tmp/py" 2>&1; then ok "$what"; else
         bad "$what"
         sed 's/^/    | /' "$tmp/py" | tail -n 20
     fi

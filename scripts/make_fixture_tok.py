@@ -19,6 +19,12 @@ little-endian header length, JSON header, raw data).  Deterministic: the
 same bytes on every run.
 
 Usage:  python3 scripts/make_fixture_tok.py [--out test/data/fixtures/m1-tok]
+        python3 scripts/make_fixture_tok.py --hf-ids TEXT_FILE
+                 also writes hf-ids.txt: the ids Hugging Face `tokenizers`
+                 (pip) gives for TEXT_FILE's first 12,000 bytes with
+                 "<|endoftext|>" written "<eot>" -- the document that
+                 examples/test_text_cli.sh compares `longmamba tokenize`
+                 with (TEXT_FILE: data/moby-dick-ch1-19.txt)
 """
 
 import argparse
@@ -134,6 +140,7 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap.add_argument("--out", default=os.path.join(here, "..", "test", "data", "fixtures",
                                                   "m1-tok"))
+    ap.add_argument("--hf-ids", metavar="TEXT_FILE")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
 
@@ -157,6 +164,14 @@ def main():
     meta = {"generator": GENERATOR, "seed": str(SEED), "format": "pt"}
     write_safetensors(os.path.join(args.out, "model.safetensors"),
                       make_weights(vocab_size, rng), meta)
+
+    if args.hf_ids:
+        from tokenizers import Tokenizer
+        t = Tokenizer.from_file(os.path.join(args.out, "tokenizer.json"))
+        doc = open(args.hf_ids, "rb").read()[:12000].replace(b"<|endoftext|>", b"<eot>")
+        ids = t.encode(doc.decode("utf-8", "replace")).ids
+        with open(os.path.join(args.out, "hf-ids.txt"), "w") as f:
+            f.write(" ".join(map(str, ids)) + "\n")
 
     size = 0
     for fn in sorted(os.listdir(args.out)):

@@ -19,7 +19,8 @@ refs.bin (little endian) is
                        of text.decode("utf-8", "replace") (U+FFFD for each
                        maximal invalid subpart, the rule the library follows)
                  bit1: text not embedded: it is the whole file
-                       <shared>/data/text/<name> (xz), text_len its size
+                       <shared>/data/text/<name> (xz), text_len its size,
+                       copied to test/data/tokenizer/books/<name>.xz
                  bit2: the decode equals the text (not stored again)
   u64 text_len, text bytes (absent with bit1)
   u64 n_ids, n_ids x u32
@@ -359,7 +360,10 @@ def main():
             w.add("%s/%s.txt@0" % (sub, book), cut_utf8(data, 0, EXCERPT))
             mid = len(data) // 2
             w.add("%s/%s.txt@mid" % (sub, book), cut_utf8(data, mid, EXCERPT))
-    whole = read_xz(os.path.join(args.shared, "data", "text", WHOLE_BOOK + ".xz"))
+    whole_xz = os.path.join(args.shared, "data", "text", WHOLE_BOOK + ".xz")
+    whole = read_xz(whole_xz)
+    os.makedirs(os.path.join(args.out, "books", os.path.dirname(WHOLE_BOOK)), exist_ok=True)
+    shutil.copyfile(whole_xz, os.path.join(args.out, "books", WHOLE_BOOK + ".xz"))
     w.add(WHOLE_BOOK, whole, flags=2, embed=False)
 
     w.add("stress", stress_text().encode())

@@ -77,7 +77,7 @@ def test_missing_library_is_a_clear_error(tmp_path):
             "except longmamba.LibraryNotFoundError as e:\n print('MSG', e)\n")
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "MSG cannot load liblongmamba" in r.stdout
+    assert "MSG cannot load libongmamba" in r.stdout
     assert "LONGMAMBA_LIBRARY" in r.stdout and "nope.so" in r.stdout
 
 

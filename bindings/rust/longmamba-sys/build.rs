@@ -1,4 +1,4 @@
-//! Finds liblongmamba for the linker: LONGMAMBA_LIB_DIR if set, otherwise the
+//! Finds libongmamba for the linker: LONGMAMBA_LIB_DIR if set, otherwise the
 //! `pkg-config` binary (PKG_CONFIG_PATH may point at an uninstalled build
 //! tree's meson-uninstalled/).  No crates: this builds offline.
 use std::env;
@@ -13,7 +13,7 @@ fn main() {
     let mut dirs: Vec<String> = Vec::new();
     if let Ok(dir) = env::var("LONGMAMBA_LIB_DIR") {
         dirs.push(dir);
-        println!("cargo:rustc-link-lib=dylib=longmamba");
+        println!("cargo:rustc-link-lib=dylib=ongmamba");
     } else {
         let exe = env::var("PKG_CONFIG").unwrap_or_else(|_| "pkg-config".to_string());
         match Command::new(&exe).args(["--libs", "longmamba"]).output() {
@@ -29,18 +29,18 @@ fn main() {
             }
             Ok(out) => {
                 println!(
-                    "cargo:warning=pkg-config --libs longmamba failed ({}); linking -llongmamba \
+                    "cargo:warning=pkg-config --libs longmamba failed ({}); linking -longmamba \
                      from the default paths (set PKG_CONFIG_PATH or LONGMAMBA_LIB_DIR)",
                     String::from_utf8_lossy(&out.stderr).trim()
                 );
-                println!("cargo:rustc-link-lib=dylib=longmamba");
+                println!("cargo:rustc-link-lib=dylib=ongmamba");
             }
             Err(e) => {
                 println!(
-                    "cargo:warning=cannot run {exe}: {e}; linking -llongmamba from the default \
+                    "cargo:warning=cannot run {exe}: {e}; linking -longmamba from the default \
                      paths (set LONGMAMBA_LIB_DIR)"
                 );
-                println!("cargo:rustc-link-lib=dylib=longmamba");
+                println!("cargo:rustc-link-lib=dylib=ongmamba");
             }
         }
     }

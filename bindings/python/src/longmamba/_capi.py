@@ -209,7 +209,7 @@ _PROTOTYPES = {
 
 
 class LibraryNotFoundError(ImportError):
-    """liblongmamba could not be found or loaded; the message lists every place tried."""
+    """libongmamba could not be found or loaded; the message lists every place tried."""
 
 
 def _pkg_config_dirs():
@@ -246,17 +246,17 @@ def _candidates():
     if note:
         notes.append(note)
     for d in dirs:
-        for name in ("liblongmamba.so.%d" % ABI_MAJOR, "liblongmamba.so", "liblongmamba.dylib"):
+        for name in ("libongmamba.so.%d" % ABI_MAJOR, "libongmamba.so", "libongmamba.dylib"):
             p = os.path.join(d, name)
             if os.path.exists(p):
                 cands.append((p, "pkg-config"))
     if not dirs:
         pass
     elif not cands:
-        notes.append("pkg-config: no liblongmamba in %s" % ", ".join(dirs))
+        notes.append("pkg-config: no libongmamba in %s" % ", ".join(dirs))
     # The dynamic loader's own search (LD_LIBRARY_PATH, ldconfig cache, rpath).
-    cands.append(("liblongmamba.so.%d" % ABI_MAJOR, "loader path"))
-    found = ctypes.util.find_library("longmamba")
+    cands.append(("libongmamba.so.%d" % ABI_MAJOR, "loader path"))
+    found = ctypes.util.find_library("ongmamba")
     if found:
         cands.append((found, "ctypes.util.find_library"))
     return cands, notes
@@ -293,7 +293,7 @@ def load():
             try:
                 _declare(lib)
             except AttributeError as e:
-                tried.append("%s (%s): not liblongmamba: %s" % (path, origin, e))
+                tried.append("%s (%s): not libongmamba: %s" % (path, origin, e))
                 continue
             major = lib.lm_version() // 10000
             if major != ABI_MAJOR:
@@ -303,8 +303,8 @@ def load():
             _loaded, _loaded_path = lib, path
             return lib
         raise LibraryNotFoundError(
-            "cannot load liblongmamba. Set LONGMAMBA_LIBRARY to the library file "
-            "(e.g. <builddir>/lib/liblongmamba.so), or make it findable through "
+            "cannot load libongmamba. Set LONGMAMBA_LIBRARY to the library file "
+            "(e.g. <builddir>/lib/libongmamba.so), or make it findable through "
             "pkg-config (PKG_CONFIG_PATH) or the loader path (LD_LIBRARY_PATH). Tried:\n  " +
             "\n  ".join(tried + notes))
 

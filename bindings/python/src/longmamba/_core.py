@@ -101,7 +101,7 @@ def _enum_arg(cls, value, what):
 # ---- errors --------------------------------------------------------------------
 
 class LongMambaError(Exception):
-    """A call into liblongmamba failed.  .status is a Status, .message the library's text."""
+    """A call into libongmamba failed.  .status is a Status, .message the library's text."""
 
     def __init__(self, status, message=""):
         self.status = _enum(Status, status)
