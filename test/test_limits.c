@@ -200,8 +200,7 @@ START_TEST(million_tokens_vanilla)
 {
     progress pr = {.monotonic = 1};
     lm_session *s = session_with(&pr);
-    double dt = million(s, &pr, "vanilla");
-    ck_assert_msg(dt < 60.0, "1M tokens took %.1f s", dt);
+    million(s, &pr, "vanilla"); /* prints its time; speed is the benchmarks' business */
     lm_session_free(s);
 }
 END_TEST
@@ -230,8 +229,7 @@ START_TEST(million_tokens_longmamba)
     lm_longmamba_params_init(&lp);
     lp.trigger_length = 1024; /* the 2048-token warm-up takes the filtered path too */
     ck_assert_int_eq(lm_session_set_longmamba(s, c, &lp), LM_OK);
-    double dt = million(s, &pr, "longmamba");
-    ck_assert_msg(dt < 60.0, "1M tokens took %.1f s", dt);
+    million(s, &pr, "longmamba");
     lm_session_free(s);
     lm_calibration_free(c);
 }
