@@ -41,10 +41,9 @@ lm_status lmc_cublas_fail(lmi_err *e, cublasStatus_t st, const char *what)
     return lmi_fail(e, s, "cublas: %s: %s", what, cublasGetStatusString(st));
 }
 
-/* Why CUDA is (not) usable here, in words a user can act on.  The module
- * links cudart statically: cudart finds the driver (libcuda.so.1) itself
- * and reports a missing one as cudaErrorInsufficientDriver with driver
- * version 0. */
+/* Why CUDA is (not) usable here, in words a user can act on.  cudart
+ * loads the driver (libcuda.so.1) itself and reports a missing one as
+ * cudaErrorInsufficientDriver with driver version 0. */
 static lm_status device_status(int32_t *n_devices, lmi_err *e)
 {
     if (!n_devices)
@@ -59,8 +58,9 @@ static lm_status device_status(int32_t *n_devices, lmi_err *e)
     (void)cudaRuntimeGetVersion(&rt);
     if (rc == cudaErrorInsufficientDriver && drv == 0)
         return lmi_fail(e, LM_ERR_BACKEND_UNAVAILABLE,
-                        "CUDA backend: no CUDA driver (libcuda.so.1 not found; the module needs "
-                        "a driver for CUDA %d.%d or newer)", rt / 1000, rt % 1000 / 10);
+                        "CUDA backend: no CUDA driver (libcuda.so.1 not found or not loadable; "
+                        "the module needs a driver for CUDA %d.%d or newer)",
+                        rt / 1000, rt % 1000 / 10);
     if (rc == cudaErrorInsufficientDriver)
         return lmi_fail(e, LM_ERR_BACKEND_UNAVAILABLE,
                         "CUDA backend: the CUDA driver is too old (it supports CUDA %d.%d, the "

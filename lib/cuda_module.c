@@ -2,7 +2,7 @@
  * cuda_module.c - finds and loads the CUDA backend module.
  *
  * The CUDA backend (the .cu files in cuda/) is built into its own shared module,
- * libongmamba-cuda.so, which links cudart (statically) and cuBLAS;
+ * libongmamba-cuda.so, which links cudart and cuBLAS;
  * libongmamba.so links no CUDA library.  The module is opened with dlopen
  * only when the CUDA backend is asked for (backend CUDA, AUTO, or
  * lm_backend_status/lm_backend_available of those), so CPU programs and
@@ -18,7 +18,9 @@
  *   4. libongmamba-cuda.so through the dynamic loader's path (LD_LIBRARY_PATH,
  *      ld.so.cache, the default directories).
  * A file that exists but does not load (a broken file, a missing
- * libcublas) stops the search with the loader's message.
+ * libcublas) stops the search with the loader's message.  Before step 3
+ * loads the module, the driver (libcuda.so.1) must be loadable: on a
+ * machine without it the module is never mapped.
  *
  * No global state: every user holds its own dlopen reference (the loader
  * counts them), each CUDA model one until lm_model_free.
@@ -93,6 +95,22 @@ static bool module_next_to_library(char *path, size_t cap)
     return n > 0 && (size_t)n < cap;
 }
 
+/* Without the driver, loading the module (cudart, cuBLAS: ~190 MB
+ * resident) only to hear "no driver" would cost every AUTO program on a
+ * CPU machine: look for libcuda.so.1 first.  (The override skips this
+ * check, so a module can be tried on any machine.) */
+static lm_status driver_present(lmi_err *e)
+{
+    void *h = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+    if (h) {
+        dlclose(h);
+        return LM_OK;
+    }
+    const char *why = dlerror();
+    return lmi_fail(e, LM_ERR_BACKEND_UNAVAILABLE, "CUDA backend: no CUDA driver (%s)",
+                    why ? why : "libcuda.so.1 cannot be loaded");
+}
+
 static lm_status find_module(lmi_cuda_lib *cl, char *path, size_t cap, lmi_err *e)
 {
     /* secure_getenv: a set-id program does not take a library path from
@@ -113,7 +131,10 @@ static lm_status find_module(lmi_cuda_lib *cl, char *path, size_t cap, lmi_err *
     }
     char tried[LMI_ERR_CAP / 2] = "";
     if (module_next_to_library(path, cap)) {
-        lm_status st = open_file(path, false, cl, e);
+        lm_status st = access(path, F_OK) == 0 ? driver_present(e) : LM_OK;
+        if (st != LM_OK)
+            return st;
+        st = open_file(path, false, cl, e);
         if (st != LM_ERR_MISSING)
             return st;
         /* the tail of a long path names the directory best */

@@ -2,8 +2,9 @@
  * test_cudamod.c - the CUDA backend as a module (lib/cuda_module.c), on a
  * machine with or without a GPU: the reasons lm_backend_status gives, AUTO
  * falling back to CPU, the LONGMAMBA_CUDA_MODULE override (missing, not a
- * shared object, not a module, wrong interface version), and a CPU run
- * that never maps a CUDA library or the module.
+ * shared object, not a module, wrong interface version), and CPU runs
+ * (backend CPU; AUTO without a driver) that never map a CUDA library or
+ * the module.
  *
  * Linked against libongmamba.so (public API only), as a program would be,
  * so that the library finds the module next to itself in build/lib.
@@ -179,13 +180,13 @@ END_TEST
 
 static const char *const cuda_names[] = {"libcudart", "libcublas", "libcuda.so", "ongmamba-cuda"};
 
-/* Child: load (backend CPU, and AUTO's default search is not used), prefill,
- * decode, then scan /proc/self/maps.  Exit 0 clean, 1 setup error, 2 found. */
-static int maps_child(void)
+/* Child: load with the backend named, prefill, decode, then scan
+ * /proc/self/maps.  Exit 0 clean, 1 setup error, 2 found. */
+static int maps_child(lm_backend backend)
 {
     lm_model_params mp;
     lm_model_params_init(&mp);
-    mp.backend = LM_BACKEND_CPU;
+    mp.backend = backend;
     mp.n_threads = 1;
     lm_model *m = NULL;
     lm_session *s = NULL;
@@ -217,28 +218,47 @@ static int maps_child(void)
     return found ? 2 : 0;
 }
 
-START_TEST(cpu_run_maps_no_cuda)
+static void run_maps_child(const char *backend)
 {
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
         /* exec: a fresh process, whatever earlier tests in this one loaded */
         unsetenv(ENV);
-        execl("/proc/self/exe", "test_cudamod", "--maps-child", (char *)NULL);
+        execl("/proc/self/exe", "test_cudamod", "--maps-child", backend, (char *)NULL);
         _exit(1);
     }
     int ws = 0;
     ck_assert_int_eq(waitpid(pid, &ws, 0), pid);
-    ck_assert_msg(WIFEXITED(ws), "maps child crashed");
-    ck_assert_msg(WEXITSTATUS(ws) == 0, "maps child: exit %d (2: a CUDA library was mapped)",
-                  WEXITSTATUS(ws));
+    ck_assert_msg(WIFEXITED(ws), "maps child (%s) crashed", backend);
+    ck_assert_msg(WEXITSTATUS(ws) == 0, "maps child (%s): exit %d (2: a CUDA library was mapped)",
+                  backend, WEXITSTATUS(ws));
+}
+
+START_TEST(cpu_run_maps_no_cuda)
+{
+    run_maps_child("cpu");
+}
+END_TEST
+
+/* Without a driver (or without the module) AUTO maps nothing either: the
+ * library checks for libcuda.so.1 before loading the module. */
+START_TEST(auto_without_driver_maps_no_cuda)
+{
+    char err[512];
+    lm_backend_status(LM_BACKEND_CUDA, err, sizeof err);
+    if (gpu_machine() || !(strstr(err, "no CUDA driver (") || strstr(err, "module not found"))) {
+        printf("note: auto maps check skipped: %s\n", err);
+        return;
+    }
+    run_maps_child("auto");
 }
 END_TEST
 
 int main(int argc, char **argv)
 {
-    if (argc == 2 && strcmp(argv[1], "--maps-child") == 0)
-        return maps_child();
+    if (argc == 3 && strcmp(argv[1], "--maps-child") == 0)
+        return maps_child(strcmp(argv[2], "auto") == 0 ? LM_BACKEND_AUTO : LM_BACKEND_CPU);
     Suite *s = suite_create("cudamod");
     TCase *tc = tcase_create("cudamod");
     tcase_set_timeout(tc, 120);
@@ -253,6 +273,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, override_real_module);
 #endif
     tcase_add_test(tc, cpu_run_maps_no_cuda);
+    tcase_add_test(tc, auto_without_driver_maps_no_cuda);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
