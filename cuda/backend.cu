@@ -41,14 +41,58 @@ lm_status lmc_cublas_fail(lmi_err *e, cublasStatus_t st, const char *what)
     return lmi_fail(e, s, "cublas: %s: %s", what, cublasGetStatusString(st));
 }
 
-extern "C" int lmi_cuda_device_present(void)
+/* Why CUDA is (not) usable here, in words a user can act on.  cudart
+ * loads the driver (libcuda.so.1) itself and reports a missing one as
+ * cudaErrorInsufficientDriver with driver version 0. */
+static lm_status device_status(int32_t *n_devices, lmi_err *e)
 {
+    if (!n_devices)
+        return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "CUDA module: device_status: NULL argument");
+    *n_devices = 0;
     int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    const cudaError_t rc = cudaGetDeviceCount(&n);
+    if (rc != cudaSuccess)
         (void)cudaGetLastError();
-        return 0;
-    }
-    return n > 0;
+    int drv = 0, rt = 0;
+    (void)cudaDriverGetVersion(&drv);
+    (void)cudaRuntimeGetVersion(&rt);
+    if (rc == cudaErrorInsufficientDriver && drv == 0)
+        return lmi_fail(e, LM_ERR_BACKEND_UNAVAILABLE,
+                        "CUDA backend: no CUDA driver (libcuda.so.1 not found or not loadable; "
+                        "the module needs a driver for CUDA %d.%d or newer)",
+                        rt / 1000, rt % 1000 / 10);
+    if (rc == cudaErrorInsufficientDriver)
+        return lmi_fail(e, LM_ERR_BACKEND_UNAVAILABLE,
+                        "CUDA backend: the CUDA driver is too old (it supports CUDA %d.%d, the "
+                        "module needs %d.%d)", drv / 1000, drv % 1000 / 10, rt / 1000, rt % 1000 / 10);
+    if (rc == cudaErrorNoDevice || (rc == cudaSuccess && n <= 0))
+        return lmi_fail(e, LM_ERR_BACKEND_UNAVAILABLE,
+                        "CUDA backend: no CUDA device (driver for CUDA %d.%d present)", drv / 1000,
+                        drv % 1000 / 10);
+    if (rc != cudaSuccess)
+        return lmi_fail(e, LM_ERR_BACKEND_UNAVAILABLE, "CUDA backend: no usable device: %s (%s)",
+                        cudaGetErrorString(rc), cudaGetErrorName(rc));
+    *n_devices = n;
+    return LM_OK;
+}
+
+/* The module's one exported symbol (lib/internal.h: lmi_cuda_module).
+ * Default visibility although everything else is hidden; the GPU test
+ * programs, which link these objects statically, export it from the
+ * executable so that lm_model_load finds this copy instead of loading a
+ * second cudart with the module. */
+extern "C" __attribute__((visibility("default"))) const lmi_cuda_module *lmi_cuda_module_v1(void)
+{
+    static const lmi_cuda_module mod = {
+        LMI_CUDA_MODULE_VERSION,
+        (uint32_t)sizeof(struct lm_model),
+        (uint32_t)sizeof(struct lm_session),
+        (uint32_t)sizeof(lmi_forward),
+        &lmi_cuda_backend,
+        &lmi_cuda_m2_backend,
+        device_status,
+    };
+    return &mod;
 }
 
 namespace {

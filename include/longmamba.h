@@ -140,8 +140,18 @@ typedef void (*lm_log_fn)(void *user, lm_log_level level, const char *msg);
 typedef int (*lm_progress_fn)(void *user, int64_t done, int64_t total);
 
 /* 1 if the backend is compiled in and usable on this machine, else 0.
- * LM_BACKEND_AUTO always reports 1. */
+ * LM_BACKEND_AUTO always reports 1.  (The reason: lm_backend_status.) */
 LM_API int32_t lm_backend_available(lm_backend backend);
+/* Whether the backend is usable, and why not: LM_OK, or
+ * LM_ERR_BACKEND_UNAVAILABLE with the reason in err (CUDA: module
+ * libongmamba-cuda.so not found or not loadable, with the loader's message;
+ * no CUDA driver or one too old; no device).  LM_BACKEND_AUTO always
+ * returns LM_OK and err names the backend it would pick ("auto: cpu
+ * (reason)").  Asking about CUDA or AUTO loads the CUDA module for the
+ * check (README: "CUDA backend").  err (may be NULL) receives at most cap
+ * bytes including the NUL.  LM_ERR_INVALID_ARGUMENT for an unknown
+ * backend.  Added after 0.2.0 (map node LONGMAMBA_0.3). */
+LM_API lm_status lm_backend_status(lm_backend backend, char *err, size_t cap);
 /* Static name: "auto", "cpu", "cuda". */
 LM_API const char *lm_backend_name(lm_backend backend);
 

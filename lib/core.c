@@ -1,4 +1,5 @@
-/* core.c - version, status strings, errors, allocation, logging. */
+/* core.c - version, status and backend names, backend availability.
+ * (Errors, allocation and logging: base.c.) */
 #include "internal.h"
 
 #include <stdio.h>
@@ -48,69 +49,40 @@ const char *lm_backend_name(lm_backend backend)
 
 int32_t lm_backend_available(lm_backend backend)
 {
-    switch (backend) {
-    case LM_BACKEND_AUTO:
-    case LM_BACKEND_CPU: return 1;
-    case LM_BACKEND_CUDA:
-#ifdef LM_HAVE_CUDA
-        return lmi_cuda_device_present() ? 1 : 0;
-#else
-        return 0;
-#endif
-    }
-    return 0;
+    return lm_backend_status(backend, NULL, 0) == LM_OK ? 1 : 0;
 }
 
-lm_status lmi_fail(lmi_err *e, lm_status st, const char *fmt, ...)
+lm_status lm_backend_status(lm_backend backend, char *err, size_t cap)
 {
-    if (e) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(e->msg, sizeof e->msg, fmt, ap);
-        va_end(ap);
+    lmi_err e = {{0}};
+    lm_status st = LM_OK;
+    switch (backend) {
+    case LM_BACKEND_CPU: break;
+    case LM_BACKEND_CUDA:
+    case LM_BACKEND_AUTO: {
+        /* Probe: load the module, ask for a device, unload (the loader
+         * keeps it mapped while a CUDA model holds its own reference). */
+        lmi_cuda_lib cl;
+        st = lmi_cuda_open(&cl, &e);
+        if (st == LM_OK)
+            lmi_cuda_close(&cl);
+        if (backend == LM_BACKEND_AUTO) {
+            /* AUTO is always usable: say which backend it would pick. */
+            char why[LMI_ERR_CAP];
+            snprintf(why, sizeof why, "%s", e.msg);
+            if (st == LM_OK)
+                lmi_fail(&e, LM_OK, "auto: cuda");
+            else
+                lmi_fail(&e, LM_OK, "auto: cpu (%s)", why);
+            st = LM_OK;
+        }
+        break;
     }
+    default:
+        st = lmi_fail(&e, LM_ERR_INVALID_ARGUMENT, "lm_backend_status: unknown backend %d",
+                      (int)backend);
+    }
+    lmi_err_copy(&e, err, cap);
     return st;
 }
 
-void lmi_err_copy(const lmi_err *e, char *err, size_t cap)
-{
-    if (!err || cap == 0) return;
-    if (!e) {
-        err[0] = '\0';
-        return;
-    }
-    size_t n = strnlen(e->msg, sizeof e->msg);
-    if (n >= cap) n = cap - 1;
-    memcpy(err, e->msg, n);
-    err[n] = '\0';
-}
-
-/* Every allocation passes here, so a fault-injection build can fail any one. */
-void *lmi_alloc(size_t n, size_t size)
-{
-    if (size != 0 && n > SIZE_MAX / size) return NULL;
-    return calloc(n ? n : 1, size ? size : 1);
-}
-
-void *lmi_alloc_raw(size_t n, size_t size)
-{
-    if (size != 0 && n > SIZE_MAX / size) return NULL;
-    size_t bytes = n * size;
-    bytes = (bytes + 63) & ~(size_t)63;
-    if (bytes == 0) bytes = 64;
-    return aligned_alloc(64, bytes);
-}
-
-void lmi_free(void *p) { free(p); }
-
-void lmi_log(lm_log_fn fn, void *user, lm_log_level max_level, lm_log_level level,
-             const char *fmt, ...)
-{
-    if (!fn || level > max_level) return;
-    char buf[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    fn(user, level, buf);
-}

@@ -112,6 +112,7 @@ struct lm_model {
     lm_backend backend;      /* CPU or CUDA, never AUTO */
     const lmi_backend_vt *vt;
     void *bk;                /* backend's per-model data (device weights) */
+    void *cuda_module;       /* CUDA: this model's dlopen reference to the module */
     int32_t n_threads;
     int32_t device;
     lm_log_fn log_fn;
@@ -196,12 +197,51 @@ struct lmi_backend_vt {
 };
 
 extern const lmi_backend_vt lmi_cpu_backend;
-#ifdef LM_HAVE_CUDA
+
+/* ---- the CUDA module (libongmamba-cuda.so) ------------------------------ */
+
+/* The CUDA backend lives in a module that the library dlopens on first
+ * use (lib/cuda_module.c), so that CPU programs never map cudart/cuBLAS.
+ * The module exports exactly one symbol, LMI_CUDA_MODULE_ENTRY, returning
+ * this table.  The module reads lm_model / lm_session / lmi_forward
+ * directly, so LMI_CUDA_MODULE_VERSION must be bumped whenever this table,
+ * the vtable or those structs change; the loader also compares their
+ * sizes as a cheap guard against a module from another build. */
+#define LMI_CUDA_MODULE_VERSION 1u
+#define LMI_CUDA_MODULE_ENTRY "lmi_cuda_module_v1"
+#define LMI_CUDA_MODULE_FILE "libongmamba-cuda.so"
+#define LMI_CUDA_MODULE_ENV "LONGMAMBA_CUDA_MODULE"
+
+typedef struct lmi_cuda_module {
+    uint32_t version;                  /* LMI_CUDA_MODULE_VERSION; first, always */
+    uint32_t model_size, session_size, forward_size;  /* sizeof of the shared structs */
+    const lmi_backend_vt *m1;          /* Mamba-1 */
+    const lmi_backend_vt *m2;          /* Mamba-2 */
+    /* LM_OK and *n_devices > 0 when the CUDA runtime sees a device; else
+     * LM_ERR_BACKEND_UNAVAILABLE naming the reason (no driver, driver
+     * older than the runtime, no device). */
+    lm_status (*device_status)(int32_t *n_devices, lmi_err *e);
+} lmi_cuda_module;
+
+typedef const lmi_cuda_module *(*lmi_cuda_entry_fn)(void);
+
+/* An open reference to the module: each CUDA model holds its own (the
+ * loader counts references; no global handle). */
+typedef struct lmi_cuda_lib {
+    void *handle;                      /* from dlopen */
+    const lmi_cuda_module *mod;
+    int32_t n_devices;
+} lmi_cuda_lib;
+
+/* Finds and loads the module, checks its interface and asks for a device;
+ * on failure nothing stays open and e says why (LM_ERR_BACKEND_UNAVAILABLE). */
+lm_status lmi_cuda_open(lmi_cuda_lib *cl, lmi_err *e);
+void lmi_cuda_close(lmi_cuda_lib *cl);
+
+/* Inside the module (cuda/), and in the GPU test programs that link the
+ * CUDA objects statically. */
 extern const lmi_backend_vt lmi_cuda_backend;
 extern const lmi_backend_vt lmi_cuda_m2_backend; /* Mamba-2 (cuda/mamba2.cu) */
-/* 1 if the CUDA runtime sees at least one device. */
-int lmi_cuda_device_present(void);
-#endif
 
 /* ---- sessions ---------------------------------------------------------- */
 

@@ -18,6 +18,7 @@
 #include "format/safetensors.h"
 #include "model_load.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -1034,30 +1035,26 @@ static lm_status load_weights(loader *ld, const cfg *c_in, const char *dir)
 
 static lm_status select_backend(lm_model *m, lm_backend want, lmi_err *e)
 {
-    /* Ask the CUDA runtime only when CUDA may be chosen: an explicit CPU
-     * model never loads the driver. */
-#ifdef LM_HAVE_CUDA
-    bool cuda = want != LM_BACKEND_CPU && lmi_cuda_device_present() != 0;
-#else
-    bool cuda = false;
-#endif
-    if (want == LM_BACKEND_AUTO)
-        want = cuda ? LM_BACKEND_CUDA : LM_BACKEND_CPU;
-    if (want == LM_BACKEND_CUDA && !cuda) {
-#ifdef LM_HAVE_CUDA
-        return lmi_fail(e, LM_ERR_BACKEND_UNAVAILABLE, "CUDA backend: no CUDA device is present");
-#else
-        return lmi_fail(e, LM_ERR_BACKEND_UNAVAILABLE,
-                        "CUDA backend: this build of libongmamba has no CUDA support");
-#endif
+    /* Load the CUDA module only when CUDA may be chosen: an explicit CPU
+     * model never maps cudart or cuBLAS. */
+    if (want != LM_BACKEND_CPU) {
+        lmi_cuda_lib cl;
+        lmi_err why = {{0}};
+        if (lmi_cuda_open(&cl, &why) == LM_OK) {
+            m->backend = LM_BACKEND_CUDA;
+            m->cuda_module = cl.handle; /* this model's reference, closed in lm_model_free */
+            m->vt = m->dims.arch == LM_ARCH_MAMBA2 ? cl.mod->m2 : cl.mod->m1;
+            return LM_OK;
+        }
+        if (want == LM_BACKEND_CUDA) {
+            if (e)
+                *e = why;
+            return LM_ERR_BACKEND_UNAVAILABLE;
+        }
+        lmi_log(m->log_fn, m->log_user, m->log_level, LM_LOG_INFO, "backend auto: cpu (%s)",
+                why.msg);
     }
-    m->backend = want;
-#ifdef LM_HAVE_CUDA
-    if (want == LM_BACKEND_CUDA) {
-        m->vt = m->dims.arch == LM_ARCH_MAMBA2 ? &lmi_cuda_m2_backend : &lmi_cuda_backend;
-        return LM_OK;
-    }
-#endif
+    m->backend = LM_BACKEND_CPU;
     m->vt = &lmi_cpu_backend;
     return LM_OK;
 }
@@ -1193,6 +1190,8 @@ void lm_model_free(lm_model *m)
      * never ran (bk NULL). */
     if (m->vt && m->vt->model_free)
         m->vt->model_free(m);
+    if (m->cuda_module) /* after model_free: that code lives in the module */
+        dlclose(m->cuda_module);
     for (size_t k = 0; k < m->n_owned; k++)
         lmi_free(m->owned[k]);
     lmi_free(m->owned);

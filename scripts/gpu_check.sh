@@ -142,6 +142,21 @@ if ! { $SETUP || meson setup "$BUILD" -Dcuda=enabled -Dblas=$BLAS -Dtests=$TESTS
 fi
 grep -iE "warning" "$LOGS/build.log" | grep -iE "cuda/|test/gpu|bench/gpu" >"$LOGS/build_warnings.txt"
 row "build" "ok ($(wc -l <"$LOGS/build_warnings.txt") warnings in cuda/, test/gpu, bench/gpu; $(( $(date +%s) - t_start )) s)"
+# The CUDA backend is the module $BUILD/lib/libongmamba-cuda.so, loaded by
+# libongmamba.so (which links no CUDA library) on first use: check that it
+# loads and sees the GPU (lm_backend_status), through the public library.
+if [ -z "$TARGETS" ]; then
+    cuda_needed=$(readelf -d "$BUILD/lib/libongmamba.so" 2>/dev/null | grep -ciE 'NEEDED.*(cudart|cublas)')
+    ms=$(python3 - "$BUILD/lib/libongmamba.so" 2>&1 <<'PY'
+import ctypes, sys
+lib = ctypes.CDLL(sys.argv[1]); buf = ctypes.create_string_buffer(512)
+st = lib.lm_backend_status(2, buf, 512)  # LM_BACKEND_CUDA
+print("ok" if st == 0 else "FAIL (status %d: %s)" % (st, buf.value.decode()))
+PY
+)
+    [ "$cuda_needed" = 0 ] || ms="FAIL: libongmamba.so links $cuda_needed CUDA libraries; $ms"
+    row "CUDA module (lm_backend_status)" "$ms"
+fi
 G=$BUILD/test/gpu
 Q=""
 [ $QUICK = 1 ] && Q="--quick"

@@ -129,6 +129,16 @@ const (
 // Available reports whether the backend is compiled in and usable here.
 func (b BackendKind) Available() bool { return C.lm_backend_available(C.lm_backend(b)) != 0 }
 
+// Check reports whether the backend is usable here and the reason when not
+// (CUDA: module libongmamba-cuda.so missing or not loadable, no driver, no
+// device); for BackendAuto the reason names the backend it would pick.
+func (b BackendKind) Check() (ok bool, reason string) {
+	eb := newErrBuf()
+	defer eb.free()
+	st := C.lm_backend_status(C.lm_backend(b), eb.p, errCap)
+	return st == C.LM_OK, C.GoString(eb.p)
+}
+
 func (b BackendKind) String() string { return C.GoString(C.lm_backend_name(C.lm_backend(b))) }
 
 // Arch is the model architecture (1 = Mamba-1, 2 = Mamba-2).

@@ -159,6 +159,9 @@ func TestVersion(t *testing.T) {
 	if !lm.BackendCPU.Available() || lm.IO.String() == lm.Format.String() {
 		t.Fatal("backend / status strings")
 	}
+	if ok, why := lm.BackendCUDA.Check(); ok != lm.BackendCUDA.Available() || (!ok && why == "") {
+		t.Fatalf("BackendCUDA.Check: %v %q", ok, why)
+	}
 }
 
 func TestLogitsMatchTransformers(t *testing.T) {

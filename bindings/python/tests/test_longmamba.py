@@ -49,6 +49,18 @@ def test_version_and_statuses():
         lm.backend_available("tpu")
 
 
+def test_backend_status():
+    assert lm.backend_status("cpu") == (True, "")
+    ok, why = lm.backend_status("auto")
+    assert ok and why.startswith("auto: ")
+    ok, why = lm.backend_status(lm.Backend.CUDA)
+    assert ok == lm.backend_available("cuda")
+    if not ok:  # module missing, or no driver / device: the reason says which
+        assert why.startswith("CUDA backend: ") and why
+    with pytest.raises(ValueError):
+        lm.backend_status("tpu")
+
+
 def test_struct_layouts_match_the_c_library():
     """Each *_init() writes sizeof(struct) in C: it must equal the ctypes size."""
     lib = _capi.load()

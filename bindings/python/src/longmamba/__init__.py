@@ -13,7 +13,7 @@ pkg-config (PKG_CONFIG_PATH), then the dynamic loader's path.
 from ._capi import LibraryNotFoundError, loaded_path
 from ._core import (Aggregation, Arch, Backend, Calibration, CalibrationInfo, DType,
                     LogLevel, LongMambaError, Mode, Model, ModelInfo, Session, Status, Tokenizer,
-                    backend_available, classify_channels, decode_batch, numpy_enabled, scan_filtered,
+                    backend_available, backend_status, classify_channels, decode_batch, numpy_enabled, scan_filtered,
                     status_str, version, version_string)
 
 __version__ = "0.2.0"
@@ -21,6 +21,6 @@ __version__ = "0.2.0"
 __all__ = [
     "Aggregation", "Arch", "Backend", "Calibration", "CalibrationInfo", "DType",
     "LibraryNotFoundError", "LogLevel", "LongMambaError", "Mode", "Model", "ModelInfo", "Session",
-    "Status", "Tokenizer", "backend_available", "classify_channels", "decode_batch", "loaded_path",
+    "Status", "Tokenizer", "backend_available", "backend_status", "classify_channels", "decode_batch", "loaded_path",
     "numpy_enabled", "scan_filtered", "status_str", "version", "version_string",
 ]

@@ -156,6 +156,7 @@ _PROTOTYPES = {
     "lm_version_string": (c_char_p, []),
     "lm_status_str": (c_char_p, [lm_status]),
     "lm_backend_available": (c_int32, [lm_enum]),
+    "lm_backend_status": (lm_status, [lm_enum, POINTER(c_char), c_size_t]),
     "lm_backend_name": (c_char_p, [lm_enum]),
     "lm_model_params_init": (None, [POINTER(lm_model_params)]),
     "lm_model_load": (lm_status, [c_char_p, POINTER(lm_model_params), POINTER(_P), POINTER(c_char),

@@ -149,6 +149,17 @@ def backend_available(backend):
     return bool(_lib().lm_backend_available(_enum_arg(Backend, backend, "backend")))
 
 
+def backend_status(backend):
+    """(available, reason) for a backend: reason says why CUDA is unusable
+    (module libongmamba-cuda.so missing or not loadable, no driver, no
+    device); for "auto" it names the backend AUTO would pick."""
+    err = _errbuf()
+    st = _lib().lm_backend_status(_enum_arg(Backend, backend, "backend"), err, _ERR_CAP)
+    if st not in (Status.OK, Status.BACKEND_UNAVAILABLE):
+        _check(st, err)
+    return st == Status.OK, err.value.decode("utf-8", "replace")
+
+
 # ---- arrays in and out ----------------------------------------------------------
 
 def _int32_in(values, what="tokens"):

@@ -68,6 +68,13 @@ extern "C" {
     pub fn lm_backend_available(backend: lm_backend) -> i32;
 }
 extern "C" {
+    pub fn lm_backend_status(
+        backend: lm_backend,
+        err: *mut ::std::os::raw::c_char,
+        cap: usize,
+    ) -> lm_status;
+}
+extern "C" {
     pub fn lm_backend_name(backend: lm_backend) -> *const ::std::os::raw::c_char;
 }
 #[repr(C)]

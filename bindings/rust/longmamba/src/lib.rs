@@ -269,6 +269,15 @@ impl Backend {
     pub fn available(self) -> bool {
         unsafe { sys::lm_backend_available(self.raw()) != 0 }
     }
+    /// Whether the backend is usable here, and the reason when not (CUDA:
+    /// module libongmamba-cuda.so missing or not loadable, no driver, no
+    /// device); for `Auto` the reason names the backend it would pick.
+    pub fn status(self) -> (bool, String) {
+        let mut err = ErrBuf::new();
+        let st = unsafe { sys::lm_backend_status(self.raw(), err.ptr(), ERR_CAP) };
+        let msg = unsafe { CStr::from_ptr(err.0.as_ptr()) }.to_string_lossy().into_owned();
+        (st == sys::LM_OK, msg)
+    }
 }
 
 /// Model architecture.

@@ -62,6 +62,10 @@ fn version_and_status() {
     assert_eq!(version() / 10000, sys::LM_VERSION_MAJOR as i32);
     assert_eq!(version_string().matches('.').count(), 2);
     assert!(Backend::Cpu.available());
+    let (ok, why) = Backend::Cuda.status();
+    assert_eq!(ok, Backend::Cuda.available());
+    assert!(ok || why.starts_with("CUDA backend: "), "{}", why);
+    assert_eq!(Backend::Cpu.status(), (true, String::new()));
     assert_ne!(Status::Io.description(), Status::Format.description());
     assert_eq!(Status::from_raw(Status::OutOfRange.as_raw()), Status::OutOfRange);
 }
