@@ -68,8 +68,8 @@ int main(int argc, char **argv)
     const int64_t lens[] = {128, 512, 2048};
     int32_t *tok = malloc(sizeof(int32_t) * 2048);
     float *logits = malloc(sizeof(float) * (size_t)V);
-    uint64_t rng = 99;
-    for (int i = 0; i < 2048; i++) tok[i] = (int32_t)(((tm_uniform(&rng) + 1.0) * 0.5) * 50277.0);
+    tu_rng rng = {99};
+    for (int i = 0; i < 2048; i++) tok[i] = (int32_t)(((tu_rng_sym(&rng) + 1.0) * 0.5) * 50277.0);
     lm_session *s = NULL;
     lm_status st = lm_session_create(m, NULL, &s, err, sizeof err);
     if (st != LM_OK) die(err, st, NULL);
@@ -136,13 +136,13 @@ int main(int argc, char **argv)
         float *u = malloc(sizeof(float) * (size_t)(L * E)), *dt = malloc(sizeof(float) * (size_t)(L * E));
         float *z = malloc(sizeof(float) * (size_t)(L * E)), *y = malloc(sizeof(float) * (size_t)(L * E));
         float *bc = malloc(sizeof(float) * (size_t)(L * 2 * N)), *h = calloc((size_t)(E * N), sizeof(float));
-        uint64_t r2 = 5;
+        tu_rng r2 = {5};
         for (int64_t i = 0; i < L * E; i++) {
-            u[i] = (float)tm_uniform(&r2);
-            dt[i] = (float)(2.0 * tm_uniform(&r2) - 3.0);
-            z[i] = (float)tm_uniform(&r2);
+            u[i] = (float)tu_rng_sym(&r2);
+            dt[i] = (float)(2.0 * tu_rng_sym(&r2) - 3.0);
+            z[i] = (float)tu_rng_sym(&r2);
         }
-        for (int64_t i = 0; i < L * 2 * N; i++) bc[i] = (float)tm_uniform(&r2);
+        for (int64_t i = 0; i < L * 2 * N; i++) bc[i] = (float)tu_rng_sym(&r2);
         const lmi_layer *ly = &m->layers[0];
         lmi_scan_m1 sa = {.L = L, .E = E, .N = N, .u = u, .delta = dt, .dt_softplus = true,
                           .dt_bias = ly->dt_b, .A = ly->A, .B = bc, .C = bc + N, .ldbc = 2 * N,

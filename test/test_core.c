@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "suite.h"
 
 START_TEST(version_matches_header)
 {
@@ -73,17 +74,9 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("core");
-    TCase *tc = tcase_create("core");
-    tcase_add_test(tc, version_matches_header);
-    tcase_add_test(tc, status_strings_are_distinct);
-    tcase_add_test(tc, status_values_are_pinned);
-    tcase_add_test(tc, backends);
-    tcase_add_test(tc, error_copy_truncates);
-    tcase_add_test(tc, alloc_overflow_is_null);
-    suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    add_tcase(s, "core", 0,
+              (const TTest *[]){version_matches_header, status_strings_are_distinct,
+                                status_values_are_pinned, backends, error_copy_truncates,
+                                alloc_overflow_is_null, NULL});
+    return run_suite(s);
 }

@@ -11,6 +11,7 @@
 #include "cpu/vmath.h"
 #include "internal.h"
 #include "testmodel.h"
+#include "suite.h"
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -46,9 +47,9 @@ static double rel_err_ff(const float *a, const float *b, size_t n)
     return sqrt(num) / (den > 0.0 ? sqrt(den) : 1.0);
 }
 
-static void fill_uniform(float *a, size_t n, uint64_t *rng, double scale, double offset)
+static void fill_uniform(float *a, size_t n, tu_rng *rng, double scale, double offset)
 {
-    for (size_t i = 0; i < n; i++) a[i] = (float)(offset + scale * tm_uniform(rng));
+    for (size_t i = 0; i < n; i++) a[i] = (float)(offset + scale * tu_rng_sym(rng));
 }
 
 /* ---- vectorised math ----------------------------------------------------- */
@@ -174,7 +175,7 @@ static void ref_scan(const lmi_scan_m1 *a, const float *h0, double *y, double *h
 static void run_scan_case(const scan_case *c, uint64_t seed)
 {
     const int64_t L = c->L, E = c->E, N = c->N, ldbc = 2 * N + 5, ldz = E + 3;
-    uint64_t rng = seed;
+    tu_rng rng = {seed};
     float *u = malloc(sizeof(float) * (size_t)(L * E));
     float *dl = malloc(sizeof(float) * (size_t)(L * E));
     float *bc = malloc(sizeof(float) * (size_t)(L * ldbc));
@@ -194,15 +195,15 @@ static void run_scan_case(const scan_case *c, uint64_t seed)
     if (c->softplus)
         fill_uniform(dl, (size_t)(L * E), &rng, 3.0, -1.0); /* raw dt */
     else
-        for (int64_t i = 0; i < L * E; i++) dl[i] = (float)(0.3 * (tm_uniform(&rng) + 1.0));
+        for (int64_t i = 0; i < L * E; i++) dl[i] = (float)(0.3 * (tu_rng_sym(&rng) + 1.0));
     fill_uniform(bc, (size_t)(L * ldbc), &rng, 1.0, 0.0);
     fill_uniform(z, (size_t)(L * ldz), &rng, 3.0, 0.0);
-    for (int64_t i = 0; i < E * N; i++) A[i] = -expf((float)(log((double)(i % N + 1)) + 0.3 * tm_uniform(&rng)));
+    for (int64_t i = 0; i < E * N; i++) A[i] = -expf((float)(log((double)(i % N + 1)) + 0.3 * tu_rng_sym(&rng)));
     fill_uniform(D, (size_t)E, &rng, 0.5, 1.0);
     fill_uniform(dtb, (size_t)E, &rng, 1.0, -2.0);
     for (int64_t e = 0; e < E; e++) {
         glob[e] = (uint8_t)(e % 3 != 1);
-        tau[e] = c->softplus ? (float)(0.15 + 0.1 * tm_uniform(&rng)) : (float)(0.3 + 0.1 * tm_uniform(&rng));
+        tau[e] = c->softplus ? (float)(0.15 + 0.1 * tu_rng_sym(&rng)) : (float)(0.3 + 0.1 * tu_rng_sym(&rng));
     }
     /* one channel with tau exactly equal to a Δ value: strict '>' filters it */
     if (!c->softplus && c->filter) tau[0] = dl[0];
@@ -268,7 +269,7 @@ END_TEST
 START_TEST(scan_threads_do_not_change_results)
 {
     const int64_t L = 300, E = 130, N = 16; /* above the one-thread cut-off; a tail block */
-    uint64_t rng = 3;
+    tu_rng rng = {3};
     float *u = malloc(sizeof(float) * (size_t)(L * E)), *dl = malloc(sizeof(float) * (size_t)(L * E));
     float *bc = malloc(sizeof(float) * (size_t)(L * 2 * N)), *A = malloc(sizeof(float) * (size_t)(E * N));
     float *h[2], *y[2];
@@ -302,7 +303,7 @@ START_TEST(scan_filtered_tokens_keep_state_and_output)
     float u[15], dl[15], bc[40], z[15], A[12], D[3] = {0.5f, -1.0f, 2.0f}, tau[3] = {10, 10, 10};
     uint8_t glob[3] = {1, 1, 1};
     float h[12], h0[12], y[15];
-    uint64_t rng = 7;
+    tu_rng rng = {7};
     fill_uniform(u, 15, &rng, 1, 0);
     fill_uniform(bc, 40, &rng, 1, 0);
     fill_uniform(z, 15, &rng, 1, 0);
@@ -347,8 +348,8 @@ static void check_forward(const tm_config *cfg, int64_t T)
     ck_assert_msg(m != NULL, "%s", err);
     const int64_t V = m->dims.vocab;
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)T);
-    uint64_t rng = cfg->seed + 5;
-    for (int64_t t = 0; t < T; t++) tok[t] = (int32_t)((tm_uniform(&rng) + 1.0) * 0.5 * (double)V) % (int32_t)V;
+    tu_rng rng = {cfg->seed + 5};
+    for (int64_t t = 0; t < T; t++) tok[t] = (int32_t)((tu_rng_sym(&rng) + 1.0) * 0.5 * (double)V) % (int32_t)V;
     tok[0] = 0;
     tok[T - 1] = (int32_t)V - 1;
     double *ref = malloc(sizeof(double) * (size_t)(T * V));
@@ -449,8 +450,8 @@ START_TEST(forward_filters_and_sink_match_double)
     ck_assert_msg(m != NULL, "%s", err);
     const int64_t T = 50, V = m->dims.vocab, E = m->dims.d_inner, NL = m->dims.n_layer;
     int32_t tok[50];
-    uint64_t rng = 77;
-    for (int64_t t = 0; t < T; t++) tok[t] = (int32_t)(((tm_uniform(&rng) + 1.0) * 0.5) * (double)V) % (int32_t)V;
+    tu_rng rng = {77};
+    for (int64_t t = 0; t < T; t++) tok[t] = (int32_t)(((tu_rng_sym(&rng) + 1.0) * 0.5) * (double)V) % (int32_t)V;
     double *ref = malloc(sizeof(double) * (size_t)(T * V));
     double *dref = malloc(sizeof(double) * (size_t)(NL * T * E));
     float *out = malloc(sizeof(float) * (size_t)(T * V));
@@ -532,8 +533,8 @@ START_TEST(forward_decimamba_matches_double)
     ck_assert_msg(m != NULL, "%s", err);
     const int64_t T = 60, V = m->dims.vocab, R = 3;
     int32_t tok[60];
-    uint64_t rng = 4242;
-    for (int64_t t = 0; t < T; t++) tok[t] = (int32_t)(((tm_uniform(&rng) + 1.0) * 0.5) * (double)V) % (int32_t)V;
+    tu_rng rng = {4242};
+    for (int64_t t = 0; t < T; t++) tok[t] = (int32_t)(((tu_rng_sym(&rng) + 1.0) * 0.5) * (double)V) % (int32_t)V;
     /* layer 1 keeps 17 (+3 protected), layer 2 keeps max(min(., 9.7), 5) = 9 */
     const double budget[3] = {-1.0, 17.0, 9.7};
     double *ref = malloc(sizeof(double) * (size_t)(T * V));
@@ -589,29 +590,14 @@ START_TEST(mamba2_inconsistent_dims_rejected)
 }
 END_TEST
 
-static Suite *cpu_suite(void)
-{
-    Suite *s = suite_create("cpu");
-    TCase *tc = tcase_create("cpu");
-    tcase_set_timeout(tc, 300);
-    tcase_add_test(tc, expf_within_2ulp);
-    tcase_add_test(tc, log1p_softplus_silu_accuracy);
-    tcase_add_test(tc, scan_matches_double);
-    tcase_add_test(tc, scan_threads_do_not_change_results);
-    tcase_add_test(tc, scan_filtered_tokens_keep_state_and_output);
-    tcase_add_test(tc, forward_matches_double);
-    tcase_add_test(tc, forward_filters_and_sink_match_double);
-    tcase_add_test(tc, forward_decimamba_matches_double);
-    tcase_add_test(tc, mamba2_inconsistent_dims_rejected);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
 int main(void)
 {
-    SRunner *sr = srunner_create(cpu_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    Suite *s = suite_create("cpu");
+    add_tcase(s, "cpu", 300,
+              (const TTest *[]){
+                  expf_within_2ulp, log1p_softplus_silu_accuracy, scan_matches_double,
+                  scan_threads_do_not_change_results, scan_filtered_tokens_keep_state_and_output,
+                  forward_matches_double, forward_filters_and_sink_match_double,
+                  forward_decimamba_matches_double, mamba2_inconsistent_dims_rejected, NULL});
+    return run_suite(s);
 }

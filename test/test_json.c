@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "format/json.h"
+#include "suite.h"
 
 static lmi_json *parse_ok(const char *s)
 {
@@ -378,34 +379,14 @@ START_TEST(random_mutations_never_crash)
 }
 END_TEST
 
-static Suite *json_suite(void)
-{
-    Suite *s = suite_create("json");
-    TCase *tc = tcase_create("json");
-    tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, scalars);
-    tcase_add_test(tc, objects_and_arrays);
-    tcase_add_test(tc, numbers);
-    tcase_add_test(tc, numbers_ignore_locale);
-    tcase_add_test(tc, strings_and_escapes);
-    tcase_add_test(tc, byte_order_mark);
-    tcase_add_test(tc, rejections);
-    tcase_add_test(tc, embedded_nul_in_input);
-    tcase_add_test(tc, error_position);
-    tcase_add_test(tc, depth_limit);
-    tcase_add_test(tc, failure_mid_container_frees_children);
-    tcase_add_test(tc, null_arguments);
-    tcase_add_test(tc, large_document_is_linear);
-    tcase_add_test(tc, random_mutations_never_crash);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
 int main(void)
 {
-    SRunner *sr = srunner_create(json_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    Suite *s = suite_create("json");
+    add_tcase(s, "json", 120,
+              (const TTest *[]){scalars, objects_and_arrays, numbers, numbers_ignore_locale,
+                                strings_and_escapes, byte_order_mark, rejections,
+                                embedded_nul_in_input, error_position, depth_limit,
+                                failure_mid_container_frees_children, null_arguments,
+                                large_document_is_linear, random_mutations_never_crash, NULL});
+    return run_suite(s);
 }

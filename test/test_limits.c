@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "suite.h"
 
 #define MILLION 1000000
 
@@ -284,24 +285,12 @@ START_TEST(abort_keeps_state)
 }
 END_TEST
 
-static Suite *limits_suite(void)
-{
-    Suite *s = suite_create("limits");
-    TCase *tc = tcase_create("long prompts");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 300);
-    tcase_add_test(tc, million_tokens_vanilla);
-    tcase_add_test(tc, million_tokens_longmamba);
-    tcase_add_test(tc, abort_keeps_state);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
 int main(void)
 {
-    SRunner *sr = srunner_create(limits_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    Suite *s = suite_create("limits");
+    TCase *tc = add_tcase(s, "long prompts", 300,
+                          (const TTest *[]){million_tokens_vanilla, million_tokens_longmamba,
+                                            abort_keeps_state, NULL});
+    tcase_add_checked_fixture(tc, setup, teardown);
+    return run_suite(s);
 }

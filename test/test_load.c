@@ -16,6 +16,7 @@
 #include "format/safetensors.h"
 #include "internal.h"
 #include "model_load.h"
+#include "suite.h"
 
 /* Tiny Mamba-1: d 8, E 16, N 4, R 2, K 3, 2 layers, V 11.
  * Tiny Mamba-2: d 8, E 16, H 4, P 4, G 2, N 4, K 3, 2 layers, V 11. */
@@ -1347,41 +1348,31 @@ START_TEST(fixtures_forward_matches_transformers)
 }
 END_TEST
 
-static Suite *load_suite(void)
-{
-    Suite *s = suite_create("load");
-    TCase *tc = tcase_create("load");
-    tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, loads_f32);
-    tcase_add_test(tc, loads_f16);
-    tcase_add_test(tc, loads_bf16);
-    tcase_add_test(tc, loads_mixed_dtypes);
-    tcase_add_test(tc, sharded_matches_single_file);
-    tcase_add_test(tc, unaligned_f32_is_copied);
-    tcase_add_test(tc, mamba_ssm_naming);
-    tcase_add_test(tc, time_step_rank_auto);
-    tcase_add_test(tc, lm_head_and_tying);
-    tcase_add_test(tc, biases);
-    tcase_add_test(tc, mamba2_loads);
-    tcase_add_test(tc, missing_tensor);
-    tcase_add_test(tc, shape_disagrees_with_config);
-    tcase_add_test(tc, bad_configs);
-    tcase_add_test(tc, missing_and_bad_model_files);
-    tcase_add_test(tc, non_finite_weights);
-    tcase_add_test(tc, unsupported_dtype);
-    tcase_add_test(tc, arguments_and_params);
-    tcase_add_test(tc, logging);
-    tcase_add_test(tc, fixtures_load);
-    tcase_add_test(tc, fixtures_forward_matches_transformers);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
 int main(void)
 {
-    SRunner *sr = srunner_create(load_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    Suite *s = suite_create("load");
+    add_tcase(s, "load", 120,
+              (const TTest *[]){loads_f32,
+                                loads_f16,
+                                loads_bf16,
+                                loads_mixed_dtypes,
+                                sharded_matches_single_file,
+                                unaligned_f32_is_copied,
+                                mamba_ssm_naming,
+                                time_step_rank_auto,
+                                lm_head_and_tying,
+                                biases,
+                                mamba2_loads,
+                                missing_tensor,
+                                shape_disagrees_with_config,
+                                bad_configs,
+                                missing_and_bad_model_files,
+                                non_finite_weights,
+                                unsupported_dtype,
+                                arguments_and_params,
+                                logging,
+                                fixtures_load,
+                                fixtures_forward_matches_transformers,
+                                NULL});
+    return run_suite(s);
 }

@@ -13,6 +13,7 @@
 
 #include "format/safetensors.h"
 #include "internal.h"
+#include "suite.h"
 
 #define FIX LM_TEST_DATA "/fixtures/"
 
@@ -550,30 +551,14 @@ START_TEST(decimamba_runs)
 }
 END_TEST
 
-static Suite *mamba2_suite(void)
-{
-    Suite *s = suite_create("mamba2");
-    TCase *tc = tcase_create("mamba2");
-    tcase_set_timeout(tc, 300);
-    tcase_add_test(tc, fixtures_match_reference);
-    tcase_add_test(tc, decode_equals_prefill);
-    tcase_add_test(tc, decode_batch_equals_decode);
-    tcase_add_test(tc, chunked_equals_unchunked);
-    tcase_add_test(tc, threads_do_not_change_results);
-    tcase_add_test(tc, state_round_trip);
-    tcase_add_test(tc, sink_gets_clamped_delta_per_head);
-    tcase_add_test(tc, longmamba_calibrate_and_filter);
-    tcase_add_test(tc, filter_masks_whole_head);
-    tcase_add_test(tc, decimamba_runs);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
 int main(void)
 {
-    SRunner *sr = srunner_create(mamba2_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    Suite *s = suite_create("mamba2");
+    add_tcase(s, "mamba2", 300,
+              (const TTest *[]){fixtures_match_reference, decode_equals_prefill,
+                                decode_batch_equals_decode, chunked_equals_unchunked,
+                                threads_do_not_change_results, state_round_trip,
+                                sink_gets_clamped_delta_per_head, longmamba_calibrate_and_filter,
+                                filter_masks_whole_head, decimamba_runs, NULL});
+    return run_suite(s);
 }

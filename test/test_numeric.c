@@ -4,7 +4,7 @@
  *
  * Detected (cheap, once per call or per load):
  *   - NaN thresholds of the public scan when a global mask is given
- *     (LM_ERR_NUMERIC; also in test_longmamba.c);
+ *     (LM_ERR_NUMERIC; also in test_longmamba_scan.c);
  *   - non-finite A_log / D and A_log that overflows exp at load time
  *     (LM_ERR_NUMERIC; test_load.c non_finite_weights).
  * Propagating, as the IEEE arithmetic of PyTorch's reference does, and
@@ -27,6 +27,8 @@
 
 #include "format/safetensors.h"
 #include "internal.h"
+#include "suite.h"
+#include "testutil.h"
 
 /* ---- the public scan ----------------------------------------------------------- */
 
@@ -42,8 +44,8 @@ typedef struct scan_case {
 
 static void fill(scan_case *c)
 {
-    uint64_t x = 7;
-#define RND() ((float)((x = x * 6364136223846793005ull + 1442695040888963407ull) >> 40) / 16777216.0f)
+    tu_rng r = {7};
+#define RND() ((float)tu_rng_unif(&r))
     for (int i = 0; i < L * E; i++) {
         c->u[i] = RND() - 0.5f;
         c->delta[i] = 0.01f + 0.2f * RND();
@@ -356,27 +358,14 @@ START_TEST(nan_embedding_row_propagates_forward_only)
 }
 END_TEST
 
-static Suite *numeric_suite(void)
-{
-    Suite *s = suite_create("numeric");
-    TCase *tc = tcase_create("scan");
-    tcase_add_test(tc, nan_in_u_stays_in_its_channel);
-    tcase_add_test(tc, nan_in_B_reaches_every_channel_from_its_token);
-    tcase_add_test(tc, nan_delta_in_a_global_channel_is_dropped);
-    tcase_add_test(tc, infinite_thresholds);
-    tcase_add_test(tc, nan_threshold_is_rejected);
-    suite_add_tcase(s, tc);
-    TCase *tm = tcase_create("model");
-    tcase_add_test(tm, nan_embedding_row_propagates_forward_only);
-    suite_add_tcase(s, tm);
-    return s;
-}
-
 int main(void)
 {
-    SRunner *sr = srunner_create(numeric_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    Suite *s = suite_create("numeric");
+    add_tcase(s, "scan", 0,
+              (const TTest *[]){nan_in_u_stays_in_its_channel,
+                                nan_in_B_reaches_every_channel_from_its_token,
+                                nan_delta_in_a_global_channel_is_dropped, infinite_thresholds,
+                                nan_threshold_is_rejected, NULL});
+    add_tcase(s, "model", 0, (const TTest *[]){nan_embedding_row_propagates_forward_only, NULL});
+    return run_suite(s);
 }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "format/safetensors.h"
+#include "suite.h"
 
 static char tmpdir[256];
 
@@ -516,30 +517,13 @@ START_TEST(random_mutations_never_crash)
 }
 END_TEST
 
-static Suite *st_suite(void)
-{
-    Suite *s = suite_create("safetensors");
-    TCase *tc = tcase_create("safetensors");
-    tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, round_trip);
-    tcase_add_test(tc, empty_file_round_trip);
-    tcase_add_test(tc, write_errors);
-    tcase_add_test(tc, f16_every_value);
-    tcase_add_test(tc, bf16_and_f32_unaligned);
-    tcase_add_test(tc, too_short_and_bad_lengths);
-    tcase_add_test(tc, bad_headers);
-    tcase_add_test(tc, accepted_oddities);
-    tcase_add_test(tc, open_errors_name_the_path);
-    tcase_add_test(tc, random_mutations_never_crash);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
 int main(void)
 {
-    SRunner *sr = srunner_create(st_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    Suite *s = suite_create("safetensors");
+    add_tcase(s, "safetensors", 120,
+              (const TTest *[]){round_trip, empty_file_round_trip, write_errors, f16_every_value,
+                                bf16_and_f32_unaligned, too_short_and_bad_lengths, bad_headers,
+                                accepted_oddities, open_errors_name_the_path,
+                                random_mutations_never_crash, NULL});
+    return run_suite(s);
 }

@@ -13,6 +13,7 @@
 #include "format/safetensors.h"
 #include "internal.h"
 #include "testmodel.h"
+#include "suite.h"
 
 static lm_model *g_model; /* built once per test (fork mode) */
 
@@ -51,8 +52,8 @@ static lm_session *new_session(const lm_model *m, int64_t chunk)
 
 static void random_tokens(int32_t *t, int64_t n, int64_t V, uint64_t seed)
 {
-    uint64_t rng = seed * 7919 + 1;
-    for (int64_t i = 0; i < n; i++) t[i] = (int32_t)(((tm_uniform(&rng) + 1.0) * 0.5) * (double)V) % (int32_t)V;
+    tu_rng rng = {seed * 7919 + 1};
+    for (int64_t i = 0; i < n; i++) t[i] = (int32_t)(((tu_rng_sym(&rng) + 1.0) * 0.5) * (double)V) % (int32_t)V;
 }
 
 static double rel_err(const float *a, const float *b, size_t n)
@@ -759,38 +760,17 @@ START_TEST(fixtures_match_transformers)
 }
 END_TEST
 
-static Suite *session_suite(void)
-{
-    Suite *s = suite_create("session");
-    TCase *tc = tcase_create("session");
-    tcase_set_timeout(tc, 300);
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, decode_equals_prefill);
-    tcase_add_test(tc, chunked_equals_unchunked);
-    tcase_add_test(tc, state_round_trip);
-    tcase_add_test(tc, fork_conversation);
-    tcase_add_test(tc, concurrent_sessions_agree);
-    tcase_add_test(tc, decode_batch_equals_decode);
-    tcase_add_test(tc, decode_batch_arguments);
-    tcase_add_test(tc, create_arguments);
-    tcase_add_test(tc, prefill_and_decode_arguments);
-    tcase_add_test(tc, state_blob_errors);
-    tcase_add_test(tc, abort_keeps_state);
-    tcase_add_test(tc, length_hint);
-    tcase_add_test(tc, decimamba_session_matches_double);
-    suite_add_tcase(s, tc);
-    TCase *fx = tcase_create("fixtures");
-    tcase_set_timeout(fx, 300);
-    tcase_add_test(fx, fixtures_match_transformers);
-    suite_add_tcase(s, fx);
-    return s;
-}
-
 int main(void)
 {
-    SRunner *sr = srunner_create(session_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    Suite *s = suite_create("session");
+    TCase *tc = add_tcase(
+        s, "session", 300,
+        (const TTest *[]){decode_equals_prefill, chunked_equals_unchunked, state_round_trip,
+                          fork_conversation, concurrent_sessions_agree, decode_batch_equals_decode,
+                          decode_batch_arguments, create_arguments, prefill_and_decode_arguments,
+                          state_blob_errors, abort_keeps_state, length_hint,
+                          decimamba_session_matches_double, NULL});
+    tcase_add_checked_fixture(tc, setup, teardown);
+    add_tcase(s, "fixtures", 300, (const TTest *[]){fixtures_match_transformers, NULL});
+    return run_suite(s);
 }

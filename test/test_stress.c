@@ -23,6 +23,8 @@
 #include <string.h>
 
 #include "internal.h"
+#include "suite.h"
+#include "testutil.h"
 
 #define N_THREADS 8
 #define N_OPS 48
@@ -58,20 +60,6 @@ static void tr_i64(transcript *t, int64_t v) { tr_put(t, &v, sizeof v); }
 
 /* ---- the scripts ------------------------------------------------------------ */
 
-static uint64_t next(uint64_t *s)
-{
-    /* splitmix64: a fixed, platform-independent sequence per seed */
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static int64_t pick(uint64_t *s, int64_t lo, int64_t hi) /* [lo, hi] */
-{
-    return lo + (int64_t)(next(s) % (uint64_t)(hi - lo + 1));
-}
-
 typedef struct job {
     int id;
     transcript tr;
@@ -88,7 +76,7 @@ static void expect(job *j, int op, lm_status st, lm_status want)
 static void run_script(job *j)
 {
     const int64_t V = g_vocab;
-    uint64_t rng = 0x5eed0000u + (uint64_t)j->id;
+    tu_rng rng = {0x5eed0000u + (uint64_t)j->id};
     int32_t *tok = malloc(sizeof(int32_t) * MAX_PROMPT);
     float *logits = malloc(sizeof(float) * (size_t)(2 * V));
     size_t state_n = 0;
@@ -114,7 +102,7 @@ static void run_script(job *j)
     /* A calibration of this thread's own, concurrently with the others. */
     {
         int32_t w[48];
-        for (int i = 0; i < 48; i++) w[i] = (int32_t)pick(&rng, 0, V - 1);
+        for (int i = 0; i < 48; i++) w[i] = (int32_t)tu_rng_int(&rng, 0, V - 1);
         const int32_t *wins[1] = {w};
         size_t lens[1] = {48};
         const int64_t buckets[2] = {64, 256};
@@ -136,12 +124,12 @@ static void run_script(job *j)
     }
 
     for (int op = 0; op < N_OPS; op++) {
-        int64_t kind = pick(&rng, 0, 99);
+        int64_t kind = tu_rng_int(&rng, 0, 99);
         tr_i64(&j->tr, kind);
         if (kind < 35) { /* prefill */
-            int64_t n = pick(&rng, 1, MAX_PROMPT);
-            for (int64_t i = 0; i < n; i++) tok[i] = (int32_t)pick(&rng, 0, V - 1);
-            int64_t nl = deci ? pick(&rng, 0, 1) : pick(&rng, 0, n < 2 ? n : 2);
+            int64_t n = tu_rng_int(&rng, 1, MAX_PROMPT);
+            for (int64_t i = 0; i < n; i++) tok[i] = (int32_t)tu_rng_int(&rng, 0, V - 1);
+            int64_t nl = deci ? tu_rng_int(&rng, 0, 1) : tu_rng_int(&rng, 0, n < 2 ? n : 2);
             if (hint_end > 0 && lm_session_position(s) + n > hint_end) {
                 /* The prompt would overrun the hint (an error): drop the hint. */
                 expect(j, op, lm_session_set_length_hint(s, 0), LM_OK);
@@ -153,14 +141,14 @@ static void run_script(job *j)
             tr_put(&j->tr, logits, sizeof(float) * (size_t)(nl * V));
         } else if (kind < 52 && s2) { /* a batched step of s and this thread's second session */
             lm_session *pair[2] = {s, s2};
-            int32_t bt[2] = {(int32_t)pick(&rng, 0, V - 1), (int32_t)pick(&rng, 0, V - 1)};
+            int32_t bt[2] = {(int32_t)tu_rng_int(&rng, 0, V - 1), (int32_t)tu_rng_int(&rng, 0, V - 1)};
             st = lm_session_decode_batch(pair, 2, bt, logits, (size_t)(2 * V));
             expect(j, op, st, LM_OK);
             tr_put(&j->tr, logits, sizeof(float) * (size_t)(2 * V));
         } else if (kind < 60) { /* a few decode steps */
-            int64_t k = pick(&rng, 1, 4);
+            int64_t k = tu_rng_int(&rng, 1, 4);
             for (int64_t i = 0; i < k; i++) {
-                st = lm_session_decode(s, (int32_t)pick(&rng, 0, V - 1), logits, (size_t)V);
+                st = lm_session_decode(s, (int32_t)tu_rng_int(&rng, 0, V - 1), logits, (size_t)V);
                 expect(j, op, st, LM_OK);
                 tr_put(&j->tr, logits, sizeof(float) * (size_t)V);
             }
@@ -184,14 +172,14 @@ static void run_script(job *j)
         } else if (kind < 86) { /* LongMamba with the shared calibration */
             lm_longmamba_params lp;
             lm_longmamba_params_init(&lp);
-            lp.trigger_length = pick(&rng, 16, 200);
-            lp.threshold_scale = 0.5 + 0.25 * (double)pick(&rng, 0, 4);
+            lp.trigger_length = tu_rng_int(&rng, 16, 200);
+            lp.threshold_scale = 0.5 + 0.25 * (double)tu_rng_int(&rng, 0, 4);
             expect(j, op, lm_session_set_longmamba(s, g_calib, &lp), LM_OK);
             deci = 0;
         } else if (kind < 91) { /* DeciMamba */
             lm_decimamba_params dp;
             lm_decimamba_params_init(&dp);
-            dp.l_base = pick(&rng, 8, 64);
+            dp.l_base = tu_rng_int(&rng, 8, 64);
             dp.min_len = 4;
             dp.protect = 2;
             expect(j, op, lm_session_set_decimamba(s, &dp), LM_OK);
@@ -200,7 +188,7 @@ static void run_script(job *j)
             expect(j, op, lm_session_set_vanilla(s), LM_OK);
             deci = 0;
         } else { /* length hint for the next prefill */
-            int64_t h = pick(&rng, MAX_PROMPT, 4 * MAX_PROMPT);
+            int64_t h = tu_rng_int(&rng, MAX_PROMPT, 4 * MAX_PROMPT);
             expect(j, op, lm_session_set_length_hint(s, h), LM_OK);
             hint_end = lm_session_position(s) + h;
         }
@@ -239,9 +227,9 @@ static void setup(void)
 
     /* One calibration for every thread's LongMamba mode. */
     int32_t w0[96], w1[64];
-    uint64_t rng = 42;
-    for (int i = 0; i < 96; i++) w0[i] = (int32_t)pick(&rng, 0, g_vocab - 1);
-    for (int i = 0; i < 64; i++) w1[i] = (int32_t)pick(&rng, 0, g_vocab - 1);
+    tu_rng rng = {42};
+    for (int i = 0; i < 96; i++) w0[i] = (int32_t)tu_rng_int(&rng, 0, g_vocab - 1);
+    for (int i = 0; i < 64; i++) w1[i] = (int32_t)tu_rng_int(&rng, 0, g_vocab - 1);
     const int32_t *wins[2] = {w0, w1};
     const size_t lens[2] = {96, 64};
     const int64_t buckets[4] = {64, 128, 256, 512};
@@ -378,24 +366,12 @@ START_TEST(shared_tokenizer)
 }
 END_TEST
 
-static Suite *stress_suite(void)
-{
-    Suite *s = suite_create("stress");
-    TCase *tc = tcase_create("threads");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 600);
-    tcase_add_test(tc, threads_match_serial);
-    tcase_add_test(tc, scripts_differ);
-    tcase_add_test(tc, shared_tokenizer);
-    suite_add_tcase(s, tc);
-    return s;
-}
-
 int main(void)
 {
-    SRunner *sr = srunner_create(stress_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    Suite *s = suite_create("stress");
+    TCase *tc =
+        add_tcase(s, "threads", 600,
+                  (const TTest *[]){threads_match_serial, scripts_differ, shared_tokenizer, NULL});
+    tcase_add_checked_fixture(tc, setup, teardown);
+    return run_suite(s);
 }

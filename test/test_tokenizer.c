@@ -16,6 +16,7 @@
 
 #include "internal.h"
 #include "tokenizer/tok.h"
+#include "suite.h"
 
 #define TOKDIR LM_TEST_DATA "/tokenizer"
 #define WORKDIR LM_TEST_BUILD_DIR "/tokenizer-work"
@@ -844,33 +845,15 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("tokenizer");
-    TCase *tc = tcase_create("reference");
-    tcase_set_timeout(tc, 600);
-    tcase_add_test(tc, neox_matches_reference);
-    tcase_add_test(tc, neox_sweep_all_optional);
+    TCase *tc = add_tcase(s, "reference", 600,
+                          (const TTest *[]){neox_matches_reference, neox_sweep_all_optional, NULL});
     tcase_add_loop_test(tc, tiny_variants_match_reference, 0, 4);
-    suite_add_tcase(s, tc);
-    TCase *te = tcase_create("edges");
-    tcase_set_timeout(te, 600);
-    tcase_add_test(te, size_protocol);
-    tcase_add_test(te, empty_and_bad_arguments);
-    tcase_add_test(te, decode_out_of_range);
-    tcase_add_test(te, byte_symbols_round_trip);
-    tcase_add_test(te, added_tokens_split_first);
-    tcase_add_test(te, long_inputs_are_linear);
-    tcase_add_test(te, shared_across_threads);
-    tcase_add_test(te, utf8_repair);
-    tcase_add_test(te, nfc_shortcut_is_sound);
-    tcase_add_test(te, nfc_cut_before_ascii_is_sound);
-    suite_add_tcase(s, te);
-    TCase *tf = tcase_create("files");
-    tcase_add_test(tf, tiny_semantics);
-    tcase_add_test(tf, rejected_files);
-    tcase_add_test(tf, rejected_paths);
-    suite_add_tcase(s, tf);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    add_tcase(s, "edges", 600,
+              (const TTest *[]){size_protocol, empty_and_bad_arguments, decode_out_of_range,
+                                byte_symbols_round_trip, added_tokens_split_first,
+                                long_inputs_are_linear, shared_across_threads, utf8_repair,
+                                nfc_shortcut_is_sound, nfc_cut_before_ascii_is_sound, NULL});
+    add_tcase(s, "files", 0,
+              (const TTest *[]){tiny_semantics, rejected_files, rejected_paths, NULL});
+    return run_suite(s);
 }

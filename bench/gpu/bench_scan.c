@@ -13,6 +13,7 @@
  *   bench_scan [--quick] [--csv FILE]
  */
 #include "kernels.h"
+#include "testutil.h"
 
 #include <cuda_runtime_api.h>
 #include <math.h>
@@ -31,14 +32,8 @@
         }                                                                      \
     } while (0)
 
-static uint64_t g_rng = 12345;
-static float frand(void)
-{
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return (float)((double)(g_rng >> 11) / 9007199254740992.0) * 2.f - 1.f;
-}
+static tu_rng g_rng = {12345};
+static float frand(void) { return (float)tu_rng_sym(&g_rng); } /* [-1, 1) */
 
 static uint64_t g_seed = 1;
 static void dev_random(void *dst, size_t n, int bf, float scale, float off)

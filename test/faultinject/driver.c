@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "testutil.h"
 
 #ifndef LM_TEST_DATA
 #error "LM_TEST_DATA must be defined"
@@ -74,11 +75,8 @@ static int32_t tokens[1200];
 
 static void make_tokens(int64_t V)
 {
-    uint64_t x = 99;
-    for (int i = 0; i < 1200; i++) {
-        x = x * 6364136223846793005ull + 1442695040888963407ull;
-        tokens[i] = (int32_t)((x >> 33) % (uint64_t)V);
-    }
+    tu_rng r = {99};
+    for (int i = 0; i < 1200; i++) tokens[i] = (int32_t)tu_rng_int(&r, 0, V - 1);
 }
 
 static lm_model *load(const char *fixture, outcome *o)

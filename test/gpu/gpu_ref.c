@@ -22,23 +22,6 @@ void check(bool ok, const char *fmt, ...)
     if (!ok) g_failures++;
 }
 
-static uint64_t splitmix(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-double rng_uniform(rng *r) { return (double)(splitmix(&r->s) >> 11) * (1.0 / 9007199254740992.0); }
-double rng_sym(rng *r) { return 2.0 * rng_uniform(r) - 1.0; }
-double rng_normal(rng *r)
-{
-    double u1 = rng_uniform(r), u2 = rng_uniform(r);
-    if (u1 < 1e-300) u1 = 1e-300;
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-}
-
 uint16_t bf16_bits(float x)
 {
     uint32_t u;
@@ -56,29 +39,39 @@ float bf16_round(float x)
     return f;
 }
 
-double max_rel_err(const float *a, const double *b, size_t n)
+bool fixture_ref_open(fixture_ref *fx, const char *name)
 {
-    double mx = 0, ref = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!isfinite(a[i])) return INFINITY;
-        const double d = fabs((double)a[i] - b[i]);
-        if (d > mx) mx = d;
-        if (fabs(b[i]) > ref) ref = fabs(b[i]);
+    char path[1100];
+    lmi_err e = {{0}};
+    memset(fx, 0, sizeof *fx);
+    tu_fixture_dir(fx->dir, sizeof fx->dir, name);
+    snprintf(path, sizeof path, "%s/reference.safetensors", fx->dir);
+    if (lmi_st_open(path, &fx->file, &e) != LM_OK) {
+        check(false, "%s: %s", name, e.msg);
+        return false;
     }
-    return ref > 0 ? mx / ref : mx;
+    fx->ids = lmi_st_find(&fx->file, "input_ids");
+    fx->logits = lmi_st_find(&fx->file, "logits_f64");
+    if (!fx->ids || !fx->logits || fx->ids->dtype != LMI_ST_I32 || fx->logits->dtype != LMI_ST_F64 ||
+        fx->ids->ndim != 2 || fx->logits->ndim != 3) {
+        check(false, "%s: reference.safetensors lacks input_ids/logits_f64", name);
+        lmi_st_close(&fx->file);
+        return false;
+    }
+    fx->B = fx->ids->shape[0];
+    fx->L = fx->ids->shape[1];
+    fx->V = fx->logits->shape[2];
+    return true;
 }
 
-double max_rel_err_f(const float *a, const float *b, size_t n)
+void fixture_ref_row(const fixture_ref *fx, int64_t b, int32_t *tok, double *logits)
 {
-    double mx = 0, ref = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!isfinite(a[i]) || !isfinite(b[i])) return INFINITY;
-        const double d = fabs((double)a[i] - (double)b[i]);
-        if (d > mx) mx = d;
-        if (fabs(b[i]) > ref) ref = fabs(b[i]);
-    }
-    return ref > 0 ? mx / ref : mx;
+    const size_t L = (size_t)fx->L, LV = (size_t)(fx->L * fx->V);
+    memcpy(tok, fx->ids->data + (size_t)b * L * 4, L * 4);
+    memcpy(logits, fx->logits->data + (size_t)b * LV * 8, LV * 8);
 }
+
+void fixture_ref_close(fixture_ref *fx) { lmi_st_close(&fx->file); }
 
 /* ---- models ------------------------------------------------------------- */
 
@@ -102,10 +95,10 @@ static float *arr(struct lm_model *m, size_t n)
     return p;
 }
 
-static void fill(rng *r, float *p, size_t n, double scale, double offset, bool bf)
+static void fill(tu_rng *r, float *p, size_t n, double scale, double offset, bool bf)
 {
     for (size_t i = 0; i < n; i++) {
-        float v = (float)(offset + scale * rng_sym(r));
+        float v = (float)(offset + scale * tu_rng_sym(r));
         p[i] = bf ? bf16_round(v) : v;
     }
 }
@@ -113,7 +106,7 @@ static void fill(rng *r, float *p, size_t n, double scale, double offset, bool b
 struct lm_model *model_random(const model_spec *sp, lm_backend backend)
 {
     struct lm_model *m = calloc(1, sizeof *m);
-    rng r = {sp->seed * 0x2545F4914F6CDD1Dull + 17};
+    tu_rng r = {sp->seed * 0x2545F4914F6CDD1Dull + 17};
     const bool bf = sp->dtype != LM_DTYPE_F32;
     lmi_dims *d = &m->dims;
     d->arch = LM_ARCH_MAMBA1;
@@ -166,7 +159,7 @@ struct lm_model *model_random(const model_spec *sp, lm_backend backend)
         p = arr(m, (size_t)E);
         for (int64_t e = 0; e < E; e++) {
             /* dt = exp(U[log 1e-3, log 1e-1]); bias = softplus^-1(dt) */
-            const double dt = exp(log(1e-3) + rng_uniform(&r) * (log(1e-1) - log(1e-3)));
+            const double dt = exp(log(1e-3) + tu_rng_unif(&r) * (log(1e-1) - log(1e-3)));
             float b = (float)(dt + log(-expm1(-dt)));
             p[e] = bf ? bf16_round(b) : b;
         }
@@ -174,7 +167,7 @@ struct lm_model *model_random(const model_spec *sp, lm_backend backend)
         p = arr(m, (size_t)(E * N));
         for (int64_t e = 0; e < E; e++)
             for (int64_t n = 0; n < N; n++) {
-                float alog = (float)(log((double)(n + 1)) + 0.3 * rng_normal(&r));
+                float alog = (float)(log((double)(n + 1)) + 0.3 * tu_rng_normal(&r));
                 if (bf) alog = bf16_round(alog);
                 p[e * N + n] = -expf(alog);
             }

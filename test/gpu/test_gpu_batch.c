@@ -13,11 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Same bounds as test_gpu_model.c: fp32 storage and GEMMs within 1e-5 of
- * max|logit|; bf16 storage rounds the GEMM inputs to bf16 at every layer. */
-#define TOL_F32 1e-5
-#define TOL_BF16 1e-2
-
 static const model_spec SPEC_F32 = {68, 136, 16, 5, 4, 3, 100, true, true, false, LM_DTYPE_F32, 11};
 static const model_spec SPEC_ODD = {40, 80, 8, 3, 3, 3, 75, true, false, false, LM_DTYPE_F32, 12};
 static const model_spec SPEC_BF16 = {64, 128, 16, 4, 4, 2, 128, false, true, true, LM_DTYPE_BF16, 13};
@@ -55,7 +50,7 @@ static double state_err(struct lm_session *s, const ref_state *rs)
     lmi_err e = {{0}};
     double err = INFINITY;
     if (s->model->vt->state_read(s, c, h, &e) == LM_OK) {
-        const double ec = max_rel_err(c, rs->conv, nc), eh = max_rel_err(h, rs->ssm, ns);
+        const double ec = tu_max_rel_err(c, rs->conv, nc), eh = tu_max_rel_err(h, rs->ssm, ns);
         err = ec > eh ? ec : eh;
     }
     free(c);
@@ -70,7 +65,7 @@ static void run_batch(const char *name, const model_spec *sp, int n, int steps, 
 {
     struct lm_model *m = load_cuda(sp);
     const int64_t V = m->dims.vocab;
-    rng r = {1000 + (uint64_t)n};
+    tu_rng r = {1000 + (uint64_t)n};
     lmi_err e = {{0}};
     struct lm_session **ss = calloc((size_t)n, sizeof *ss);
     ref_state **rs = calloc((size_t)n, sizeof *rs);
@@ -82,7 +77,7 @@ static void run_batch(const char *name, const model_spec *sp, int n, int steps, 
         ss[i] = session_new(m, &e);
         rs[i] = ref_state_new(m);
         const int64_t L = 1 + (i * 13) % 60;
-        for (int64_t t = 0; t < L; t++) prompt[t] = (int32_t)(rng_uniform(&r) * (double)V);
+        for (int64_t t = 0; t < L; t++) prompt[t] = (int32_t)(tu_rng_unif(&r) * (double)V);
         lmi_forward f;
         memset(&f, 0, sizeof f);
         f.tokens = prompt;
@@ -93,7 +88,7 @@ static void run_batch(const char *name, const model_spec *sp, int n, int steps, 
     double worst = 0.0;
     for (int s = 0; s < steps && ok; s++) {
         const bool want = s % 3 != 2;
-        for (int i = 0; i < n; i++) tok[i] = (int32_t)(rng_uniform(&r) * (double)V);
+        for (int i = 0; i < n; i++) tok[i] = (int32_t)(tu_rng_unif(&r) * (double)V);
         const lm_status st = m->vt->forward_batch(ss, (size_t)n, tok, want ? lg : NULL, false, &e);
         if (st != LM_OK) {
             check(false, "%s: forward_batch failed: %s", name, e.msg);
@@ -103,7 +98,7 @@ static void run_batch(const char *name, const model_spec *sp, int n, int steps, 
         for (int i = 0; i < n; i++) {
             ref_forward(m, rs[i], &tok[i], 1, NULL, want ? 1 : 0, want ? ref : NULL);
             if (!want) continue;
-            const double err = max_rel_err(lg + (size_t)i * (size_t)V, ref, (size_t)V);
+            const double err = tu_max_rel_err(lg + (size_t)i * (size_t)V, ref, (size_t)V);
             if (err > worst) worst = err;
         }
     }
@@ -133,7 +128,7 @@ static void test_mixing(const model_spec *sp, double tol)
     enum { NS = 40 };
     struct lm_model *m = load_cuda(sp);
     const int64_t V = m->dims.vocab;
-    rng r = {77};
+    tu_rng r = {77};
     lmi_err e = {{0}};
     struct lm_session *ss[NS];
     ref_state *rs[NS];
@@ -153,7 +148,7 @@ static void test_mixing(const model_spec *sp, double tol)
         struct lm_session *bat[NS];
         for (int j = 0; j < n; j++) bat[j] = ss[(f0 + j) % NS];
         for (int rep = 0; rep < 2 && ok; rep++) {
-            for (int j = 0; j < n; j++) tok[j] = (int32_t)(rng_uniform(&r) * (double)V);
+            for (int j = 0; j < n; j++) tok[j] = (int32_t)(tu_rng_unif(&r) * (double)V);
             if (m->vt->forward_batch(bat, (size_t)n, tok, lg, false, &e) != LM_OK) {
                 check(false, "mixing: forward_batch(n=%d) failed: %s", n, e.msg);
                 ok = false;
@@ -161,20 +156,20 @@ static void test_mixing(const model_spec *sp, double tol)
             }
             for (int j = 0; j < n; j++) {
                 ref_forward(m, rs[(f0 + j) % NS], &tok[j], 1, NULL, 1, ref);
-                const double err = max_rel_err(lg + (size_t)j * (size_t)V, ref, (size_t)V);
+                const double err = tu_max_rel_err(lg + (size_t)j * (size_t)V, ref, (size_t)V);
                 if (err > worst) worst = err;
             }
         }
         /* a single-session step on one of them (its own graph) */
         const int i = (f0 + 1) % NS;
-        const int32_t t1 = (int32_t)(rng_uniform(&r) * (double)V);
+        const int32_t t1 = (int32_t)(tu_rng_unif(&r) * (double)V);
         if (ok && step1(ss[i], t1, lg, &e) != LM_OK) {
             check(false, "mixing: single step failed: %s", e.msg);
             ok = false;
         }
         if (ok) {
             ref_forward(m, rs[i], &t1, 1, NULL, 1, ref);
-            const double err = max_rel_err(lg, ref, (size_t)V);
+            const double err = tu_max_rel_err(lg, ref, (size_t)V);
             if (err > worst) worst = err;
         }
     }

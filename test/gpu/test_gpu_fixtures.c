@@ -21,46 +21,29 @@
 #error "LM_TEST_DATA must be defined"
 #endif
 
-#define TOL_F32 1e-5
-#define TOL_BF16 1e-2
-
-static double compare(const float *got, const double *ref, size_t n) { return max_rel_err(got, ref, n); }
-
 static int run_fixture(const char *name, int *skipped)
 {
-    char dir[1024], refp[1100];
-    snprintf(dir, sizeof dir, "%s/fixtures/%s", LM_TEST_DATA, name);
-    snprintf(refp, sizeof refp, "%s/reference.safetensors", dir);
+    fixture_ref fx;
+    if (!fixture_ref_open(&fx, name)) return 1;
     lm_model_params mp;
     lm_model_params_init(&mp);
     mp.backend = LM_BACKEND_CUDA;
     lm_model *m = NULL;
     char err[512] = "";
-    lm_status st = lm_model_load(dir, &mp, &m, err, sizeof err);
+    lm_status st = lm_model_load(fx.dir, &mp, &m, err, sizeof err);
     if (st == LM_ERR_UNSUPPORTED) {
         printf("SKIP %s: lm_model_load not available: %s\n", name, err);
         (*skipped)++;
+        fixture_ref_close(&fx);
         return 0;
     }
     if (st != LM_OK) {
         check(false, "%s: lm_model_load: %s", name, err);
+        fixture_ref_close(&fx);
         return 1;
     }
-    lmi_st_file rf;
     lmi_err e = {{0}};
-    if (lmi_st_open(refp, &rf, &e) != LM_OK) {
-        check(false, "%s: %s", name, e.msg);
-        lm_model_free(m);
-        return 1;
-    }
-    const lmi_st_tensor *ids = lmi_st_find(&rf, "input_ids"), *lg = lmi_st_find(&rf, "logits_f64");
-    if (!ids || !lg || ids->dtype != LMI_ST_I32 || lg->dtype != LMI_ST_F64 || ids->ndim != 2 || lg->ndim != 3) {
-        check(false, "%s: reference.safetensors lacks input_ids/logits_f64", name);
-        lmi_st_close(&rf);
-        lm_model_free(m);
-        return 1;
-    }
-    const int64_t B = ids->shape[0], L = ids->shape[1], V = lg->shape[2];
+    const int64_t B = fx.B, L = fx.L, V = fx.V;
     const bool bf = m->dtype != LM_DTYPE_F32;
     const double tol = bf ? TOL_BF16 : TOL_F32;
     check(V == m->dims.vocab && m->bk != NULL && m->backend == LM_BACKEND_CUDA,
@@ -69,8 +52,7 @@ static int run_fixture(const char *name, int *skipped)
     double *ref = malloc((size_t)(L * V) * sizeof(double));
     float *got = malloc((size_t)(L * V) * sizeof(float));
     for (int64_t b = 0; b < B; b++) {
-        memcpy(tok, ids->data + (size_t)(b * L) * 4, (size_t)L * 4);
-        memcpy(ref, lg->data + (size_t)(b * L * V) * 8, (size_t)(L * V) * 8);
+        fixture_ref_row(&fx, b, tok, ref);
         /* one prefill, all logits */
         struct lm_session *s = session_new(m, &e);
         lmi_forward f;
@@ -81,7 +63,7 @@ static int run_fixture(const char *name, int *skipped)
         f.logits = got;
         for (size_t i = 0; i < (size_t)(L * V); i++) got[i] = NAN;
         st = s ? m->vt->forward(s, &f, &e) : LM_ERR_BACKEND;
-        double err1 = st == LM_OK ? compare(got, ref, (size_t)(L * V)) : INFINITY;
+        double err1 = st == LM_OK ? tu_max_rel_err(got, ref, (size_t)(L * V)) : INFINITY;
         check(err1 <= tol, "%s row %lld: prefill of %lld tokens, max err %.2e of max|logit| (tol %.0e)%s%s", name,
               (long long)b, (long long)L, err1, tol, st == LM_OK ? "" : ": ", st == LM_OK ? "" : e.msg);
         /* token by token through the decode graph */
@@ -98,7 +80,7 @@ static int run_fixture(const char *name, int *skipped)
                 break;
             }
         }
-        if (s && isfinite(err2)) err2 = compare(got, ref, (size_t)(L * V));
+        if (s && isfinite(err2)) err2 = tu_max_rel_err(got, ref, (size_t)(L * V));
         check(err2 <= tol, "%s row %lld: %lld decode steps, max err %.2e (tol %.0e)", name, (long long)b,
               (long long)L, err2, tol);
         session_delete(s);
@@ -109,7 +91,7 @@ static int run_fixture(const char *name, int *skipped)
             st = lm_session_prefill(ps, tok, (size_t)half, (size_t)half, got, (size_t)(L * V));
             for (int64_t t = half; st == LM_OK && t < L; t++)
                 st = lm_session_decode(ps, tok[t], got + t * V, (size_t)V);
-            const double err3 = st == LM_OK ? compare(got, ref, (size_t)(L * V)) : INFINITY;
+            const double err3 = st == LM_OK ? tu_max_rel_err(got, ref, (size_t)(L * V)) : INFINITY;
             check(err3 <= tol, "%s row %lld: public API prefill %lld + decode %lld, max err %.2e%s%s", name,
                   (long long)b, (long long)half, (long long)(L - half), err3, st == LM_OK ? "" : ": ",
                   st == LM_OK ? "" : lm_session_last_error(ps));
@@ -119,7 +101,7 @@ static int run_fixture(const char *name, int *skipped)
     free(tok);
     free(ref);
     free(got);
-    lmi_st_close(&rf);
+    fixture_ref_close(&fx);
     lm_model_free(m);
     return 0;
 }

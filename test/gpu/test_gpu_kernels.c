@@ -62,11 +62,11 @@ static void dev_download(float *dst, const void *src, size_t n, int bf)
     }
 }
 
-static float *host_rand(rng *r, size_t n, double scale, double off, int bf)
+static float *host_rand(tu_rng *r, size_t n, double scale, double off, int bf)
 {
     float *p = malloc(n * sizeof(float) + 4);
     for (size_t i = 0; i < n; i++) {
-        float v = (float)(off + scale * rng_sym(r));
+        float v = (float)(off + scale * tu_rng_sym(r));
         p[i] = bf ? bf16_round(v) : v;
     }
     return p;
@@ -90,22 +90,22 @@ typedef struct scan_case {
 
 static void test_scan(const scan_case *c, int variant, uint64_t seed)
 {
-    rng r = {seed};
+    tu_rng r = {seed};
     const int64_t B = c->batch, L = c->L, E = c->E, N = c->N;
     const int64_t ldbc = N * 2 + 3; /* B and C inside a wider row, like x_proj's output */
     const size_t LE = (size_t)(B * L * E);
     float *u = host_rand(&r, LE, 1.0, 0, c->bf);
     float *dt = malloc(LE * sizeof(float));
-    for (size_t i = 0; i < LE; i++) dt[i] = (float)(0.5 * rng_normal(&r));
+    for (size_t i = 0; i < LE; i++) dt[i] = (float)(0.5 * tu_rng_normal(&r));
     float *dtb = malloc((size_t)E * sizeof(float));
     for (int64_t e = 0; e < E; e++) {
-        const double d0 = exp(log(1e-3) + rng_uniform(&r) * (log(1e-1) - log(1e-3)));
+        const double d0 = exp(log(1e-3) + tu_rng_unif(&r) * (log(1e-1) - log(1e-3)));
         dtb[e] = (float)(d0 + log(-expm1(-d0)));
     }
     float *A = malloc((size_t)(E * N) * sizeof(float));
     float *A2 = malloc((size_t)(E * N) * sizeof(float));
     for (int64_t i = 0; i < E * N; i++) {
-        A[i] = -expf((float)(log((double)(i % N + 1)) + 0.3 * rng_normal(&r)));
+        A[i] = -expf((float)(log((double)(i % N + 1)) + 0.3 * tu_rng_normal(&r)));
         A2[i] = A[i] * 1.4426950408889634f;
     }
     float *bc = host_rand(&r, (size_t)(B * L * ldbc), 1.0, 0, 0);
@@ -119,7 +119,7 @@ static void test_scan(const scan_case *c, int variant, uint64_t seed)
          * channel's Δ values (batch row 0 decides; others just get filtered). */
         double *v = malloc((size_t)L * sizeof(double));
         for (int64_t e = 0; e < E; e++) {
-            flag[e] = rng_uniform(&r) < 0.6;
+            flag[e] = tu_rng_unif(&r) < 0.6;
             for (int64_t t = 0; t < L; t++) v[t] = softplus_d((double)dt[t * E + e] + dtb[e]);
             qsort(v, (size_t)L, sizeof(double), cmp_d);
             int64_t lo = L / 4, hi = (3 * L) / 4, best = lo;
@@ -170,7 +170,7 @@ static void test_scan(const scan_case *c, int variant, uint64_t seed)
         ref_scan(L, E, N, u + b * L * E, dt + b * L * E, dtb, true, A, bc + b * L * ldbc + 1,
                  bc + b * L * ldbc + 1 + N, ldbc, c->skip ? D : NULL, c->gate ? z + b * L * E : NULL,
                  c->filter ? flag : NULL, tau, hr + b * E * N, yr + b * L * E);
-    const double ey = max_rel_err(y, yr, LE), eh = max_rel_err(h, hr, (size_t)(B * E * N));
+    const double ey = tu_max_rel_err(y, yr, LE), eh = tu_max_rel_err(h, hr, (size_t)(B * E * N));
     /* fp32: ex2.approx (~2 ulp per decay) accumulates over the sequence;
      * bf16: y is stored rounded (2^-9). */
     /* measured on an H100: fp32 <= 2e-6 (100k tokens included), bf16 y <= 2.7e-3 */
@@ -192,7 +192,7 @@ static void test_scan(const scan_case *c, int variant, uint64_t seed)
 static void test_scan_all_filtered(void)
 {
     const int64_t L = 70000, E = 96, N = 16;
-    rng r = {99};
+    tu_rng r = {99};
     float *u = host_rand(&r, (size_t)(L * E), 1.0, 0, 0);
     float *dt = host_rand(&r, (size_t)(L * E), 1.0, 0, 0);
     float *A2 = host_rand(&r, (size_t)(E * N), 1.0, -2.0, 0);
@@ -233,7 +233,7 @@ static double silu_d(double v) { return v / (1 + exp(-v)); }
 
 static void test_conv(int64_t L, int64_t E, int K, int bf, int bias, int odd, uint64_t seed)
 {
-    rng r = {seed};
+    tu_rng r = {seed};
     /* x inside a wider row, like in_proj's x|z; an odd row stride takes the
      * scalar kernel, 2E with E % 4 == 0 the vectorised one */
     const int64_t ldx = 2 * E + (odd ? 1 : 0);
@@ -265,7 +265,7 @@ static void test_conv(int64_t L, int64_t E, int K, int bf, int bias, int odd, ui
             const int64_t pos = L - (K - 1) + j;
             sr[e * (K - 1) + j] = pos >= 0 ? x[pos * ldx + e] : s0[e * (K - 1) + j + L];
         }
-    const double eu = max_rel_err(u, ur, (size_t)(L * E)), es = max_rel_err(s, sr, (size_t)(E * (K - 1)));
+    const double eu = tu_max_rel_err(u, ur, (size_t)(L * E)), es = tu_max_rel_err(s, sr, (size_t)(E * (K - 1)));
     const double tol = bf ? 4e-3 : 1e-6;
     check(eu <= tol && es == 0.0, "conv L=%lld E=%lld ldx=%lld K=%d %s bias=%d: u err %.2e (tol %.0e), state err %.2e (exact)",
           (long long)L, (long long)E, (long long)ldx, K, bf ? "bf16" : "fp32", bias, eu, tol, es);
@@ -277,7 +277,7 @@ static void test_conv(int64_t L, int64_t E, int K, int bf, int bias, int odd, ui
 
 static void test_norm(int64_t rows, int64_t d, int bf)
 {
-    rng r = {rows * 31 + d};
+    tu_rng r = {rows * 31 + d};
     float *x = host_rand(&r, (size_t)(rows * d), 3.0, 0.5, 0), *w = host_rand(&r, (size_t)d, 0.2, 1.0, 0);
     void *dx = dev_upload(x, (size_t)(rows * d), 0), *dw = dev_upload(w, (size_t)d, 0);
     void *dout = dev_alloc((size_t)(rows * d) * (bf ? 2 : 4));
@@ -292,7 +292,7 @@ static void test_norm(int64_t rows, int64_t d, int bf)
         const double s = 1 / sqrt(ss / (double)d + 1e-5);
         for (int64_t j = 0; j < d; j++) ref[i * d + j] = x[i * d + j] * s * w[j];
     }
-    const double err = max_rel_err(o, ref, (size_t)(rows * d)), tol = bf ? 4e-3 : 2e-6;
+    const double err = tu_max_rel_err(o, ref, (size_t)(rows * d)), tol = bf ? 4e-3 : 2e-6;
     check(err <= tol, "rmsnorm rows=%lld d=%lld %s: err %.2e (tol %.0e)", (long long)rows, (long long)d,
           bf ? "bf16" : "fp32", err, tol);
     cudaFree(dx); cudaFree(dw); cudaFree(dout);
@@ -301,11 +301,11 @@ static void test_norm(int64_t rows, int64_t d, int bf)
 
 static void test_embed_gather(int bf)
 {
-    rng r = {7 + (uint64_t)bf};
+    tu_rng r = {7 + (uint64_t)bf};
     const int64_t V = 97, d = 45, L = 300;
     float *emb = host_rand(&r, (size_t)(V * d), 1.0, 0, bf);
     int32_t *tok = malloc((size_t)L * sizeof(int32_t));
-    for (int64_t t = 0; t < L; t++) tok[t] = (int32_t)(rng_uniform(&r) * (double)V);
+    for (int64_t t = 0; t < L; t++) tok[t] = (int32_t)(tu_rng_unif(&r) * (double)V);
     tok[0] = 0;
     tok[L - 1] = (int32_t)(V - 1);
     void *demb = dev_upload(emb, (size_t)(V * d), bf);
@@ -341,7 +341,7 @@ static void test_embed_gather(int bf)
 
 static void test_deci_scores(int64_t L, int64_t E)
 {
-    rng r = {(uint64_t)(L * 13 + E)};
+    tu_rng r = {(uint64_t)(L * 13 + E)};
     const int64_t ld = E + 5;
     float *dt = host_rand(&r, (size_t)(L * ld), 2.0, -1.0, 0), *b = host_rand(&r, (size_t)E, 1.0, 0, 0);
     void *ddt = dev_upload(dt, (size_t)(L * ld), 0), *db = dev_upload(b, (size_t)E, 0);
@@ -362,7 +362,7 @@ static void test_deci_scores(int64_t L, int64_t E)
         }
         rs[t] = sqrt(ss);
     }
-    const double es = max_rel_err(sc, rs, (size_t)L), ed = max_rel_err(dl, rd, (size_t)(L * E));
+    const double es = tu_max_rel_err(sc, rs, (size_t)L), ed = tu_max_rel_err(dl, rd, (size_t)(L * E));
     check(es <= 2e-6 && ed <= 2e-6, "deci scores / delta L=%lld E=%lld: err %.2e / %.2e (tol 2e-6)",
           (long long)L, (long long)E, es, ed);
     cudaFree(ddt); cudaFree(db); cudaFree(dsc); cudaFree(ddl);

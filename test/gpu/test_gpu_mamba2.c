@@ -37,10 +37,6 @@
 #error "LM_TEST_DATA must be defined"
 #endif
 
-#define TOL_F32 1e-5
-#define TOL_STATE 1e-4
-#define TOL_BF16 1e-2
-#define TOL_TF32 2e-3
 
 static bool g_quick = false;
 
@@ -70,10 +66,10 @@ typedef struct tensor_out {
     float *data;
 } tensor_out;
 
-static float *rand_array(rng *r, size_t n, double scale, double offset)
+static float *rand_array(tu_rng *r, size_t n, double scale, double offset)
 {
     float *a = malloc(n * sizeof(float) + 4);
-    for (size_t i = 0; i < n; i++) a[i] = (float)(offset + scale * rng_sym(r));
+    for (size_t i = 0; i < n; i++) a[i] = (float)(offset + scale * tu_rng_sym(r));
     return a;
 }
 
@@ -99,7 +95,7 @@ static size_t numel(const tensor_out *t)
 static bool write_model(const char *dir, const m2spec *sp)
 {
     mkdir(dir, 0755);
-    rng r = {sp->seed * 0x9E3779B97F4A7C15ull + 7};
+    tu_rng r = {sp->seed * 0x9E3779B97F4A7C15ull + 7};
     const int64_t d = sp->d, E = sp->expand * sp->d, H = sp->H, P = sp->P, G = sp->G, N = sp->N, K = sp->K;
     if (H * P != E) {
         printf("bad spec %s\n", sp->name);
@@ -121,9 +117,9 @@ static bool write_model(const char *dir, const m2spec *sp)
         if (sp->conv_bias) nt = add_t(t, nt, NM("mixer.conv1d.bias"), rand_array(&r, (size_t)CD, 0.2, 0), 1, CD, 0, 0);
         float *dtb = malloc((size_t)H * sizeof(float)), *alog = malloc((size_t)H * sizeof(float));
         for (int64_t h = 0; h < H; h++) {
-            const double dt0 = exp(log(1e-3) + rng_uniform(&r) * (log(0.1) - log(1e-3)));
+            const double dt0 = exp(log(1e-3) + tu_rng_unif(&r) * (log(0.1) - log(1e-3)));
             dtb[h] = (float)log(expm1(dt0));
-            alog[h] = (float)log(1.0 + 15.0 * rng_uniform(&r));
+            alog[h] = (float)log(1.0 + 15.0 * tu_rng_unif(&r));
         }
         nt = add_t(t, nt, NM("mixer.dt_bias"), dtb, 1, H, 0, 0);
         nt = add_t(t, nt, NM("mixer.A_log"), alog, 1, H, 0, 0);
@@ -210,13 +206,6 @@ static lm_model *load(const char *dir, lm_backend be)
     return m;
 }
 
-static int32_t *rand_tokens(rng *r, int64_t L, int64_t V)
-{
-    int32_t *t = malloc((size_t)L * sizeof(int32_t));
-    for (int64_t i = 0; i < L; i++) t[i] = (int32_t)(rng_uniform(r) * (double)V);
-    return t;
-}
-
 static lm_status fwd(struct lm_session *s, const int32_t *tok, int64_t L, int64_t n_out, float *logits, bool tf32,
                      lmi_err *e)
 {
@@ -260,7 +249,7 @@ static void stbuf_free(stbuf *b)
 static double state_diff(struct lm_session *a, struct lm_session *b)
 {
     stbuf x = state_of(a), y = state_of(b);
-    double e1 = max_rel_err_f(x.ssm, y.ssm, x.ns), e2 = max_rel_err_f(x.conv, y.conv, x.nc);
+    double e1 = tu_max_rel_err_f(x.ssm, y.ssm, x.ns), e2 = tu_max_rel_err_f(x.conv, y.conv, x.nc);
     stbuf_free(&x);
     stbuf_free(&y);
     return e1 > e2 ? e1 : e2;
@@ -270,35 +259,27 @@ static double state_diff(struct lm_session *a, struct lm_session *b)
 
 static void run_fixture(const char *name)
 {
-    char dir[1024], refp[1100];
-    snprintf(dir, sizeof dir, "%s/fixtures/%s", LM_TEST_DATA, name);
-    snprintf(refp, sizeof refp, "%s/reference.safetensors", dir);
-    lm_model *m = load(dir, LM_BACKEND_CUDA);
+    fixture_ref fx;
+    if (!fixture_ref_open(&fx, name)) return;
+    lm_model *m = load(fx.dir, LM_BACKEND_CUDA);
     if (!m) {
         check(false, "%s: load", name);
+        fixture_ref_close(&fx);
         return;
     }
-    lmi_st_file rf;
     lmi_err e = {{0}};
-    if (lmi_st_open(refp, &rf, &e) != LM_OK) {
-        check(false, "%s: %s", name, e.msg);
-        lm_model_free(m);
-        return;
-    }
-    const lmi_st_tensor *ids = lmi_st_find(&rf, "input_ids"), *lg = lmi_st_find(&rf, "logits_f64");
-    const int64_t B = ids->shape[0], L = ids->shape[1], V = lg->shape[2];
+    const int64_t B = fx.B, L = fx.L, V = fx.V;
     const double tol = m->dtype != LM_DTYPE_F32 ? TOL_BF16 : TOL_F32;
     check(m->vt == &lmi_cuda_m2_backend && V == m->dims.vocab, "%s: on the CUDA Mamba-2 backend", name);
     int32_t *tok = malloc((size_t)L * sizeof(int32_t));
     double *ref = malloc((size_t)(L * V) * sizeof(double));
     float *got = malloc((size_t)(L * V) * sizeof(float));
     for (int64_t b = 0; b < B; b++) {
-        memcpy(tok, ids->data + (size_t)(b * L) * 4, (size_t)L * 4);
-        memcpy(ref, lg->data + (size_t)(b * L * V) * 8, (size_t)(L * V) * 8);
+        fixture_ref_row(&fx, b, tok, ref);
         struct lm_session *s = session_new(m, &e);
         for (size_t i = 0; i < (size_t)(L * V); i++) got[i] = NAN;
         lm_status st = s ? fwd(s, tok, L, L, got, false, &e) : LM_ERR_BACKEND;
-        const double e1 = st == LM_OK ? max_rel_err(got, ref, (size_t)(L * V)) : INFINITY;
+        const double e1 = st == LM_OK ? tu_max_rel_err(got, ref, (size_t)(L * V)) : INFINITY;
         check(e1 <= tol, "%s row %lld: prefill %lld tokens, err %.2e of max|logit| (tol %.0e) %s", name, (long long)b,
               (long long)L, e1, tol, st == LM_OK ? "" : e.msg);
         if (s) m->vt->session_reset(s);
@@ -308,7 +289,7 @@ static void run_fixture(const char *name)
                 e2 = INFINITY;
                 break;
             }
-        if (isfinite(e2)) e2 = max_rel_err(got, ref, (size_t)(L * V));
+        if (isfinite(e2)) e2 = tu_max_rel_err(got, ref, (size_t)(L * V));
         check(e2 <= tol, "%s row %lld: %lld decode steps, err %.2e (tol %.0e)", name, (long long)b, (long long)L, e2,
               tol);
         session_delete(s);
@@ -316,7 +297,7 @@ static void run_fixture(const char *name)
     free(tok);
     free(ref);
     free(got);
-    lmi_st_close(&rf);
+    fixture_ref_close(&fx);
     lm_model_free(m);
 }
 
@@ -379,14 +360,14 @@ static void pair_close(pair *p)
 static void parity_len(pair *p, int64_t L, double tol, bool tf32)
 {
     const int64_t V = p->gpu->dims.vocab, n_out = L < 4 ? L : 4;
-    rng r = {(uint64_t)L * 7919 + p->sp->seed};
-    int32_t *tok = rand_tokens(&r, L + 3, V);
+    tu_rng r = {(uint64_t)L * 7919 + p->sp->seed};
+    int32_t *tok = tu_rng_tokens(&r, L + 3, V);
     float *a = malloc((size_t)(n_out * V) * sizeof(float)), *b = malloc((size_t)(n_out * V) * sizeof(float));
     lmi_err e1 = {{0}}, e2 = {{0}};
     struct lm_session *sc = session_new(p->cpu, &e1), *sg = session_new(p->gpu, &e2);
     lm_status s1 = sc ? fwd(sc, tok, L, n_out, a, false, &e1) : LM_ERR_BACKEND;
     lm_status s2 = sg ? fwd(sg, tok, L, n_out, b, tf32, &e2) : LM_ERR_BACKEND;
-    double err = (s1 == LM_OK && s2 == LM_OK) ? max_rel_err_f(b, a, (size_t)(n_out * V)) : INFINITY;
+    double err = (s1 == LM_OK && s2 == LM_OK) ? tu_max_rel_err_f(b, a, (size_t)(n_out * V)) : INFINITY;
     check(err <= tol, "%s: L %lld%s prefill, CUDA vs CPU logits err %.2e (tol %.0e) %s%s", p->sp->name, (long long)L,
           tf32 ? " TF32" : "", err, tol, e1.msg, e2.msg);
     if (s1 == LM_OK && s2 == LM_OK) {
@@ -397,7 +378,7 @@ static void parity_len(pair *p, int64_t L, double tol, bool tf32)
         for (int k = 0; k < 3; k++) {
             s1 = fwd(sc, tok + L + k, 1, 1, a, false, &e1);
             s2 = fwd(sg, tok + L + k, 1, 1, b, tf32, &e2);
-            const double ek = (s1 == LM_OK && s2 == LM_OK) ? max_rel_err_f(b, a, (size_t)V) : INFINITY;
+            const double ek = (s1 == LM_OK && s2 == LM_OK) ? tu_max_rel_err_f(b, a, (size_t)V) : INFINITY;
             if (ek > worst || isnan(ek)) worst = ek;
         }
         check(worst <= tol, "%s: L %lld then 3 decode steps, err %.2e", p->sp->name, (long long)L, worst);
@@ -413,8 +394,8 @@ static void parity_len(pair *p, int64_t L, double tol, bool tf32)
 static void chunks_and_state(pair *p)
 {
     const int64_t L = g_quick ? 300 : 1000, V = p->gpu->dims.vocab;
-    rng r = {99 + p->sp->seed};
-    int32_t *tok = rand_tokens(&r, L + 4, V);
+    tu_rng r = {99 + p->sp->seed};
+    int32_t *tok = tu_rng_tokens(&r, L + 4, V);
     float *a = malloc((size_t)V * sizeof(float)), *b = malloc((size_t)V * sizeof(float));
     float *c = malloc((size_t)V * sizeof(float));
     lmi_err e = {{0}};
@@ -428,7 +409,7 @@ static void chunks_and_state(pair *p)
         st = fwd(s2, tok + pos, n, pos + n == L ? 1 : 0, b, false, &e);
         pos += n;
     }
-    double err = st == LM_OK ? max_rel_err_f(b, a, (size_t)V) : INFINITY;
+    double err = st == LM_OK ? tu_max_rel_err_f(b, a, (size_t)V) : INFINITY;
     check(err <= TOL_F32, "%s: chunked prefill of %lld = one-shot, logits err %.2e %s", p->sp->name, (long long)L,
           err, e.msg);
     err = state_diff(s2, s1);
@@ -442,7 +423,7 @@ static void chunks_and_state(pair *p)
     for (int k = 0; st == LM_OK && k < 4; k++) {
         st = fwd(s1, tok + L + k, 1, 1, a, false, &e);
         if (st == LM_OK) st = fwd(s3, tok + L + k, 1, 1, b, false, &e);
-        const double ek = st == LM_OK ? max_rel_err_f(b, a, (size_t)V) : INFINITY;
+        const double ek = st == LM_OK ? tu_max_rel_err_f(b, a, (size_t)V) : INFINITY;
         if (ek > worst) worst = ek;
     }
     check(worst == 0, "%s: CUDA state read -> write -> 4 decode steps identical (err %.2e) %s", p->sp->name, worst,
@@ -459,7 +440,7 @@ static void chunks_and_state(pair *p)
     for (int k = 0; st == LM_OK && k < 4; k++) {
         st = fwd(sc, tok + L + k, 1, 1, c, false, &e);
         if (st == LM_OK) st = fwd(s3, tok + L + k, 1, 1, b, false, &e);
-        const double ek = st == LM_OK ? max_rel_err_f(b, c, (size_t)V) : INFINITY;
+        const double ek = st == LM_OK ? tu_max_rel_err_f(b, c, (size_t)V) : INFINITY;
         if (ek > worst) worst = ek;
     }
     check(worst <= TOL_F32, "%s: CPU state -> CUDA session, 4 decode steps err %.2e", p->sp->name, worst);
@@ -469,7 +450,7 @@ static void chunks_and_state(pair *p)
     struct lm_session *s4 = session_new(p->gpu, &e);
     st = fwd(s3, tok, 70, 1, a, false, &e);
     if (st == LM_OK) st = fwd(s4, tok, 70, 1, b, false, &e);
-    err = st == LM_OK ? max_rel_err_f(b, a, (size_t)V) : INFINITY;
+    err = st == LM_OK ? tu_max_rel_err_f(b, a, (size_t)V) : INFINITY;
     check(err == 0, "%s: reset session = fresh session (err %.2e)", p->sp->name, err);
     session_delete(s1);
     session_delete(s2);
@@ -522,8 +503,8 @@ static void modes(pair *p)
     const lmi_dims *d = &p->gpu->dims;
     const int64_t V = d->vocab, nl = d->n_layer, H = d->n_heads;
     const int64_t Wl = g_quick ? 128 : 256, L = g_quick ? 400 : 1000;
-    rng r = {4242 + p->sp->seed};
-    int32_t *w0 = rand_tokens(&r, Wl, V), *w1 = rand_tokens(&r, Wl, V), *tok = rand_tokens(&r, L + 2, V);
+    tu_rng r = {4242 + p->sp->seed};
+    int32_t *w0 = tu_rng_tokens(&r, Wl, V), *w1 = tu_rng_tokens(&r, Wl, V), *tok = tu_rng_tokens(&r, L + 2, V);
     const int32_t *wins[2] = {w0, w1};
     const size_t lens[2] = {(size_t)Wl, (size_t)Wl};
     const int64_t buckets[2] = {2 * Wl, 4 * Wl};
@@ -550,7 +531,7 @@ static void modes(pair *p)
             for (int64_t b = 0; b < 2; b++) {
                 lm_calibration_get_thresholds(cc, l, b, tc, (size_t)H);
                 lm_calibration_get_thresholds(cg, l, b, tg, (size_t)H);
-                const double et = max_rel_err_f(tg, tc, (size_t)H);
+                const double et = tu_max_rel_err_f(tg, tc, (size_t)H);
                 if (et > tmax) tmax = et;
             }
         }
@@ -585,9 +566,9 @@ static void modes(pair *p)
         lm_status a = api_prefill(p->cpu, &sa, tok, L, no, la, cc, theta, NULL, tok + L, 2, la + no * V);
         lm_status b = api_prefill(p->gpu, &sb, tok, L, no, lb, cc, theta, NULL, tok + L, 2, lb + no * V);
         lm_status v = api_prefill(p->gpu, &sv, tok, L, no, lv, NULL, 0, NULL, tok + L, 2, lv + no * V);
-        double el = (a == LM_OK && b == LM_OK) ? max_rel_err_f(lb, la, (size_t)(no * V)) : INFINITY;
-        double ed = (a == LM_OK && b == LM_OK) ? max_rel_err_f(lb + no * V, la + no * V, (size_t)(2 * V)) : INFINITY;
-        double ev = (b == LM_OK && v == LM_OK) ? max_rel_err_f(lb, lv, (size_t)(no * V)) : 0;
+        double el = (a == LM_OK && b == LM_OK) ? tu_max_rel_err_f(lb, la, (size_t)(no * V)) : INFINITY;
+        double ed = (a == LM_OK && b == LM_OK) ? tu_max_rel_err_f(lb + no * V, la + no * V, (size_t)(2 * V)) : INFINITY;
+        double ev = (b == LM_OK && v == LM_OK) ? tu_max_rel_err_f(lb, lv, (size_t)(no * V)) : 0;
         check(el <= TOL_F32 && ed <= TOL_F32,
               "%s: LongMamba prefill %lld (public API) CUDA vs CPU err %.2e, then 2 decode steps err %.2e", p->sp->name,
               (long long)L, el, ed);
@@ -607,9 +588,9 @@ static void modes(pair *p)
         dp.protect = 2;
         a = api_prefill(p->cpu, &sa, tok, L, 2, la, NULL, 0, &dp, tok + L, 2, la + 2 * V);
         b = api_prefill(p->gpu, &sb, tok, L, 2, lb, NULL, 0, &dp, tok + L, 2, lb + 2 * V);
-        el = (a == LM_OK && b == LM_OK) ? max_rel_err_f(lb, la, (size_t)(2 * V)) : INFINITY;
-        ed = (a == LM_OK && b == LM_OK) ? max_rel_err_f(lb + 2 * V, la + 2 * V, (size_t)(2 * V)) : INFINITY;
-        ev = (b == LM_OK) ? max_rel_err_f(lb, lv + 2 * V, (size_t)(2 * V)) : 0;
+        el = (a == LM_OK && b == LM_OK) ? tu_max_rel_err_f(lb, la, (size_t)(2 * V)) : INFINITY;
+        ed = (a == LM_OK && b == LM_OK) ? tu_max_rel_err_f(lb + 2 * V, la + 2 * V, (size_t)(2 * V)) : INFINITY;
+        ev = (b == LM_OK) ? tu_max_rel_err_f(lb, lv + 2 * V, (size_t)(2 * V)) : 0;
         check(el <= TOL_F32 && ed <= TOL_F32,
               "%s: DeciMamba prefill %lld (public API) CUDA vs CPU err %.2e, then 2 decode steps err %.2e", p->sp->name,
               (long long)L, el, ed);
@@ -671,7 +652,7 @@ static void bench(bool profile_only)
     m->backend = LM_BACKEND_CUDA;
     m->vt = &lmi_cuda_m2_backend;
     const int64_t D = 768, E = 1536, CD = d->conv_dim, ld = 2 * E + 256 + 24, H = 24;
-    rng r = {777};
+    tu_rng r = {777};
     float *emb = rand_array(&r, (size_t)(d->vocab * D), 1.0, 0);
     float *ones = rand_array(&r, (size_t)(ld > 4 * D ? ld : 4 * D), 0.2, 1);
     float *in_w = rand_array(&r, (size_t)(ld * D), 1.0 / sqrt((double)D), 0);
@@ -680,8 +661,8 @@ static void bench(bool profile_only)
     float *conv_b = rand_array(&r, (size_t)CD, 0.2, 0);
     float *dtb = malloc((size_t)H * sizeof(float)), *A = malloc((size_t)H * sizeof(float));
     for (int64_t h = 0; h < H; h++) {
-        dtb[h] = (float)log(expm1(exp(log(1e-3) + rng_uniform(&r) * (log(0.1) - log(1e-3)))));
-        A[h] = (float)-(1.0 + 15.0 * rng_uniform(&r));
+        dtb[h] = (float)log(expm1(exp(log(1e-3) + tu_rng_unif(&r) * (log(0.1) - log(1e-3)))));
+        A[h] = (float)-(1.0 + 15.0 * tu_rng_unif(&r));
     }
     m->embed = emb;
     m->lm_head = emb;
@@ -707,7 +688,7 @@ static void bench(bool profile_only)
         check(false, "bench model");
     } else if (profile_only) {
         /* one 16k prefill, for a profiler's per-kernel times */
-        int32_t *tok = rand_tokens(&r, 16384, d->vocab);
+        int32_t *tok = tu_rng_tokens(&r, 16384, d->vocab);
         float *lg = malloc((size_t)d->vocab * sizeof(float));
         st = fwd(s, tok, 16384, 1, lg, false, &e);
         check(st == LM_OK, "profiled prefill of 16384 tokens %s", e.msg);
@@ -719,7 +700,7 @@ static void bench(bool profile_only)
                "random weights, batch 1, one H100:\n");
         printf("| what | tokens | ms | tokens/s |\n|---|---|---|---|\n");
         const int64_t lens[2] = {2048, 16384};
-        int32_t *tok = rand_tokens(&r, 16384, d->vocab);
+        int32_t *tok = tu_rng_tokens(&r, 16384, d->vocab);
         float *lg = malloc((size_t)d->vocab * sizeof(float));
         for (int i = 0; i < 2 && st == LM_OK; i++) {
             st = fwd(s, tok, lens[i], 1, lg, false, &e); /* warm-up (allocations, cuBLAS heuristics) */

@@ -15,15 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* fp32 storage, fp32 GEMMs: logits within 1e-5 of max|logit| (fixture
- * README; measured <= 7e-7 on an H100).  bf16 storage rounds the GEMM
- * inputs (hidden, x|z, u, y) to bf16 (8 bits of mantissa) at every layer:
- * measured <= 2.7e-3 of max|logit| (state <= 1.1e-2 after decimation).
- * TF32 GEMMs (10-bit mantissa inputs): measured 3.2e-4. */
-#define TOL_F32 1e-5
-#define TOL_BF16 1e-2
-#define TOL_TF32 2e-3
-
 static const model_spec SPEC_A = {68, 136, 16, 5, 4, 3, 100, true, true, false, LM_DTYPE_F32, 1};
 static const model_spec SPEC_B = {32, 64, 16, 2, 4, 2, 96, false, true, true, LM_DTYPE_F32, 2};
 static const model_spec SPEC_C = {40, 80, 8, 3, 3, 3, 75, true, false, false, LM_DTYPE_F32, 3};
@@ -56,13 +47,6 @@ static void unload_model(struct lm_model *m)
 {
     if (m->vt->model_free) m->vt->model_free(m);
     model_destroy(m);
-}
-
-static int32_t *rand_tokens(rng *r, int64_t L, int64_t V)
-{
-    int32_t *t = malloc((size_t)L * sizeof(int32_t));
-    for (int64_t i = 0; i < L; i++) t[i] = (int32_t)(rng_uniform(r) * (double)V);
-    return t;
 }
 
 typedef struct run_opts {
@@ -128,7 +112,7 @@ static double state_err(struct lm_session *s, const ref_state *rs)
         free(h);
         return INFINITY;
     }
-    const double ec = max_rel_err(c, rs->conv, nc), eh = max_rel_err(h, rs->ssm, ns);
+    const double ec = tu_max_rel_err(c, rs->conv, nc), eh = tu_max_rel_err(h, rs->ssm, ns);
     free(c);
     free(h);
     return ec > eh ? ec : eh;
@@ -141,7 +125,7 @@ typedef struct filt_ctx {
     uint8_t *global;  /* [n_layer][E] */
     float *tau;       /* [n_layer][E] */
     lmi_filter *filters;
-    rng r;
+    tu_rng r;
     double **delta;   /* optional copies of Δ per layer (sink test) */
     int64_t *delta_L;
 } filt_ctx;
@@ -165,7 +149,7 @@ static void filt_hook(void *ctx, int64_t l, const double *delta, int64_t L, int6
     if (!c->global) return;
     double *v = malloc((size_t)L * sizeof(double));
     for (int64_t e = 0; e < E; e++) {
-        c->global[l * E + e] = rng_uniform(&c->r) < 0.5;
+        c->global[l * E + e] = tu_rng_unif(&c->r) < 0.5;
         for (int64_t t = 0; t < L; t++) v[t] = delta[t * E + e];
         qsort(v, (size_t)L, sizeof(double), cmp_dbl);
         int64_t lo = L / 4, hi = 3 * L / 4, best = lo;
@@ -182,7 +166,7 @@ static filt_ctx *filt_new(const struct lm_model *m, uint64_t seed, bool filters,
     filt_ctx *c = calloc(1, sizeof *c);
     c->n_layer = m->dims.n_layer;
     c->E = m->dims.d_inner;
-    c->r.s = seed;
+    c->r.state = seed;
     if (filters) {
         c->global = calloc((size_t)(c->n_layer * c->E), 1);
         c->tau = calloc((size_t)(c->n_layer * c->E), sizeof(float));
@@ -234,8 +218,8 @@ static double run_scenario(const scenario *sc, struct lm_model *gm, uint64_t see
                            size_t *out_n, bool quiet)
 {
     const int64_t V = gm->dims.vocab, nl = gm->dims.n_layer;
-    rng r = {seed};
-    int32_t *tok = rand_tokens(&r, sc->L + sc->n_decode, V);
+    tu_rng r = {seed};
+    int32_t *tok = tu_rng_tokens(&r, sc->L + sc->n_decode, V);
     filt_ctx *fc = filt_new(gm, seed + 1, sc->filter, false);
     double deci[16];
     for (int64_t l = 0; l < nl && l < 16; l++) deci[l] = -1;
@@ -296,7 +280,7 @@ static double run_scenario(const scenario *sc, struct lm_model *gm, uint64_t see
             goto done;
         }
     }
-    err = max_rel_err(got, ref, (size_t)(n_cmp * V));
+    err = tu_max_rel_err(got, ref, (size_t)(n_cmp * V));
     const double serr = state_err(s, rs);
     if (!quiet)
         check(err <= sc->tol && serr <= (sc->tol > 1e-4 ? 3 * sc->tol : 1e-4),
@@ -327,7 +311,7 @@ static lm_status sink_fn(void *ctx, int64_t layer, const float *delta, int64_t n
     filt_ctx *c = ctx;
     const double *ref = c->delta[layer];
     const double err = ref && c->delta_L[layer] == n_tokens
-                           ? max_rel_err(delta, ref, (size_t)(n_tokens * n_channels))
+                           ? tu_max_rel_err(delta, ref, (size_t)(n_tokens * n_channels))
                            : INFINITY;
     check(err <= 2e-5, "delta sink layer %lld: %lld x %lld, err %.2e (tol 2e-5)", (long long)layer,
           (long long)n_tokens, (long long)n_channels, err);
@@ -336,9 +320,9 @@ static lm_status sink_fn(void *ctx, int64_t layer, const float *delta, int64_t n
 
 static void test_sink(struct lm_model *m)
 {
-    rng r = {77};
+    tu_rng r = {77};
     const int64_t L = 150;
-    int32_t *tok = rand_tokens(&r, L, m->dims.vocab);
+    int32_t *tok = tu_rng_tokens(&r, L, m->dims.vocab);
     filt_ctx *fc = filt_new(m, 5, false, true);
     ref_opts ro = {NULL, NULL, 0, 0, filt_hook, fc, NULL};
     ref_state *rs = ref_state_new(m);
@@ -358,8 +342,8 @@ static void test_sink(struct lm_model *m)
 static void test_sessions(struct lm_model *m)
 {
     const int64_t V = m->dims.vocab, L = 90;
-    rng r = {321};
-    int32_t *t1 = rand_tokens(&r, L, V), *t2 = rand_tokens(&r, L, V);
+    tu_rng r = {321};
+    int32_t *t1 = tu_rng_tokens(&r, L, V), *t2 = tu_rng_tokens(&r, L, V);
     lmi_err e = {{0}};
     struct lm_session *a = session_new(m, &e), *b = session_new(m, &e), *c = session_new(m, &e);
     float *la = malloc((size_t)V * 4), *lb = malloc((size_t)V * 4), *lc = malloc((size_t)V * 4);
@@ -377,7 +361,7 @@ static void test_sessions(struct lm_model *m)
         fwd(b, t2 + i, 1, 1, lb, NULL, &e);
         ref_forward(m, ra, t1 + i, 1, NULL, 1, refa);
         ref_forward(m, rb, t2 + i, 1, NULL, 1, refb);
-        const double ea = max_rel_err(la, refa, (size_t)V), eb = max_rel_err(lb, refb, (size_t)V);
+        const double ea = tu_max_rel_err(la, refa, (size_t)V), eb = tu_max_rel_err(lb, refb, (size_t)V);
         if (ea > worst) worst = ea;
         if (eb > worst) worst = eb;
     }
@@ -387,8 +371,8 @@ static void test_sessions(struct lm_model *m)
     m->vt->session_reset(a);
     fwd(a, t1, L - 1, 0, NULL, NULL, &e);
     fwd(a, t1 + L - 1, 1, 1, la, NULL, &e);
-    check(max_rel_err_f(la, la0, (size_t)V) <= 1e-6, "reset then replay reproduces the logits (err %.2e)",
-          max_rel_err_f(la, la0, (size_t)V));
+    check(tu_max_rel_err_f(la, la0, (size_t)V) <= 1e-6, "reset then replay reproduces the logits (err %.2e)",
+          tu_max_rel_err_f(la, la0, (size_t)V));
     /* fork: copy b's state into c, step both with the same token */
     const size_t nc = (size_t)(m->dims.n_layer * m->dims.d_inner * (m->dims.d_conv - 1));
     const size_t ns = (size_t)(m->dims.n_layer * m->dims.d_inner * m->dims.d_state);
@@ -438,8 +422,8 @@ static void test_oom(void)
     struct lm_model *sm = load_model(&SPEC_A, LM_BACKEND_CUDA);
     struct lm_session *s = session_new(sm, &e);
     const int64_t V = sm->dims.vocab, L = 40;
-    rng r = {9};
-    int32_t *tok = rand_tokens(&r, L, V);
+    tu_rng r = {9};
+    int32_t *tok = tu_rng_tokens(&r, L, V);
     float *l1 = malloc((size_t)V * 4), *l2 = malloc((size_t)V * 4);
     fwd(s, tok, L, 1, l1, NULL, &e);
     sm->vt->session_reset(s);
@@ -450,8 +434,8 @@ static void test_oom(void)
           LM_ERR_NO_MEMORY, e.msg);
     free(big);
     st = fwd(s, tok, L, 1, l2, NULL, &e);
-    check(st == LM_OK && max_rel_err_f(l2, l1, (size_t)V) <= 1e-6,
-          "after out-of-memory the session still runs and matches (err %.2e)", max_rel_err_f(l2, l1, (size_t)V));
+    check(st == LM_OK && tu_max_rel_err_f(l2, l1, (size_t)V) <= 1e-6,
+          "after out-of-memory the session still runs and matches (err %.2e)", tu_max_rel_err_f(l2, l1, (size_t)V));
     session_delete(s);
     unload_model(sm);
     free(tok);
@@ -532,7 +516,7 @@ int main(int argc, char **argv)
             size_t c_n = 0;
             run_scenario(&sc[i], cm, 4000 + i, &c_logits, &c_n, true);
             if (c_logits && c_n == g_n) {
-                const double err = max_rel_err_f(g_logits, c_logits, g_n);
+                const double err = tu_max_rel_err_f(g_logits, c_logits, g_n);
                 const double tol = sc[i].spec->dtype == LM_DTYPE_F32 && !sc[i].tf32 ? 2 * TOL_F32 : sc[i].tol;
                 check(err <= tol, "%s: CUDA vs CPU backend: max err %.2e (tol %.0e)", sc[i].name, err, tol);
             }

@@ -10,13 +10,14 @@
 #include <stdint.h>
 
 #include "internal.h"
+#include "testutil.h" /* tu_rng for the weights */
 
 typedef struct tm_config {
     int64_t d_model, d_inner, d_state, dt_rank, d_conv, n_layer, vocab;
-    bool bias;        /* in_proj / out_proj biases */
+    bool bias; /* in_proj / out_proj biases */
     bool conv_bias;
-    bool tied;        /* lm_head is the embedding */
-    uint64_t seed;    /* weights and fingerprint */
+    bool tied;     /* lm_head is the embedding */
+    uint64_t seed; /* weights and fingerprint */
     int32_t n_threads;
 } tm_config;
 
@@ -39,8 +40,5 @@ int64_t tm_reference_forward(const lm_model *m, const int32_t *tokens, int64_t T
                              const lmi_filter *filters, const double *deci_budget,
                              int64_t deci_min_len, int64_t deci_protect, double *logits,
                              double *delta_out);
-
-/* Uniform in [-1, 1) from a 64-bit state (xorshift*). */
-double tm_uniform(uint64_t *state);
 
 #endif

@@ -14,21 +14,21 @@ typedef struct tm_owned {
     size_t n_extra, cap_extra;
 } tm_owned;
 
-double tm_uniform(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *s = x;
-    return (double)((x * 0x2545F4914F6CDD1DULL) >> 11) * 0x1.0p-52 - 1.0;
-}
-
 tm_config tm_config_small(void)
 {
     tm_config c = {
-        .d_model = 40, .d_inner = 80, .d_state = 8, .dt_rank = 3, .d_conv = 3, .n_layer = 2,
-        .vocab = 37, .bias = true, .conv_bias = true, .tied = false, .seed = 1234, .n_threads = 2,
+        .d_model = 40,
+        .d_inner = 80,
+        .d_state = 8,
+        .dt_rank = 3,
+        .d_conv = 3,
+        .n_layer = 2,
+        .vocab = 37,
+        .bias = true,
+        .conv_bias = true,
+        .tied = false,
+        .seed = 1234,
+        .n_threads = 2,
     };
     return c;
 }
@@ -38,29 +38,35 @@ static float *tm_arr(tm_owned *o, size_t n)
     if (o->n_extra == o->cap_extra) {
         size_t cap = o->cap_extra ? 2 * o->cap_extra : 64;
         void **p = realloc(o->extra, cap * sizeof *p);
-        if (!p) return NULL;
+        if (!p)
+            return NULL;
         o->extra = p;
         o->cap_extra = cap;
     }
     float *a = malloc((n ? n : 1) * sizeof(float));
-    if (a) o->extra[o->n_extra++] = a;
+    if (a)
+        o->extra[o->n_extra++] = a;
     return a;
 }
 
-static float *fill(tm_owned *o, size_t n, uint64_t *rng, double scale, double offset)
+static float *fill(tm_owned *o, size_t n, tu_rng *rng, double scale, double offset)
 {
     float *a = tm_arr(o, n);
     if (a)
-        for (size_t i = 0; i < n; i++) a[i] = (float)(offset + scale * tm_uniform(rng));
+        for (size_t i = 0; i < n; i++)
+            a[i] = (float)(offset + scale * tu_rng_sym(rng));
     return a;
 }
 
 void tm_model_free(lm_model *m)
 {
-    if (!m) return;
-    if (m->vt && m->vt->model_free) m->vt->model_free(m);
+    if (!m)
+        return;
+    if (m->vt && m->vt->model_free)
+        m->vt->model_free(m);
     tm_owned *o = (tm_owned *)m;
-    for (size_t i = 0; i < o->n_extra; i++) free(o->extra[i]);
+    for (size_t i = 0; i < o->n_extra; i++)
+        free(o->extra[i]);
     free(o->extra);
     free(m->layers);
     free(o);
@@ -97,7 +103,7 @@ lm_model *tm_model_build(const tm_config *c, char *err, size_t err_cap)
     m->vt = &lmi_cpu_backend;
     m->n_threads = c->n_threads > 0 ? c->n_threads : 1;
 
-    uint64_t rng = c->seed * 2654435761ULL + 88172645463325252ULL;
+    tu_rng rng = {c->seed * 2654435761ULL + 88172645463325252ULL};
     bool ok = true;
     m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
     ok = ok && m->layers;
@@ -122,15 +128,16 @@ lm_model *tm_model_build(const tm_config *c, char *err, size_t err_cap)
         float *D = fill(o, (size_t)E, &rng, 0.5, 1.0);
         ok = L->norm_w && L->in_w && (!c->bias || L->in_b) && L->conv_w &&
              (!c->conv_bias || L->conv_b) && L->x_w && L->dt_w && dtb && A && D;
-        if (!ok) break;
+        if (!ok)
+            break;
         for (int64_t e = 0; e < E; e++) {
-            double u01 = 0.5 * (tm_uniform(&rng) + 1.0);
+            double u01 = 0.5 * (tu_rng_sym(&rng) + 1.0);
             double dt = exp(u01 * (log(0.1) - log(1e-3)) + log(1e-3));
             dtb[e] = (float)(dt + log(-expm1(-dt)));
             for (int64_t n = 0; n < N; n++) {
                 /* A_log = log(arange(1, N+1)) (S4D-real), jittered;
                  * A = -torch.exp(A_log.float()) */
-                float A_log = (float)(log((double)(n + 1)) + 0.3 * tm_uniform(&rng));
+                float A_log = (float)(log((double)(n + 1)) + 0.3 * tu_rng_sym(&rng));
                 A[e * N + n] = -expf(A_log);
             }
         }
@@ -160,24 +167,33 @@ lm_model *tm_model_build(const tm_config *c, char *err, size_t err_cap)
 
 /* ---- float64 reference ------------------------------------------------- */
 
-static double ref_softplus(double v) { return v > 20.0 ? v : log1p(exp(v)); }
-static double ref_silu(double v) { return v / (1.0 + exp(-v)); }
+static double ref_softplus(double v)
+{
+    return v > 20.0 ? v : log1p(exp(v));
+}
+static double ref_silu(double v)
+{
+    return v / (1.0 + exp(-v));
+}
 
 static void ref_rmsnorm(const double *x, const float *w, double *out, int64_t d, double eps)
 {
     double ss = 0.0;
-    for (int64_t i = 0; i < d; i++) ss += x[i] * x[i];
+    for (int64_t i = 0; i < d; i++)
+        ss += x[i] * x[i];
     double inv = 1.0 / sqrt(ss / (double)d + eps);
-    for (int64_t i = 0; i < d; i++) out[i] = (double)w[i] * (x[i] * inv);
+    for (int64_t i = 0; i < d; i++)
+        out[i] = (double)w[i] * (x[i] * inv);
 }
 
 /* y[o] = W[o][:] . x + b[o] */
-static void ref_linear(const double *x, const float *W, const float *b, int64_t n_out,
-                       int64_t n_in, double *y)
+static void ref_linear(const double *x, const float *W, const float *b, int64_t n_out, int64_t n_in,
+                       double *y)
 {
     for (int64_t o = 0; o < n_out; o++) {
         double acc = b ? (double)b[o] : 0.0;
-        for (int64_t i = 0; i < n_in; i++) acc += (double)W[o * n_in + i] * x[i];
+        for (int64_t i = 0; i < n_in; i++)
+            acc += (double)W[o * n_in + i] * x[i];
         y[o] = acc;
     }
 }
@@ -202,10 +218,12 @@ int64_t tm_reference_forward(const lm_model *m, const int32_t *tokens, int64_t T
     int64_t *idx = malloc((size_t)T * sizeof(int64_t));
     double *score = malloc((size_t)T * sizeof(double));
     int64_t Tc = -1;
-    if (!res || !hn || !xz || !u || !xd || !dl || !y || !h || !o || !idx || !score) goto out;
+    if (!res || !hn || !xz || !u || !xd || !dl || !y || !h || !o || !idx || !score)
+        goto out;
     Tc = T;
     for (int64_t t = 0; t < T; t++)
-        for (int64_t i = 0; i < d; i++) res[t * d + i] = m->embed[(int64_t)tokens[t] * d + i];
+        for (int64_t i = 0; i < d; i++)
+            res[t * d + i] = m->embed[(int64_t)tokens[t] * d + i];
     for (int64_t l = 0; l < dm->n_layer; l++) {
         const lmi_layer *L = &m->layers[l];
         for (int64_t t = 0; t < Tc; t++) {
@@ -217,7 +235,8 @@ int64_t tm_reference_forward(const lm_model *m, const int32_t *tokens, int64_t T
                 double acc = L->conv_b ? (double)L->conv_b[e] : 0.0;
                 for (int64_t k = 0; k < K; k++) {
                     int64_t src = t - (K - 1) + k;
-                    if (src >= 0) acc += (double)L->conv_w[e * K + k] * xz[src * 2 * E + e];
+                    if (src >= 0)
+                        acc += (double)L->conv_w[e * K + k] * xz[src * 2 * E + e];
                 }
                 u[t * E + e] = ref_silu(acc);
             }
@@ -225,7 +244,8 @@ int64_t tm_reference_forward(const lm_model *m, const int32_t *tokens, int64_t T
             ref_linear(u + t * E, L->x_w, NULL, nx, E, xd + t * nx);
             for (int64_t e = 0; e < E; e++) {
                 double acc = (double)L->dt_b[e];
-                for (int64_t r = 0; r < R; r++) acc += (double)L->dt_w[e * R + r] * xd[t * nx + r];
+                for (int64_t r = 0; r < R; r++)
+                    acc += (double)L->dt_w[e * R + r] * xd[t * nx + r];
                 dl[t * E + e] = ref_softplus(acc);
             }
         }
@@ -238,7 +258,8 @@ int64_t tm_reference_forward(const lm_model *m, const int32_t *tokens, int64_t T
             if (keep + deci_protect < Tc) {
                 for (int64_t t = 0; t < avail; t++) {
                     double ss = 0.0;
-                    for (int64_t e = 0; e < E; e++) ss += dl[t * E + e] * dl[t * E + e];
+                    for (int64_t e = 0; e < E; e++)
+                        ss += dl[t * E + e] * dl[t * E + e];
                     score[t] = sqrt(ss);
                 }
                 /* keep[t] iff fewer than `keep` tokens beat it (score, then earlier) */
@@ -246,10 +267,13 @@ int64_t tm_reference_forward(const lm_model *m, const int32_t *tokens, int64_t T
                 for (int64_t t = 0; t < avail; t++) {
                     int64_t better = 0;
                     for (int64_t q = 0; q < avail; q++)
-                        if (score[q] > score[t] || (score[q] == score[t] && q < t)) better++;
-                    if (better < keep) idx[n++] = t;
+                        if (score[q] > score[t] || (score[q] == score[t] && q < t))
+                            better++;
+                    if (better < keep)
+                        idx[n++] = t;
                 }
-                for (int64_t t = avail; t < Tc; t++) idx[n++] = t;
+                for (int64_t t = avail; t < Tc; t++)
+                    idx[n++] = t;
                 for (int64_t i = 0; i < n; i++) {
                     int64_t s = idx[i];
                     memmove(u + i * E, u + s * E, (size_t)E * sizeof(double));
@@ -266,7 +290,8 @@ int64_t tm_reference_forward(const lm_model *m, const int32_t *tokens, int64_t T
         for (int64_t t = 0; t < Tc; t++)
             for (int64_t e = 0; e < E; e++) {
                 double dt = dl[t * E + e];
-                if (f && f->global && f->global[e] && !(dt > (double)f->tau[e])) dt = 0.0;
+                if (f && f->global && f->global[e] && !(dt > (double)f->tau[e]))
+                    dt = 0.0;
                 double ue = u[t * E + e], acc = 0.0;
                 for (int64_t n = 0; n < N; n++) {
                     double *hh = &h[e * N + n];
@@ -277,7 +302,8 @@ int64_t tm_reference_forward(const lm_model *m, const int32_t *tokens, int64_t T
             }
         for (int64_t t = 0; t < Tc; t++) {
             ref_linear(y + t * E, L->out_w, L->out_b, d, E, o);
-            for (int64_t i = 0; i < d; i++) res[t * d + i] += o[i];
+            for (int64_t i = 0; i < d; i++)
+                res[t * d + i] += o[i];
         }
     }
     for (int64_t t = 0; t < Tc; t++) {
@@ -285,7 +311,16 @@ int64_t tm_reference_forward(const lm_model *m, const int32_t *tokens, int64_t T
         ref_linear(hn, m->lm_head, NULL, V, d, logits + t * V);
     }
 out:
-    free(res); free(hn); free(xz); free(u); free(xd); free(dl); free(y); free(h); free(o);
-    free(idx); free(score);
+    free(res);
+    free(hn);
+    free(xz);
+    free(u);
+    free(xd);
+    free(dl);
+    free(y);
+    free(h);
+    free(o);
+    free(idx);
+    free(score);
     return Tc;
 }
