@@ -67,15 +67,6 @@ int cli_fail_status(const char *what, lm_status st, const char *msg)
     return cli_fail("%s: %s", what, lm_status_str(st));
 }
 
-int cli_usage(const char *usage, const char *fmt, const char *arg)
-{
-    fputs("longmamba: ", stderr);
-    fprintf(stderr, fmt, arg);
-    fputc('\n', stderr);
-    fputs(usage, stderr);
-    return CLI_EXIT_USAGE;
-}
-
 /* ---- time, random numbers ------------------------------------------------------- */
 
 double cli_seconds(void)
