@@ -43,8 +43,9 @@ typedef struct cli_cmd {
                               (detokenize's ids, which may look like "-1") */
 } cli_cmd;
 
-/* Parses argv[1..argc) (argv[0] is the command's name) against opts[0..n)
- * (several tables may be chained: see cli_opt_parse2).  Positional
+/* Parses argv[1..argc) (argv[0] is the command's name) against the
+ * options of tables[0..n_tables) (tables[t] has n_opts[t] entries; a
+ * command's own table and a shared one, for instance).  Positional
  * arguments go to pos[0..max_pos), their count to *n_pos.  Returns 0 to
  * go on, CLI_PARSE_HELP after printing --help (exit 0), or 2 after a usage
  * message. */

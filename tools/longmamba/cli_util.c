@@ -381,3 +381,9 @@ int32_t *cli_encode_file(const cli_encoder *enc, const char *path, size_t *n_out
     free(txt);
     return ids;
 }
+
+void cli_theta_help(FILE *f)
+{
+    fprintf(f, "Library default theta: %g (Mamba-1), %g (Mamba-2).\n",
+            lm_longmamba_default_theta(LM_ARCH_MAMBA1), lm_longmamba_default_theta(LM_ARCH_MAMBA2));
+}

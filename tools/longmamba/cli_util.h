@@ -37,6 +37,9 @@ int cli_fail(const char *fmt, ...)
  * empty) on stderr; returns 1. */
 int cli_fail_status(const char *what, lm_status st, const char *msg);
 
+/* --help line: the library's default theta of each architecture. */
+void cli_theta_help(FILE *f);
+
 /* ---- time, random numbers ---------------------------------------------------- */
 
 /* Seconds on the monotonic clock (for durations only). */

@@ -160,11 +160,6 @@ typedef struct gen_opts {
     double theta, scale;
 } gen_opts;
 
-static void gen_help(FILE *f)
-{
-    fprintf(f, "Library defaults: --theta %g (Mamba-1) / %g (Mamba-2).\n",
-            lm_longmamba_default_theta(LM_ARCH_MAMBA1), lm_longmamba_default_theta(LM_ARCH_MAMBA2));
-}
 
 static const cli_cmd gen_cmd = {
     "generate",
@@ -175,7 +170,7 @@ static const cli_cmd gen_cmd = {
     "Streams N new tokens.  Text prompts use the model's tokenizer.json, or raw\n"
     "bytes for a byte-level model (vocabulary 256, \"byte_level\": true in\n"
     "config.json, or --bytes); --prompt-ids prints ids.\n",
-    gen_help, 0};
+    cli_theta_help, 0};
 
 /* Parses and cross-checks: 0, or an exit status (help printed: -1). */
 static int gen_parse(gen_opts *g, sampler *sp, int argc, char **argv)

@@ -29,11 +29,6 @@ static double theta_or_default(double theta, lm_arch arch)
     return theta > 0.0 ? theta : lm_longmamba_default_theta(arch);
 }
 
-static void theta_help(FILE *f)
-{
-    fprintf(f, "Library default theta: %g (Mamba-1), %g (Mamba-2).\n",
-            lm_longmamba_default_theta(LM_ARCH_MAMBA1), lm_longmamba_default_theta(LM_ARCH_MAMBA2));
-}
 
 static const cli_cmd calibrate_cmd = {
     "calibrate",
@@ -44,14 +39,14 @@ static const cli_cmd calibrate_cmd = {
     "through the calibration text, and saves per layer and channel the\n"
     "cumulative log-decay and the token-filter thresholds of every length\n"
     "bucket; prints the share of global channels at the default theta.\n",
-    theta_help, 0};
+    cli_theta_help, 0};
 
 static const cli_cmd channels_cmd = {
     "channels",
     "channels MODEL_DIR CALIB.safetensors [--theta X] [--backend cpu|cuda|auto] [--threads N]",
     "Prints how many channels of each layer are global (cumulative decay over the\n"
     "calibration length > theta).\n",
-    theta_help, 0};
+    cli_theta_help, 0};
 
 static int parse_agg(void *dest, const char *v)
 {

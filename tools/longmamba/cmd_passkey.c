@@ -70,6 +70,11 @@ static size_t at_of(const pk_run *r, int mi, size_t cell)
 /* 0, or an exit status (help printed: CLI_PARSE_HELP). */
 static int pk_parse(pk_run *r, int argc, char **argv)
 {
+    memset(r, 0, sizeof *r);
+    eval_opts_init(&r->o);
+    r->trials = 5;
+    r->seed = 1234;
+    r->depths = (dbl_list){{0.0, 0.25, 0.5, 0.75, 1.0}, 5};
     cli_opt shared[EVAL_N_SHARED];
     eval_shared_opts(&r->o, shared);
     const cli_opt own[] = {
@@ -328,42 +333,29 @@ static int pk_measure(pk_run *r, eval_ctx *c, progress *prog)
         pk_json(stdout, r, c);
     else
         pk_table(r);
-    fflush(stdout);
-    fprintf(stderr, "longmamba: %.0f prompt tokens in %.1f s (%.0f tokens/s)\n", r->total_tokens,
-            r->t_all, r->t_all > 0 ? r->total_tokens / r->t_all : 0.0);
+    eval_report_speed("prompt tokens", r->total_tokens, r->t_all);
     return 0;
 }
 
 int cmd_passkey(int argc, char **argv)
 {
-    pk_run *r = calloc(1, sizeof *r);
-    if (!r)
-        return cli_fail("out of memory");
-    eval_opts_init(&r->o);
-    r->trials = 5;
-    r->seed = 1234;
-    r->depths = (dbl_list){{0.0, 0.25, 0.5, 0.75, 1.0}, 5};
-    int rc = pk_parse(r, argc, argv);
-    if (rc) {
-        free(r);
+    pk_run r;
+    int rc = pk_parse(&r, argc, argv);
+    if (rc)
         return rc == CLI_PARSE_HELP ? 0 : rc;
-    }
     progress prog = {isatty(2), 0, 0, 0, 0, ""};
     eval_ctx c;
-    if (eval_ctx_open(&c, &r->o, &prog)) {
-        free(r);
+    if (eval_ctx_open(&c, &r.o, &prog))
         return 1;
-    }
-    r->enc = (cli_encoder){CLI_TEXT_NONE, NULL, c.info.vocab_size};
-    rc = pk_prepare(r, &c) || pk_measure(r, &c, &prog);
-    free(r->prompt);
-    free(r->logits);
-    free(r->answers);
-    free(r->keys);
-    free(r->correct);
-    free(r->filler);
-    cli_encoder_close(&r->enc);
-    free(r);
+    r.enc = (cli_encoder){CLI_TEXT_NONE, NULL, c.info.vocab_size};
+    rc = pk_prepare(&r, &c) || pk_measure(&r, &c, &prog);
+    free(r.prompt);
+    free(r.logits);
+    free(r.answers);
+    free(r.keys);
+    free(r.correct);
+    free(r.filler);
+    cli_encoder_close(&r.enc);
     eval_ctx_free(&c);
     return rc;
 }

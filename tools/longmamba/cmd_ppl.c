@@ -361,9 +361,7 @@ static int ppl_measure(ppl_run *r, eval_ctx *c, progress *prog, float *logits)
         ppl_json(stdout, r, c);
     else
         ppl_table(r);
-    fflush(stdout);
-    fprintf(stderr, "longmamba: %.0f tokens in %.1f s (%.0f tokens/s)\n", r->total_tokens,
-            r->t_all, r->t_all > 0 ? r->total_tokens / r->t_all : 0.0);
+    eval_report_speed("tokens", r->total_tokens, r->t_all);
     return 0;
 }
 

@@ -345,3 +345,10 @@ void print_mode_params(FILE *f, const eval_opts *o, const lm_model_info *info)
     json_num(f, o->deci_beta > 0 ? o->deci_beta : dp.beta);
     fprintf(f, ", \"deci_min\": %lld}", o->deci_min ? o->deci_min : (long long)dp.min_len);
 }
+
+void eval_report_speed(const char *what, double tokens, double secs)
+{
+    fflush(stdout); /* the results first */
+    fprintf(stderr, "longmamba: %.0f %s in %.1f s (%.0f tokens/s)\n", tokens, what, secs,
+            secs > 0 ? tokens / secs : 0.0);
+}

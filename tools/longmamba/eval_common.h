@@ -97,4 +97,6 @@ void json_str_or_null(FILE *f, const char *s);
 /* "params": {...} with the values in effect (the library's defaults where
  * an option was not given). */
 void print_mode_params(FILE *f, const eval_opts *o, const lm_model_info *info);
+/* "longmamba: N WHAT in S s (R tokens/s)" on stderr, after flushing stdout. */
+void eval_report_speed(const char *what, double tokens, double secs);
 #endif
