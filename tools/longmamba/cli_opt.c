@@ -31,7 +31,8 @@ void cli_opt_help(FILE *f, const cli_cmd *cmd, const cli_opt *const *tables, con
             if (!o->help)
                 continue;
             char lhs[64];
-            snprintf(lhs, sizeof lhs, "%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
+            snprintf(lhs, sizeof lhs, "%s%s%s%s%s", o->name, o->alias ? ", " : "",
+                     o->alias ? o->alias : "", o->arg ? " " : "", o->arg ? o->arg : "");
             fprintf(f, "  %-18s %s\n", lhs, o->help);
         }
     if (cmd->more_help)

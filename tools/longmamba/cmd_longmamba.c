@@ -22,6 +22,8 @@
  * the library has no default for these. */
 #define DEFAULT_WINDOW 2000
 #define DEFAULT_COUNT  20
+#define STR_(x) #x
+#define STR(x)  STR_(x)
 
 /* theta: the value given, else the library's for the architecture. */
 static double theta_or_default(double theta, lm_arch arch)
@@ -35,7 +37,7 @@ static const cli_cmd calibrate_cmd = {
     "calibrate MODEL_DIR (--text FILE | --tokens FILE) -o CALIB.safetensors\n"
     "           [--window N] [--count M] [--clamp SC] [--agg max|mean]\n"
     "           [--backend cpu|cuda|auto] [--threads N]",
-    "Runs M vanilla prefills of N tokens (default 20 x 2000) taken evenly spaced\n"
+    "Runs M vanilla prefills of N tokens taken evenly spaced\n"
     "through the calibration text, and saves per layer and channel the\n"
     "cumulative log-decay and the token-filter thresholds of every length\n"
     "bucket; prints the share of global channels at the default theta.\n",
@@ -112,8 +114,8 @@ static int calib_parse(calib_opts *o, int argc, char **argv)
         {"--text", NULL, OPT_STR, &o->text, .arg = "FILE", .help = "UTF-8 text: MODEL_DIR/tokenizer.json, or bytes for a byte-level model"},
         {"--tokens", NULL, OPT_STR, &o->tokens, .arg = "FILE", .help = "whitespace-separated integer token ids"},
         {"-o", "--output", OPT_STR, &o->out, .arg = "FILE", .help = "the calibration to write"},
-        {"--window", NULL, OPT_INT, &o->window, "an integer >= 2", 2, INT32_MAX, .arg = "N", .help = "tokens per window (default 2000)"},
-        {"--count", NULL, OPT_INT, &o->count, "an integer >= 1", 1, 1000000, .arg = "M", .help = "windows (default 20)"},
+        {"--window", NULL, OPT_INT, &o->window, "an integer >= 2", 2, INT32_MAX, .arg = "N", .help = "tokens per window (default " STR(DEFAULT_WINDOW) ")"},
+        {"--count", NULL, OPT_INT, &o->count, "an integer >= 1", 1, 1000000, .arg = "M", .help = "windows (default " STR(DEFAULT_COUNT) ")"},
         {"--clamp", NULL, OPT_NUM, &o->clamp, "a number in [0, 0.2]", .lo = 0.0, .hi = 0.2, .arg = "SC", .help = "clamp delta to its top-SC value first (default 0 = off)"},
         {"--agg", NULL, OPT_FN, &o->agg, "max or mean", .fn = parse_agg, .arg = "A", .help = "aggregate windows by elementwise max (default) or mean"},
         CLI_OPT_BACKEND(&o->mo.backend), CLI_OPT_THREADS(&o->mo.threads)};
