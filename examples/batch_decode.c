@@ -86,7 +86,8 @@ int main(int argc, char **argv)
         putchar('\n');
     }
     if (st != LM_OK)
-        fprintf(stderr, "failed: %s: %s\n", lm_status_str(st), s[0] ? lm_session_last_error(s[0]) : err);
+        fprintf(stderr, "failed: %s: %s\n", lm_status_str(st),
+                s[0] ? lm_session_last_error(s[0]) : err);
     else
         printf("batched and single decode %s\n", same ? "agree" : "DISAGREE");
     for (int i = 0; i <= n; i++)

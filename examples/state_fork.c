@@ -91,7 +91,8 @@ int main(int argc, char **argv)
         putchar('\n');
     }
     if (st != LM_OK)
-        fprintf(stderr, "failed: %s: %s\n", lm_status_str(st), s[0] ? lm_session_last_error(s[0]) : err);
+        fprintf(stderr, "failed: %s: %s\n", lm_status_str(st),
+                s[0] ? lm_session_last_error(s[0]) : err);
     else
         printf("state blob %zu bytes; branch A %s the same text from scratch\n", written,
                same ? "matches" : "DIFFERS FROM");

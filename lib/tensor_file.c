@@ -41,12 +41,12 @@ lm_status lm_tensor_file_open(const char *path, lm_tensor_file **out, char *err,
     if (out)
         *out = NULL;
     if (!path || !out)
-        return finish(lmi_fail(&e, LM_ERR_INVALID_ARGUMENT, "tensor_file_open: NULL argument"),
-                      &e, err, err_cap);
+        return finish(lmi_fail(&e, LM_ERR_INVALID_ARGUMENT, "tensor_file_open: NULL argument"), &e,
+                      err, err_cap);
     lm_tensor_file *f = calloc(1, sizeof *f);
     if (!f)
-        return finish(lmi_fail(&e, LM_ERR_NO_MEMORY, "tensor_file_open: out of memory"), &e,
-                      err, err_cap);
+        return finish(lmi_fail(&e, LM_ERR_NO_MEMORY, "tensor_file_open: out of memory"), &e, err,
+                      err_cap);
     lm_status st = lmi_st_open(path, &f->st, &e);
     if (st != LM_OK) {
         free(f);
@@ -137,9 +137,9 @@ static lm_status read_as(const lm_tensor_file *file, const char *name, void *out
         return finish(st, &e, err, err_cap);
     const int64_t n = n_elements(t);
     if (!out && cap)
-        return finish(lmi_fail(&e, LM_ERR_INVALID_ARGUMENT, "%s: out is NULL with cap %zu", fn,
-                               cap),
-                      &e, err, err_cap);
+        return finish(
+            lmi_fail(&e, LM_ERR_INVALID_ARGUMENT, "%s: out is NULL with cap %zu", fn, cap), &e, err,
+            err_cap);
     if ((uint64_t)n > cap)
         return finish(lmi_fail(&e, LM_ERR_BUFFER_TOO_SMALL,
                                "%s: tensor %.200s has %lld elements, the buffer %zu", fn, name,

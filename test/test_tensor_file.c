@@ -28,10 +28,10 @@ static void setup(void)
     static const int64_t s23[] = {2, 3}, s4[] = {4}, s2[] = {2}, s3[] = {3}, s22[] = {2, 2},
                          s0[] = {0};
     const lmi_st_out t[] = {
-        {"f64", LMI_ST_F64, 2, s23, f64}, {"f32", LMI_ST_F32, 1, s4, f32},
+        {"f64", LMI_ST_F64, 2, s23, f64},   {"f32", LMI_ST_F32, 1, s4, f32},
         {"bf16", LMI_ST_BF16, 1, s2, bf16}, {"i64", LMI_ST_I64, 1, s3, i64},
-        {"big", LMI_ST_I64, 1, s2, big},  {"i32", LMI_ST_I32, 2, s22, i32},
-        {"u8", LMI_ST_U8, 1, s3, u8},     {"empty", LMI_ST_F32, 1, s0, f32},
+        {"big", LMI_ST_I64, 1, s2, big},    {"i32", LMI_ST_I32, 2, s22, i32},
+        {"u8", LMI_ST_U8, 1, s3, u8},       {"empty", LMI_ST_F32, 1, s0, f32},
     };
     lmi_err e = {{0}};
     ck_assert_int_eq(lmi_st_write(path, t, sizeof t / sizeof t[0], NULL, NULL, 0, &e), LM_OK);
@@ -136,8 +136,7 @@ START_TEST(bad_arguments)
     ck_assert_ptr_nonnull(strstr(err, "nope"));
     ck_assert_int_eq(lm_tensor_file_get_info(f, "nope", &info, NULL, 0), LM_ERR_MISSING);
     /* value past int32 */
-    ck_assert_int_eq(lm_tensor_file_read_i32(f, "big", v, 4, err, sizeof err),
-                     LM_ERR_OUT_OF_RANGE);
+    ck_assert_int_eq(lm_tensor_file_read_i32(f, "big", v, 4, err, sizeof err), LM_ERR_OUT_OF_RANGE);
     /* NULLs and an unset struct_size */
     ck_assert_int_eq(lm_tensor_file_read_f64(NULL, "f64", d, 6, NULL, 0), LM_ERR_INVALID_ARGUMENT);
     ck_assert_int_eq(lm_tensor_file_read_f64(f, NULL, d, 6, NULL, 0), LM_ERR_INVALID_ARGUMENT);

@@ -530,8 +530,14 @@ lm_status lmi_st_to_i32(const lmi_st_tensor *t, int32_t *out, lmi_err *e)
         int16_t i16;
         switch (t->dtype) {
         case LMI_ST_I64: memcpy(&v, p + 8 * k, 8); break;
-        case LMI_ST_I32: memcpy(&i32, p + 4 * k, 4); v = i32; break;
-        case LMI_ST_I16: memcpy(&i16, p + 2 * k, 2); v = i16; break;
+        case LMI_ST_I32:
+            memcpy(&i32, p + 4 * k, 4);
+            v = i32;
+            break;
+        case LMI_ST_I16:
+            memcpy(&i16, p + 2 * k, 2);
+            v = i16;
+            break;
         case LMI_ST_I8: v = (int8_t)p[k]; break;
         default: v = p[k]; break; /* U8 */
         }

@@ -84,8 +84,8 @@ static int store(const cli_cmd *cmd, const cli_opt *o, const char *v)
     return r ? 0 : cli_opt_usage(cmd, "%s needs %s, not '%s'", o->name, o->what, v);
 }
 
-int cli_opt_parse(const cli_cmd *cmd, const cli_opt *const *tables, const int *n_opts,
-                  int n_tables, int argc, char **argv, const char **pos, int max_pos, int *n_pos)
+int cli_opt_parse(const cli_cmd *cmd, const cli_opt *const *tables, const int *n_opts, int n_tables,
+                  int argc, char **argv, const char **pos, int max_pos, int *n_pos)
 {
     *n_pos = 0;
     for (int i = 1; i < argc; i++) {

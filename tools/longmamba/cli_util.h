@@ -2,9 +2,9 @@
  *
  * Conventions: functions that print do so on stderr, every line starting
  * with "longmamba: "; "int" results are 1 = success / 0 = failure for the
- * parsers (cli_parse_*; options go through cli_opt.h), and 0 = success / 1 = failure (already reported)
- * for the functions that print, so that a command can `return` them as its
- * exit status. */
+ * parsers (cli_parse_*; options go through cli_opt.h), and 0 = success / 1 = failure (already
+ * reported) for the functions that print, so that a command can `return` them as its exit status.
+ */
 #ifndef LM_CLI_UTIL_H
 #define LM_CLI_UTIL_H
 #include <stddef.h>

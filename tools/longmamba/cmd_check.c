@@ -15,11 +15,13 @@
 #include "longmamba.h"
 
 static const cli_cmd check_cmd = {
-    "check", "check MODEL_DIR REFERENCE.safetensors [--tol X] [--backend B] [--threads N] [--chunk N]",
+    "check",
+    "check MODEL_DIR REFERENCE.safetensors [--tol X] [--backend B] [--threads N] [--chunk N]",
     "Runs each row of input_ids (int32 [B,L]) as one prefill and compares the\n"
     "all-position logits with logits_f64 (float64 [B,L,V]); prints the relative\n"
     "error ||out-ref||/||ref|| of each row and, last, max_rel_err=...; exit 0 iff\n"
-    "every row <= tol.\n", NULL, 0};
+    "every row <= tol.\n",
+    NULL, 0};
 
 /* The reference: B rows of L ids and their [L][V] float64 logits. */
 typedef struct reference {
@@ -66,13 +68,13 @@ static int load_reference(const char *path, reference *r)
     r->B = ti.shape[0], r->L = ti.shape[1], r->V = tl.shape[2];
     if (tl.shape[0] != r->B || tl.shape[1] != r->L) {
         cli_fail("reference: logits_f64 is [%lld,%lld,%lld] but input_ids is [%lld,%lld]",
-                 (long long)tl.shape[0], (long long)tl.shape[1], (long long)r->V,
-                 (long long)r->B, (long long)r->L);
+                 (long long)tl.shape[0], (long long)tl.shape[1], (long long)r->V, (long long)r->B,
+                 (long long)r->L);
         goto out;
     }
     if (r->B < 1 || r->L < 1 || r->V < 1) {
-        cli_fail("reference: empty tensors ([%lld,%lld,%lld])", (long long)r->B,
-                 (long long)r->L, (long long)r->V);
+        cli_fail("reference: empty tensors ([%lld,%lld,%lld])", (long long)r->B, (long long)r->L,
+                 (long long)r->V);
         goto out;
     }
     r->ids = malloc((size_t)ti.n_elements * sizeof *r->ids);
@@ -141,9 +143,8 @@ static int compare_rows(lm_session *s, const reference *r, double tol, float *go
             all_ok = 0;
         if (isnan(rel) || rel > worst)
             worst = isnan(worst) ? worst : rel;
-        printf("row %lld: tokens=%lld rel_err=%.3e max_abs_err=%.3e %.1f tok/s %s\n",
-               (long long)b, (long long)r->L, rel, max_abs, dt > 0 ? (double)r->L / dt : 0.0,
-               ok ? "ok" : "FAIL");
+        printf("row %lld: tokens=%lld rel_err=%.3e max_abs_err=%.3e %.1f tok/s %s\n", (long long)b,
+               (long long)r->L, rel, max_abs, dt > 0 ? (double)r->L / dt : 0.0, ok ? "ok" : "FAIL");
         fflush(stdout);
     }
     printf("max_rel_err=%.3e\n", worst);
@@ -154,10 +155,12 @@ int cmd_check(int argc, char **argv)
 {
     model_opts mo = {LM_BACKEND_AUTO, 0, 0};
     double tol = 1e-4;
-    const cli_opt opts[] = {
-        {"--tol", NULL, OPT_NUM, &tol, "a positive number", .lo = 0.0, .hi = INFINITY,
-         .lo_open = 1, .arg = "X", .help = "tolerance on the relative error (default 1e-4)"},
-        CLI_OPT_BACKEND(&mo.backend), CLI_OPT_THREADS(&mo.threads), CLI_OPT_CHUNK(&mo.chunk)};
+    const cli_opt opts[] = {{"--tol", NULL, OPT_NUM, &tol, "a positive number", .lo = 0.0,
+                             .hi = INFINITY, .lo_open = 1, .arg = "X",
+                             .help = "tolerance on the relative error (default 1e-4)"},
+                            CLI_OPT_BACKEND(&mo.backend),
+                            CLI_OPT_THREADS(&mo.threads),
+                            CLI_OPT_CHUNK(&mo.chunk)};
     const char *pos[2] = {NULL, NULL};
     int n_pos = 0;
     int rc = cli_opt_parse1(&check_cmd, opts, CLI_N(opts), argc, argv, pos, 2, &n_pos);
@@ -187,9 +190,8 @@ int cmd_check(int argc, char **argv)
         cli_fail("out of memory for %lld x %lld logits", (long long)r.L, (long long)r.V);
         goto out;
     }
-    printf("model %s: %s, %lld layers, vocab %lld, backend %s\n", pos[0],
-           cli_arch_name(info.arch), (long long)info.n_layer, (long long)info.vocab_size,
-           lm_backend_name(info.backend));
+    printf("model %s: %s, %lld layers, vocab %lld, backend %s\n", pos[0], cli_arch_name(info.arch),
+           (long long)info.n_layer, (long long)info.vocab_size, lm_backend_name(info.backend));
     printf("reference %s: %lld rows x %lld tokens, tol %.3e\n", pos[1], (long long)r.B,
            (long long)r.L, tol);
     fflush(stdout);

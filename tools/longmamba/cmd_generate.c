@@ -160,7 +160,6 @@ typedef struct gen_opts {
     double theta, scale;
 } gen_opts;
 
-
 static const cli_cmd gen_cmd = {
     "generate",
     "generate MODEL_DIR (--prompt TEXT | --prompt-file FILE | --prompt-ids \"1 2 3\")\n"
@@ -177,19 +176,32 @@ static int gen_parse(gen_opts *g, sampler *sp, int argc, char **argv)
 {
     const cli_opt opts[] = {
         {"--prompt", NULL, OPT_STR, &g->prompt, .arg = "TEXT", .help = "the prompt text"},
-        {"--prompt-file", NULL, OPT_STR, &g->prompt_file, .arg = "FILE", .help = "the prompt in a file (- is stdin)"},
-        {"--prompt-ids", NULL, OPT_STR, &g->prompt_ids, .arg = "IDS", .help = "token ids separated by spaces or commas"},
-        {"-n", NULL, OPT_INT, &g->n_new, "a non-negative integer", 0, INT64_C(1) << 31, .arg = "N", .help = "new tokens (default 64)"},
-        {"--temp", NULL, OPT_NUM, &sp->temp, "a number >= 0", .lo = 0.0, .hi = INFINITY, .arg = "T", .help = "temperature, 0 = greedy (default 0.8)"},
-        {"--top-k", NULL, OPT_INT, &sp->top_k, "an integer >= 0", 0, INT32_MAX, .arg = "K", .help = "keep the K likeliest, 0 = off (default)"},
-        {"--top-p", NULL, OPT_NUM, &sp->top_p, "a number in (0, 1]", .lo = 0.0, .hi = 1.0, .lo_open = 1, .arg = "P", .help = "nucleus mass (default 0.95)"},
-        {"--seed", NULL, OPT_INT, &g->seed, "an integer", LLONG_MIN, LLONG_MAX, .arg = "S", .help = "sampling seed (default 42)"},
+        {"--prompt-file", NULL, OPT_STR, &g->prompt_file, .arg = "FILE",
+         .help = "the prompt in a file (- is stdin)"},
+        {"--prompt-ids", NULL, OPT_STR, &g->prompt_ids, .arg = "IDS",
+         .help = "token ids separated by spaces or commas"},
+        {"-n", NULL, OPT_INT, &g->n_new, "a non-negative integer", 0, INT64_C(1) << 31, .arg = "N",
+         .help = "new tokens (default 64)"},
+        {"--temp", NULL, OPT_NUM, &sp->temp, "a number >= 0", .lo = 0.0, .hi = INFINITY, .arg = "T",
+         .help = "temperature, 0 = greedy (default 0.8)"},
+        {"--top-k", NULL, OPT_INT, &sp->top_k, "an integer >= 0", 0, INT32_MAX, .arg = "K",
+         .help = "keep the K likeliest, 0 = off (default)"},
+        {"--top-p", NULL, OPT_NUM, &sp->top_p, "a number in (0, 1]", .lo = 0.0, .hi = 1.0,
+         .lo_open = 1, .arg = "P", .help = "nucleus mass (default 0.95)"},
+        {"--seed", NULL, OPT_INT, &g->seed, "an integer", LLONG_MIN, LLONG_MAX, .arg = "S",
+         .help = "sampling seed (default 42)"},
         {"--bytes", NULL, OPT_FLAG, &g->force_bytes, .help = "read a text prompt as raw bytes"},
-        {"--longmamba", NULL, OPT_STR, &g->calib_path, .arg = "CALIB", .help = "LongMamba with this calibration"},
-        {"--theta", NULL, OPT_NUM, &g->theta, "a positive number", .lo = 0.0, .hi = INFINITY, .lo_open = 1, .arg = "X", .help = "LongMamba global-channel threshold"},
-        {"--scale", NULL, OPT_NUM, &g->scale, "a positive number", .lo = 0.0, .hi = INFINITY, .lo_open = 1, .arg = "B", .help = "LongMamba threshold scale"},
-        {"--decimamba", NULL, OPT_FLAG, &g->decimamba, .help = "DeciMamba with the library's defaults"},
-        CLI_OPT_BACKEND(&g->mo.backend), CLI_OPT_THREADS(&g->mo.threads), CLI_OPT_CHUNK(&g->mo.chunk)};
+        {"--longmamba", NULL, OPT_STR, &g->calib_path, .arg = "CALIB",
+         .help = "LongMamba with this calibration"},
+        {"--theta", NULL, OPT_NUM, &g->theta, "a positive number", .lo = 0.0, .hi = INFINITY,
+         .lo_open = 1, .arg = "X", .help = "LongMamba global-channel threshold"},
+        {"--scale", NULL, OPT_NUM, &g->scale, "a positive number", .lo = 0.0, .hi = INFINITY,
+         .lo_open = 1, .arg = "B", .help = "LongMamba threshold scale"},
+        {"--decimamba", NULL, OPT_FLAG, &g->decimamba,
+         .help = "DeciMamba with the library's defaults"},
+        CLI_OPT_BACKEND(&g->mo.backend),
+        CLI_OPT_THREADS(&g->mo.threads),
+        CLI_OPT_CHUNK(&g->mo.chunk)};
     int n_pos = 0;
     int rc = cli_opt_parse1(&gen_cmd, opts, CLI_N(opts), argc, argv, &g->dir, 1, &n_pos);
     if (rc)
@@ -213,7 +225,7 @@ static int gen_parse(gen_opts *g, sampler *sp, int argc, char **argv)
 /* How the prompt became ids and how new ids are printed. */
 typedef struct prompt {
     enum tok_mode mode;
-    char *text;       /* text prompts, echoed as they are */
+    char *text; /* text prompts, echoed as they are */
     size_t text_len;
     int32_t *ids;
     size_t n_ids;
@@ -262,10 +274,12 @@ static int encode_with_tokenizer(const char *dir, prompt *p)
 /* A text prompt as ids for the model: 0, or 1 after a message. */
 static int encode_text(const gen_opts *g, const lm_model_info *info, prompt *p)
 {
-    cli_text_kind tk = g->force_bytes ? CLI_TEXT_BYTES : cli_model_text_kind(g->dir, info->vocab_size);
+    cli_text_kind tk =
+        g->force_bytes ? CLI_TEXT_BYTES : cli_model_text_kind(g->dir, info->vocab_size);
     if (tk == CLI_TEXT_NONE)
         return cli_fail("%s has no tokenizer.json and is not byte-level: use --prompt-ids (or "
-                        "--bytes)", g->dir);
+                        "--bytes)",
+                        g->dir);
     if (tk == CLI_TEXT_TOKENIZER) {
         p->mode = TOK_TOKENIZER;
         return encode_with_tokenizer(g->dir, p);
@@ -340,8 +354,7 @@ static int print_token(prompt *p, int32_t id, char **piece, size_t *piece_cap)
 }
 
 /* Echo, prefill, then n_new sampled tokens: 0, or 1 after a message. */
-static int stream(const gen_opts *g, lm_session *s, sampler *sp, prompt *p, float *logits,
-                  size_t V)
+static int stream(const gen_opts *g, lm_session *s, sampler *sp, prompt *p, float *logits, size_t V)
 {
     if (p->mode == TOK_IDS) {
         for (size_t i = 0; i < p->n_ids; i++)
@@ -407,8 +420,8 @@ static int read_prompt(const gen_opts *g, prompt *p)
         return read_text(g, p);
     p->mode = TOK_IDS;
     if (parse_id_list(g->prompt_ids, &p->ids, &p->n_ids))
-        return cli_opt_usage(&gen_cmd,
-                             "--prompt-ids needs non-negative integers separated by spaces or commas");
+        return cli_opt_usage(
+            &gen_cmd, "--prompt-ids needs non-negative integers separated by spaces or commas");
     if (p->n_ids == 0)
         return cli_opt_usage(&gen_cmd, "--prompt-ids is empty");
     return 0;

@@ -22,15 +22,14 @@
  * the library has no default for these. */
 #define DEFAULT_WINDOW 2000
 #define DEFAULT_COUNT  20
-#define STR_(x) #x
-#define STR(x)  STR_(x)
+#define STR_(x)        #x
+#define STR(x)         STR_(x)
 
 /* theta: the value given, else the library's for the architecture. */
 static double theta_or_default(double theta, lm_arch arch)
 {
     return theta > 0.0 ? theta : lm_longmamba_default_theta(arch);
 }
-
 
 static const cli_cmd calibrate_cmd = {
     "calibrate",
@@ -111,14 +110,21 @@ typedef struct calib_opts {
 static int calib_parse(calib_opts *o, int argc, char **argv)
 {
     const cli_opt opts[] = {
-        {"--text", NULL, OPT_STR, &o->text, .arg = "FILE", .help = "UTF-8 text: MODEL_DIR/tokenizer.json, or bytes for a byte-level model"},
-        {"--tokens", NULL, OPT_STR, &o->tokens, .arg = "FILE", .help = "whitespace-separated integer token ids"},
+        {"--text", NULL, OPT_STR, &o->text, .arg = "FILE",
+         .help = "UTF-8 text: MODEL_DIR/tokenizer.json, or bytes for a byte-level model"},
+        {"--tokens", NULL, OPT_STR, &o->tokens, .arg = "FILE",
+         .help = "whitespace-separated integer token ids"},
         {"-o", "--output", OPT_STR, &o->out, .arg = "FILE", .help = "the calibration to write"},
-        {"--window", NULL, OPT_INT, &o->window, "an integer >= 2", 2, INT32_MAX, .arg = "N", .help = "tokens per window (default " STR(DEFAULT_WINDOW) ")"},
-        {"--count", NULL, OPT_INT, &o->count, "an integer >= 1", 1, 1000000, .arg = "M", .help = "windows (default " STR(DEFAULT_COUNT) ")"},
-        {"--clamp", NULL, OPT_NUM, &o->clamp, "a number in [0, 0.2]", .lo = 0.0, .hi = 0.2, .arg = "SC", .help = "clamp delta to its top-SC value first (default 0 = off)"},
-        {"--agg", NULL, OPT_FN, &o->agg, "max or mean", .fn = parse_agg, .arg = "A", .help = "aggregate windows by elementwise max (default) or mean"},
-        CLI_OPT_BACKEND(&o->mo.backend), CLI_OPT_THREADS(&o->mo.threads)};
+        {"--window", NULL, OPT_INT, &o->window, "an integer >= 2", 2, INT32_MAX, .arg = "N",
+         .help = "tokens per window (default " STR(DEFAULT_WINDOW) ")"},
+        {"--count", NULL, OPT_INT, &o->count, "an integer >= 1", 1, 1000000, .arg = "M",
+         .help = "windows (default " STR(DEFAULT_COUNT) ")"},
+        {"--clamp", NULL, OPT_NUM, &o->clamp, "a number in [0, 0.2]", .lo = 0.0, .hi = 0.2,
+         .arg = "SC", .help = "clamp delta to its top-SC value first (default 0 = off)"},
+        {"--agg", NULL, OPT_FN, &o->agg, "max or mean", .fn = parse_agg, .arg = "A",
+         .help = "aggregate windows by elementwise max (default) or mean"},
+        CLI_OPT_BACKEND(&o->mo.backend),
+        CLI_OPT_THREADS(&o->mo.threads)};
     int n_pos = 0;
     int rc = cli_opt_parse1(&calibrate_cmd, opts, CLI_N(opts), argc, argv, &o->dir, 1, &n_pos);
     if (rc)
@@ -203,7 +209,14 @@ static int calib_run(const calib_opts *o, lm_model *model, const lm_model_info *
 
 int cmd_calibrate(int argc, char **argv)
 {
-    calib_opts o = {NULL, NULL, NULL, NULL, DEFAULT_WINDOW, DEFAULT_COUNT, 0.0, LM_CALIB_AGG_MAX,
+    calib_opts o = {NULL,
+                    NULL,
+                    NULL,
+                    NULL,
+                    DEFAULT_WINDOW,
+                    DEFAULT_COUNT,
+                    0.0,
+                    LM_CALIB_AGG_MAX,
                     {LM_BACKEND_AUTO, 0, 0}};
     int rc = calib_parse(&o, argc, argv);
     if (rc)
@@ -264,8 +277,7 @@ static void channels_table(const char *path, const lm_calibration *cal, double t
            (long long)ci.n_windows, (long long)ci.calib_length,
            ci.aggregation == LM_CALIB_AGG_MEAN ? "mean" : "max", ci.clamp);
     printf("theta: %g (log %.4g)\n\n", theta, log(theta));
-    printf("%5s  %8s  %8s  %7s  %12s\n", "layer", "global", "channels", "global%",
-           "median ln d");
+    printf("%5s  %8s  %8s  %7s  %12s\n", "layer", "global", "channels", "global%", "median ln d");
     long long total = 0;
     for (size_t l = 0; l < nl; l++) {
         /* median log-decay: where theta would split the layer in half */
@@ -310,10 +322,11 @@ int cmd_channels(int argc, char **argv)
     double theta = 0.0;
     /* the model is only needed for its identity */
     model_opts mo = {LM_BACKEND_CPU, 0, 0};
-    const cli_opt opts[] = {
-        {"--theta", NULL, OPT_NUM, &theta, "a number > 0", .lo = 0.0, .hi = INFINITY, .lo_open = 1,
-         .arg = "X", .help = "global iff decay > X (default: the library's, below)"},
-        CLI_OPT_BACKEND(&mo.backend), CLI_OPT_THREADS(&mo.threads)};
+    const cli_opt opts[] = {{"--theta", NULL, OPT_NUM, &theta, "a number > 0", .lo = 0.0,
+                             .hi = INFINITY, .lo_open = 1, .arg = "X",
+                             .help = "global iff decay > X (default: the library's, below)"},
+                            CLI_OPT_BACKEND(&mo.backend),
+                            CLI_OPT_THREADS(&mo.threads)};
     const char *pos[2] = {NULL, NULL};
     int n_pos = 0;
     int rc = cli_opt_parse1(&channels_cmd, opts, CLI_N(opts), argc, argv, pos, 2, &n_pos);

@@ -47,11 +47,11 @@ typedef struct pk_run {
     cli_encoder enc;
     int32_t *filler, *prompt;
     size_t n_filler;
-    int n_gen;          /* tokens generated per answer */
-    int64_t n_argmax;   /* ids the answer may use */
+    int n_gen;        /* tokens generated per answer */
+    int64_t n_argmax; /* ids the answer may use */
     float *logits;
-    char *answers;      /* [mode][len][depth][trial][64], printable */
-    int32_t *keys;      /* [len][depth][trial] */
+    char *answers;          /* [mode][len][depth][trial][64], printable */
+    int32_t *keys;          /* [len][depth][trial] */
     unsigned char *correct; /* [mode][len][depth][trial] */
     double total_tokens, t_all;
 } pk_run;
@@ -78,11 +78,17 @@ static int pk_parse(pk_run *r, int argc, char **argv)
     cli_opt shared[EVAL_N_SHARED];
     eval_shared_opts(&r->o, shared);
     const cli_opt own[] = {
-        {"--lengths", NULL, OPT_FN, &r->lengths, "positive prompt lengths like 2048,8192", .fn = parse_pos_list, .arg = "LIST", .help = "prompt lengths in tokens"},
-        {"--depths", NULL, OPT_FN, &r->depths, "fractions in [0, 1] like 0,0.5,1", .fn = parse_fraction_list, .arg = "LIST", .help = "needle depths (default 0,0.25,0.5,0.75,1)"},
-        {"--filler", NULL, OPT_STR, &r->filler_path, .arg = "FILE", .help = "haystack text, used cyclically from a random offset (default: grass)"},
-        {"--trials", NULL, OPT_INT, &r->trials, "a positive integer", 1, 1000000, .arg = "N", .help = "prompts per cell (default 5)"},
-        {"--seed", NULL, OPT_INT, &r->seed, "a non-negative integer", 0, INT64_MAX, .arg = "S", .help = "seed of keys and offsets (default 1234)"}};
+        {"--lengths", NULL, OPT_FN, &r->lengths, "positive prompt lengths like 2048,8192",
+         .fn = parse_pos_list, .arg = "LIST", .help = "prompt lengths in tokens"},
+        {"--depths", NULL, OPT_FN, &r->depths, "fractions in [0, 1] like 0,0.5,1",
+         .fn = parse_fraction_list, .arg = "LIST",
+         .help = "needle depths (default 0,0.25,0.5,0.75,1)"},
+        {"--filler", NULL, OPT_STR, &r->filler_path, .arg = "FILE",
+         .help = "haystack text, used cyclically from a random offset (default: grass)"},
+        {"--trials", NULL, OPT_INT, &r->trials, "a positive integer", 1, 1000000, .arg = "N",
+         .help = "prompts per cell (default 5)"},
+        {"--seed", NULL, OPT_INT, &r->seed, "a non-negative integer", 0, INT64_MAX, .arg = "S",
+         .help = "seed of keys and offsets (default 1234)"}};
     const cli_opt *tables[] = {own, shared};
     const int n_opts[] = {CLI_N(own), EVAL_N_SHARED};
     int n_pos = 0;
@@ -100,9 +106,9 @@ static int pk_prepare(pk_run *r, const eval_ctx *c)
     const int64_t V = c->info.vocab_size;
     if (cli_encoder_open(&r->enc, r->o.dir, V, "passkey needs text"))
         return 1;
-    r->filler = r->filler_path ? cli_encode_file(&r->enc, r->filler_path, &r->n_filler)
-                               : cli_encode_text(&r->enc, grass_text, strlen(grass_text),
-                                                 &r->n_filler);
+    r->filler = r->filler_path
+                    ? cli_encode_file(&r->enc, r->filler_path, &r->n_filler)
+                    : cli_encode_text(&r->enc, grass_text, strlen(grass_text), &r->n_filler);
     if (!r->filler)
         return 1;
     if (r->n_filler == 0)
@@ -111,8 +117,8 @@ static int pk_prepare(pk_run *r, const eval_ctx *c)
     for (int li = 0; li < r->lengths.n; li++) {
         if (r->lengths.v[li] > max_len)
             max_len = r->lengths.v[li];
-        r->total_tokens += (double)r->lengths.v[li] * (double)r->depths.n * (double)r->trials *
-                           r->o.n_modes;
+        r->total_tokens +=
+            (double)r->lengths.v[li] * (double)r->depths.n * (double)r->trials * r->o.n_modes;
     }
     r->n_gen = r->enc.kind == CLI_TEXT_BYTES ? 6 : 8; /* " 68413" is 6 bytes */
     size_t n_grid = (size_t)r->lengths.n * (size_t)r->depths.n * (size_t)r->trials;
@@ -171,8 +177,8 @@ static int answer(pk_run *r, eval_ctx *c, char text[64], size_t *nb)
                 best = (int32_t)v;
         gen[g] = best;
         lm_status st;
-        if (g + 1 < r->n_gen &&
-            (st = lm_session_decode(c->session, best, r->logits, (size_t)c->info.vocab_size)) != LM_OK)
+        if (g + 1 < r->n_gen && (st = lm_session_decode(c->session, best, r->logits,
+                                                        (size_t)c->info.vocab_size)) != LM_OK)
             return cli_fail_status("decode failed", st, lm_session_last_error(c->session));
     }
     *nb = 0;
@@ -181,8 +187,8 @@ static int answer(pk_run *r, eval_ctx *c, char text[64], size_t *nb)
             text[(*nb)++] = (char)gen[g];
     } else {
         char err[512] = "";
-        lm_status st = lm_tokenizer_decode(r->enc.tok, gen, (size_t)r->n_gen, text, 63, nb, err,
-                                           sizeof err);
+        lm_status st =
+            lm_tokenizer_decode(r->enc.tok, gen, (size_t)r->n_gen, text, 63, nb, err, sizeof err);
         if (st == LM_ERR_BUFFER_TOO_SMALL)
             *nb = 0; /* a very long continuation is not 5 digits */
         else if (st != LM_OK)
@@ -196,8 +202,9 @@ static int answer(pk_run *r, eval_ctx *c, char text[64], size_t *nb)
 static int trial(pk_run *r, eval_ctx *c, progress *prog, int mi, int li, int di, long long t)
 {
     const size_t L = (size_t)r->lengths.v[li], cell = cell_of(r, li, di, t);
-    uint64_t h = cli_mix64((uint64_t)r->seed ^
-                           cli_mix64((uint64_t)L ^ cli_mix64((uint64_t)di * 1000003u + (uint64_t)t)));
+    uint64_t h =
+        cli_mix64((uint64_t)r->seed ^
+                  cli_mix64((uint64_t)L ^ cli_mix64((uint64_t)di * 1000003u + (uint64_t)t)));
     int key = 10000 + (int)(h % 90000u);
     r->keys[cell] = key;
     if (build_prompt(r, L, r->depths.v[di], key, (size_t)(cli_mix64(h) % r->n_filler)) ||
@@ -230,7 +237,8 @@ static long long hits(const pk_run *r, int mi, int li, int di)
 
 static void pk_json_mode(FILE *f, const pk_run *r, int mi)
 {
-    fprintf(f, "%s\n  {\"mode\": \"%s\", \"accuracy\": [", mi ? "," : "", mode_names[r->o.modes[mi]]);
+    fprintf(f, "%s\n  {\"mode\": \"%s\", \"accuracy\": [", mi ? "," : "",
+            mode_names[r->o.modes[mi]]);
     long long hit_all = 0;
     for (int li = 0; li < r->lengths.n; li++) {
         fprintf(f, "%s[", li ? ", " : "");
@@ -252,7 +260,8 @@ static void pk_json_mode(FILE *f, const pk_run *r, int mi)
                 size_t cell = cell_of(r, li, di, t), at = at_of(r, mi, cell);
                 fprintf(f, "%s{\"length\": %lld, \"depth\": ", first ? "" : ", ", r->lengths.v[li]);
                 json_num(f, r->depths.v[di]);
-                fprintf(f, ", \"trial\": %lld, \"key\": \"%d\", \"answer\": ", t, (int)r->keys[cell]);
+                fprintf(f, ", \"trial\": %lld, \"key\": \"%d\", \"answer\": ", t,
+                        (int)r->keys[cell]);
                 json_str(f, r->answers + at * 64);
                 fprintf(f, ", \"correct\": %s}", r->correct[at] ? "true" : "false");
                 first = 0;

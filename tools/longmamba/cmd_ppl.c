@@ -99,15 +99,17 @@ typedef struct ppl_run {
     /* derived */
     layout lay;
     size_t max_win, *starts;
-    size_t count[MAX_LIST];  /* windows per context length, all documents */
-    double *nll;             /* [mode][ctx][doc][window] */
+    size_t count[MAX_LIST]; /* windows per context length, all documents */
+    double *nll;            /* [mode][ctx][doc][window] */
     double secs[MAX_MODES][MAX_LIST], ppl[MAX_MODES][MAX_LIST], mean_nll[MAX_MODES][MAX_LIST];
     double total_tokens, t_all;
 } ppl_run;
 
 #define NLL(r, mi, ci, di, wi)                                                                     \
-    (r)->nll[((((size_t)(mi) * (size_t)(r)->ctx.n + (size_t)(ci)) * (size_t)(r)->n_docs +       \
-               (size_t)(di)) * (r)->max_win) + (size_t)(wi)]
+    (r)->nll[((((size_t)(mi) * (size_t)(r)->ctx.n + (size_t)(ci)) * (size_t)(r)->n_docs +          \
+               (size_t)(di)) *                                                                     \
+              (r)->max_win) +                                                                      \
+             (size_t)(wi)]
 
 /* --text / --tokens: one more document (in the order given). */
 static int add_doc(ppl_run *r, const char *path, int is_text)
@@ -136,12 +138,20 @@ static int ppl_parse(ppl_run *r, int argc, char **argv)
     cli_opt shared[EVAL_N_SHARED];
     eval_shared_opts(&r->o, shared);
     const cli_opt own[] = {
-        {"--text", NULL, OPT_FN, r, "a file", .fn = add_text, .arg = "FILE", .help = "bytes for a byte-level model, else MODEL_DIR/tokenizer.json"},
-        {"--tokens", NULL, OPT_FN, r, "a file", .fn = add_tokens, .arg = "FILE", .help = "whitespace-separated token ids"},
-        {"--ctx", NULL, OPT_FN, &r->ctx, "positive context lengths like 2048,8192", .fn = parse_pos_list, .arg = "LIST", .help = "context lengths W"},
-        {"--windows", NULL, OPT_FN, &r->wins, "a positive count or a list of them", .fn = parse_count_list, .arg = "N", .help = "windows per document (default 10), or one per --ctx"},
-        {"--align-end", NULL, OPT_FLAG, &r->align_end, .help = "windows of every length end where those of the longest end"},
-        {"--score-last", NULL, OPT_INT, &r->score_last, "a positive integer", 1, INT64_C(1) << 32, .arg = "M", .help = "scored positions per window (default 1000 for a vocabulary <= 256, else 100)"}};
+        {"--text", NULL, OPT_FN, r, "a file", .fn = add_text, .arg = "FILE",
+         .help = "bytes for a byte-level model, else MODEL_DIR/tokenizer.json"},
+        {"--tokens", NULL, OPT_FN, r, "a file", .fn = add_tokens, .arg = "FILE",
+         .help = "whitespace-separated token ids"},
+        {"--ctx", NULL, OPT_FN, &r->ctx, "positive context lengths like 2048,8192",
+         .fn = parse_pos_list, .arg = "LIST", .help = "context lengths W"},
+        {"--windows", NULL, OPT_FN, &r->wins, "a positive count or a list of them",
+         .fn = parse_count_list, .arg = "N",
+         .help = "windows per document (default 10), or one per --ctx"},
+        {"--align-end", NULL, OPT_FLAG, &r->align_end,
+         .help = "windows of every length end where those of the longest end"},
+        {"--score-last", NULL, OPT_INT, &r->score_last, "a positive integer", 1, INT64_C(1) << 32,
+         .arg = "M",
+         .help = "scored positions per window (default 1000 for a vocabulary <= 256, else 100)"}};
     const cli_opt *tables[] = {own, shared};
     const int n_opts[] = {CLI_N(own), EVAL_N_SHARED};
     int n_pos = 0;
@@ -192,7 +202,8 @@ static int check_score_last(const ppl_run *r)
     for (int k = 0; k < r->ctx.n; k++)
         if (r->score_last > r->ctx.v[k]) {
             cli_fail("--score-last %lld is longer than the context %lld (pass a "
-                     "smaller --score-last)", r->score_last, r->ctx.v[k]);
+                     "smaller --score-last)",
+                     r->score_last, r->ctx.v[k]);
             return CLI_EXIT_USAGE;
         }
     return 0;
@@ -247,7 +258,8 @@ static double cell_mean(const ppl_run *r, int mi, int ci, size_t *cnt)
 /* Every window of one (mode, context length): 0, or 1 after a message. */
 static int run_ctx(ppl_run *r, eval_ctx *c, progress *prog, int mi, int ci, float *logits)
 {
-    const size_t W = (size_t)r->ctx.v[ci], M = (size_t)r->score_last, V = (size_t)c->info.vocab_size;
+    const size_t W = (size_t)r->ctx.v[ci], M = (size_t)r->score_last,
+                 V = (size_t)c->info.vocab_size;
     double t0 = cli_seconds();
     snprintf(prog->label, sizeof prog->label, "%s ctx %zu", mode_names[r->o.modes[mi]], W);
     for (int di = 0; di < r->n_docs; di++) {
@@ -284,7 +296,8 @@ static void ppl_json_results(FILE *f, ppl_run *r)
             fprintf(f, ", \"seconds\": %.3f, \"window_nll\": [", r->secs[mi][ci]);
             int first = 1;
             for (int di = 0; di < r->n_docs; di++) {
-                size_t nw = doc_windows(&r->lay, r->docs[di].n, r->ctx.v[ci], r->wins.v[ci], r->starts);
+                size_t nw =
+                    doc_windows(&r->lay, r->docs[di].n, r->ctx.v[ci], r->wins.v[ci], r->starts);
                 for (size_t wi = 0; wi < nw; wi++) {
                     fprintf(f, "%s{\"doc\": %d, \"start\": %zu, \"nll\": ", first ? "" : ", ", di,
                             r->starts[wi]);
@@ -304,8 +317,8 @@ static void ppl_json(FILE *f, ppl_run *r, const eval_ctx *c)
     fprintf(f, ", \"vocab_size\": %lld, \"fingerprint\": \"%016llx\", \"calibration\": ",
             (long long)c->info.vocab_size, (unsigned long long)c->info.fingerprint);
     json_str_or_null(f, c->calib ? r->o.calib_path : NULL);
-    fprintf(f, ",\n \"score_last\": %lld, \"align_end\": %s, \"backend\": \"%s\", ",
-            r->score_last, r->align_end ? "true" : "false", lm_backend_name(c->info.backend));
+    fprintf(f, ",\n \"score_last\": %lld, \"align_end\": %s, \"backend\": \"%s\", ", r->score_last,
+            r->align_end ? "true" : "false", lm_backend_name(c->info.backend));
     fprintf(f, "\"threads\": %d, ", (int)c->info.n_threads);
     print_mode_params(f, &r->o, &c->info);
     fprintf(f, ",\n \"documents\": [");

@@ -24,11 +24,11 @@
 #include "cli_util.h"
 #include "longmamba.h"
 
-
 static const cli_cmd tokenize_cmd = {
     "tokenize", "tokenize TOKENIZER [--text TEXT | --file FILE] [--count]",
     "TOKENIZER is tokenizer.json or a model directory that holds one.  Encodes\n"
-    "TEXT, FILE or standard input and prints the ids on one line.\n", NULL, 0};
+    "TEXT, FILE or standard input and prints the ids on one line.\n",
+    NULL, 0};
 
 static const cli_cmd detokenize_cmd = {
     "detokenize", "detokenize TOKENIZER [ID ...]",
@@ -75,7 +75,8 @@ int cmd_tokenize(int argc, char **argv)
             return 1;
         }
         owned = cli_read_stream(f, &n);
-        if (f != stdin) fclose(f);
+        if (f != stdin)
+            fclose(f);
         if (!owned) {
             fprintf(stderr, "longmamba: cannot read %s\n", file ? file : "standard input");
             return 1;
@@ -92,18 +93,21 @@ int cmd_tokenize(int argc, char **argv)
     size_t n_ids = 0;
     int32_t *ids = NULL;
     lm_status st = cli_tokenize(tok, text, n, &ids, &n_ids, err, sizeof err);
-    if (st == LM_ERR_NO_MEMORY && !err[0]) snprintf(err, sizeof err, "out of memory");
+    if (st == LM_ERR_NO_MEMORY && !err[0])
+        snprintf(err, sizeof err, "out of memory");
     if (st != LM_OK) {
         fprintf(stderr, "longmamba: %s (%s)\n", err, lm_status_str(st));
     } else {
         if (count) {
             printf("%zu\n", n_ids);
         } else {
-            for (size_t i = 0; i < n_ids; i++) printf(i ? " %d" : "%d", (int)ids[i]);
+            for (size_t i = 0; i < n_ids; i++)
+                printf(i ? " %d" : "%d", (int)ids[i]);
             putchar('\n');
         }
         rc = fflush(stdout) == 0 && !ferror(stdout) ? 0 : 1;
-        if (rc) fprintf(stderr, "longmamba: cannot write standard output\n");
+        if (rc)
+            fprintf(stderr, "longmamba: cannot write standard output\n");
     }
     free(ids);
     free(owned);
@@ -115,13 +119,15 @@ int cmd_tokenize(int argc, char **argv)
 static int parse_id(const char *s, size_t len, int32_t *out)
 {
     char buf[32];
-    if (len == 0 || len >= sizeof buf) return -1;
+    if (len == 0 || len >= sizeof buf)
+        return -1;
     memcpy(buf, s, len);
     buf[len] = '\0';
     char *end;
     errno = 0;
     long long v = strtoll(buf, &end, 10);
-    if (errno || *end != '\0' || v < INT32_MIN || v > INT32_MAX) return -1;
+    if (errno || *end != '\0' || v < INT32_MIN || v > INT32_MAX)
+        return -1;
     *out = (int32_t)v;
     return 0;
 }
@@ -201,14 +207,17 @@ static int decode_ids(const char *tok_path, const int32_t *ids, size_t n_ids)
     lm_status st = lm_tokenizer_decode(tok, ids, n_ids, NULL, 0, &nb, err, sizeof err);
     if (st == LM_OK || st == LM_ERR_BUFFER_TOO_SMALL) {
         out = malloc(nb ? nb : 1);
-        st = out ? lm_tokenizer_decode(tok, ids, n_ids, out, nb, &nb, err, sizeof err) : LM_ERR_NO_MEMORY;
-        if (!out) snprintf(err, sizeof err, "out of memory for %zu bytes", nb);
+        st = out ? lm_tokenizer_decode(tok, ids, n_ids, out, nb, &nb, err, sizeof err)
+                 : LM_ERR_NO_MEMORY;
+        if (!out)
+            snprintf(err, sizeof err, "out of memory for %zu bytes", nb);
     }
     if (st != LM_OK) {
         fprintf(stderr, "longmamba: %s (%s)\n", err, lm_status_str(st));
     } else {
         rc = (nb == 0 || fwrite(out, 1, nb, stdout) == nb) && fflush(stdout) == 0 ? 0 : 1;
-        if (rc) fprintf(stderr, "longmamba: cannot write standard output\n");
+        if (rc)
+            fprintf(stderr, "longmamba: cannot write standard output\n");
     }
     free(out);
     lm_tokenizer_free(tok);
@@ -227,7 +236,8 @@ int cmd_detokenize(int argc, char **argv)
     int32_t *ids = NULL;
     size_t n_ids = 0;
     if (!rc)
-        rc = n_pos > 1 ? ids_from_args(pos + 1, n_pos - 1, &ids, &n_ids) : ids_from_stdin(&ids, &n_ids);
+        rc = n_pos > 1 ? ids_from_args(pos + 1, n_pos - 1, &ids, &n_ids)
+                       : ids_from_stdin(&ids, &n_ids);
     if (!rc)
         rc = decode_ids(pos[0], ids, n_ids);
     free(ids);

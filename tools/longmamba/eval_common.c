@@ -14,8 +14,7 @@
 /* ---- small helpers ---------------------------------------------------------- */
 
 /* Comma-separated list of integers in [lo, hi]; 1 on success. */
-static int parse_ll_list(const char *s, long long lo, long long hi, long long *out, int cap,
-                         int *n)
+static int parse_ll_list(const char *s, long long lo, long long hi, long long *out, int cap, int *n)
 {
     char buf[1024];
     if (strlen(s) >= sizeof buf || !*s)
@@ -53,8 +52,7 @@ const char *const mode_names[MAX_MODES] = {"vanilla", "longmamba", "decimamba"};
 static int parse_modes_into(const char *s, lm_mode *out, int *n)
 {
     char buf[256];
-    if (strlen(s) >= sizeof buf || !*s || s[strlen(s) - 1] == ',' || s[0] == ',' ||
-        strstr(s, ",,"))
+    if (strlen(s) >= sizeof buf || !*s || s[strlen(s) - 1] == ',' || s[0] == ',' || strstr(s, ",,"))
         return 0;
     strcpy(buf, s);
     *n = 0;
@@ -118,8 +116,8 @@ void progress_draw(progress *p, double done, int force)
     bar[width] = '\0';
     double el = now - p->start;
     double eta = frac > 0.0 && frac < 1.0 ? el * (1.0 - frac) / frac : 0.0;
-    fprintf(stderr, "\r[%s] %5.1f%%  %-28.28s  %6.0f s, eta %6.0f s ", bar, 100.0 * frac,
-            p->label, el, eta);
+    fprintf(stderr, "\r[%s] %5.1f%%  %-28.28s  %6.0f s, eta %6.0f s ", bar, 100.0 * frac, p->label,
+            el, eta);
     fflush(stderr);
 }
 
@@ -192,19 +190,31 @@ void eval_opts_init(eval_opts *o)
 void eval_shared_opts(eval_opts *o, cli_opt t[EVAL_N_SHARED])
 {
     const cli_opt shared[EVAL_N_SHARED] = {
-        {"--mode", NULL, OPT_FN, o, "vanilla, longmamba and/or decimamba, comma separated, each once",
-         .fn = parse_modes, .arg = "LIST", .help = "any of vanilla, longmamba, decimamba (default vanilla)"},
-        {"--calib", NULL, OPT_STR, &o->calib_path, .arg = "FILE", .help = "LongMamba calibration (longmamba calibrate); needed by the longmamba mode"},
-        {"--theta", NULL, OPT_NUM, &o->theta, "a number > 0", .lo = 0.0, .hi = INFINITY, .lo_open = 1, .arg = "X", .help = "LongMamba global-channel threshold"},
-        {"--scale", NULL, OPT_NUM, &o->scale, "a number > 0", .lo = 0.0, .hi = INFINITY, .lo_open = 1, .arg = "B", .help = "LongMamba threshold scale"},
-        {"--trigger", NULL, OPT_INT, &o->trigger, "a positive integer", 1, INT64_C(1) << 40, .arg = "N", .help = "LongMamba filters prompts of >= N tokens"},
-        {"--deci-layers", NULL, OPT_FN, o, "layer indices like 3,4", .fn = parse_deci_layers, .arg = "LIST", .help = "DeciMamba layers"},
-        {"--deci-lbase", NULL, OPT_INT, &o->deci_lbase, "a positive integer", 1, INT64_C(1) << 40, .arg = "N", .help = "DeciMamba L_base"},
-        {"--deci-beta", NULL, OPT_NUM, &o->deci_beta, "a number > 0", .lo = 0.0, .hi = INFINITY, .lo_open = 1, .arg = "X", .help = "DeciMamba beta"},
-        {"--deci-min", NULL, OPT_INT, &o->deci_min, "a positive integer", 1, INT64_C(1) << 40, .arg = "N", .help = "DeciMamba min_len"},
-        {"--json", NULL, OPT_FLAG, &o->json, .help = "one JSON object on stdout instead of the table"},
+        {"--mode", NULL, OPT_FN, o,
+         "vanilla, longmamba and/or decimamba, comma separated, each once", .fn = parse_modes,
+         .arg = "LIST", .help = "any of vanilla, longmamba, decimamba (default vanilla)"},
+        {"--calib", NULL, OPT_STR, &o->calib_path, .arg = "FILE",
+         .help = "LongMamba calibration (longmamba calibrate); needed by the longmamba mode"},
+        {"--theta", NULL, OPT_NUM, &o->theta, "a number > 0", .lo = 0.0, .hi = INFINITY,
+         .lo_open = 1, .arg = "X", .help = "LongMamba global-channel threshold"},
+        {"--scale", NULL, OPT_NUM, &o->scale, "a number > 0", .lo = 0.0, .hi = INFINITY,
+         .lo_open = 1, .arg = "B", .help = "LongMamba threshold scale"},
+        {"--trigger", NULL, OPT_INT, &o->trigger, "a positive integer", 1, INT64_C(1) << 40,
+         .arg = "N", .help = "LongMamba filters prompts of >= N tokens"},
+        {"--deci-layers", NULL, OPT_FN, o, "layer indices like 3,4", .fn = parse_deci_layers,
+         .arg = "LIST", .help = "DeciMamba layers"},
+        {"--deci-lbase", NULL, OPT_INT, &o->deci_lbase, "a positive integer", 1, INT64_C(1) << 40,
+         .arg = "N", .help = "DeciMamba L_base"},
+        {"--deci-beta", NULL, OPT_NUM, &o->deci_beta, "a number > 0", .lo = 0.0, .hi = INFINITY,
+         .lo_open = 1, .arg = "X", .help = "DeciMamba beta"},
+        {"--deci-min", NULL, OPT_INT, &o->deci_min, "a positive integer", 1, INT64_C(1) << 40,
+         .arg = "N", .help = "DeciMamba min_len"},
+        {"--json", NULL, OPT_FLAG, &o->json,
+         .help = "one JSON object on stdout instead of the table"},
         {"--verbose", NULL, OPT_FLAG, &o->verbose, .help = "one line per (mode, length) on stderr"},
-        CLI_OPT_BACKEND(&o->backend), CLI_OPT_THREADS(&o->threads), CLI_OPT_CHUNK(&o->chunk)};
+        CLI_OPT_BACKEND(&o->backend),
+        CLI_OPT_THREADS(&o->threads),
+        CLI_OPT_CHUNK(&o->chunk)};
     memcpy(t, shared, sizeof shared);
 }
 
@@ -235,7 +245,6 @@ int eval_check_opts(const cli_cmd *cmd, const eval_opts *o)
                                   "with `longmamba calibrate` on training text)");
     return 0;
 }
-
 
 /* Model, optional calibration and one session with a progress callback. */
 void eval_ctx_free(eval_ctx *c)
@@ -299,7 +308,7 @@ int set_mode(eval_ctx *c, const eval_opts *o, lm_mode mode, int64_t protect)
 /* One prompt from zero state: length hint, prefill, logits of the last
  * n_logits positions. */
 int run_prompt(eval_ctx *c, progress *prog, const int32_t *ids, size_t n, size_t n_logits,
-                      float *logits, size_t cap)
+               float *logits, size_t cap)
 {
     lm_status st = lm_session_reset(c->session);
     if (st == LM_OK)

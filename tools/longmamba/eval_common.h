@@ -25,8 +25,8 @@ typedef struct dbl_list {
 } dbl_list;
 
 /* OPT_FN parsers of comma-separated lists (dest: ll_list / dbl_list). */
-int parse_pos_list(void *dest, const char *s);     /* integers in [1, 2^32] */
-int parse_count_list(void *dest, const char *s);   /* integers in [1, 10^6] */
+int parse_pos_list(void *dest, const char *s);      /* integers in [1, 2^32] */
+int parse_count_list(void *dest, const char *s);    /* integers in [1, 10^6] */
 int parse_fraction_list(void *dest, const char *s); /* numbers in [0, 1] */
 
 /* ---- options shared by both commands ---- */
@@ -60,10 +60,10 @@ int eval_check_opts(const cli_cmd *cmd, const eval_opts *o);
 
 typedef struct progress {
     int on;
-    double total;    /* tokens of the whole run */
-    double base;     /* tokens of the prefills already finished */
+    double total; /* tokens of the whole run */
+    double base;  /* tokens of the prefills already finished */
     double start;
-    double last;     /* time of the last redraw */
+    double last; /* time of the last redraw */
     char label[96];
 } progress;
 

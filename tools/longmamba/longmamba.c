@@ -83,7 +83,8 @@ static int cmd_info(int argc, char **argv)
 {
     static const cli_cmd cmd = {"info", "info MODEL_DIR [--backend B] [--threads N]",
                                 "Architecture, sizes, dtype, vocabulary, parameters, backend,\n"
-                                "fingerprint and how text is read.\n", NULL, 0};
+                                "fingerprint and how text is read.\n",
+                                NULL, 0};
     model_opts mo = {LM_BACKEND_AUTO, 0, 0};
     const cli_opt opts[] = {CLI_OPT_BACKEND(&mo.backend), CLI_OPT_THREADS(&mo.threads)};
     const char *dir = NULL;
@@ -107,7 +108,8 @@ static int cmd_info(int argc, char **argv)
 
 static int cmd_version(int argc, char **argv)
 {
-    static const cli_cmd cmd = {"version", "version", "Library and header versions, backends.\n", NULL, 0};
+    static const cli_cmd cmd = {"version", "version", "Library and header versions, backends.\n",
+                                NULL, 0};
     int n_pos = 0;
     int rc = cli_opt_parse1(&cmd, NULL, 0, argc, argv, NULL, 0, &n_pos);
     if (rc)
@@ -125,10 +127,10 @@ static const struct {
     const char *name;
     int (*run)(int argc, char **argv);
 } commands[] = {
-    {"version", cmd_version},       {"--version", cmd_version},   {"info", cmd_info},
-    {"check", cmd_check},           {"generate", cmd_generate},   {"calibrate", cmd_calibrate},
-    {"channels", cmd_channels},     {"tokenize", cmd_tokenize},   {"detokenize", cmd_detokenize},
-    {"ppl", cmd_ppl},               {"passkey", cmd_passkey},
+    {"version", cmd_version},   {"--version", cmd_version}, {"info", cmd_info},
+    {"check", cmd_check},       {"generate", cmd_generate}, {"calibrate", cmd_calibrate},
+    {"channels", cmd_channels}, {"tokenize", cmd_tokenize}, {"detokenize", cmd_detokenize},
+    {"ppl", cmd_ppl},           {"passkey", cmd_passkey},
 };
 
 int main(int argc, char **argv)
