@@ -15,29 +15,10 @@
 
 #include <longmamba.h>
 
+#include "bytes_greedy.h"
+
 #define MAX_SESSIONS 8
 #define MAX_STEPS    64
-
-static int32_t argmax(const float *x, int64_t n)
-{
-    int64_t best = 0;
-    for (int64_t i = 1; i < n; i++)
-        if (x[i] > x[best])
-            best = i;
-    return (int32_t)best;
-}
-
-/* Prefills s with the prompt's bytes; logits of the last one in out. */
-static lm_status prefill_text(lm_session *s, const char *text, float *out, size_t V)
-{
-    size_t n = strlen(text);
-    int32_t ids[256];
-    if (n == 0 || n > 256)
-        return LM_ERR_INVALID_ARGUMENT;
-    for (size_t i = 0; i < n; i++)
-        ids[i] = (unsigned char)text[i];
-    return lm_session_prefill(s, ids, n, 1, out, V);
-}
 
 int main(int argc, char **argv)
 {
@@ -62,20 +43,20 @@ int main(int argc, char **argv)
     for (int i = 0; i <= n && st == LM_OK; i++)
         st = logits ? lm_session_create(model, NULL, &s[i], err, sizeof err) : LM_ERR_NO_MEMORY;
     for (int i = 0; i < n && st == LM_OK; i++)
-        st = prefill_text(s[i], argv[3 + i], logits + (size_t)i * V, V);
+        st = ex_prefill_bytes(s[i], argv[3 + i], logits + (size_t)i * V, V);
     /* The batch: one call per step for every session. */
     for (int k = 0; k < steps && st == LM_OK; k++) {
         for (int i = 0; i < n; i++)
-            out[i][k] = tok[i] = argmax(logits + (size_t)i * V, (int64_t)V);
+            out[i][k] = tok[i] = ex_argmax(logits + (size_t)i * V, V);
         st = lm_session_decode_batch(s, (size_t)n, tok, logits, (size_t)n * V);
     }
     /* The same continuation of the last prompt, decoded alone. */
     float *one = logits + (size_t)n * V;
     if (st == LM_OK)
-        st = prefill_text(s[n], argv[2 + n], one, V);
+        st = ex_prefill_bytes(s[n], argv[2 + n], one, V);
     int same = 1;
     for (int k = 0; k < steps && st == LM_OK; k++) {
-        int32_t t = argmax(one, (int64_t)V);
+        int32_t t = ex_argmax(one, V);
         same &= t == out[n - 1][k];
         st = lm_session_decode(s[n], t, one, V);
     }

@@ -15,35 +15,16 @@
 
 #include <longmamba.h>
 
+#include "bytes_greedy.h"
+
 #define N_NEW 8
 
-static int32_t argmax(const float *x, size_t n)
-{
-    size_t best = 0;
-    for (size_t i = 1; i < n; i++)
-        if (x[i] > x[best])
-            best = i;
-    return (int32_t)best;
-}
-
-/* Feeds text's bytes to s; the last position's logits (if any) in logits. */
-static lm_status feed(lm_session *s, const char *text, float *logits, size_t V)
-{
-    int32_t buf[512];
-    size_t n = strlen(text);
-    if (n == 0 || n > 512)
-        return LM_ERR_INVALID_ARGUMENT;
-    for (size_t i = 0; i < n; i++)
-        buf[i] = (unsigned char)text[i];
-    return lm_session_prefill(s, buf, n, logits ? 1 : 0, logits, logits ? V : 0);
-}
-
-/* feed, then N_NEW greedy tokens into ids. */
+/* ex_prefill_bytes, then N_NEW greedy tokens into ids. */
 static lm_status run(lm_session *s, const char *text, float *logits, size_t V, int32_t *ids)
 {
-    lm_status st = feed(s, text, logits, V);
+    lm_status st = ex_prefill_bytes(s, text, logits, V);
     for (int k = 0; k < N_NEW && st == LM_OK; k++) {
-        ids[k] = argmax(logits, V);
+        ids[k] = ex_argmax(logits, V);
         st = lm_session_decode(s, ids[k], logits, V);
     }
     return st;
@@ -73,7 +54,7 @@ int main(int argc, char **argv)
     void *blob = NULL;
     size_t size = 0, written = 0;
     if (st == LM_OK) /* the shared prefix, once */
-        st = feed(s[0], argv[2], NULL, V);
+        st = ex_prefill_bytes(s[0], argv[2], NULL, V);
     snprintf(both, sizeof both, "%s%s", argv[2], argv[3]);
     if (st == LM_OK && (st = lm_session_state_size(s[0], &size)) == LM_OK)
         st = (blob = malloc(size)) ? lm_session_state_save(s[0], blob, size, &written)
