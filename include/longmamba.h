@@ -118,11 +118,23 @@ typedef enum lm_arch {
     LM_ARCH_MAMBA2 = 2
 } lm_arch;
 
+/* Element types.  Model weights are F32, F16 or BF16; the rest (0.3) occur
+ * in safetensors files read with lm_tensor_file_*. */
 typedef enum lm_dtype {
     LM_DTYPE_F32 = 0,
     LM_DTYPE_F16 = 1,
-    LM_DTYPE_BF16 = 2
+    LM_DTYPE_BF16 = 2,
+    LM_DTYPE_F64 = 3,
+    LM_DTYPE_I64 = 4,
+    LM_DTYPE_I32 = 5,
+    LM_DTYPE_I16 = 6,
+    LM_DTYPE_I8 = 7,
+    LM_DTYPE_U8 = 8,
+    LM_DTYPE_BOOL = 9
 } lm_dtype;
+
+/* Static lower-case name: "f32", "bf16", "i64", ... ("unknown" otherwise). (0.3) */
+LM_API const char *lm_dtype_name(lm_dtype dtype);
 
 typedef enum lm_log_level {
     LM_LOG_ERROR = 0,
@@ -354,6 +366,8 @@ typedef struct lm_longmamba_params {
 } lm_longmamba_params;
 
 LM_API void lm_longmamba_params_init(lm_longmamba_params *params);
+/* The theta that 0 stands for on an architecture; 0.0 for an unknown one. (0.3) */
+LM_API double lm_longmamba_default_theta(lm_arch arch);
 
 typedef struct lm_decimamba_params {
     uint32_t struct_size;
@@ -456,6 +470,54 @@ LM_API lm_status lm_tokenizer_encode(const lm_tokenizer *tok, const char *text, 
 LM_API lm_status lm_tokenizer_decode(const lm_tokenizer *tok, const int32_t *ids, size_t n_ids,
                                      char *text, size_t cap, size_t *n_bytes,
                                      char *err, size_t err_cap);
+
+/* ---- safetensors files (0.3) -------------------------------------------- */
+
+/* Read access to the tensors of any safetensors file (reference logits,
+ * calibrations, checkpoints) with the library's validating reader: the
+ * header is checked entirely (sizes, offsets, overlaps, dtypes) before
+ * lm_tensor_file_open returns, so a truncated or hostile file is
+ * LM_ERR_FORMAT, never a crash.  The file is mapped, not copied.  A handle
+ * is immutable and shareable across threads like a model. */
+
+typedef struct lm_tensor_file lm_tensor_file;
+
+#define LM_TENSOR_MAX_DIMS 8
+
+typedef struct lm_tensor_info {
+    uint32_t struct_size;    /* set by the caller; fields past it are not written */
+    lm_dtype dtype;
+    int32_t ndim;
+    int64_t shape[LM_TENSOR_MAX_DIMS]; /* ndim entries used, the rest 0 */
+    int64_t n_elements;      /* product of the shape (1 for a scalar) */
+} lm_tensor_info;
+
+/* Opens and validates path.  A missing file is LM_ERR_MISSING, an
+ * unreadable one LM_ERR_IO, a malformed one LM_ERR_FORMAT.  On failure
+ * *out is NULL and err holds the reason. */
+LM_API lm_status lm_tensor_file_open(const char *path, lm_tensor_file **out, char *err,
+                                     size_t err_cap);
+LM_API void lm_tensor_file_free(lm_tensor_file *file);
+/* Number of tensors (0 for NULL). */
+LM_API size_t lm_tensor_file_count(const lm_tensor_file *file);
+/* Name of tensor `index` in the header's order (valid while the file is
+ * open); NULL when file is NULL or index >= count. */
+LM_API const char *lm_tensor_file_name(const lm_tensor_file *file, size_t index);
+/* Dtype and shape of the tensor `name`: LM_ERR_MISSING if there is none. */
+LM_API lm_status lm_tensor_file_get_info(const lm_tensor_file *file, const char *name,
+                                         lm_tensor_info *info, char *err, size_t err_cap);
+/* Copies all n_elements of tensor `name` to out (cap counts elements),
+ * converted: _f64 and _f32 take F64, F32, F16 and BF16 tensors; _i32 takes
+ * I64, I32, I16, I8 and U8 tensors, and an I64 value outside int32 is
+ * LM_ERR_OUT_OF_RANGE.  Another dtype is LM_ERR_UNSUPPORTED, a missing
+ * tensor LM_ERR_MISSING, cap < n_elements LM_ERR_BUFFER_TOO_SMALL (nothing
+ * written).  out may be NULL with cap 0 for an empty tensor. */
+LM_API lm_status lm_tensor_file_read_f64(const lm_tensor_file *file, const char *name,
+                                         double *out, size_t cap, char *err, size_t err_cap);
+LM_API lm_status lm_tensor_file_read_f32(const lm_tensor_file *file, const char *name,
+                                         float *out, size_t cap, char *err, size_t err_cap);
+LM_API lm_status lm_tensor_file_read_i32(const lm_tensor_file *file, const char *name,
+                                         int32_t *out, size_t cap, char *err, size_t err_cap);
 
 #ifdef __cplusplus
 }

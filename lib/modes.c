@@ -27,6 +27,15 @@ void lm_longmamba_params_init(lm_longmamba_params *params)
     params->threshold_scale = 1.0;
 }
 
+double lm_longmamba_default_theta(lm_arch arch)
+{
+    switch (arch) {
+    case LM_ARCH_MAMBA1: return LMI_THETA_M1;
+    case LM_ARCH_MAMBA2: return LMI_THETA_M2;
+    }
+    return 0.0;
+}
+
 void lm_decimamba_params_init(lm_decimamba_params *params)
 {
     if (!params)
@@ -105,7 +114,7 @@ lm_status lm_session_set_longmamba(lm_session *s, const lm_calibration *calib,
      * is of the right kind but outside its domain); 0 means default. */
     double theta = p.theta;
     if (theta == 0.0)
-        theta = d->arch == LM_ARCH_MAMBA2 ? LMI_THETA_M2 : LMI_THETA_M1;
+        theta = lm_longmamba_default_theta(d->arch);
     if (!isfinite(theta) || !(theta > 0.0))
         return lmi_fail(e, LM_ERR_OUT_OF_RANGE,
                         "set_longmamba: theta %g must be finite and > 0 (0 = default)", p.theta);

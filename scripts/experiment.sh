@@ -10,7 +10,7 @@
 # CPU only; 12-20 minutes on 2 cores (more when they are shared).
 #
 # Environment (all optional):
-#   LONGMAMBA  the CLI            (default build/examples/longmamba)
+#   LONGMAMBA  the CLI            (default build/tools/longmamba/longmamba)
 #   MODEL      model directory    (default models/byte-mamba-2k)
 #   SHARED     shared data root   (default ../shared next to the checkout)
 #   CALIB      calibration file   (default $MODEL/calibration.safetensors;
@@ -22,7 +22,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-cli=${LONGMAMBA:-$root/build/examples/longmamba}
+cli=${LONGMAMBA:-$root/build/tools/longmamba/longmamba}
 model=${MODEL:-$root/models/byte-mamba-2k}
 shared=${SHARED:-$root/../shared}
 calib=${CALIB:-$model/calibration.safetensors}

@@ -15,7 +15,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-cli=${LONGMAMBA:-$root/build/examples/longmamba}
+cli=${LONGMAMBA:-$root/build/tools/longmamba/longmamba}
 model=$root/models/byte-mamba-2k
 calib=$model/calibration.safetensors
 text=$root/data/moby-dick-ch1-19.txt

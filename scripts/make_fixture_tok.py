@@ -23,7 +23,7 @@ Usage:  python3 scripts/make_fixture_tok.py [--out test/data/fixtures/m1-tok]
                  also writes hf-ids.txt: the ids Hugging Face `tokenizers`
                  (pip) gives for TEXT_FILE's first 12,000 bytes with
                  "<|endoftext|>" written "<eot>" -- the document that
-                 examples/test_text_cli.sh compares `longmamba tokenize`
+                 tools/longmamba/test_text_cli.sh compares `longmamba tokenize`
                  with (TEXT_FILE: data/moby-dick-ch1-19.txt)
 """
 

@@ -13,7 +13,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-cli=${LONGMAMBA:-$root/build/examples/longmamba}
+cli=${LONGMAMBA:-$root/build/tools/longmamba/longmamba}
 model=${MODEL:-$root/models/byte-mamba-2k}
 shared=${SHARED:-$root/../shared}
 calib=${CALIB:-$model/calibration.safetensors}

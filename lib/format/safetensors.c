@@ -481,6 +481,75 @@ lm_status lmi_st_to_f32(const lmi_st_tensor *t, float *out, lmi_err *e)
     }
 }
 
+/* Element k of a float tensor as a double (F64 exactly, the rest widened). */
+static double float_elem(const lmi_st_tensor *t, size_t k)
+{
+    const uint8_t *p = t->data;
+    uint16_t h;
+    float f;
+    double d;
+    switch (t->dtype) {
+    case LMI_ST_F64: memcpy(&d, p + 8 * k, 8); return d;
+    case LMI_ST_F32: memcpy(&f, p + 4 * k, 4); return f;
+    case LMI_ST_F16: memcpy(&h, p + 2 * k, 2); return half_to_float(h);
+    default: /* BF16 */
+        memcpy(&h, p + 2 * k, 2);
+        uint32_t bits = (uint32_t)h << 16;
+        memcpy(&f, &bits, 4);
+        return f;
+    }
+}
+
+lm_status lmi_st_to_f64(const lmi_st_tensor *t, double *out, lmi_err *e)
+{
+    if (!t || (!out && t->nbytes))
+        return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "NULL argument");
+    if (t->dtype != LMI_ST_F64 && t->dtype != LMI_ST_F32 && t->dtype != LMI_ST_F16 &&
+        t->dtype != LMI_ST_BF16)
+        return lmi_fail(e, LM_ERR_UNSUPPORTED, "tensor %.200s: cannot convert %s to F64",
+                        t->name ? t->name : "?", lmi_st_dtype_name(t->dtype));
+    size_t n = t->nbytes / lmi_st_dtype_size(t->dtype);
+    for (size_t k = 0; k < n; k++)
+        out[k] = float_elem(t, k);
+    return LM_OK;
+}
+
+lm_status lmi_st_to_i32(const lmi_st_tensor *t, int32_t *out, lmi_err *e)
+{
+    if (!t || (!out && t->nbytes))
+        return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "NULL argument");
+    if (t->dtype != LMI_ST_I64 && t->dtype != LMI_ST_I32 && t->dtype != LMI_ST_I16 &&
+        t->dtype != LMI_ST_I8 && t->dtype != LMI_ST_U8)
+        return lmi_fail(e, LM_ERR_UNSUPPORTED, "tensor %.200s: cannot convert %s to I32",
+                        t->name ? t->name : "?", lmi_st_dtype_name(t->dtype));
+    const size_t n = t->nbytes / lmi_st_dtype_size(t->dtype);
+    const uint8_t *p = t->data; /* may be unaligned: read through memcpy */
+    for (size_t k = 0; k < n; k++) {
+        int64_t v;
+        int32_t i32;
+        int16_t i16;
+        switch (t->dtype) {
+        case LMI_ST_I64: memcpy(&v, p + 8 * k, 8); break;
+        case LMI_ST_I32:
+            memcpy(&i32, p + 4 * k, 4);
+            v = i32;
+            break;
+        case LMI_ST_I16:
+            memcpy(&i16, p + 2 * k, 2);
+            v = i16;
+            break;
+        case LMI_ST_I8: v = (int8_t)p[k]; break;
+        default: v = p[k]; break; /* U8 */
+        }
+        if (v < INT32_MIN || v > INT32_MAX)
+            return lmi_fail(e, LM_ERR_OUT_OF_RANGE,
+                            "tensor %.200s: element %zu = %lld does not fit int32",
+                            t->name ? t->name : "?", k, (long long)v);
+        out[k] = (int32_t)v;
+    }
+    return LM_OK;
+}
+
 /* ---- writer ---------------------------------------------------------------- */
 
 typedef struct sbuf {

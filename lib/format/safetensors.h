@@ -65,6 +65,11 @@ void lmi_st_close(lmi_st_file *f);
 
 /* Converts n elements of an F32/F16/BF16/F64 tensor to fp32. */
 lm_status lmi_st_to_f32(const lmi_st_tensor *t, float *out, lmi_err *e);
+/* F64/F32/F16/BF16 to double; LM_ERR_UNSUPPORTED for other dtypes. */
+lm_status lmi_st_to_f64(const lmi_st_tensor *t, double *out, lmi_err *e);
+/* I64/I32/I16/I8/U8 to int32 (an I64 outside int32: LM_ERR_OUT_OF_RANGE,
+ * out partly written); LM_ERR_UNSUPPORTED for other dtypes. */
+lm_status lmi_st_to_i32(const lmi_st_tensor *t, int32_t *out, lmi_err *e);
 
 typedef struct lmi_st_out {
     const char *name;

@@ -549,3 +549,36 @@ def test_example_runs(tiny_dir):
                        timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "global channels" in r.stdout and "longmamba" in r.stdout
+
+
+# ---- safetensors reading (0.3) ------------------------------------------------------
+
+def test_tensor_file_reads_reference_logits(array_mode, tmp_path):
+    path = os.path.join(DATA, "fixtures", "m1-tiny-f32", "reference.safetensors")
+    want = read_safetensors(path)
+    with lm.TensorFile(path) as f:
+        assert set(want) <= set(f.names)
+        ids = want["input_ids"]
+        info = f.info("input_ids")
+        assert info.shape == ids[1] and info.dtype.name == ids[0]
+        assert flat(f.read("input_ids", as_="i32")) == ids[2]
+        lg = want["logits_f64"]
+        got = f.read("logits_f64")
+        assert flat(got) == lg[2]
+        assert len(to_list(got)) == lg[1][0]
+        with pytest.raises(lm.LongMambaError) as e:
+            f.read("logits_f64", as_="i32")  # wrong dtype
+        assert e.value.status == lm.Status.UNSUPPORTED
+        with pytest.raises(lm.LongMambaError) as e:
+            f.read("no such tensor")
+        assert e.value.status == lm.Status.MISSING
+        with pytest.raises(ValueError):
+            f.read("logits_f64", as_="f16")
+    with pytest.raises(ValueError):
+        f.names  # closed
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(open(path, "rb").read()[:100])
+    with pytest.raises(lm.LongMambaError) as e:
+        lm.TensorFile(cut)
+    assert e.value.status == lm.Status.FORMAT
+    assert lm.default_theta("mamba1") > 0 and lm.default_theta(lm.Arch.MAMBA2) > 0

@@ -12,15 +12,19 @@ pkg-config (PKG_CONFIG_PATH), then the dynamic loader's path.
 
 from ._capi import LibraryNotFoundError, loaded_path
 from ._core import (Aggregation, Arch, Backend, Calibration, CalibrationInfo, DType,
-                    LogLevel, LongMambaError, Mode, Model, ModelInfo, Session, Status, Tokenizer,
-                    backend_available, backend_status, classify_channels, decode_batch, numpy_enabled, scan_filtered,
-                    status_str, version, version_string)
+                    LogLevel, LongMambaError, Mode, Model, ModelInfo, Session, Status, TensorFile,
+                    TensorInfo, Tokenizer, backend_available, backend_status,
+                    classify_channels, decode_batch,
+                    default_theta, numpy_enabled, scan_filtered, status_str, version,
+                    version_string)
 
 __version__ = "0.2.0"
 
 __all__ = [
     "Aggregation", "Arch", "Backend", "Calibration", "CalibrationInfo", "DType",
     "LibraryNotFoundError", "LogLevel", "LongMambaError", "Mode", "Model", "ModelInfo", "Session",
-    "Status", "Tokenizer", "backend_available", "backend_status", "classify_channels", "decode_batch", "loaded_path",
-    "numpy_enabled", "scan_filtered", "status_str", "version", "version_string",
+    "Status", "TensorFile", "TensorInfo", "Tokenizer", "backend_available", "backend_status",
+    "classify_channels",
+    "decode_batch", "default_theta", "loaded_path", "numpy_enabled", "scan_filtered", "status_str",
+    "version", "version_string",
 ]

@@ -148,6 +148,16 @@ class lm_decimamba_params(Structure):
 
 LM_SESSION_ALLOW_TF32 = 1 << 0
 
+class lm_tensor_info(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("dtype", lm_enum),
+        ("ndim", c_int32),
+        ("shape", c_int64 * 8),  # LM_TENSOR_MAX_DIMS
+        ("n_elements", c_int64),
+    ]
+
+
 _P = c_void_p  # opaque handles travel as void pointers
 
 # name: (restype, argtypes)
@@ -206,6 +216,21 @@ _PROTOTYPES = {
                                         POINTER(c_size_t), POINTER(c_char), c_size_t]),
     "lm_tokenizer_decode": (lm_status, [_P, POINTER(c_int32), c_size_t, POINTER(c_char), c_size_t,
                                         POINTER(c_size_t), POINTER(c_char), c_size_t]),
+    # 0.3
+    "lm_dtype_name": (c_char_p, [lm_enum]),
+    "lm_longmamba_default_theta": (c_double, [lm_enum]),
+    "lm_tensor_file_open": (lm_status, [c_char_p, POINTER(_P), POINTER(c_char), c_size_t]),
+    "lm_tensor_file_free": (None, [_P]),
+    "lm_tensor_file_count": (c_size_t, [_P]),
+    "lm_tensor_file_name": (c_char_p, [_P, c_size_t]),
+    "lm_tensor_file_get_info": (lm_status, [_P, c_char_p, POINTER(lm_tensor_info), POINTER(c_char),
+                                            c_size_t]),
+    "lm_tensor_file_read_f64": (lm_status, [_P, c_char_p, POINTER(c_double), c_size_t,
+                                            POINTER(c_char), c_size_t]),
+    "lm_tensor_file_read_f32": (lm_status, [_P, c_char_p, POINTER(c_float), c_size_t,
+                                            POINTER(c_char), c_size_t]),
+    "lm_tensor_file_read_i32": (lm_status, [_P, c_char_p, POINTER(c_int32), c_size_t,
+                                            POINTER(c_char), c_size_t]),
 }
 
 

@@ -60,6 +60,13 @@ class DType(enum.IntEnum):
     F32 = 0
     F16 = 1
     BF16 = 2
+    F64 = 3
+    I64 = 4
+    I32 = 5
+    I16 = 6
+    I8 = 7
+    U8 = 8
+    BOOL = 9
 
 
 class LogLevel(enum.IntEnum):
@@ -822,6 +829,67 @@ class Session(_Handle):
         if self.closed:
             return "<longmamba.Session closed>"
         return "<longmamba.Session %s at position %d>" % (self.mode.name.lower(), self.position)
+
+
+def default_theta(arch):
+    """The theta LongMamba uses on an architecture when none is given."""
+    return float(_lib().lm_longmamba_default_theta(_enum_arg(Arch, arch, "arch")))
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    dtype: DType
+    shape: tuple
+
+
+class TensorFile(_Handle):
+    """Read access to the tensors of a safetensors file, through the
+    library's validating reader (e.g. reference logits)."""
+
+    _free_name = "lm_tensor_file_free"
+    # read(as_=...): C reader, ctypes type, NumPy dtype
+    _READERS = {"f64": ("lm_tensor_file_read_f64", c_double, "float64"),
+                "f32": ("lm_tensor_file_read_f32", c_float, "float32"),
+                "i32": ("lm_tensor_file_read_i32", c_int32, "int32")}
+
+    def __init__(self, path):
+        super().__init__()
+        out = ctypes.c_void_p()
+        err = _errbuf()
+        _check(_lib().lm_tensor_file_open(os.fsencode(path), byref(out), err, _ERR_CAP), err)
+        self._ptr = out.value
+
+    @property
+    def names(self):
+        """Tensor names in the header's order."""
+        lib, h = _lib(), self._handle()
+        return [lib.lm_tensor_file_name(h, i).decode("utf-8", "replace")
+                for i in range(lib.lm_tensor_file_count(h))]
+
+    def info(self, name):
+        ti = _capi.lm_tensor_info()
+        ti.struct_size = ctypes.sizeof(ti)
+        err = _errbuf()
+        _check(_lib().lm_tensor_file_get_info(self._handle(), name.encode(), byref(ti), err,
+                                             _ERR_CAP), err)
+        return TensorInfo(dtype=_enum(DType, ti.dtype), shape=tuple(ti.shape[:ti.ndim]))
+
+    def read(self, name, as_="f64"):
+        """The tensor converted to float64 ("f64"), float32 ("f32") or int32
+        ("i32"), shaped: a NumPy array, or nested lists without NumPy."""
+        if as_ not in self._READERS:
+            raise ValueError("as_ must be one of %s, not %r" % (", ".join(self._READERS), as_))
+        fn, ctype, npdtype = self._READERS[as_]
+        shape = self.info(name).shape
+        n = 1
+        for d in shape:
+            n *= d
+        ptr, buf = _typed_out(ctype, npdtype, n)
+        err = _errbuf()
+        _check(getattr(_lib(), fn)(self._handle(), name.encode(), ptr, n, err, _ERR_CAP), err)
+        if not shape:  # a scalar
+            return _shape_out(buf, (1,), 1)[0]
+        return _shape_out(buf, shape, n)
 
 
 class Tokenizer(_Handle):

@@ -1,4 +1,4 @@
-# test_lib.sh - shared by the CLI test scripts (examples/test_*.sh), which
+# test_lib.sh - shared by the CLI test scripts (tools/longmamba/test_*.sh), which
 # source it: a scratch directory $tmp (removed on exit), pass/fail
 # counters and the helpers below.  Each script ends with `finish`.
 # The tests' Python: the interpreter chosen at set-up (meson passes it as

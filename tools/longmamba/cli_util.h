@@ -2,9 +2,9 @@
  *
  * Conventions: functions that print do so on stderr, every line starting
  * with "longmamba: "; "int" results are 1 = success / 0 = failure for the
- * parsers (cli_parse_*), and 0 = success / 1 = failure (already reported)
- * for the functions that print, so that a command can `return` them as its
- * exit status. */
+ * parsers (cli_parse_*; options go through cli_opt.h), and 0 = success / 1 = failure (already
+ * reported) for the functions that print, so that a command can `return` them as its exit status.
+ */
 #ifndef LM_CLI_UTIL_H
 #define LM_CLI_UTIL_H
 #include <stddef.h>
@@ -36,9 +36,9 @@ int cli_fail(const char *fmt, ...)
 /* "longmamba: WHAT: STATUS: MSG" (": MSG" left out when msg is NULL or
  * empty) on stderr; returns 1. */
 int cli_fail_status(const char *what, lm_status st, const char *msg);
-/* "longmamba: " + printf(fmt, arg) + "\n", then the command's usage text,
- * on stderr; returns CLI_EXIT_USAGE.  fmt has one %s (for arg). */
-int cli_usage(const char *usage, const char *fmt, const char *arg);
+
+/* --help line: the library's default theta of each architecture. */
+void cli_theta_help(FILE *f);
 
 /* ---- time, random numbers ---------------------------------------------------- */
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test_text_cli.sh LONGMAMBA FIXTURES_DIR [TEXT_FILE]
 # Text input through a model's tokenizer.json for `longmamba ppl`, `passkey`
-# and `calibrate` (examples/cmd_eval.c, cmd_longmamba.c, cli_util.c), on the
+# and `calibrate` (tools/longmamba/cmd_eval.c, cmd_longmamba.c, cli_util.c), on the
 # m1-tok fixture (scripts/make_fixture_tok.py: a random Mamba-1 model with a
 # byte-level BPE tokenizer.json).  The model is random, so the numbers are
 # checked against the tool itself: the ids a --text file is read as are

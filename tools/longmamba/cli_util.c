@@ -67,15 +67,6 @@ int cli_fail_status(const char *what, lm_status st, const char *msg)
     return cli_fail("%s: %s", what, lm_status_str(st));
 }
 
-int cli_usage(const char *usage, const char *fmt, const char *arg)
-{
-    fputs("longmamba: ", stderr);
-    fprintf(stderr, fmt, arg);
-    fputc('\n', stderr);
-    fputs(usage, stderr);
-    return CLI_EXIT_USAGE;
-}
-
 /* ---- time, random numbers ------------------------------------------------------- */
 
 double cli_seconds(void)
@@ -389,4 +380,10 @@ int32_t *cli_encode_file(const cli_encoder *enc, const char *path, size_t *n_out
     int32_t *ids = cli_encode_text(enc, txt, len, n_out);
     free(txt);
     return ids;
+}
+
+void cli_theta_help(FILE *f)
+{
+    fprintf(f, "Library default theta: %g (Mamba-1), %g (Mamba-2).\n",
+            lm_longmamba_default_theta(LM_ARCH_MAMBA1), lm_longmamba_default_theta(LM_ARCH_MAMBA2));
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # test_tokenizer_cli.sh LONGMAMBA TOKENIZER_DATA_DIR
-# `longmamba tokenize` / `detokenize` (examples/cmd_tokenizer.c): exit
+# `longmamba tokenize` / `detokenize` (tools/longmamba/cmd_tokenizer.c): exit
 # codes, --text / --file / stdin / model-directory inputs, byte-exact round
 # trips.  The ids themselves are test_tokenizer's business.
 set -u

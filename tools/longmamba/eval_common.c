@@ -1,0 +1,363 @@
+/*
+ * eval_common.c - what `ppl` (cmd_ppl.c) and `passkey` (cmd_passkey.c)
+ * share (eval_common.h).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli_util.h"
+#include "eval_common.h"
+
+/* ---- small helpers ---------------------------------------------------------- */
+
+/* Comma-separated list of integers in [lo, hi]; 1 on success. */
+static int parse_ll_list(const char *s, long long lo, long long hi, long long *out, int cap, int *n)
+{
+    char buf[1024];
+    if (strlen(s) >= sizeof buf || !*s)
+        return 0;
+    strcpy(buf, s);
+    *n = 0;
+    char *save = NULL;
+    for (char *p = strtok_r(buf, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
+        if (*n >= cap || !cli_parse_int(p, lo, hi, &out[*n]))
+            return 0;
+        (*n)++;
+    }
+    return *n > 0 && s[strlen(s) - 1] != ',' && s[0] != ',' && !strstr(s, ",,");
+}
+
+static int parse_dbl_list(const char *s, double *out, int cap, int *n)
+{
+    char buf[1024];
+    if (strlen(s) >= sizeof buf || !*s)
+        return 0;
+    strcpy(buf, s);
+    *n = 0;
+    char *save = NULL;
+    for (char *p = strtok_r(buf, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
+        if (*n >= cap || !cli_parse_double(p, &out[*n]))
+            return 0;
+        (*n)++;
+    }
+    return *n > 0 && s[strlen(s) - 1] != ',' && s[0] != ',' && !strstr(s, ",,");
+}
+
+const char *const mode_names[MAX_MODES] = {"vanilla", "longmamba", "decimamba"};
+
+/* "vanilla,longmamba": each at most once, in the given order. */
+static int parse_modes_into(const char *s, lm_mode *out, int *n)
+{
+    char buf[256];
+    if (strlen(s) >= sizeof buf || !*s || s[strlen(s) - 1] == ',' || s[0] == ',' || strstr(s, ",,"))
+        return 0;
+    strcpy(buf, s);
+    *n = 0;
+    char *save = NULL;
+    for (char *p = strtok_r(buf, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
+        int m = -1;
+        for (int k = 0; k < MAX_MODES; k++)
+            if (strcmp(p, mode_names[k]) == 0)
+                m = k;
+        if (m < 0 || *n >= MAX_MODES)
+            return 0;
+        for (int k = 0; k < *n; k++)
+            if ((int)out[k] == m)
+                return 0;
+        out[(*n)++] = (lm_mode)m;
+    }
+    return *n > 0;
+}
+
+/* JSON string literal of s. */
+void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(f, "\\%c", *p);
+        else if (*p < 0x20)
+            fprintf(f, "\\u%04x", *p);
+        else
+            fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+/* A finite number, or null. */
+void json_num(FILE *f, double v)
+{
+    if (isfinite(v))
+        fprintf(f, "%.10g", v);
+    else
+        fputs("null", f);
+}
+
+/* ---- progress bar (stderr, terminals only) ------------------------------------ */
+
+void progress_draw(progress *p, double done, int force)
+{
+    if (!p->on)
+        return;
+    double now = cli_seconds();
+    if (!force && now - p->last < 0.2)
+        return;
+    p->last = now;
+    double frac = p->total > 0 ? done / p->total : 1.0;
+    if (frac > 1.0)
+        frac = 1.0;
+    int width = 30, fill = (int)(frac * width + 0.5);
+    char bar[32];
+    for (int i = 0; i < width; i++)
+        bar[i] = i < fill ? '#' : '.';
+    bar[width] = '\0';
+    double el = now - p->start;
+    double eta = frac > 0.0 && frac < 1.0 ? el * (1.0 - frac) / frac : 0.0;
+    fprintf(stderr, "\r[%s] %5.1f%%  %-28.28s  %6.0f s, eta %6.0f s ", bar, 100.0 * frac, p->label,
+            el, eta);
+    fflush(stderr);
+}
+
+void progress_end(progress *p)
+{
+    if (p->on) {
+        progress_draw(p, p->total, 1);
+        fputc('\n', stderr);
+    }
+}
+
+static int on_prefill_progress(void *user, int64_t done, int64_t total)
+{
+    progress *p = user;
+    (void)total;
+    progress_draw(p, p->base + (double)done, 0);
+    return 0;
+}
+
+int parse_pos_list(void *dest, const char *s)
+{
+    ll_list *l = dest;
+    return parse_ll_list(s, 1, INT64_C(1) << 32, l->v, MAX_LIST, &l->n);
+}
+
+int parse_count_list(void *dest, const char *s)
+{
+    ll_list *l = dest;
+    return parse_ll_list(s, 1, 1000000, l->v, MAX_LIST, &l->n);
+}
+
+int parse_fraction_list(void *dest, const char *s)
+{
+    dbl_list *l = dest;
+    int ok = parse_dbl_list(s, l->v, MAX_LIST, &l->n);
+    for (int k = 0; ok && k < l->n; k++)
+        ok = l->v[k] >= 0.0 && l->v[k] <= 1.0;
+    return ok;
+}
+
+static int parse_modes(void *dest, const char *s)
+{
+    eval_opts *o = dest;
+    return parse_modes_into(s, o->modes, &o->n_modes);
+}
+
+static int parse_deci_layers(void *dest, const char *s)
+{
+    eval_opts *o = dest;
+    long long list[MAX_LIST];
+    int n = 0;
+    if (!parse_ll_list(s, 0, 1 << 20, list, MAX_LIST, &n))
+        return 0;
+    for (int k = 0; k < n; k++)
+        o->deci_layers[k] = (int32_t)list[k];
+    o->n_deci_layers = n;
+    return 1;
+}
+
+/* ---- options shared by both commands ------------------------------------------ */
+
+void eval_opts_init(eval_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->modes[0] = LM_MODE_VANILLA;
+    o->n_modes = 1;
+    o->backend = LM_BACKEND_AUTO;
+}
+
+void eval_shared_opts(eval_opts *o, cli_opt t[EVAL_N_SHARED])
+{
+    const cli_opt shared[EVAL_N_SHARED] = {
+        {"--mode", NULL, OPT_FN, o,
+         "vanilla, longmamba and/or decimamba, comma separated, each once", .fn = parse_modes,
+         .arg = "LIST", .help = "any of vanilla, longmamba, decimamba (default vanilla)"},
+        {"--calib", NULL, OPT_STR, &o->calib_path, .arg = "FILE",
+         .help = "LongMamba calibration (longmamba calibrate); needed by the longmamba mode"},
+        {"--theta", NULL, OPT_NUM, &o->theta, "a number > 0", .lo = 0.0, .hi = INFINITY,
+         .lo_open = 1, .arg = "X", .help = "LongMamba global-channel threshold"},
+        {"--scale", NULL, OPT_NUM, &o->scale, "a number > 0", .lo = 0.0, .hi = INFINITY,
+         .lo_open = 1, .arg = "B", .help = "LongMamba threshold scale"},
+        {"--trigger", NULL, OPT_INT, &o->trigger, "a positive integer", 1, INT64_C(1) << 40,
+         .arg = "N", .help = "LongMamba filters prompts of >= N tokens"},
+        {"--deci-layers", NULL, OPT_FN, o, "layer indices like 3,4", .fn = parse_deci_layers,
+         .arg = "LIST", .help = "DeciMamba layers"},
+        {"--deci-lbase", NULL, OPT_INT, &o->deci_lbase, "a positive integer", 1, INT64_C(1) << 40,
+         .arg = "N", .help = "DeciMamba L_base"},
+        {"--deci-beta", NULL, OPT_NUM, &o->deci_beta, "a number > 0", .lo = 0.0, .hi = INFINITY,
+         .lo_open = 1, .arg = "X", .help = "DeciMamba beta"},
+        {"--deci-min", NULL, OPT_INT, &o->deci_min, "a positive integer", 1, INT64_C(1) << 40,
+         .arg = "N", .help = "DeciMamba min_len"},
+        {"--json", NULL, OPT_FLAG, &o->json,
+         .help = "one JSON object on stdout instead of the table"},
+        {"--verbose", NULL, OPT_FLAG, &o->verbose, .help = "one line per (mode, length) on stderr"},
+        CLI_OPT_BACKEND(&o->backend),
+        CLI_OPT_THREADS(&o->threads),
+        CLI_OPT_CHUNK(&o->chunk)};
+    memcpy(t, shared, sizeof shared);
+}
+
+void eval_mode_help(FILE *f)
+{
+    lm_longmamba_params lp;
+    lm_decimamba_params dp;
+    lm_longmamba_params_init(&lp);
+    lm_decimamba_params_init(&dp);
+    fprintf(f,
+            "Library defaults: --theta %g (Mamba-1) / %g (Mamba-2), --scale %g, --trigger\n"
+            "from the calibration length; DeciMamba the middle layer, --deci-lbase %lld,\n"
+            "--deci-beta %g, --deci-min %lld.  A progress bar goes to stderr when it is a\n"
+            "terminal.\n",
+            lm_longmamba_default_theta(LM_ARCH_MAMBA1), lm_longmamba_default_theta(LM_ARCH_MAMBA2),
+            lp.threshold_scale, (long long)dp.l_base, dp.beta, (long long)dp.min_len);
+}
+
+int eval_check_opts(const cli_cmd *cmd, const eval_opts *o)
+{
+    int has_lm = 0;
+    for (int k = 0; k < o->n_modes; k++)
+        has_lm |= o->modes[k] == LM_MODE_LONGMAMBA;
+    if (!o->dir)
+        return cli_opt_usage(cmd, "MODEL_DIR is missing");
+    if (has_lm && !o->calib_path)
+        return cli_opt_usage(cmd, "the longmamba mode needs --calib CALIB.safetensors (make one "
+                                  "with `longmamba calibrate` on training text)");
+    return 0;
+}
+
+/* Model, optional calibration and one session with a progress callback. */
+void eval_ctx_free(eval_ctx *c)
+{
+    lm_session_free(c->session);
+    lm_calibration_free(c->calib);
+    lm_model_free(c->model);
+    memset(c, 0, sizeof *c);
+}
+
+int eval_ctx_open(eval_ctx *c, const eval_opts *o, progress *prog)
+{
+    memset(c, 0, sizeof *c);
+    if (cli_load_model(o->dir, o->backend, o->threads, &c->model, &c->info))
+        return 1;
+    int need_calib = 0;
+    for (int k = 0; k < o->n_modes; k++)
+        need_calib |= o->modes[k] == LM_MODE_LONGMAMBA;
+    if ((need_calib && cli_load_calibration(o->calib_path, c->model, &c->calib)) ||
+        cli_create_session(c->model, o->chunk, on_prefill_progress, prog, &c->session)) {
+        eval_ctx_free(c);
+        return 1;
+    }
+    return 0;
+}
+
+/* Puts the session in `mode`; DeciMamba keeps the last `protect` tokens. */
+int set_mode(eval_ctx *c, const eval_opts *o, lm_mode mode, int64_t protect)
+{
+    lm_status st = LM_OK;
+    if (mode == LM_MODE_VANILLA) {
+        st = lm_session_set_vanilla(c->session);
+    } else if (mode == LM_MODE_LONGMAMBA) {
+        lm_longmamba_params lp;
+        lm_longmamba_params_init(&lp);
+        lp.theta = o->theta;
+        lp.threshold_scale = o->scale;
+        lp.trigger_length = o->trigger;
+        st = lm_session_set_longmamba(c->session, c->calib, &lp);
+    } else {
+        lm_decimamba_params dp;
+        lm_decimamba_params_init(&dp);
+        if (o->n_deci_layers) {
+            dp.layers = o->deci_layers;
+            dp.n_layers = (size_t)o->n_deci_layers;
+        }
+        dp.l_base = o->deci_lbase;
+        dp.beta = o->deci_beta;
+        dp.min_len = o->deci_min;
+        dp.protect = protect;
+        st = lm_session_set_decimamba(c->session, &dp);
+    }
+    if (st != LM_OK) {
+        char what[64];
+        snprintf(what, sizeof what, "cannot enable %s mode", mode_names[mode]);
+        return cli_fail_status(what, st, lm_session_last_error(c->session));
+    }
+    return 0;
+}
+
+/* One prompt from zero state: length hint, prefill, logits of the last
+ * n_logits positions. */
+int run_prompt(eval_ctx *c, progress *prog, const int32_t *ids, size_t n, size_t n_logits,
+               float *logits, size_t cap)
+{
+    lm_status st = lm_session_reset(c->session);
+    if (st == LM_OK)
+        st = lm_session_set_length_hint(c->session, (int64_t)n);
+    if (st == LM_OK)
+        st = lm_session_prefill(c->session, ids, n, n_logits, logits, cap);
+    if (st != LM_OK) {
+        if (prog->on)
+            fputc('\n', stderr);
+        return cli_fail_status("prefill failed", st, lm_session_last_error(c->session));
+    }
+    prog->base += (double)n;
+    progress_draw(prog, prog->base, 0);
+    return 0;
+}
+
+void json_str_or_null(FILE *f, const char *s)
+{
+    if (s)
+        json_str(f, s);
+    else
+        fputs("null", f);
+}
+
+void print_mode_params(FILE *f, const eval_opts *o, const lm_model_info *info)
+{
+    lm_longmamba_params lp;
+    lm_decimamba_params dp;
+    lm_longmamba_params_init(&lp);
+    lm_decimamba_params_init(&dp);
+    fprintf(f, "\"params\": {\"theta\": ");
+    json_num(f, o->theta > 0 ? o->theta : lm_longmamba_default_theta(info->arch));
+    fprintf(f, ", \"scale\": ");
+    json_num(f, o->scale > 0 ? o->scale : lp.threshold_scale);
+    fprintf(f, ", \"trigger\": %lld, \"deci_layers\": [", o->trigger);
+    if (o->n_deci_layers)
+        for (int k = 0; k < o->n_deci_layers; k++)
+            fprintf(f, "%s%d", k ? ", " : "", (int)o->deci_layers[k]);
+    else
+        fprintf(f, "%lld", (long long)(info->n_layer / 2));
+    fprintf(f, "], \"deci_lbase\": %lld, \"deci_beta\": ",
+            o->deci_lbase ? o->deci_lbase : (long long)dp.l_base);
+    json_num(f, o->deci_beta > 0 ? o->deci_beta : dp.beta);
+    fprintf(f, ", \"deci_min\": %lld}", o->deci_min ? o->deci_min : (long long)dp.min_len);
+}
+
+void eval_report_speed(const char *what, double tokens, double secs)
+{
+    fflush(stdout); /* the results first */
+    fprintf(stderr, "longmamba: %.0f %s in %.1f s (%.0f tokens/s)\n", tokens, what, secs,
+            secs > 0 ? tokens / secs : 0.0);
+}
