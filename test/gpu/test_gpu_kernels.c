@@ -7,6 +7,7 @@
  * fails.  Exit status: 0 all passed, 1 a check failed, 77 no GPU.
  */
 #include "gpu_ref.h"
+#include "dev.h"
 #include "kernels.h"
 
 #include <cuda_runtime_api.h>
@@ -157,8 +158,7 @@ static void test_scan(const scan_case *c, int variant, uint64_t seed)
     a.chunk_s = dscr;
     a.chunk_h = dscr + lmc_scan_scratch_s(B, L, E, N, c->chunk, 0);
     a.chunk = c->chunk;
-    a.variant = variant;
-    CUDA_OK(lmc_scan(&a, 0));
+    CUDA_OK(lmc_dev_scan(&a, variant, 0));
     CUDA_OK(cudaDeviceSynchronize());
     float *y = malloc(LE * sizeof(float)), *h = malloc((size_t)(B * E * N) * sizeof(float));
     dev_download(y, dy, LE, c->bf);
@@ -398,7 +398,7 @@ int main(int argc, char **argv)
         {1, 100000, 64, 16, 0, 1, 0, 1, 1, 0},
     };
     /* the default kernel and the previous one, kept for the benchmark table
-     * (scan.cu run_t) */
+     * (bench/gpu/dev/scan_prev.cu) */
     const int scan_variants[] = {0, 9};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         if (!quick || cases[i].L * cases[i].E <= 3000 * 257)
