@@ -294,6 +294,12 @@ lm_status lmc_sink(lmc_fwd *c, int64_t l, const float *delta, int64_t L, int64_t
  * and the rows of every pair are gathered; *L shrinks. */
 lm_status lmc_decimate(lmc_fwd *c, int64_t l, int64_t *L, lmc_gather *g, size_t ng,
                        cudaError_t (*score)(lmc_fwd *c, int64_t l, int64_t L, const lmc_gather *g), lmi_err *e);
+/* The layer's tail, res += y W_out^T (+ b_out), over rows tokens (y T). */
+lm_status lmc_out_proj(lmc_session *S, lmc_dtype T, const lmc_layer *G, int64_t D, int64_t E, const void *y,
+                       int64_t rows, float *res, bool tf32, lmi_err *e);
+/* The head over rows tokens: hn = RMSNorm_f(res) (T), logits = hn W_head^T. */
+lm_status lmc_head(lmc_session *S, const lmc_model *M, const lmi_dims *d, const float *res, int64_t rows, void *hn,
+                   float *logits, bool tf32, lmi_err *e);
 /* The backend vtable functions shared by both architectures. */
 lm_status lmc_forward_batch(struct lm_session *const *s, size_t n, const int32_t *tokens, float *logits,
                             bool allow_tf32, lmi_err *e);

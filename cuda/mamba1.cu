@@ -168,20 +168,17 @@ lm_status pipeline(lmc_fwd *c, int64_t L, lmi_err *e)
         a.y = S->y; a.ldy = E;
         a.h = ssm_state;
         a.chunk_s = static_cast<float *>(S->chunk);
-        a.chunk_h = a.chunk_s + lmc_scan_scratch_s(1, L, E, N, 0, M->sm_count);
+        /* chunk_h after the chunk sums for the pass's token count (ensure()) */
+        a.chunk_h = a.chunk_s + lmc_scan_scratch_s(1, f->n_tokens, E, N, 0, M->sm_count);
         a.n_sm = M->sm_count;
         LMC_CK(lmc_scan(&a, st), "selective scan");
-        if (G->out_b) LMC_CK(lmc_add_rows(res, L, D, G->out_b, st), "out_proj bias");
-        ls = lmc_linear(S->blas, T, G->out_w, D, E, S->y, E, L, res, LMC_F32, D, 1.f, tf32, e);
+        ls = lmc_out_proj(S, T, G, D, E, S->y, L, res, tf32, e);
     }
     if (ls != LM_OK || f->n_out == 0) return ls;
     if (f->n_out > L)
         return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "%lld logits asked for, %lld positions left",
                         (long long)f->n_out, (long long)L);
-    LMC_CK(lmc_rmsnorm(T, res + (L - f->n_out) * D, f->n_out, D, M->norm_f, (float)d->eps, S->hf, st),
-           "final norm");
-    return lmc_linear(S->blas, T, M->lm_head, d->vocab, D, S->hf, D, f->n_out, S->logits, LMC_F32, d->vocab, 0.f,
-                      tf32, e);
+    return lmc_head(S, M, d, res + (L - f->n_out) * D, f->n_out, S->hf, S->logits, tf32, e);
 }
 
 /* The fused one-token step (decode.cu): 4 kernels per layer.  Vectors are
@@ -248,13 +245,9 @@ lm_status batch(const struct lm_model *m, lmc_session *S, int64_t n, bool logits
         LMC_CK(lmc_scan_step_batch(T, Bt->uf, Bt->dt, Bt->dbc, R2N, R, n, E, (int)N, G->dt_b, G->A, G->D, Bt->x,
                                    Bt->ssm_ptr, (size_t)(l * E * N), Bt->y, st),
                "batched decode: scan step");
-        if (G->out_b) LMC_CK(lmc_add_rows(Bt->res, n, D, G->out_b, st), "batched decode: out_proj bias");
-        LMC_TRY(lmc_linear(S->blas, T, G->out_w, D, E, Bt->y, E, n, Bt->res, LMC_F32, D, 1.f, tf32, e));
+        LMC_TRY(lmc_out_proj(S, T, G, D, E, Bt->y, n, Bt->res, tf32, e));
     }
-    if (!logits) return LM_OK;
-    LMC_CK(lmc_rmsnorm(T, Bt->res, n, D, M->norm_f, (float)d->eps, Bt->hn, st), "batched decode: final norm");
-    return lmc_linear(S->blas, T, M->lm_head, d->vocab, D, Bt->hn, D, n, Bt->logits, LMC_F32, d->vocab, 0.f, tf32,
-                      e);
+    return logits ? lmc_head(S, M, d, Bt->res, n, Bt->hn, Bt->logits, tf32, e) : LM_OK;
 }
 
 } // namespace

@@ -172,17 +172,13 @@ lm_status pipeline(lmc_fwd *c, int64_t L, lmi_err *e)
             LMC_CK(lmc_ssd_scan(&a, st), "SSD scan");
         }
         LMC_CK(lmc_gated_norm(T, y, L, E, (int)G, z, ldz, Ly->gnorm_w, (float)d->eps, S->yn, st), "gated norm");
-        if (Ly->out_b) LMC_CK(lmc_add_rows(res, L, D, Ly->out_b, st), "out_proj bias");
-        LMC_TRY(lmc_linear(S->blas, T, Ly->out_w, D, E, S->yn, E, L, res, LMC_F32, D, 1.f, tf32, e));
+        LMC_TRY(lmc_out_proj(S, T, Ly, D, E, S->yn, L, res, tf32, e));
     }
     if (f->n_out == 0) return LM_OK;
     if (f->n_out > L)
         return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "cuda: %lld logits asked for but only %lld positions remain",
                         (long long)f->n_out, (long long)L);
-    LMC_CK(lmc_rmsnorm(T, res + (L - f->n_out) * D, f->n_out, D, M->norm_f, (float)d->eps, S->hf, st),
-           "final norm");
-    return lmc_linear(S->blas, T, M->lm_head, d->vocab, D, S->hf, D, f->n_out, S->logits, LMC_F32, d->vocab, 0.f,
-                      tf32, e);
+    return lmc_head(S, M, d, res + (L - f->n_out) * D, f->n_out, S->hf, S->logits, tf32, e);
 }
 
 /* One step for n sessions: the products as GEMMs with n = sessions (weights
@@ -217,13 +213,9 @@ lm_status batch(const struct lm_model *m, lmc_session *S, int64_t n, bool logits
                "batched decode: SSD step");
         LMC_CK(lmc_gated_norm(T, y, n, E, (int)G, Bt->x, ld, Ly->gnorm_w, (float)d->eps, Bt->yn, st),
                "batched decode: gated norm");
-        if (Ly->out_b) LMC_CK(lmc_add_rows(Bt->res, n, D, Ly->out_b, st), "batched decode: out_proj bias");
-        LMC_TRY(lmc_linear(S->blas, T, Ly->out_w, D, E, Bt->yn, E, n, Bt->res, LMC_F32, D, 1.f, tf32, e));
+        LMC_TRY(lmc_out_proj(S, T, Ly, D, E, Bt->yn, n, Bt->res, tf32, e));
     }
-    if (!logits) return LM_OK;
-    LMC_CK(lmc_rmsnorm(T, Bt->res, n, D, M->norm_f, (float)d->eps, Bt->hn, st), "batched decode: final norm");
-    return lmc_linear(S->blas, T, M->lm_head, d->vocab, D, Bt->hn, D, n, Bt->logits, LMC_F32, d->vocab, 0.f, tf32,
-                      e);
+    return logits ? lmc_head(S, M, d, Bt->res, n, Bt->hn, Bt->logits, tf32, e) : LM_OK;
 }
 
 } // namespace

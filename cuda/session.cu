@@ -14,6 +14,7 @@
  * decode step (lm_session_decode_batch) too, per batch size.
  */
 #include "common.cuh"
+#include "gemm.cuh"
 #include "kernels.h"
 
 #include <math.h>
@@ -580,6 +581,13 @@ uint64_t filter_key(const struct lm_model *m, const lmi_forward *f)
     return h;
 }
 
+bool any_filter(const struct lm_model *m, const lmi_forward *f)
+{
+    for (int64_t l = 0; f->filters && l < m->dims.n_layer; l++)
+        if (f->filters[l].global) return true;
+    return false;
+}
+
 lm_status run_direct(lmc_fwd *c, lmi_err *e)
 {
     return (c->f->n_tokens == 1 && c->fused) ? c->M->arch->step(c, e) : c->M->arch->pipeline(c, c->f->n_tokens, e);
@@ -639,7 +647,7 @@ lm_status forward(struct lm_session *s, const lmi_forward *f, lmi_err *e)
     /* Graphs for the one-token step and for full session-size chunks (the
      * shapes that repeat); DeciMamba (host selection) and the Δ sink (host
      * callback) need the direct path. */
-    const bool step = f->n_tokens == 1 && f->n_out <= 1 && !f->sink && !filter_key(m, f) &&
+    const bool step = f->n_tokens == 1 && f->n_out <= 1 && !f->sink && !any_filter(m, f) &&
                       (!f->deci_budget || f->deci_protect >= 1);
     const bool chunk = f->n_tokens > 1 && f->n_tokens == s->chunk_size && !f->sink && !f->deci_budget;
     bool direct = !step && !chunk;
@@ -744,6 +752,21 @@ lm_status lmc_decimate(lmc_fwd *c, int64_t l, int64_t *L, lmc_gather *g, size_t 
     }
     *L = n;
     return LM_OK;
+}
+
+lm_status lmc_out_proj(lmc_session *S, lmc_dtype T, const lmc_layer *G, int64_t D, int64_t E, const void *y,
+                       int64_t rows, float *res, bool tf32, lmi_err *e)
+{
+    if (G->out_b) LMC_CK(lmc_add_rows(res, rows, D, G->out_b, S->stream), "out_proj bias");
+    return lmc_linear(S->blas, T, G->out_w, D, E, y, E, rows, res, LMC_F32, D, 1.f, tf32, e);
+}
+
+lm_status lmc_head(lmc_session *S, const lmc_model *M, const lmi_dims *d, const float *res, int64_t rows, void *hn,
+                   float *logits, bool tf32, lmi_err *e)
+{
+    const int64_t D = d->d_model;
+    LMC_CK(lmc_rmsnorm(M->dt, res, rows, D, M->norm_f, (float)d->eps, hn, S->stream), "final norm");
+    return lmc_linear(S->blas, M->dt, M->lm_head, d->vocab, D, hn, D, rows, logits, LMC_F32, d->vocab, 0.f, tf32, e);
 }
 
 lm_status lmc_forward_batch(struct lm_session *const *ss, size_t n_sessions, const int32_t *tokens, float *logits,
