@@ -1,6 +1,8 @@
 /*
- * common.cuh - shared pieces of the CUDA backend: error plumbing, element
- * types, the per-model and per-session device structs.
+ * common.cuh - shared pieces of the CUDA backend: error plumbing (the only
+ * CUDA / cuBLAS / status check macros), element types, the device model and
+ * session structs both architectures use, and the per-architecture
+ * interface (lmc_arch) that session.cu drives.
  *
  * Storage: weights of BF16/F16 checkpoints are kept as bf16 on the device
  * (matrices only; A, D, biases, norms, conv weights and dt_proj stay fp32),
@@ -45,8 +47,6 @@ lm_status lmc_cublas_fail(lmi_err *e, cublasStatus_t st, const char *what);
             return lmc_cublas_fail((e), lmc_st_, (what));                      \
     } while (0)
 
-/* After a kernel launch: the launch's own error (bad configuration). */
-#define LMC_LAUNCHED(e, what) LMC_CUDA(cudaGetLastError(), e, what)
 
 /* ---- element types ----------------------------------------------------- */
 

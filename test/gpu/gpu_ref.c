@@ -103,6 +103,26 @@ static void fill(tu_rng *r, float *p, size_t n, double scale, double offset, boo
     }
 }
 
+/* Embedding, head, final norm and the layer array of a random model. */
+static void random_outer(struct lm_model *m, tu_rng *r, int64_t V, int64_t D, int64_t n_layer, bool tied, bool bf)
+{
+    m->n_threads = 4;
+    float *emb = arr(m, (size_t)(V * D));
+    fill(r, emb, (size_t)(V * D), 1.0, 0, bf);
+    m->embed = emb;
+    if (tied) {
+        m->lm_head = emb;
+    } else {
+        float *h = arr(m, (size_t)(V * D));
+        fill(r, h, (size_t)(V * D), 0.3, 0, bf);
+        m->lm_head = h;
+    }
+    float *nf = arr(m, (size_t)D);
+    fill(r, nf, (size_t)D, 0.2, 1.0, bf);
+    m->norm_f = nf;
+    m->layers = calloc((size_t)n_layer, sizeof(lmi_layer));
+}
+
 struct lm_model *model_random(const model_spec *sp, lm_backend backend)
 {
     struct lm_model *m = calloc(1, sizeof *m);
@@ -130,22 +150,8 @@ struct lm_model *model_random(const model_spec *sp, lm_backend backend)
 #else
     m->vt = &lmi_cpu_backend;
 #endif
-    m->n_threads = 4;
     const int64_t D = sp->d, E = sp->E, N = sp->N, R = sp->R, K = sp->K, V = sp->V;
-    float *emb = arr(m, (size_t)(V * D));
-    fill(&r, emb, (size_t)(V * D), 1.0, 0, bf);
-    m->embed = emb;
-    if (sp->tied) {
-        m->lm_head = emb;
-    } else {
-        float *h = arr(m, (size_t)(V * D));
-        fill(&r, h, (size_t)(V * D), 0.3, 0, bf);
-        m->lm_head = h;
-    }
-    float *nf = arr(m, (size_t)D);
-    fill(&r, nf, (size_t)D, 0.2, 1.0, bf);
-    m->norm_f = nf;
-    m->layers = calloc((size_t)sp->n_layer, sizeof(lmi_layer));
+    random_outer(m, &r, V, D, sp->n_layer, sp->tied, bf);
     for (int64_t l = 0; l < sp->n_layer; l++) {
         lmi_layer *L = &m->layers[l];
         float *p;
@@ -214,21 +220,7 @@ struct lm_model *model_random_m2(const m2_model_spec *sp, lm_backend backend)
 #else
     m->vt = &lmi_cpu_backend;
 #endif
-    m->n_threads = 4;
-    float *emb = arr(m, (size_t)(V * D));
-    fill(&r, emb, (size_t)(V * D), 1.0, 0, bf);
-    m->embed = emb;
-    if (sp->tied) {
-        m->lm_head = emb;
-    } else {
-        float *hd = arr(m, (size_t)(V * D));
-        fill(&r, hd, (size_t)(V * D), 0.3, 0, bf);
-        m->lm_head = hd;
-    }
-    float *nf = arr(m, (size_t)D);
-    fill(&r, nf, (size_t)D, 0.2, 1.0, bf);
-    m->norm_f = nf;
-    m->layers = calloc((size_t)sp->n_layer, sizeof(lmi_layer));
+    random_outer(m, &r, V, D, sp->n_layer, sp->tied, bf);
     for (int64_t l = 0; l < sp->n_layer; l++) {
         lmi_layer *L = &m->layers[l];
         float *p;
