@@ -1,6 +1,8 @@
 /*
- * common.cuh - shared pieces of the CUDA backend: error plumbing, element
- * types, the per-model and per-session device structs.
+ * common.cuh - shared pieces of the CUDA backend: error plumbing (the only
+ * CUDA / cuBLAS / status check macros), element types, the device model and
+ * session structs both architectures use, and the per-architecture
+ * interface (lmc_arch) that session.cu drives.
  *
  * Storage: weights of BF16/F16 checkpoints are kept as bf16 on the device
  * (matrices only; A, D, biases, norms, conv weights and dt_proj stay fp32),
@@ -45,8 +47,6 @@ lm_status lmc_cublas_fail(lmi_err *e, cublasStatus_t st, const char *what);
             return lmc_cublas_fail((e), lmc_st_, (what));                      \
     } while (0)
 
-/* After a kernel launch: the launch's own error (bad configuration). */
-#define LMC_LAUNCHED(e, what) LMC_CUDA(cudaGetLastError(), e, what)
 
 /* ---- element types ----------------------------------------------------- */
 
@@ -81,20 +81,24 @@ __device__ __forceinline__ float lmc_exp2(float x)
 
 /* ---- per-model device data --------------------------------------------- */
 
+/* Device weights of one layer, both architectures (NULL where absent). */
 typedef struct lmc_layer {
     const float *norm_w;   /* [d] */
-    const void *in_w;      /* [2E][d] T */
-    const float *in_b;     /* [2E] or NULL */
-    const float *conv_w;   /* [E][K] */
-    const float *conv_b;   /* [E] or NULL */
-    const void *x_w;       /* [R+2N][E] T */
-    const float *dt_w;     /* [E][R] fp32 */
-    const float *dt_b;     /* [E] */
-    const float *A2;       /* [E][N] A * log2(e) */
-    const float *D;        /* [E] */
+    const void *in_w;      /* M1 [2E][d], M2 [2E+2GN+H][d] T */
+    const float *in_b;     /* or NULL */
+    const float *conv_w;   /* [conv_dim][K] */
+    const float *conv_b;   /* [conv_dim] or NULL */
+    const void *x_w;       /* M1 [R+2N][E] T */
+    const float *dt_w;     /* M1 [E][R] fp32 */
+    const float *dt_b;     /* M1 [E], M2 [H] */
+    const float *A;        /* M1 [E][N] as A * log2(e); M2 [H] as A */
+    const float *D;        /* M1 [E], M2 [H] */
+    const float *gnorm_w;  /* M2 [E] */
     const void *out_w;     /* [d][E] T */
     const float *out_b;    /* [d] or NULL */
 } lmc_layer;
+
+typedef struct lmc_arch lmc_arch;
 
 typedef struct lmc_model {
     int device;
@@ -106,17 +110,47 @@ typedef struct lmc_model {
     const float *norm_f;   /* [d] */
     lmc_layer *layers;     /* host array [n_layer] of device pointers */
     int sm_count;
+    const lmc_arch *arch;  /* the per-architecture pipelines (mamba1.cu, mamba2.cu) */
 } lmc_model;
 
 /* ---- per-session device data ------------------------------------------- */
 
-/* Buffers and graph of the batched decode step (batch.cu), owned by the
- * session that comes first in an lm_session_decode_batch call. */
-typedef struct lmc_batch lmc_batch;
-void lmc_batch_free(lmc_batch *b);
-/* vt->forward_batch of the CUDA backend (batch.cu). */
-lm_status lmc_forward_batch(struct lm_session *const *s, size_t n, const int32_t *tokens, float *logits,
-                            bool allow_tf32, lmi_err *e);
+/* A captured CUDA graph and what it was captured for. */
+typedef struct lmc_graph_key {
+    int64_t L, n_out;      /* tokens (batched decode: sessions), logits rows */
+    bool tf32;
+    int mode;              /* decode mode it was captured with */
+    uint64_t filt;         /* which layers carry a LongMamba filter */
+} lmc_graph_key;
+
+typedef struct lmc_graph {
+    cudaGraphExec_t exec;
+    bool valid;            /* cleared when a buffer it uses moves */
+    lmc_graph_key key;
+} lmc_graph;
+
+/* Buffers and graph of the batched decode step, owned by the session that
+ * comes first in an lm_session_decode_batch call (session.cu). */
+typedef struct lmc_batch {
+    int64_t cap;           /* sessions the buffers hold */
+    void *blob;            /* one device allocation for everything below */
+    size_t blob_bytes;
+    int32_t *tok;          /* [cap] */
+    float **conv_ptr;      /* [cap] each session's conv_state */
+    float **ssm_ptr;       /* [cap] each session's ssm_state */
+    float *res;            /* [cap][d] residual stream */
+    void *hn;              /* [cap][d] T normed hidden (also the final norm's output) */
+    float *x;              /* M1 xz [cap][2E], M2 zx [cap][2E+2GN+H] */
+    void *u;               /* M1 [cap][E] T conv output for x_proj; M2 [cap][CD] fp32 */
+    float *uf;             /* M1 [cap][E] conv output for the scan */
+    float *dbc;            /* M1 [cap][R+2N] */
+    float *dt;             /* M1 [cap][E] dt_proj output; M2 [cap][H] Δ */
+    void *y;               /* M1 [cap][E] T; M2 [cap][E] fp32 */
+    void *yn;              /* M2 [cap][E] T gated-norm output */
+    float *logits;         /* [cap][V] */
+    void *host;            /* pinned staging: tokens [cap] int32, then 2 x cap pointers */
+    lmc_graph graph;
+} lmc_batch;
 
 typedef struct lmc_session {
     int device;
@@ -125,39 +159,49 @@ typedef struct lmc_session {
     void *blas_ws;         /* cuBLAS workspace (fixed so graphs may capture GEMMs) */
     size_t blas_ws_bytes;
 
-    float *conv_state;     /* [n_layer][E][K-1] */
-    float *ssm_state;      /* [n_layer][E][N] */
+    float *conv_state;     /* [n_layer][conv_dim][K-1] */
+    float *ssm_state;      /* [n_layer][E][N] (M2: [H][P][N] per layer) */
 
-    /* Scratch sized for cap tokens (grown on demand). */
+    /* Activations for cap tokens, carved from one allocation (grown on
+     * demand); each architecture uses its own subset (mamba1.cu, mamba2.cu). */
     int64_t cap;
-    void *scratch;         /* one allocation */
+    void *scratch;
     size_t scratch_bytes;
     int32_t *tok;          /* [cap] */
-    float *res, *res2;     /* [cap][d] residual stream (res2: DeciMamba gather target) */
+    float *res;            /* [cap][d] residual stream */
     void *hn;              /* [cap][d] T normed hidden */
-    void *xz, *xz2;        /* [cap][2E] T */
-    void *u, *u2;          /* [cap][E] T */
-    float *dbc, *dbc2;     /* [cap][R+2N] */
-    float *dt, *dt2;       /* [cap][E] */
-    void *y;               /* [cap][E] T */
-    float *chunk_s;        /* scan chunk sums [nchunk][E] */
-    float *chunk_h;        /* scan chunk states [nchunk][N][E] */
-    float *scores;         /* [cap] DeciMamba scores, also Δ staging for the sink */
+    void *x;               /* M1 xz [cap][2E] T; M2 zx [cap][2E+2GN+H] fp32 */
+    void *u;               /* M1 [cap][E] T; M2 [cap][CD] fp32 */
+    float *dbc;            /* M1 [cap][R+2N] */
+    float *dt;             /* M1 [cap][E] dt_proj output; M2 [cap][H] Δ */
+    void *y;               /* M1 [cap][E] T; M2 [cap][E] fp32 */
+    void *yn;              /* M2 [cap][E] T */
+    float *scores;         /* [cap] DeciMamba scores */
     int32_t *idx;          /* [cap] DeciMamba indices */
-    float *delta;          /* [cap][E] post-softplus Δ for the sink */
-    void *hf;              /* [cap][d] T final-normed rows for the head */
-    float *logits;         /* [out_cap][V] */
-    int64_t out_cap;
-    /* Bytes held by the separately grown buffers. */
-    size_t scan_bytes, deci_bytes, delta_bytes, logits_bytes, hf_bytes;
 
-    uint8_t *flt_flag;     /* [n_layer][E] LongMamba global flags */
-    float *flt_tau;        /* [n_layer][E] thresholds */
+    /* DeciMamba gather targets (one allocation). */
+    void *deci;
+    size_t deci_bytes;
+    float *res2;
+    void *x2, *u2;
+    float *dbc2, *dt2;
+
+    void *chunk;           /* scan scratch (one allocation) */
+    size_t chunk_bytes;
+    float *delta;          /* [cap][n_channels] Δ for the sink */
+    size_t delta_bytes;
+    void *out;             /* hf [n_out][d] T, logits [n_out][V] */
+    size_t out_bytes;
+    void *hf;
+    float *logits;
+
+    uint8_t *flt_flag;     /* [n_layer][n_channels] LongMamba global flags */
+    float *flt_tau;        /* [n_layer][n_channels] thresholds */
     void *flt_blob;
 
     /* Host staging (pageable, grown on demand). */
     float *h_buf;
-    size_t h_buf_floats;
+    size_t h_buf_bytes;
     int64_t *h_idx;
     int64_t *h_scratch;
     int32_t *h_idx32;
@@ -165,19 +209,99 @@ typedef struct lmc_session {
 
     /* CUDA graphs: slot 0 the one-token step, slot 1 a full prefill chunk
      * (n_tokens == the session's chunk size).  Captured on first use, again
-     * when the key differs or the buffers moved (grow() clears valid). */
-    struct lmc_graph {
-        cudaGraphExec_t exec;
-        bool valid;
-        int64_t L, n_out;
-        bool tf32;
-        int mode;          /* decode mode it was captured with */
-        uint64_t filt;     /* which layers carry a LongMamba filter */
-    } graphs[2];
-    int decode_mode;       /* 2 fused + PDL (default), 1 fused, 0 prefill kernels (test/bench switch) */
+     * when the key differs or the buffers moved. */
+    lmc_graph graphs[2];
+    int decode_mode;       /* M1: 2 fused + PDL (default), 1 fused, 0 prefill kernels (bench/gpu/dev hook) */
     bool pdl_broken;       /* capture with PDL failed once: plain launches from then on */
     int32_t *tok_pinned;   /* pinned host token for the graph's input */
-    lmc_batch *batch;      /* batched decode (batch.cu), or NULL */
+    lmc_batch *batch;      /* batched decode, or NULL */
 } lmc_session;
+
+/* ---- the forward pass and the per-architecture part ---------------------- */
+
+typedef struct lmc_fwd {
+    struct lm_session *s;
+    lmc_session *S;
+    const lmc_model *M;
+    const lmi_forward *f;
+    bool capture;          /* inside graph capture: no host synchronisation */
+    bool fused;            /* one-token step through arch->step */
+    bool pdl;              /* ... with programmatic dependent launch */
+} lmc_fwd;
+
+/* A device buffer carved from a shared allocation: where its pointer goes
+ * and its size. */
+typedef struct lmc_buf {
+    void **dst;
+    size_t bytes;
+} lmc_buf;
+
+/* A pair of activation buffers for DeciMamba: *cur is gathered into the
+ * other one of (a, b), whose row stride is lda or ldb (bytes); row bytes
+ * are copied.  *ld (optional) receives the new stride in elements of 4 bytes. */
+typedef struct lmc_gather {
+    void **cur;
+    void *a, *b;
+    int64_t lda, ldb, row;
+    int64_t *ld;
+} lmc_gather;
+
+struct lmc_arch {
+    lm_arch arch;
+    lm_status (*check)(const struct lm_model *m, lmi_err *e);
+    /* Rows (at most 16) of the activation buffers for cap tokens, of the
+     * DeciMamba gather targets for L tokens, of the batched step for cap
+     * sessions; the scan scratch bytes for L tokens. */
+    size_t (*main_bufs)(const struct lm_model *m, lmc_session *S, size_t cap, lmc_buf *rows);
+    size_t (*deci_bufs)(const struct lm_model *m, lmc_session *S, size_t L, lmc_buf *rows);
+    size_t (*batch_bufs)(const struct lm_model *m, lmc_batch *B, size_t cap, lmc_buf *rows);
+    size_t (*scan_bytes)(const struct lm_model *m, int64_t L);
+    /* The whole model over L tokens already in S->tok; logits of the last
+     * n_out rows end in S->logits. */
+    lm_status (*pipeline)(lmc_fwd *c, int64_t L, lmi_err *e);
+    /* The fused one-token step, or NULL (pipeline with L = 1). */
+    lm_status (*step)(lmc_fwd *c, lmi_err *e);
+    /* One decode step for n sessions whose inputs are in S->batch. */
+    lm_status (*batch)(const struct lm_model *m, lmc_session *S, int64_t n, bool logits, bool tf32, lmi_err *e);
+};
+
+extern const lmc_arch lmc_mamba1;
+extern const lmc_arch lmc_mamba2;
+
+/* ---- shared helpers (session.cu) ---------------------------------------- */
+
+#define LMC_ALIGN 256
+static inline size_t lmc_align(size_t n) { return (n + LMC_ALIGN - 1) / LMC_ALIGN * LMC_ALIGN; }
+static inline unsigned lmc_blocks(int64_t n, int per) { return (unsigned)((n + per - 1) / per); }
+static inline lmc_dtype lmc_model_dt(const struct lm_model *m)
+{
+    return m->dtype == LM_DTYPE_F32 ? LMC_F32 : LMC_BF16;
+}
+
+/* Launch checks inside functions with an `lmi_err *e`: a CUDA call, a
+ * status-returning call. */
+#define LMC_CK(call, what) LMC_CUDA(call, e, what)
+#define LMC_TRY(call)                                                          \
+    do {                                                                       \
+        lm_status lmc_ls_ = (call);                                            \
+        if (lmc_ls_ != LM_OK) return lmc_ls_;                                  \
+    } while (0)
+
+/* Passes Δ of layer l ([L][n] on the device) to the forward's sink. */
+lm_status lmc_sink(lmc_fwd *c, int64_t l, const float *delta, int64_t L, int64_t n, lmi_err *e);
+/* DeciMamba at layer l: when the layer decimates, score() leaves the
+ * scores of the *L rows in S->scores (from the pairs' current buffers), the host selects (lmi_deci_select)
+ * and the rows of every pair are gathered; *L shrinks. */
+lm_status lmc_decimate(lmc_fwd *c, int64_t l, int64_t *L, lmc_gather *g, size_t ng,
+                       cudaError_t (*score)(lmc_fwd *c, int64_t l, int64_t L, const lmc_gather *g), lmi_err *e);
+/* The layer's tail, res += y W_out^T (+ b_out), over rows tokens (y T). */
+lm_status lmc_out_proj(lmc_session *S, lmc_dtype T, const lmc_layer *G, int64_t D, int64_t E, const void *y,
+                       int64_t rows, float *res, bool tf32, lmi_err *e);
+/* The head over rows tokens: hn = RMSNorm_f(res) (T), logits = hn W_head^T. */
+lm_status lmc_head(lmc_session *S, const lmc_model *M, const lmi_dims *d, const float *res, int64_t rows, void *hn,
+                   float *logits, bool tf32, lmi_err *e);
+/* The backend vtable functions shared by both architectures. */
+lm_status lmc_forward_batch(struct lm_session *const *s, size_t n, const int32_t *tokens, float *logits,
+                            bool allow_tf32, lmi_err *e);
 
 #endif /* LMC_COMMON_CUH */

@@ -1,6 +1,6 @@
 /*
  * kernels.h - C entry points of the CUDA kernels (device pointers, one
- * stream).  The backend (backend.cu) strings them together; the GPU tests
+ * stream).  The pipelines (mamba1.cu, mamba2.cu) string them together; the GPU tests
  * and benchmarks call them one at a time.  Each returns the launch's
  * cudaError_t (cudaSuccess or a configuration error); execution errors
  * surface at the next synchronisation.
@@ -48,7 +48,6 @@ typedef struct lmc_scan_args {
     float *chunk_s, *chunk_h;       /* scratch, lmc_scan_scratch_floats() floats in all */
     int chunk;                      /* tokens per chunk; 0 = choose */
     int n_sm;                       /* multiprocessors (chunk choice); 0 = 132 */
-    int variant;                    /* code variant for benchmarks (scan.cu); 0 = default */
 } lmc_scan_args;
 
 /* Largest N the scan supports. */
@@ -91,10 +90,6 @@ cudaError_t lmc_add_rows(float *x, int64_t rows, int64_t n, const float *b, cuda
 cudaError_t lmc_convert(int dtype, const float *src, void *dst, size_t n, cudaStream_t st);
 /* x[i] *= s. */
 cudaError_t lmc_scale(float *x, size_t n, float s, cudaStream_t st);
-/* dst[i] = offset + scale * U(-1, 1) from a counter hash of (seed, i):
- * random benchmark inputs without a host round trip. */
-cudaError_t lmc_fill_uniform(int dtype, void *dst, size_t n, float scale, float offset, uint64_t seed,
-                             cudaStream_t st);
 
 /* ---- DeciMamba and Δ export (deci.cu) ---------------------------------- */
 
@@ -132,17 +127,82 @@ cudaError_t lmc_dec_scan_step(const float *xz, int64_t E, int64_t N, int64_t R, 
                               const float *dt_w, const float *dt_b, const float *A2, const float *D,
                               float *h, float *y, int pdl, cudaStream_t st);
 
-/* Test and benchmark switch (backend.cu): 1-token forwards of this CUDA
- * session use the fused step with programmatic dependent launch (on = 2,
- * the default), the fused step with plain launches (on = 1), or the
- * prefill kernels (on = 0).  Returns 0, or -1 for a session without CUDA
- * state. */
-struct lm_session;
-int lmc_session_fused_decode(struct lm_session *s, int on);
-/* Benchmark hook: replays the session's captured one-token graph `iters`
- * times back to back (advancing the state) and stores the mean GPU time
- * per replay in *ms.  Returns 0, or -1 when no graph is captured. */
-int lmc_session_replay_ms(struct lm_session *s, int iters, float *ms);
+
+/* ---- batched one-token step (batch.cu): n sessions, one launch --------- */
+/* Each session s reaches its state through a device table: state_ptr[s] +
+ * layer_off (floats). */
+
+/* Per session s and channel c < C: xv = x[s][c] (row stride ldx, fp32),
+ * v = silu(b[c] + sum_k<K-1 w[c][k] st[c][k] + w[c][K-1] xv), the state
+ * [C][K-1] shifted in place; uf[s][c] = v (fp32 [n][C]) and, when u is not
+ * NULL, u[s][c] = v (T [n][C]). */
+cudaError_t lmc_conv_step_batch(int dtype, const float *x, int64_t ldx, int64_t n, int64_t C, int K,
+                                float *const *conv_ptr, size_t layer_off, const float *w, const float *b, void *u,
+                                float *uf, cudaStream_t st);
+/* Mamba-1 scan step per session s and channel e: Δ = softplus(dt[s][e] +
+ * dt_b[e]), h[e][n] = exp2(Δ A2[e][n]) h + Δ u B[n], y[s][e] = (h . C + D u)
+ * silu(z), B/C from dbc[s] (row R2N, at R), z = xz[s][E + e]; y T [n][E]. */
+cudaError_t lmc_scan_step_batch(int dtype, const float *uf, const float *dt, const float *dbc, int64_t R2N,
+                                int64_t R, int64_t n, int64_t E, int N, const float *dt_b, const float *A2,
+                                const float *D, const float *xz, float *const *ssm_ptr, size_t layer_off, void *y,
+                                cudaStream_t st);
+
+/* ---- Mamba-2 (ssd.cu), fp32 activations --------------------------------- */
+/* Shapes: H heads of P channels (E = H P), G groups of N states, the conv
+ * output u [L][ldu] holds x [E] | B [G][N] | C [G][N] per token; Δ dl
+ * [L][H] dense; the state h [H][P][N]. */
+
+#define LMC_SSD_CHUNK 64
+
+/* dl[t][h] = softplus(zx[t][off + h] + b[h]), clamped to [lo, hi] when clamp. */
+cudaError_t lmc_ssd_delta(const float *zx, int64_t ld, int64_t off, int64_t L, int H, const float *b, int clamp,
+                          float lo, float hi, float *dl, cudaStream_t st);
+/* Bytes of scratch for lmc_ssd_scan over L tokens. */
+size_t lmc_ssd_scratch_bytes(int64_t L, int H, int P, int N, int G);
+/* The four chunk kernels (nch = ceil(L / LMC_SSD_CHUNK) chunks).  A filtered
+ * head (flag[h]) keeps token t iff Δ > tau[h].
+ * chunk states: cst[c][h][p][n] = sum_s exp(cs_end - cs_s) Δ_s x_s[p] B_s[n]
+ *   from zero, cdec[c][h] = cs_end (cs: cumulative Δ A inside the chunk). */
+cudaError_t lmc_ssd_chunk_states(const float *u, int64_t ldu, const float *dl, int64_t L, int H, int P, int N,
+                                 int G, int E, const float *A, const uint8_t *flag, const float *tau, float *cst,
+                                 float *cdec, cudaStream_t st);
+/* cbT[c][g][s][t] = C_t . B_s inside chunk c (64 x 64 per chunk and group). */
+cudaError_t lmc_ssd_cb(const float *u, int64_t ldu, int64_t L, int N, int G, int E, float *cbT, cudaStream_t st);
+/* Per state element: cst[c] <- the state at chunk c's start (from h), h <-
+ * the final state. */
+cudaError_t lmc_ssd_carry(float *cst, const float *cdec, int64_t nch, int H, int64_t PN, float *h, cudaStream_t st);
+/* y[t] = exp(cs_t) C_t . S_start + sum_{s<=t} exp(cs_t - cs_s) Δ_s (C_t . B_s) x_s + D x_t. */
+cudaError_t lmc_ssd_out(const float *u, int64_t ldu, const float *dl, int64_t L, int H, int P, int N, int G, int E,
+                        const float *A, const float *D, const uint8_t *flag, const float *tau, const float *cst,
+                        const float *cbT, float *y, int64_t ldy, cudaStream_t st);
+
+typedef struct lmc_ssd_args {
+    int64_t L;
+    int H, P, N, G, E;
+    const float *u; int64_t ldu;
+    const float *dl;
+    const float *A, *D;             /* [H] */
+    const uint8_t *flag;            /* [H] or NULL */
+    const float *tau;
+    float *h;                       /* [H][P][N] in/out */
+    float *y; int64_t ldy;
+    void *scratch;                  /* lmc_ssd_scratch_bytes() */
+} lmc_ssd_args;
+/* The whole chunked scan: the four kernels above. */
+cudaError_t lmc_ssd_scan(const lmc_ssd_args *a, cudaStream_t st);
+/* One token for n sessions (grid z): S = S exp(Δ A) + Δ x B; y = S . C + D x.
+ * Session s reads u + s ldu, dl + s ldd, writes y + s ldy; its state is h
+ * (n = 1) or h_ptr[s] + h_off. */
+cudaError_t lmc_ssd_step(const float *u, int64_t ldu, const float *dl, int64_t ldd, int64_t n, int H, int P, int N,
+                         int G, int E, const float *A, const float *D, const uint8_t *flag, const float *tau,
+                         float *h, float *const *h_ptr, size_t h_off, float *y, int64_t ldy, cudaStream_t st);
+/* MambaRMSNormGated (norm_before_gate = False) per row and group of E / G:
+ * v = y silu(z); out = v / sqrt(mean(v^2) + eps) * w; y fp32 [rows][E], z
+ * [rows][ldz], out T [rows][E]. */
+cudaError_t lmc_gated_norm(int dtype, const float *y, int64_t rows, int64_t E, int G, const float *z, int64_t ldz,
+                           const float *w, float eps, void *out, cudaStream_t st);
+/* scores[t] = ||dl[t][:]||_2 over the H heads (double accumulation). */
+cudaError_t lmc_deci_scores_heads(const float *dl, int64_t L, int H, float *scores, cudaStream_t st);
 
 #ifdef __cplusplus
 }

@@ -18,6 +18,9 @@
 # --no-hf), then bench_e2e times ours on the same files; the summary gets
 # one table with both sides per row (bench/gpu/bench_table.py).
 # With --no-tests --no-sanitize only the benchmarks are built.
+# The test programs and benchmarks link the development code of the CUDA
+# backend (bench/gpu/dev: the previous scan kernel, input fills, session
+# hooks); the module must not ship it (checked after the build).
 # Environment: SAN_TOOLS (default "memcheck racecheck"), KEEP_BUILD=1
 # (reuse an existing $BUILD: a second call on a warm machine), HF_TIMEOUT,
 # HF_BUDGET (below).
@@ -141,6 +144,10 @@ if ! { $SETUP || meson setup "$BUILD" -Dcuda=enabled -Dblas=$BLAS -Dtests=$TESTS
     exit 1
 fi
 grep -iE "warning" "$LOGS/build.log" | grep -iE "cuda/|test/gpu|bench/gpu" >"$LOGS/build_warnings.txt"
+if [ -f "$BUILD/lib/libongmamba-cuda.so" ]; then
+    dev_syms=$(nm -C "$BUILD/lib/libongmamba-cuda.so" 2>/dev/null | grep -cE 'chunk_kernel_v2|fill_uniform|lmc_dev_')
+    row "module without development code" "$([ "$dev_syms" = 0 ] && echo ok || echo "FAILED ($dev_syms symbols)")"
+fi
 row "build" "ok ($(wc -l <"$LOGS/build_warnings.txt") warnings in cuda/, test/gpu, bench/gpu; $(( $(date +%s) - t_start )) s)"
 # The CUDA backend is the module $BUILD/lib/libongmamba-cuda.so, loaded by
 # libongmamba.so (which links no CUDA library) on first use: check that it

@@ -12,6 +12,7 @@
  *
  *   bench_scan [--quick] [--csv FILE]
  */
+#include "dev.h"
 #include "kernels.h"
 #include "testutil.h"
 
@@ -38,7 +39,7 @@ static float frand(void) { return (float)tu_rng_sym(&g_rng); } /* [-1, 1) */
 static uint64_t g_seed = 1;
 static void dev_random(void *dst, size_t n, int bf, float scale, float off)
 {
-    CK(lmc_fill_uniform(bf, dst, n, scale, off, g_seed++ * 0x632BE59BD9B4E019ull, 0));
+    CK(lmc_dev_fill_uniform(bf, dst, n, scale, off, g_seed++ * 0x632BE59BD9B4E019ull, 0));
     CK(cudaDeviceSynchronize());
 }
 
@@ -158,7 +159,7 @@ int main(int argc, char **argv)
                 float *scr = NULL;
                 CK(cudaMalloc((void **)&scr, nscr * 4 + 4));
                 /* B = 1, L = 16k: also sweep chunk lengths and code variants
-                 * (scan.cu run_t: 0 default; 1 all decays on the SFU; 9 v2,
+                 * (dev/scan_prev.cu: 0 default; 1 all decays on the SFU; 9 v2,
                  * the previous kernel) */
                 const int sweep[] = {0, 64, 128, 256, 0, 0};
                 const int svar[] = {0, 0, 0, 0, 1, 9};
@@ -177,7 +178,6 @@ int main(int argc, char **argv)
                     a.ldz = E; a.z_bs = L * E; a.ldy = E; a.y_bs = L * E;
                     a.flag = filt ? flag : NULL; a.tau = tau;
                     a.chunk = sweep[sw];
-                    a.variant = svar[sw];
                     a.chunk_s = scr; a.chunk_h = scr + lmc_scan_scratch_s(B, L, E, N, sweep[sw], prop.multiProcessorCount);
                     a.n_sm = prop.multiProcessorCount;
                     cudaEvent_t e0, e1;
@@ -191,7 +191,7 @@ int main(int argc, char **argv)
                         a.u = c->u; a.dt = c->dt; a.z = c->z; a.y = c->y; a.h = c->h;
                         a.B = (const float *)c->bc; a.C = (const float *)c->bc + N;
                         CK(cudaEventRecord(e0, 0));
-                        CK(lmc_scan(&a, 0));
+                        CK(lmc_dev_scan(&a, svar[sw], 0));
                         CK(cudaEventRecord(e1, 0));
                         CK(cudaEventSynchronize(e1));
                         float ms;

@@ -103,6 +103,26 @@ static void fill(tu_rng *r, float *p, size_t n, double scale, double offset, boo
     }
 }
 
+/* Embedding, head, final norm and the layer array of a random model. */
+static void random_outer(struct lm_model *m, tu_rng *r, int64_t V, int64_t D, int64_t n_layer, bool tied, bool bf)
+{
+    m->n_threads = 4;
+    float *emb = arr(m, (size_t)(V * D));
+    fill(r, emb, (size_t)(V * D), 1.0, 0, bf);
+    m->embed = emb;
+    if (tied) {
+        m->lm_head = emb;
+    } else {
+        float *h = arr(m, (size_t)(V * D));
+        fill(r, h, (size_t)(V * D), 0.3, 0, bf);
+        m->lm_head = h;
+    }
+    float *nf = arr(m, (size_t)D);
+    fill(r, nf, (size_t)D, 0.2, 1.0, bf);
+    m->norm_f = nf;
+    m->layers = calloc((size_t)n_layer, sizeof(lmi_layer));
+}
+
 struct lm_model *model_random(const model_spec *sp, lm_backend backend)
 {
     struct lm_model *m = calloc(1, sizeof *m);
@@ -130,22 +150,8 @@ struct lm_model *model_random(const model_spec *sp, lm_backend backend)
 #else
     m->vt = &lmi_cpu_backend;
 #endif
-    m->n_threads = 4;
     const int64_t D = sp->d, E = sp->E, N = sp->N, R = sp->R, K = sp->K, V = sp->V;
-    float *emb = arr(m, (size_t)(V * D));
-    fill(&r, emb, (size_t)(V * D), 1.0, 0, bf);
-    m->embed = emb;
-    if (sp->tied) {
-        m->lm_head = emb;
-    } else {
-        float *h = arr(m, (size_t)(V * D));
-        fill(&r, h, (size_t)(V * D), 0.3, 0, bf);
-        m->lm_head = h;
-    }
-    float *nf = arr(m, (size_t)D);
-    fill(&r, nf, (size_t)D, 0.2, 1.0, bf);
-    m->norm_f = nf;
-    m->layers = calloc((size_t)sp->n_layer, sizeof(lmi_layer));
+    random_outer(m, &r, V, D, sp->n_layer, sp->tied, bf);
     for (int64_t l = 0; l < sp->n_layer; l++) {
         lmi_layer *L = &m->layers[l];
         float *p;
@@ -178,6 +184,91 @@ struct lm_model *model_random(const model_spec *sp, lm_backend backend)
     }
     m->n_params = 0;
     return m;
+}
+
+struct lm_model *model_random_m2(const m2_model_spec *sp, lm_backend backend)
+{
+    struct lm_model *m = calloc(1, sizeof *m);
+    tu_rng r = {sp->seed * 0x2545F4914F6CDD1Dull + 29};
+    const bool bf = sp->dtype != LM_DTYPE_F32;
+    const int64_t D = sp->d, H = sp->H, P = sp->P, G = sp->G, N = sp->N, K = sp->K, V = sp->V;
+    const int64_t E = H * P, CD = E + 2 * G * N, ld = 2 * E + 2 * G * N + H;
+    lmi_dims *d = &m->dims;
+    d->arch = LM_ARCH_MAMBA2;
+    d->d_model = D;
+    d->d_inner = E;
+    d->d_state = N;
+    d->d_conv = K;
+    d->n_layer = sp->n_layer;
+    d->vocab = V;
+    d->n_heads = H;
+    d->head_dim = P;
+    d->n_groups = G;
+    d->conv_dim = CD;
+    d->n_channels = H;
+    d->eps = 1e-5;
+    d->use_bias = sp->use_bias;
+    d->use_conv_bias = sp->conv_bias;
+    d->tied = sp->tied;
+    d->dt_limit_lo = 0.0;
+    d->dt_limit_hi = INFINITY;
+    d->ssd_chunk = 256;
+    m->dtype = sp->dtype;
+    m->backend = backend;
+#ifdef LM_HAVE_CUDA
+    m->vt = backend == LM_BACKEND_CUDA ? &lmi_cuda_m2_backend : &lmi_cpu_backend;
+#else
+    m->vt = &lmi_cpu_backend;
+#endif
+    random_outer(m, &r, V, D, sp->n_layer, sp->tied, bf);
+    for (int64_t l = 0; l < sp->n_layer; l++) {
+        lmi_layer *L = &m->layers[l];
+        float *p;
+        p = arr(m, (size_t)D); fill(&r, p, (size_t)D, 0.2, 1.0, bf); L->norm_w = p;
+        p = arr(m, (size_t)(ld * D)); fill(&r, p, (size_t)(ld * D), 1.7 / sqrt((double)D), 0, bf); L->in_w = p;
+        if (sp->use_bias) { p = arr(m, (size_t)ld); fill(&r, p, (size_t)ld, 0.1, 0, bf); L->in_b = p; }
+        p = arr(m, (size_t)(CD * K)); fill(&r, p, (size_t)(CD * K), 1.0 / sqrt((double)K), 0, bf); L->conv_w = p;
+        if (sp->conv_bias) { p = arr(m, (size_t)CD); fill(&r, p, (size_t)CD, 0.2, 0, bf); L->conv_b = p; }
+        p = arr(m, (size_t)H);
+        for (int64_t h = 0; h < H; h++) {
+            const double dt = exp(log(1e-3) + tu_rng_unif(&r) * (log(1e-1) - log(1e-3)));
+            p[h] = (float)(dt + log(-expm1(-dt)));
+        }
+        L->dt_b = p;
+        p = arr(m, (size_t)H);
+        for (int64_t h = 0; h < H; h++) p[h] = -(float)(1.0 + 15.0 * tu_rng_unif(&r));
+        L->A = p;
+        p = arr(m, (size_t)H); fill(&r, p, (size_t)H, 0.5, 1.0, false); L->D = p;
+        p = arr(m, (size_t)E); fill(&r, p, (size_t)E, 0.2, 1.0, bf); L->gnorm_w = p;
+        p = arr(m, (size_t)(D * E)); fill(&r, p, (size_t)(D * E), 1.0 / sqrt((double)E), 0, bf); L->out_w = p;
+        if (sp->use_bias) { p = arr(m, (size_t)D); fill(&r, p, (size_t)D, 0.1, 0, bf); L->out_b = p; }
+    }
+    return m;
+}
+
+void ref_ssd(int64_t L, int H, int P, int N, int G, const float *u, int64_t ldu, const float *dl, const float *A,
+             const float *D, const uint8_t *flag, const float *tau, double *h, double *y)
+{
+    const int64_t E = (int64_t)H * P;
+    for (int64_t t = 0; t < L; t++) {
+        const float *ut = u + t * ldu;
+        for (int hh = 0; hh < H; hh++) {
+            const int g = hh / (H / G);
+            double d = dl[t * H + hh];
+            if (flag && flag[hh] && !(d > tau[hh])) d = 0.0;
+            const double dA = exp(d * A[hh]);
+            const float *B = ut + E + (int64_t)g * N, *C = ut + E + (int64_t)G * N + (int64_t)g * N;
+            for (int p = 0; p < P; p++) {
+                const double x = ut[(int64_t)hh * P + p];
+                double *row = h + ((int64_t)hh * P + p) * N, acc = 0.0;
+                for (int n = 0; n < N; n++) {
+                    row[n] = row[n] * dA + d * x * B[n];
+                    acc += row[n] * C[n];
+                }
+                y[t * E + (int64_t)hh * P + p] = acc + D[hh] * x;
+            }
+        }
+    }
 }
 
 void model_destroy(struct lm_model *m)

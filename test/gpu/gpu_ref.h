@@ -69,6 +69,16 @@ typedef struct model_spec {
 struct lm_model *model_random(const model_spec *sp, lm_backend backend);
 void model_destroy(struct lm_model *m);  /* frees host arrays (after vt->model_free) */
 
+/* A random Mamba-2 model (E = H P, conv_dim E + 2 G N, no Δ clamp), on the
+ * CUDA Mamba-2 vtable or the CPU one; model_init NOT called. */
+typedef struct m2_model_spec {
+    int64_t d, H, P, G, N, K, n_layer, V;
+    bool use_bias, conv_bias, tied;
+    lm_dtype dtype;
+    uint64_t seed;
+} m2_model_spec;
+struct lm_model *model_random_m2(const m2_model_spec *sp, lm_backend backend);
+
 /* Session driven through the vtable (calloc'd, chunk_size 512). */
 struct lm_session *session_new(struct lm_model *m, lmi_err *e);
 void session_delete(struct lm_session *s);
@@ -108,6 +118,11 @@ int64_t ref_forward(const struct lm_model *m, ref_state *st, const int32_t *tok,
 
 /* Reference selective scan (fp64) with lm_scan-like arguments, for kernel
  * tests: token major, h [E][N] in/out. */
+/* Mamba-2 SSD recurrence over L tokens in double: u [L][ldu] holds x [E] |
+ * B [G][N] | C [G][N]; dl [L][H]; a filtered head (flag[h]) keeps token t
+ * iff dl > tau[h]; h [H][P][N] in/out; y [L][E]. */
+void ref_ssd(int64_t L, int H, int P, int N, int G, const float *u, int64_t ldu, const float *dl, const float *A,
+             const float *D, const uint8_t *flag, const float *tau, double *h, double *y);
 void ref_scan(int64_t L, int64_t E, int64_t N, const float *u, const float *dt, const float *dt_bias,
               bool softplus, const float *A, const float *B, const float *C, int64_t ldbc,
               const float *D, const float *z, const uint8_t *flag, const float *tau, double *h,

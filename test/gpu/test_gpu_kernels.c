@@ -7,6 +7,7 @@
  * fails.  Exit status: 0 all passed, 1 a check failed, 77 no GPU.
  */
 #include "gpu_ref.h"
+#include "dev.h"
 #include "kernels.h"
 
 #include <cuda_runtime_api.h>
@@ -157,8 +158,7 @@ static void test_scan(const scan_case *c, int variant, uint64_t seed)
     a.chunk_s = dscr;
     a.chunk_h = dscr + lmc_scan_scratch_s(B, L, E, N, c->chunk, 0);
     a.chunk = c->chunk;
-    a.variant = variant;
-    CUDA_OK(lmc_scan(&a, 0));
+    CUDA_OK(lmc_dev_scan(&a, variant, 0));
     CUDA_OK(cudaDeviceSynchronize());
     float *y = malloc(LE * sizeof(float)), *h = malloc((size_t)(B * E * N) * sizeof(float));
     dev_download(y, dy, LE, c->bf);
@@ -369,6 +369,74 @@ static void test_deci_scores(int64_t L, int64_t E)
     free(dt); free(b); free(sc); free(dl); free(rs); free(rd);
 }
 
+/* ---- Mamba-2 SSD ----------------------------------------------------------- */
+
+/* The chunked scan (lmc_ssd_scan: chunk states, C.B, carry, outputs) and the
+ * one-token step (lmc_ssd_step, also batched over sessions through a state
+ * pointer table) against the float64 recurrence. */
+static void test_ssd(int64_t L, int H, int P, int N, int G, int filter, uint64_t seed)
+{
+    tu_rng r = {seed};
+    const int64_t E = (int64_t)H * P, CD = E + 2 * (int64_t)G * N, HPN = (int64_t)H * P * N;
+    float *u = host_rand(&r, (size_t)(L * CD), 1.0, 0, 0);
+    float *dl = malloc((size_t)(L * H) * sizeof(float));
+    for (int64_t i = 0; i < L * H; i++) dl[i] = (float)(0.001 + 0.3 * tu_rng_unif(&r));
+    float *A = host_rand(&r, (size_t)H, 1.0, -2.0, 0), *D = host_rand(&r, (size_t)H, 0.5, 1.0, 0);
+    float *tau = host_rand(&r, (size_t)H, 0.05, 0.15, 0);
+    float *h0 = host_rand(&r, (size_t)HPN, 1.0, 0, 0);
+    uint8_t *flag = malloc((size_t)H);
+    for (int h = 0; h < H; h++) flag[h] = filter && h % 2 == 0;
+    float *du = dev_upload(u, (size_t)(L * CD), 0), *ddl = dev_upload(dl, (size_t)(L * H), 0);
+    float *dA = dev_upload(A, (size_t)H, 0), *dD = dev_upload(D, (size_t)H, 0), *dtau = dev_upload(tau, (size_t)H, 0);
+    float *dh = dev_upload(h0, (size_t)HPN, 0), *dy = dev_alloc((size_t)(L * E) * 4);
+    uint8_t *dflag = dev_alloc((size_t)H);
+    CUDA_OK(cudaMemcpy(dflag, flag, (size_t)H, cudaMemcpyHostToDevice));
+    void *scr = dev_alloc(lmc_ssd_scratch_bytes(L, H, P, N, G));
+    if (L > 1) {
+        lmc_ssd_args a = {L, H, P, N, G, (int)E, du, CD, ddl, dA, dD, filter ? dflag : NULL, dtau, dh, dy, E, scr};
+        CUDA_OK(lmc_ssd_scan(&a, 0));
+    } else {
+        CUDA_OK(lmc_ssd_step(du, CD, ddl, H, 1, H, P, N, G, (int)E, dA, dD, filter ? dflag : NULL, dtau, dh, NULL, 0,
+                             dy, E, 0));
+    }
+    CUDA_OK(cudaDeviceSynchronize());
+    float *y = malloc((size_t)(L * E) * sizeof(float)), *h = malloc((size_t)HPN * sizeof(float));
+    dev_download(y, dy, (size_t)(L * E), 0);
+    dev_download(h, dh, (size_t)HPN, 0);
+    double *yr = malloc((size_t)(L * E) * sizeof(double)), *hr = malloc((size_t)HPN * sizeof(double));
+    for (int64_t i = 0; i < HPN; i++) hr[i] = h0[i];
+    ref_ssd(L, H, P, N, G, u, CD, dl, A, D, filter ? flag : NULL, tau, hr, yr);
+    const double ey = tu_max_rel_err(y, yr, (size_t)(L * E)), eh = tu_max_rel_err(h, hr, (size_t)HPN);
+    check(ey <= TOL_STATE && eh <= TOL_STATE,
+          "ssd L=%lld H=%d P=%d N=%d G=%d filter=%d: y err %.2e, state err %.2e (tol %.0e)", (long long)L, H, P, N, G,
+          filter, ey, eh, TOL_STATE);
+    /* the step batched over 3 sessions (states through a pointer table), the
+     * first token of each of 3 rows */
+    if (L >= 3) {
+        float *hs[3], **dptr = dev_alloc(3 * sizeof(float *));
+        for (int s = 0; s < 3; s++) hs[s] = dev_upload(h0, (size_t)HPN, 0);
+        CUDA_OK(cudaMemcpy(dptr, hs, sizeof hs, cudaMemcpyHostToDevice));
+        CUDA_OK(lmc_ssd_step(du, CD, ddl, H, 3, H, P, N, G, (int)E, dA, dD, NULL, NULL, NULL, dptr, 0, dy, E, 0));
+        CUDA_OK(cudaDeviceSynchronize());
+        dev_download(y, dy, (size_t)(3 * E), 0);
+        double worst = 0.0;
+        for (int s = 0; s < 3; s++) {
+            for (int64_t i = 0; i < HPN; i++) hr[i] = h0[i];
+            ref_ssd(1, H, P, N, G, u + s * CD, CD, dl + s * H, A, D, NULL, NULL, hr, yr);
+            dev_download(h, hs[s], (size_t)HPN, 0);
+            const double e1 = tu_max_rel_err(y + s * E, yr, (size_t)E), e2 = tu_max_rel_err(h, hr, (size_t)HPN);
+            worst = fmax(worst, fmax(e1, e2));
+            cudaFree(hs[s]);
+        }
+        check(worst <= TOL_F32, "ssd step batched x3 H=%d P=%d N=%d G=%d: err %.2e (tol %.0e)", H, P, N, G, worst,
+              TOL_F32);
+        cudaFree(dptr);
+    }
+    cudaFree(du); cudaFree(ddl); cudaFree(dA); cudaFree(dD); cudaFree(dtau); cudaFree(dh); cudaFree(dy);
+    cudaFree(dflag); cudaFree(scr);
+    free(u); free(dl); free(A); free(D); free(tau); free(h0); free(flag); free(y); free(h); free(yr); free(hr);
+}
+
 int main(int argc, char **argv)
 {
     const int quick = argc > 1 && strcmp(argv[1], "--quick") == 0; /* under compute-sanitizer */
@@ -398,7 +466,7 @@ int main(int argc, char **argv)
         {1, 100000, 64, 16, 0, 1, 0, 1, 1, 0},
     };
     /* the default kernel and the previous one, kept for the benchmark table
-     * (scan.cu run_t) */
+     * (bench/gpu/dev/scan_prev.cu) */
     const int scan_variants[] = {0, 9};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         if (!quick || cases[i].L * cases[i].E <= 3000 * 257)
@@ -422,6 +490,13 @@ int main(int argc, char **argv)
     test_embed_gather(1);
     test_deci_scores(1, 7);
     test_deci_scores(1000, 300);
+    /* L, H, P, N, G, filter: one token, one partial chunk, several chunks with
+     * a tail, head_dim and N over one 64-tile, groups */
+    test_ssd(1, 4, 16, 24, 2, 1, 300);
+    test_ssd(37, 6, 15, 72, 3, 1, 301);
+    test_ssd(200, 2, 80, 130, 2, 0, 302);
+    test_ssd(129, 4, 64, 128, 1, 1, 303);
+    if (!quick) test_ssd(3000, 8, 64, 64, 2, 1, 304);
     printf("%d of %d checks failed\n", g_failures, g_checks);
     return g_failures ? 1 : 0;
 }

@@ -8,6 +8,7 @@
  * backend when it is built.  Exit status 0 / 1 / 77 (no GPU).
  */
 #include "gpu_ref.h"
+#include "dev.h"
 #include "kernels.h"
 
 #include <cuda_runtime_api.h>
@@ -252,7 +253,7 @@ static double run_scenario(const scenario *sc, struct lm_model *gm, uint64_t see
         check(false, "%s: session_init: %s", sc->name, e.msg);
         return INFINITY;
     }
-    if (sc->unfused && gm->backend == LM_BACKEND_CUDA) lmc_session_fused_decode(s, 0);
+    if (sc->unfused && gm->backend == LM_BACKEND_CUDA) lmc_dev_fused_decode(s, 0);
     run_opts o = {sc->filter ? fc->filters : NULL, sc->deci ? deci : NULL, min_len, protect, sc->tf32, NULL, NULL};
     lm_status st;
     if (sc->deci)
