@@ -7,7 +7,8 @@ ours is faster).
 
   bench_table.py ROWS_FILE... [--notes]
 
-Rows are tab-separated: side (ours|mamba_ssm|hf), shape, key, label, value (empty
+Rows are tab-separated: side (ours|mamba_ssm|hf, or any other name, e.g.
+"before" for rows of an earlier build: each side is a column), shape, key, label, value (empty
 when there is no number), unit, note.  A cell without a number shows its
 note (n/a, skipped, out of memory).  --notes prints every note after the
 table (how each number was measured).
@@ -89,8 +90,14 @@ def main(argv):
         print("(no benchmark rows)")
         return 0
     W = 26
-    peers = [p for p in ("mamba_ssm", "hf") if any(p in r for r in rows.values())]
+    # every side but ours is a column: the peers first, then any other
+    # (e.g. "before": the same benchmark built from an earlier commit)
+    sides = []
+    for r in rows.values():
+        sides += [k for k in r if k != "ours" and k not in sides]
+    peers = [p for p in ("mamba_ssm", "hf") if p in sides] + [p for p in sides if p not in ("mamba_ssm", "hf")]
     names = {"mamba_ssm": "mamba_ssm", "hf": "transformers"}
+    names.update({p: p for p in peers if p not in names})
     print(f"{'shape':<12} {'measurement':<46} {'ours':>{W}}"
           + "".join(f" {names[p]:>{W}}" for p in peers)
           + "".join(f"  {'vs ' + names[p]:>16}" for p in peers))
@@ -109,7 +116,7 @@ def main(argv):
             for (s, k), r in rows.items():
                 if s != shape:
                     continue
-                for side in ("ours", "mamba_ssm", "hf"):
+                for side in ["ours"] + peers:
                     if side in r and r[side]["note"]:
                         print(f"  {shape} {k} [{side}]: {r[side]['note']}")
     return 0
