@@ -7,6 +7,7 @@
 #
 #   scripts/gpu_check.sh [--quick] [--quick-bench] [--no-tests] [--no-sanitize] [--no-bench] [--no-hf]
 #                        [--no-scan] [--shapes a,b,...]
+#                        [--no-peer]
 #                        [--profile-decode]   (ncu: time of each kernel of a 130m decode step)
 #                        [--profile-scan]     (ncu: occupancy and stall reasons of the scan kernels)
 #   scripts/gpu_check.sh --make-deps   (on a Debian 12 host with the -dev packages: fill .gpudeps/)
@@ -21,6 +22,16 @@
 # The test programs and benchmarks link the development code of the CUDA
 # backend (bench/gpu/dev: the previous scan kernel, input fills, session
 # hooks); the module must not ship it (checked after the build).
+#
+# The peer, mamba_ssm: when .peer/ holds the source packages of mamba_ssm
+# 2.3.2.post1 and causal-conv1d 1.7.0 (bench/gpu/fetch_mamba_ssm.sh fetches
+# them; name .peer in the device tool's carry), bench/gpu/build_mamba_ssm.sh
+# builds them here (sm_90, forward only; in the background, beside our
+# build; kept in $PEER_BUILD, default /tmp/lm-mamba-ssm, and reused on a warm
+# machine), and every benchmark table gets a mamba_ssm column measured in
+# this run on the same checkpoints (bench/gpu/bench_mamba_ssm.py), plus its
+# scan kernel beside ours.  --no-peer skips it; without .peer/ the table
+# says so.
 # Environment: SAN_TOOLS (default "memcheck racecheck"), KEEP_BUILD=1
 # (reuse an existing $BUILD: a second call on a warm machine), HF_TIMEOUT,
 # HF_BUDGET (below).
@@ -35,7 +46,7 @@ BUILD=${BUILD:-/tmp/lm-gpu-build}
 CKPT=${CKPT:-/tmp/lm-bench-ckpt}
 HF_TIMEOUT=${HF_TIMEOUT:-900}  # whole transformers timing run, seconds
 HF_BUDGET=${HF_BUDGET:-60}     # one transformers measurement: longer ones are skipped or shortened
-QUICK=0 QBENCH=0 TESTS=1 SAN=1 BENCH=1 HF=1 SCAN=1 PROF=0 PROFS=0 MAKEDEPS=0 SHAPES=""
+QUICK=0 QBENCH=0 TESTS=1 SAN=1 BENCH=1 HF=1 SCAN=1 PEER=1 PROF=0 PROFS=0 MAKEDEPS=0 SHAPES=""
 want_shapes=0
 for a in "$@"; do
     if [ $want_shapes = 1 ]; then SHAPES=$a; want_shapes=0; continue; fi
@@ -47,6 +58,7 @@ for a in "$@"; do
     --no-bench) BENCH=0 ;;
     --no-hf) HF=0 ;;
     --no-scan) SCAN=0 ;;
+    --no-peer) PEER=0 ;;
     --shapes) want_shapes=1 ;;
     --shapes=*) SHAPES=${a#--shapes=} ;;
     --profile-decode) PROF=1 ;;
@@ -122,6 +134,17 @@ BLAS=openblas
 pkg-config --exists openblas 2>/dev/null || BLAS=cblas
 TESTS_OPT=true
 pkg-config --exists check 2>/dev/null || { TESTS_OPT=false; echo "no Check: GPU tests not built"; }
+
+# ---- the peer (mamba_ssm), built in the background beside ours ---------------
+PEER_BUILD=${PEER_BUILD:-/tmp/lm-mamba-ssm}
+peer_pid=""
+if [ $BENCH = 1 ] && [ $PEER = 1 ] && ls "$REPO"/.peer/mamba_ssm-*.tar.gz >/dev/null 2>&1; then
+    echo "== mamba_ssm: building from .peer/ in the background -> $PEER_BUILD =="
+    bash "$REPO/bench/gpu/build_mamba_ssm.sh" "$REPO/.peer" "$PEER_BUILD" >"$LOGS/peer_build.log" 2>&1 &
+    peer_pid=$!
+elif [ $BENCH = 1 ] && [ $PEER = 1 ]; then
+    echo "no .peer/ (bench/gpu/fetch_mamba_ssm.sh): benchmarks without mamba_ssm"
+fi
 
 # ---- build -----------------------------------------------------------------
 # only the benchmarks when no test runs (saves most of the build)
@@ -242,7 +265,23 @@ if [ $BENCH = 1 ]; then
     fi
     HFQ=""
     [ $QBENCH = 1 ] && HFQ="--quick"
-    rm -f "$LOGS/rows_hf.tsv" "$LOGS/rows_ours.tsv"
+    rm -f "$LOGS/rows_hf.tsv" "$LOGS/rows_ours.tsv" "$LOGS/rows_peer.tsv"
+    peer_path=""
+    if [ -n "$peer_pid" ]; then
+        t0=$(date +%s)
+        if wait "$peer_pid"; then
+            peer_path=$(tail -n 1 "$LOGS/peer_build.log")
+            row "mamba_ssm build + check" "ok: $(grep -E 'vs float64' "$LOGS/peer_build.log" | tr '\n' ';') [waited $(( $(date +%s) - t0 )) s]"
+        else
+            tail -20 "$LOGS/peer_build.log"
+            row "mamba_ssm build + check" "FAIL (peer_build.log)"
+        fi
+    fi
+    if [ -n "$peer_path" ] && [ $SCAN = 1 ]; then
+        PYTHONPATH="$peer_path" python3 "$REPO/bench/gpu/bench_mamba_ssm.py" --scan >"$LOGS/peer_scan.txt" 2>&1 ||
+            row "mamba_ssm scan" "FAIL (peer_scan.txt)"
+        grep '^scan ' "$LOGS/peer_scan.txt" | while read -r l; do row "${l%%:*}" "${l#*: }"; done
+    fi
     echo "== checkpoints ($SHAPES) -> $CKPT =="
     t0=$(date +%s)
     # transformers writes the checkpoints both sides load, then is timed on
@@ -253,6 +292,7 @@ if [ $BENCH = 1 ]; then
     grep -vE "Loading weights|Writing model" "$LOGS/bench_hf_write.txt" | tail -12
     [ $rc = 0 ] || row "checkpoints (bench_hf.py --write)" "FAIL (exit status $rc)"
     row "checkpoints" "$SHAPES [$(( $(date +%s) - t0 )) s]"
+    ck_rc=$rc
     if [ $HF = 1 ] && [ $rc = 0 ]; then
         echo "== transformers =="
         t0=$(date +%s)
@@ -264,6 +304,16 @@ if [ $BENCH = 1 ]; then
             *) row "transformers (bench_hf.py)" "FAIL (exit status $rc)" ;; esac
         row "transformers timed" "[$(( $(date +%s) - t0 )) s]"
     fi
+    if [ -n "$peer_path" ] && [ $ck_rc = 0 ]; then
+        echo "== mamba_ssm =="
+        t0=$(date +%s)
+        PYTHONUNBUFFERED=1 PYTHONPATH="$peer_path" timeout "$HF_TIMEOUT" python3 "$REPO/bench/gpu/bench_mamba_ssm.py" \
+            --dir "$CKPT" --shapes "$SHAPES" $HFQ --rows "$LOGS/rows_peer.tsv" >"$LOGS/bench_peer.txt" 2>&1
+        prc=$?
+        grep -E "^mamba_ssm |Error|error" "$LOGS/bench_peer.txt" | tail -40
+        [ $prc = 0 ] || row "mamba_ssm (bench_mamba_ssm.py)" "FAIL (exit status $prc, bench_peer.txt)"
+        row "mamba_ssm timed" "[$(( $(date +%s) - t0 )) s]"
+    fi
     echo "== bench_e2e =="
     t0=$(date +%s)
     "$BUILD/bench/gpu/bench_e2e" --dir "$CKPT" --shapes "$SHAPES" $QB --rows "$LOGS/rows_ours.tsv" \
@@ -272,7 +322,7 @@ if [ $BENCH = 1 ]; then
     cat "$LOGS/bench_e2e.txt"
     [ $rc = 0 ] || row "bench_e2e" "FAIL (exit status $rc)"
     row "bench_e2e" "[$(( $(date +%s) - t0 )) s]"
-    python3 "$REPO/bench/gpu/bench_table.py" "$LOGS/rows_ours.tsv" "$LOGS/rows_hf.tsv" --notes \
+    python3 "$REPO/bench/gpu/bench_table.py" "$LOGS/rows_ours.tsv" "$LOGS/rows_peer.tsv" "$LOGS/rows_hf.tsv" --notes \
         >"$LOGS/bench_table.txt" 2>&1
     echo >>"$SUMMARY"
     echo "end to end, same checkpoints (notes: logs/bench_table.txt)" >>"$SUMMARY"

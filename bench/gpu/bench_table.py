@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Joins the rows of bench_e2e (--rows) and bench_hf.py (--rows) into one
-table: per shape and measurement, ours beside transformers on the same
-checkpoint, and the ratio where both are numbers.
+"""Joins the rows of bench_e2e (--rows), bench_mamba_ssm.py and
+bench_hf.py (--rows) into one table: per shape and measurement, ours beside
+mamba_ssm and transformers on the same checkpoint, and the ratios where both
+are numbers (ours / peer for throughput, peer / ours for times: > 1 means
+ours is faster).
 
   bench_table.py ROWS_FILE... [--notes]
 
-Rows are tab-separated: side (ours|hf), shape, key, label, value (empty
+Rows are tab-separated: side (ours|mamba_ssm|hf, or any other name, e.g.
+"before" for rows of an earlier build: each side is a column), shape, key, label, value (empty
 when there is no number), unit, note.  A cell without a number shows its
 note (n/a, skipped, out of memory).  --notes prints every note after the
 table (how each number was measured).
@@ -51,6 +54,17 @@ def cell(r, width):
     return f"{v:.4g}"
 
 
+def ratio(o, p):
+    """ours vs a peer: > 1 means ours is faster (tok/s: ours / peer; ms: peer / ours)."""
+    if not (o and p and o["value"] and p["value"] and float(o["value"]) and float(p["value"])):
+        return ""
+    if o["unit"] == "tok/s":
+        return f"{float(o['value']) / float(p['value']):.2f}x"
+    if o["unit"] == "ms":
+        return f"{float(p['value']) / float(o['value']):.2f}x"
+    return ""
+
+
 def main(argv):
     notes = "--notes" in argv
     files = [a for a in argv if a != "--notes"]
@@ -75,27 +89,34 @@ def main(argv):
     if not rows:
         print("(no benchmark rows)")
         return 0
-    W = 36
-    print(f"{'shape':<12} {'measurement':<46} {'ours':>{W}} {'transformers':>{W}}  ours vs HF")
+    W = 26
+    # every side but ours is a column: the peers first, then any other
+    # (e.g. "before": the same benchmark built from an earlier commit)
+    sides = []
+    for r in rows.values():
+        sides += [k for k in r if k != "ours" and k not in sides]
+    peers = [p for p in ("mamba_ssm", "hf") if p in sides] + [p for p in sides if p not in ("mamba_ssm", "hf")]
+    names = {"mamba_ssm": "mamba_ssm", "hf": "transformers"}
+    names.update({p: p for p in peers if p not in names})
+    print(f"{'shape':<12} {'measurement':<46} {'ours':>{W}}"
+          + "".join(f" {names[p]:>{W}}" for p in peers)
+          + "".join(f"  {'vs ' + names[p]:>16}" for p in peers))
     for shape in order:
         keys = sorted((k for (s, k) in rows if s == shape), key=lambda k: (key_rank(k), length_of(k)))
         for k in keys:
             r = rows[(shape, k)]
-            o, h = r.get("ours"), r.get("hf")
-            ratio = ""
-            if o and h and o["value"] and h["value"] and float(o["value"]) and float(h["value"]):
-                if o["unit"] == "tok/s":
-                    ratio = f"{float(o['value']) / float(h['value']):.1f}x"
-                elif o["unit"] == "ms":
-                    ratio = f"{float(h['value']) / float(o['value']):.1f}x faster"
-            print(f"{shape:<12} {labels[(shape, k)][:46]:<46} {cell(o, W):>{W}} {cell(h, W):>{W}}  {ratio}")
+            o = r.get("ours")
+            line = f"{shape:<12} {labels[(shape, k)][:46]:<46} {cell(o, W):>{W}}"
+            line += "".join(f" {cell(r.get(p), W):>{W}}" for p in peers)
+            line += "".join(f"  {ratio(o, r.get(p)):>16}" for p in peers)
+            print(line.rstrip())
     if notes:
         print("\nnotes:")
         for shape in order:
             for (s, k), r in rows.items():
                 if s != shape:
                     continue
-                for side in ("ours", "hf"):
+                for side in ["ours"] + peers:
                     if side in r and r[side]["note"]:
                         print(f"  {shape} {k} [{side}]: {r[side]['note']}")
     return 0
