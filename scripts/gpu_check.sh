@@ -149,7 +149,7 @@ fi
 # ---- build -----------------------------------------------------------------
 # only the benchmarks when no test runs (saves most of the build)
 TARGETS=""
-[ $TESTS = 0 ] && [ $SAN = 0 ] && TARGETS="bench/gpu/bench_e2e bench/gpu/bench_scan"
+[ $TESTS = 0 ] && [ $SAN = 0 ] && TARGETS="bench/gpu/bench_e2e bench/gpu/bench_scan lib/libongmamba-cuda.so"  # the module: bench_e2e loads it at run time
 echo "== build ($BLAS, tests=$TESTS_OPT${TARGETS:+, targets: $TARGETS}) =="
 # KEEP_BUILD=1: reuse an existing $BUILD (a second call on a warm machine)
 if [ "${KEEP_BUILD:-0}" = 1 ] && [ -f "$BUILD/build.ninja" ]; then

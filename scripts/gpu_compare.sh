@@ -33,6 +33,21 @@ for side in before after; do
         --no-bench >"$OUT/build-$side.log" 2>&1 || { tail -20 "$OUT/build-$side.log"; exit 1; }
     echo "built $side ($tree)"
 done
+# Preflight: each build's library must see the GPU (the CUDA module, for
+# this tree, is loaded at run time from beside the library).
+for side in before after; do
+    lib=$(ls /tmp/lm-cmp-$side/lib/lib*ongmamba.so | head -n 1)
+    python3 - "$lib" <<'PY' || exit 1
+import ctypes, sys
+lib = ctypes.CDLL(sys.argv[1])
+ok = lib.lm_backend_available(2)
+why = ctypes.create_string_buffer(512)
+if hasattr(lib, "lm_backend_status"):
+    lib.lm_backend_status(2, why, 512)
+print(f"{sys.argv[1]}: CUDA available {ok} {why.value.decode()}")
+sys.exit(0 if ok else 1)
+PY
+done
 PYTHONUNBUFFERED=1 python3 "$REPO/bench/gpu/bench_hf.py" --write "$CKPT" --shapes "$SHAPES" \
     >"$OUT/checkpoints.log" 2>&1 || { tail -20 "$OUT/checkpoints.log"; exit 1; }
 
