@@ -110,7 +110,7 @@ enum { UP_F32 = 0, UP_CONV = 1, UP_A2 = 2 };
 
 typedef struct upload {
     size_t off;
-    const float *src;
+    const lmi_weight *src;
     size_t n;
     int kind;
 } upload;
@@ -124,7 +124,7 @@ typedef struct planner {
 
 /* Reserves room for n elements (fp32, or the matrix dtype when conv) and
  * records where the host array goes.  Returns the offset. */
-size_t plan_add(planner *pl, const float *src, size_t n, int kind, lmc_dtype mt)
+size_t plan_add(planner *pl, const lmi_weight *src, size_t n, int kind, lmc_dtype mt)
 {
     const size_t off = pl->total;
     const size_t es = kind == UP_CONV ? lmc_dtype_size(mt) : 4;
@@ -143,51 +143,51 @@ void plan_model(const struct lm_model *m, lmc_model *M, planner *pl)
 #define PTR(off) (base ? (void *)(base + (off)) : nullptr)
     const size_t V = (size_t)d->vocab, D = (size_t)d->d_model, E = (size_t)d->d_inner;
     const size_t N = (size_t)d->d_state, R = (size_t)d->dt_rank, K = (size_t)d->d_conv;
-    size_t o = plan_add(pl, m->embed, V * D, mat, mt);
+    size_t o = plan_add(pl, &m->embed, V * D, mat, mt);
     if (M) M->embed = PTR(o);
-    if (m->lm_head && m->lm_head != m->embed) {
-        o = plan_add(pl, m->lm_head, V * D, mat, mt);
+    if (m->lm_head.data && m->lm_head.data != m->embed.data) {
+        o = plan_add(pl, &m->lm_head, V * D, mat, mt);
         if (M) M->lm_head = PTR(o);
     } else if (M) {
         M->lm_head = M->embed;
     }
-    o = plan_add(pl, m->norm_f, D, UP_F32, mt);
+    o = plan_add(pl, &m->norm_f, D, UP_F32, mt);
     if (M) M->norm_f = (const float *)PTR(o);
     for (int64_t l = 0; l < d->n_layer; l++) {
         const lmi_layer *L = &m->layers[l];
         lmc_layer *G = M ? &M->layers[l] : nullptr;
-        o = plan_add(pl, L->norm_w, D, UP_F32, mt);
+        o = plan_add(pl, &L->norm_w, D, UP_F32, mt);
         if (G) G->norm_w = (const float *)PTR(o);
-        o = plan_add(pl, L->in_w, 2 * E * D, mat, mt);
+        o = plan_add(pl, &L->in_w, 2 * E * D, mat, mt);
         if (G) G->in_w = PTR(o);
-        if (L->in_b) {
-            o = plan_add(pl, L->in_b, 2 * E, UP_F32, mt);
+        if (L->in_b.data) {
+            o = plan_add(pl, &L->in_b, 2 * E, UP_F32, mt);
             if (G) G->in_b = (const float *)PTR(o);
         }
-        o = plan_add(pl, L->conv_w, E * K, UP_F32, mt);
+        o = plan_add(pl, &L->conv_w, E * K, UP_F32, mt);
         if (G) G->conv_w = (const float *)PTR(o);
-        if (L->conv_b) {
-            o = plan_add(pl, L->conv_b, E, UP_F32, mt);
+        if (L->conv_b.data) {
+            o = plan_add(pl, &L->conv_b, E, UP_F32, mt);
             if (G) G->conv_b = (const float *)PTR(o);
         }
-        o = plan_add(pl, L->x_w, (R + 2 * N) * E, mat, mt);
+        o = plan_add(pl, &L->x_w, (R + 2 * N) * E, mat, mt);
         if (G) G->x_w = PTR(o);
-        o = plan_add(pl, L->dt_w, E * R, UP_F32, mt);
+        o = plan_add(pl, &L->dt_w, E * R, UP_F32, mt);
         if (G) G->dt_w = (const float *)PTR(o);
-        if (L->dt_b) {
-            o = plan_add(pl, L->dt_b, E, UP_F32, mt);
+        if (L->dt_b.data) {
+            o = plan_add(pl, &L->dt_b, E, UP_F32, mt);
             if (G) G->dt_b = (const float *)PTR(o);
         }
-        o = plan_add(pl, L->A, E * N, UP_A2, mt);
+        o = plan_add(pl, &L->A, E * N, UP_A2, mt);
         if (G) G->A2 = (const float *)PTR(o);
-        if (L->D) {
-            o = plan_add(pl, L->D, E, UP_F32, mt);
+        if (L->D.data) {
+            o = plan_add(pl, &L->D, E, UP_F32, mt);
             if (G) G->D = (const float *)PTR(o);
         }
-        o = plan_add(pl, L->out_w, D * E, mat, mt);
+        o = plan_add(pl, &L->out_w, D * E, mat, mt);
         if (G) G->out_w = PTR(o);
-        if (L->out_b) {
-            o = plan_add(pl, L->out_b, D, UP_F32, mt);
+        if (L->out_b.data) {
+            o = plan_add(pl, &L->out_b, D, UP_F32, mt);
             if (G) G->out_b = (const float *)PTR(o);
         }
     }
@@ -215,7 +215,7 @@ lm_status check_dims(const struct lm_model *m, lmi_err *e)
                         (long long)d->d_conv);
     if (d->d_model < 1 || d->d_inner < 1 || d->dt_rank < 1 || d->n_layer < 1 || d->vocab < 1)
         return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "cuda backend: bad model dimensions");
-    if (!m->embed || !m->norm_f || !m->layers)
+    if (!m->embed.data || !m->norm_f.data || !m->layers)
         return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "cuda backend: model has no weights");
     return LM_OK;
 }
@@ -270,20 +270,20 @@ lm_status model_init(struct lm_model *m, lmi_err *e)
         for (size_t i = 0; i < pl.n_ups && st == LM_OK; i++) {
             const upload *u = &pl.ups[i];
             char *dst = static_cast<char *>(M->blob) + u->off;
-            if (!u->src) {
+            if (!u->src->data) {
                 st = lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "cuda backend: missing weight tensor");
                 break;
             }
             if (u->kind == UP_F32) {
-                ce = cudaMemcpy(dst, u->src, u->n * sizeof(float), cudaMemcpyHostToDevice);
+                ce = lmc_upload_f32(dst, u->src, 0, u->n);
             } else if (u->kind == UP_A2) {
-                ce = cudaMemcpy(dst, u->src, u->n * sizeof(float), cudaMemcpyHostToDevice);
+                ce = lmc_upload_f32(dst, u->src, 0, u->n);
                 if (ce == cudaSuccess) ce = lmc_scale((float *)dst, u->n, LMC_LOG2E, 0);
             } else {
                 ce = cudaSuccess;
                 for (size_t off = 0; off < u->n && ce == cudaSuccess; off += stage_n) {
                     const size_t n = u->n - off < stage_n ? u->n - off : stage_n;
-                    ce = cudaMemcpy(stage, u->src + off, n * sizeof(float), cudaMemcpyHostToDevice);
+                    ce = lmc_upload_f32(stage, u->src, off, n);
                     if (ce == cudaSuccess) ce = lmc_convert(LMC_BF16, stage, dst + off * 2, n, 0);
                 }
             }

@@ -433,7 +433,7 @@ int64_t in_rows(const lmi_dims *d) { return 2 * d->d_inner + 2 * d->n_groups * d
 
 typedef struct upload {
     const void **dst;      /* where the device pointer goes */
-    const float *src;
+    const lmi_weight *src;
     size_t n;
     bool mat;              /* stored in the model's matrix dtype */
     size_t off;
@@ -454,11 +454,12 @@ lm_status check_dims(const struct lm_model *m, lmi_err *e)
     if (d->n_heads > 65535 || d->head_dim > 65535 * kTP || d->d_state > INT32_MAX / 2 ||
         in_rows(d) > INT32_MAX / 2 || d->vocab > INT32_MAX / 2)
         return lmi_fail(e, LM_ERR_UNSUPPORTED, "cuda backend: Mamba-2 dimensions too large");
-    if (!m->embed || !m->norm_f || !m->lm_head || !m->layers)
+    if (!m->embed.data || !m->norm_f.data || !m->lm_head.data || !m->layers)
         return lmi_fail(e, LM_ERR_MISSING, "cuda backend: model weights missing");
     for (int64_t l = 0; l < d->n_layer; l++) {
         const lmi_layer *L = &m->layers[l];
-        if (!L->norm_w || !L->in_w || !L->conv_w || !L->dt_b || !L->A || !L->D || !L->gnorm_w || !L->out_w)
+        if (!L->norm_w.data || !L->in_w.data || !L->conv_w.data || !L->dt_b.data || !L->A.data || !L->D.data ||
+            !L->gnorm_w.data || !L->out_w.data)
             return lmi_fail(e, LM_ERR_MISSING, "cuda backend: Mamba-2 layer %lld weights missing", (long long)l);
     }
     return LM_OK;
@@ -499,29 +500,29 @@ lm_status model_init(struct lm_model *m, lmi_err *e)
         const size_t ms = lmc_dtype_size(M->dt);
 #define ADD(dstp, srcp, count, is_mat)                                                         \
     do {                                                                                       \
-        if (srcp) {                                                                            \
+        if ((srcp)->data) {                                                                    \
             ups[nu] = upload{(const void **)(dstp), (srcp), (count), (is_mat), total};         \
             total += align_up((count) * ((is_mat) ? ms : 4));                                  \
             nu++;                                                                              \
         }                                                                                      \
     } while (0)
-        ADD(&M->embed, m->embed, V * D, true);
-        if (m->lm_head != m->embed) ADD(&M->lm_head, m->lm_head, V * D, true);
-        ADD(&M->norm_f, m->norm_f, D, false);
+        ADD(&M->embed, &m->embed, V * D, true);
+        if (m->lm_head.data != m->embed.data) ADD(&M->lm_head, &m->lm_head, V * D, true);
+        ADD(&M->norm_f, &m->norm_f, D, false);
         for (size_t l = 0; l < nl; l++) {
             const lmi_layer *L = &m->layers[l];
             m2_layer *G = &M->layers[l];
-            ADD(&G->norm_w, L->norm_w, D, false);
-            ADD(&G->in_w, L->in_w, ld * D, true);
-            ADD(&G->in_b, L->in_b, ld, false);
-            ADD(&G->conv_w, L->conv_w, CD * K, false);
-            ADD(&G->conv_b, L->conv_b, CD, false);
-            ADD(&G->dt_b, L->dt_b, H, false);
-            ADD(&G->A, L->A, H, false);
-            ADD(&G->D, L->D, H, false);
-            ADD(&G->gnorm_w, L->gnorm_w, E, false);
-            ADD(&G->out_w, L->out_w, D * E, true);
-            ADD(&G->out_b, L->out_b, D, false);
+            ADD(&G->norm_w, &L->norm_w, D, false);
+            ADD(&G->in_w, &L->in_w, ld * D, true);
+            ADD(&G->in_b, &L->in_b, ld, false);
+            ADD(&G->conv_w, &L->conv_w, CD * K, false);
+            ADD(&G->conv_b, &L->conv_b, CD, false);
+            ADD(&G->dt_b, &L->dt_b, H, false);
+            ADD(&G->A, &L->A, H, false);
+            ADD(&G->D, &L->D, H, false);
+            ADD(&G->gnorm_w, &L->gnorm_w, E, false);
+            ADD(&G->out_w, &L->out_w, D * E, true);
+            ADD(&G->out_b, &L->out_b, D, false);
         }
 #undef ADD
         ce = cudaMalloc(&M->blob, total);
@@ -534,7 +535,7 @@ lm_status model_init(struct lm_model *m, lmi_err *e)
             *ups[i].dst = static_cast<char *>(M->blob) + ups[i].off;
             if (ups[i].mat && M->dt == LMC_BF16 && ups[i].n > biggest) biggest = ups[i].n;
         }
-        if (m->lm_head == m->embed) M->lm_head = M->embed;
+        if (m->lm_head.data == m->embed.data) M->lm_head = M->embed;
         /* fp32 staging for the on-device bf16 conversion, at most 16 Mi floats */
         stage_n = biggest < (16u << 20) ? biggest : (16u << 20);
         if (stage_n) {
@@ -549,11 +550,11 @@ lm_status model_init(struct lm_model *m, lmi_err *e)
             const upload *up = &ups[i];
             char *dst = static_cast<char *>(M->blob) + up->off;
             if (!(up->mat && M->dt == LMC_BF16)) {
-                ce = cudaMemcpy(dst, up->src, up->n * sizeof(float), cudaMemcpyHostToDevice);
+                ce = lmc_upload_f32(dst, up->src, 0, up->n);
             } else {
                 for (size_t o = 0; o < up->n && ce == cudaSuccess; o += stage_n) {
                     const size_t n = up->n - o < stage_n ? up->n - o : stage_n;
-                    ce = cudaMemcpy(stage, up->src + o, n * sizeof(float), cudaMemcpyHostToDevice);
+                    ce = lmc_upload_f32(stage, up->src, o, n);
                     if (ce == cudaSuccess) ce = lmc_convert(LMC_BF16, stage, dst + o * 2, n, 0);
                     if (ce == cudaSuccess) ce = cudaStreamSynchronize(0);
                 }
