@@ -256,19 +256,9 @@ static lm_status deci_layer(cpu_session *cs, const lmi_dims *d, const lmi_forwar
                             int64_t *T, lmi_err *e)
 {
     const int64_t L = *T, E = d->d_inner, dm = d->d_model;
-    const int64_t R = f->deci_protect > 0 ? f->deci_protect : 0;
-    if (L <= R) return LM_OK;
-    const int64_t K = lmi_deci_keep_count(L, R, budget, f->deci_min_len);
-    if (K < 0 || K + R >= L) return LM_OK;
-    for (int64_t t = 0; t < L; t++) {
-        const float *r = cs->dt + t * E;
-        double ss = 0.0;
-        for (int64_t c = 0; c < E; c++) ss += (double)r[c] * (double)r[c];
-        cs->score[t] = (float)sqrt(ss);
-    }
-    lm_status st = lmi_deci_select(cs->score, L, R, K, cs->idx, cs->sel, e);
-    if (st != LM_OK) return st;
-    const int64_t n = K + R;
+    int64_t n = 0;
+    lm_status st = lmi_deci_plan(f, budget, cs->dt, L, E, cs->score, cs->idx, cs->sel, &n, e);
+    if (st != LM_OK || n == 0) return st;
     const int64_t nx = d->dt_rank + 2 * d->d_state;
     /* idx is ascending with idx[i] >= i, so an in-place forward gather
      * never reads a row it has already overwritten. */

@@ -193,19 +193,9 @@ static lm_status deci_layer(lmi_cpu_m2_scratch *sc, const lmi_dims *d, const lmi
 {
     const int64_t L = *T, H = d->n_heads, dm = d->d_model, E = d->d_inner;
     const int64_t CD = d->conv_dim, ld = in_rows(d);
-    const int64_t R = f->deci_protect > 0 ? f->deci_protect : 0;
-    if (L <= R) return LM_OK;
-    const int64_t K = lmi_deci_keep_count(L, R, budget, f->deci_min_len);
-    if (K < 0 || K + R >= L) return LM_OK;
-    for (int64_t t = 0; t < L; t++) {
-        const float *r = sc->dl + t * H;
-        double ss = 0.0;
-        for (int64_t h = 0; h < H; h++) ss += (double)r[h] * (double)r[h];
-        sc->score[t] = (float)sqrt(ss);
-    }
-    lm_status st = lmi_deci_select(sc->score, L, R, K, sc->idx, sc->sel, e);
-    if (st != LM_OK) return st;
-    const int64_t n = K + R;
+    int64_t n = 0;
+    lm_status st = lmi_deci_plan(f, budget, sc->dl, L, H, sc->score, sc->idx, sc->sel, &n, e);
+    if (st != LM_OK || n == 0) return st;
     /* idx ascending with idx[i] >= i: the in-place forward gather is safe */
     for (int64_t i = 0; i < n; i++) {
         const int64_t src = sc->idx[i];
