@@ -34,6 +34,7 @@
  * the bias) so the conv loop runs along channels (lmi_conv_prepare). */
 typedef struct cpu_model {
     float *conv_wT;
+    bool has16;        /* some matrix is F16 / BF16: sessions need the tile scratch */
 } cpu_model;
 
 /* Per session: the recurrent state and scratch for `cap` tokens. */
@@ -52,7 +53,8 @@ typedef struct cpu_session {
     int64_t *idx;      /* [cap] DeciMamba kept indices */
     int64_t *sel;      /* [cap] lmi_deci_select scratch */
     float *head;       /* [K-1][conv_dim] conv state transposed */
-    float *tile;       /* lmi_ops_tile_floats: 16-bit weight rows widened for a GEMM */
+    float *tile;       /* lmi_ops_tile_floats: 16-bit weight rows widened for a GEMM;
+                        * NULL when every matrix is F32 */
     lmi_cpu_m2_scratch *m2; /* Mamba-2 scratch (cpu/mamba2.c); the M1 scratch is unused */
 } cpu_session;
 
@@ -172,6 +174,12 @@ static lm_status cpu_model_init(lm_model *m, lmi_err *e)
         lmi_free(cm);
         return lmi_fail(e, LM_ERR_NO_MEMORY, "cpu: no memory for conv weights");
     }
+    cm->has16 = m->embed.type != LMI_W_F32 || m->lm_head.type != LMI_W_F32;
+    for (int64_t l = 0; l < d->n_layer; l++) {
+        const lmi_layer *L = &m->layers[l];
+        const lmi_weight *mats[5] = {&L->in_w, &L->x_w, &L->dt_w, &L->out_w, &L->in_b};
+        for (int k = 0; k < 5; k++) cm->has16 |= mats[k]->data && mats[k]->type != LMI_W_F32;
+    }
     for (int64_t l = 0; l < d->n_layer; l++)
         lmi_conv_prepare(&m->layers[l].conv_w, &m->layers[l].conv_b,
                          cm->conv_wT + (size_t)l * per, d->conv_dim, d->d_conv);
@@ -207,9 +215,10 @@ static lm_status cpu_session_init(lm_session *s, lmi_err *e)
     cs->conv = lmi_alloc(lmi_conv_state_floats(d), sizeof(float));
     cs->ssm = lmi_alloc(lmi_ssm_state_floats(d), sizeof(float));
     cs->head = lmi_alloc_raw((size_t)((d->d_conv - 1) * d->conv_dim) + 1, sizeof(float));
-    cs->tile = lmi_alloc_raw(lmi_ops_tile_floats(d), sizeof(float));
+    const cpu_model *cm = m->bk;
+    if (cm->has16) cs->tile = lmi_alloc_raw(lmi_ops_tile_floats(d), sizeof(float));
     lm_status st = LM_OK;
-    if (!cs->conv || !cs->ssm || !cs->head || !cs->tile)
+    if (!cs->conv || !cs->ssm || !cs->head || (cm->has16 && !cs->tile))
         st = lmi_fail(e, LM_ERR_NO_MEMORY, "cpu: no memory for the session state");
     else if (d->arch == LM_ARCH_MAMBA2)
         st = lmi_cpu_m2_reserve(&cs->m2, d, s->chunk_size > 0 ? s->chunk_size : 1, e);
