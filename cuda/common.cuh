@@ -55,6 +55,25 @@ typedef enum lmc_dtype { LMC_F32 = 0, LMC_BF16 = 1 } lmc_dtype;
 
 static inline size_t lmc_dtype_size(lmc_dtype t) { return t == LMC_BF16 ? 2 : 4; }
 
+/* Host weight elements [first, first + n) -> device fp32 at dst: F32 straight
+ * from host memory, 16-bit widened on the host by lmi_weight_convert. */
+static inline cudaError_t lmc_upload_f32(void *dst, const lmi_weight *w, size_t first, size_t n)
+{
+    if (w->type == LMI_W_F32)
+        return cudaMemcpy(dst, (const float *)w->data + first, n * sizeof(float), cudaMemcpyHostToDevice);
+    const size_t cap = (size_t)1 << 20;
+    float *buf = (float *)lmi_alloc_raw(n < cap ? n : cap, sizeof(float));
+    if (!buf) return cudaErrorMemoryAllocation;
+    cudaError_t ce = cudaSuccess;
+    for (size_t o = 0; o < n && ce == cudaSuccess; o += cap) {
+        const size_t m = n - o < cap ? n - o : cap;
+        lmi_weight_convert(w, (int64_t)(first + o), (int64_t)m, LM_DTYPE_F32, buf);
+        ce = cudaMemcpy((char *)dst + o * sizeof(float), buf, m * sizeof(float), cudaMemcpyHostToDevice);
+    }
+    lmi_free(buf);
+    return ce;
+}
+
 __device__ __forceinline__ float lmc_to_f32(float v) { return v; }
 __device__ __forceinline__ float lmc_to_f32(lmc_bf16 v) { return __bfloat162float(v); }
 template <typename T> __device__ __forceinline__ T lmc_from_f32(float v);

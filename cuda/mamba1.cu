@@ -36,7 +36,7 @@ lm_status check(const struct lm_model *m, lmi_err *e)
                         (long long)d->d_conv);
     if (d->d_model < 1 || d->d_inner < 1 || d->dt_rank < 1 || d->n_layer < 1 || d->vocab < 1)
         return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "cuda backend: bad model dimensions");
-    if (!m->embed || !m->norm_f || !m->layers)
+    if (!m->embed.data || !m->norm_f.data || !m->layers)
         return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "cuda backend: model has no weights");
     return LM_OK;
 }

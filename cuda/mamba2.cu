@@ -45,11 +45,12 @@ lm_status check(const struct lm_model *m, lmi_err *e)
     if (d->n_heads > 65535 || d->head_dim > 65535 * LMC_SSD_CHUNK || d->d_state > INT32_MAX / 2 ||
         in_rows(d) > INT32_MAX / 2 || d->vocab > INT32_MAX / 2)
         return lmi_fail(e, LM_ERR_UNSUPPORTED, "cuda backend: Mamba-2 dimensions too large");
-    if (!m->embed || !m->norm_f || !m->lm_head || !m->layers)
+    if (!m->embed.data || !m->norm_f.data || !m->lm_head.data || !m->layers)
         return lmi_fail(e, LM_ERR_MISSING, "cuda backend: model weights missing");
     for (int64_t l = 0; l < d->n_layer; l++) {
         const lmi_layer *L = &m->layers[l];
-        if (!L->norm_w || !L->in_w || !L->conv_w || !L->dt_b || !L->A || !L->D || !L->gnorm_w || !L->out_w)
+        if (!L->norm_w.data || !L->in_w.data || !L->conv_w.data || !L->dt_b.data || !L->A.data || !L->D.data ||
+            !L->gnorm_w.data || !L->out_w.data)
             return lmi_fail(e, LM_ERR_MISSING, "cuda backend: Mamba-2 layer %lld weights missing", (long long)l);
     }
     return LM_OK;

@@ -113,7 +113,7 @@ enum { W_F32 = 0, W_MAT = 1, W_A2 = 2 }; /* fp32 copy, the matrix dtype, fp32 A 
  * its elements, how to store it, whether the model needs it. */
 typedef struct wrow {
     const void **dst;
-    const float *src;
+    const lmi_weight *src; /* in its stored type; src->data NULL: absent */
     size_t n;
     int kind;
     bool required;
@@ -134,27 +134,27 @@ size_t weight_table(const struct lm_model *m, lmc_model *M, wrow *t)
     const size_t in_rows = m2 ? 2 * E + 2 * (size_t)d->n_groups * N + H : 2 * E;
     size_t n = 0;
 #define ROW(dstp, srcp, count, kd, req) (t[n++] = wrow{(const void **)(dstp), (srcp), (count), (kd), (req), 0})
-    ROW(&M->embed, m->embed, V * D, W_MAT, true);
-    if (m->lm_head && m->lm_head != m->embed) ROW(&M->lm_head, m->lm_head, V * D, W_MAT, true);
-    ROW(&M->norm_f, m->norm_f, D, W_F32, true);
+    ROW(&M->embed, &m->embed, V * D, W_MAT, true);
+    if (m->lm_head.data && m->lm_head.data != m->embed.data) ROW(&M->lm_head, &m->lm_head, V * D, W_MAT, true);
+    ROW(&M->norm_f, &m->norm_f, D, W_F32, true);
     for (int64_t l = 0; l < d->n_layer; l++) {
         const lmi_layer *L = &m->layers[l];
         lmc_layer *G = &M->layers[l];
-        ROW(&G->norm_w, L->norm_w, D, W_F32, true);
-        ROW(&G->in_w, L->in_w, in_rows * D, W_MAT, true);
-        ROW(&G->in_b, L->in_b, in_rows, W_F32, false);
-        ROW(&G->conv_w, L->conv_w, CD * K, W_F32, true);
-        ROW(&G->conv_b, L->conv_b, CD, W_F32, false);
+        ROW(&G->norm_w, &L->norm_w, D, W_F32, true);
+        ROW(&G->in_w, &L->in_w, in_rows * D, W_MAT, true);
+        ROW(&G->in_b, &L->in_b, in_rows, W_F32, false);
+        ROW(&G->conv_w, &L->conv_w, CD * K, W_F32, true);
+        ROW(&G->conv_b, &L->conv_b, CD, W_F32, false);
         if (!m2) {
-            ROW(&G->x_w, L->x_w, (R + 2 * N) * E, W_MAT, true);
-            ROW(&G->dt_w, L->dt_w, E * R, W_F32, true);
+            ROW(&G->x_w, &L->x_w, (R + 2 * N) * E, W_MAT, true);
+            ROW(&G->dt_w, &L->dt_w, E * R, W_F32, true);
         }
-        ROW(&G->dt_b, L->dt_b, m2 ? H : E, W_F32, m2);
-        ROW(&G->A, L->A, m2 ? H : E * N, m2 ? W_F32 : W_A2, true);
-        ROW(&G->D, L->D, m2 ? H : E, W_F32, m2);
-        if (m2) ROW(&G->gnorm_w, L->gnorm_w, E, W_F32, true);
-        ROW(&G->out_w, L->out_w, D * E, W_MAT, true);
-        ROW(&G->out_b, L->out_b, D, W_F32, false);
+        ROW(&G->dt_b, &L->dt_b, m2 ? H : E, W_F32, m2);
+        ROW(&G->A, &L->A, m2 ? H : E * N, m2 ? W_F32 : W_A2, true);
+        ROW(&G->D, &L->D, m2 ? H : E, W_F32, m2);
+        if (m2) ROW(&G->gnorm_w, &L->gnorm_w, E, W_F32, true);
+        ROW(&G->out_w, &L->out_w, D * E, W_MAT, true);
+        ROW(&G->out_b, &L->out_b, D, W_F32, false);
     }
 #undef ROW
     return n;
@@ -168,13 +168,14 @@ void model_release(lmc_model *M)
     lmi_free(M);
 }
 
-/* Copies the table's rows into M->blob (matrices converted to bf16 on the
- * device through an fp32 staging buffer of at most 16 Mi floats). */
+/* Copies the table's rows into M->blob: fp32 rows widened from the stored
+ * type on the host (lmc_upload_f32), bf16 matrices converted on the device
+ * through an fp32 staging buffer of at most 16 Mi floats. */
 lm_status upload(lmc_model *M, wrow *t, size_t n, lmi_err *e)
 {
     size_t total = 0, biggest = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!t[i].src) {
+        if (!t[i].src->data) {
             if (t[i].required) return lmi_fail(e, LM_ERR_MISSING, "cuda backend: missing weight tensor");
             continue;
         }
@@ -195,19 +196,19 @@ lm_status upload(lmc_model *M, wrow *t, size_t n, lmi_err *e)
         return lmc_cuda_fail(e, ce, "uploading weights (staging buffer)");
     for (size_t i = 0; i < n && ce == cudaSuccess; i++) {
         const wrow *r = &t[i];
-        if (!r->src) continue;
+        if (!r->src->data) continue;
         char *dst = static_cast<char *>(M->blob) + r->off;
         *r->dst = dst;
         if (r->kind == W_MAT && M->dt == LMC_BF16) {
             for (size_t o = 0; o < r->n && ce == cudaSuccess; o += stage_n) {
                 const size_t k = r->n - o < stage_n ? r->n - o : stage_n;
-                ce = cudaMemcpy(stage, r->src + o, k * sizeof(float), cudaMemcpyHostToDevice);
+                ce = lmc_upload_f32(stage, r->src, o, k);
                 if (ce == cudaSuccess) ce = lmc_convert(LMC_BF16, stage, dst + o * 2, k, 0);
                 if (ce == cudaSuccess) ce = cudaStreamSynchronize(0);
             }
             continue;
         }
-        ce = cudaMemcpy(dst, r->src, r->n * sizeof(float), cudaMemcpyHostToDevice);
+        ce = lmc_upload_f32(dst, r->src, 0, r->n);
         if (ce == cudaSuccess && r->kind == W_A2) ce = lmc_scale((float *)dst, r->n, LMC_LOG2E, 0);
         if (ce == cudaSuccess) ce = cudaStreamSynchronize(0);
     }

@@ -68,23 +68,140 @@ typedef struct lmi_dims {
     int64_t ssd_chunk;   /* Mamba-2 chunk_size from config */
 } lmi_dims;
 
-/* Layer weights, all fp32 host memory (pointing into the mapped file when
- * stored as aligned F32, else converted copies owned by the model).
- * Linear weights are [out][in], row major. */
+/* ---- weights ----------------------------------------------------------- */
+
+/* Storage type of a weight tensor in host memory.  Room is left for an
+ * 8-bit block format (a row is then a whole number of blocks: use
+ * lmi_weight_row_bytes, not cols * element size). */
+typedef enum lmi_wtype {
+    LMI_W_F32 = 0,
+    LMI_W_F16 = 1,
+    LMI_W_BF16 = 2,
+} lmi_wtype;
+
+/* One weight tensor as the model holds it: in its stored type, pointing
+ * into the read-only mapping of the checkpoint when the data is aligned
+ * for that type, else one copy (same type) owned by the model.  Matrices
+ * are [rows = out][cols = in], row major; vectors have rows = 1; conv1d
+ * weights are [conv_dim][K].  data == NULL: absent (e.g. no bias). */
+typedef struct lmi_weight {
+    const void *data;
+    lmi_wtype type;
+    int64_t rows, cols;
+} lmi_weight;
+
+static inline size_t lmi_wtype_size(lmi_wtype t)
+{
+    return t == LMI_W_F32 ? 4 : 2;
+}
+
+static inline int64_t lmi_weight_numel(const lmi_weight *w)
+{
+    return w->rows * w->cols;
+}
+
+static inline size_t lmi_weight_row_bytes(const lmi_weight *w)
+{
+    return (size_t)w->cols * lmi_wtype_size(w->type);
+}
+
+/* An fp32 weight over caller memory. */
+static inline lmi_weight lmi_weight_of_f32(const float *p, int64_t rows, int64_t cols)
+{
+    lmi_weight w = {p, LMI_W_F32, rows, cols};
+    return w;
+}
+
+/* The fp32 array of a weight stored as F32 (A, D, dt_b always are: the
+ * loader keeps those small arrays as fp32 copies); NULL otherwise. */
+static inline const float *lmi_weight_f32(const lmi_weight *w)
+{
+    return w->type == LMI_W_F32 ? (const float *)w->data : NULL;
+}
+
+/* IEEE binary16 / bfloat16 -> binary32, exact for every input
+ * (subnormals, inf, NaN with its payload). */
+static inline float lmi_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t ex = (h >> 10) & 0x1Fu;
+    uint32_t mant = h & 0x3FFu;
+    uint32_t bits;
+    if (ex == 0) {
+        if (mant == 0) {
+            bits = sign;
+        } else {
+            /* value = mant * 2^-24: normalise so the implicit bit is set. */
+            uint32_t fe = 113;
+            while (!(mant & 0x400u)) {
+                mant <<= 1;
+                fe--;
+            }
+            bits = sign | (fe << 23) | ((mant & 0x3FFu) << 13);
+        }
+    } else if (ex == 31) {
+        bits = sign | 0x7F800000u | (mant << 13);
+    } else {
+        bits = sign | ((ex + 112) << 23) | (mant << 13);
+    }
+    float f;
+    __builtin_memcpy(&f, &bits, 4);
+    return f;
+}
+
+static inline float lmi_bf16_to_f32(uint16_t h)
+{
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    __builtin_memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* Element i (flat index) of any weight, widened to fp32 exactly.  For
+ * reference code and tests; kernels convert whole rows. */
+static inline float lmi_weight_at(const lmi_weight *w, int64_t i)
+{
+    uint16_t h;
+    switch (w->type) {
+    case LMI_W_F16:
+        __builtin_memcpy(&h, (const uint16_t *)w->data + i, 2);
+        return lmi_f16_to_f32(h);
+    case LMI_W_BF16:
+        __builtin_memcpy(&h, (const uint16_t *)w->data + i, 2);
+        return lmi_bf16_to_f32(h);
+    default:
+        return ((const float *)w->data)[i];
+    }
+}
+
+/* Elements [first, first + n) of w (flat, row major) into dst as `to`
+ * (LM_DTYPE_F32: exact widening; LM_DTYPE_BF16: round to nearest even,
+ * a copy when stored as BF16).  dst needs no alignment.  The one way
+ * other code (the CUDA upload) reads host weights. */
+void lmi_weight_convert(const lmi_weight *w, int64_t first, int64_t n, lm_dtype to, void *dst);
+
+/* n binary16 / bfloat16 values -> fp32 (F16C where the CPU has it). */
+void lmi_f16_row_to_f32(const uint16_t *src, float *dst, int64_t n);
+void lmi_bf16_row_to_f32(const uint16_t *src, float *dst, int64_t n);
+
+/* Layer weights in their stored type (lmi_weight).  A is derived
+ * (-exp(A_log)) and, like D and dt_b, always an fp32 array (F32 in
+ * place, else an fp32 copy the model owns): the scans read them as
+ * fp32 and they are small. */
 typedef struct lmi_layer {
-    const float *norm_w;   /* [d] */
-    const float *in_w;     /* M1 [2E][d]; M2 [2E+2GN+H][d] */
-    const float *in_b;     /* or NULL */
-    const float *conv_w;   /* [conv_dim][K] */
-    const float *conv_b;   /* [conv_dim] or NULL */
-    const float *x_w;      /* M1 [R+2N][E] */
-    const float *dt_w;     /* M1 [E][R] */
-    const float *dt_b;     /* M1 [E]; M2 dt_bias [H] */
-    const float *A;        /* -exp(A_log) in fp32: M1 [E][N]; M2 [H] */
-    const float *D;        /* M1 [E]; M2 [H] */
-    const float *gnorm_w;  /* M2 gated RMSNorm weight [E] */
-    const float *out_w;    /* [d][E] */
-    const float *out_b;    /* or NULL */
+    lmi_weight norm_w;   /* [d] */
+    lmi_weight in_w;     /* M1 [2E][d]; M2 [2E+2GN+H][d] */
+    lmi_weight in_b;     /* or absent */
+    lmi_weight conv_w;   /* [conv_dim][K] */
+    lmi_weight conv_b;   /* [conv_dim] or absent */
+    lmi_weight x_w;      /* M1 [R+2N][E] */
+    lmi_weight dt_w;     /* M1 [E][R] */
+    lmi_weight dt_b;     /* fp32: M1 [E]; M2 dt_bias [H] */
+    lmi_weight A;        /* fp32 -exp(A_log): M1 [E][N]; M2 [H] */
+    lmi_weight D;        /* fp32: M1 [E]; M2 [H] */
+    lmi_weight gnorm_w;  /* M2 gated RMSNorm weight [E] */
+    lmi_weight out_w;    /* [d][E] */
+    lmi_weight out_b;    /* or absent */
 } lmi_layer;
 
 typedef struct lmi_backend_vt lmi_backend_vt;
@@ -99,9 +216,9 @@ struct lm_model {
     lm_dtype dtype;          /* storage dtype (of the largest tensors) */
     int64_t n_params;
     uint64_t fingerprint;
-    const float *embed;      /* [V][d] */
-    const float *norm_f;     /* [d] */
-    const float *lm_head;    /* [V][d]; == embed when tied */
+    lmi_weight embed;        /* [V][d] */
+    lmi_weight norm_f;       /* [d] */
+    lmi_weight lm_head;      /* [V][d]; the embedding (same data) when tied */
     lmi_layer *layers;       /* [n_layer] */
 
     lmi_mapping *maps;       /* mmapped safetensors files */
@@ -207,7 +324,7 @@ extern const lmi_backend_vt lmi_cpu_backend;
  * directly, so LMI_CUDA_MODULE_VERSION must be bumped whenever this table,
  * the vtable or those structs change; the loader also compares their
  * sizes as a cheap guard against a module from another build. */
-#define LMI_CUDA_MODULE_VERSION 1u
+#define LMI_CUDA_MODULE_VERSION 2u
 #define LMI_CUDA_MODULE_ENTRY "lmi_cuda_module_v1"
 #define LMI_CUDA_MODULE_FILE "libongmamba-cuda.so"
 #define LMI_CUDA_MODULE_ENV "LONGMAMBA_CUDA_MODULE"

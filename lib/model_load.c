@@ -4,10 +4,13 @@
  * Steps: read config.json (Hugging Face or mamba_ssm field names, Mamba-1
  * or Mamba-2), open model.safetensors or every shard named by
  * model.safetensors.index.json, then fetch each tensor the architecture
- * needs, checking its shape against the configuration.  Weights become fp32
- * host arrays: F32 tensors whose data is 4-byte aligned are used straight
- * from the read-only mapping (zero copy), others are converted into buffers
- * the model owns.  Then the backend is chosen and its model_init runs.
+ * needs, checking its shape against the configuration.  Weights keep their
+ * stored type (lmi_weight: F32, F16 or BF16): a tensor whose data is
+ * aligned for its type is used straight from the read-only mapping (zero
+ * copy), an unaligned one is copied once, in the same type, into a buffer
+ * the model owns.  Only A (derived: -exp(A_log)), D and dt_bias are
+ * always fp32 (small arrays the scans read as fp32).  Then the backend is
+ * chosen and its model_init runs.
  *
  * Every error path ends in lm_model_free on the partly built model, which
  * therefore accepts any state a failed load can leave behind.
@@ -598,15 +601,21 @@ static uint64_t fnv_tensor(uint64_t h, const lmi_st_tensor *t)
     return fnv_bytes(h, t->data, t->nbytes);
 }
 
-enum { TAKE_REQUIRED = 1, TAKE_COPY = 2 };
+enum { TAKE_REQUIRED = 1, TAKE_COPY = 2, TAKE_F32 = 4 };
 
-/* Fetches tensor `name` as fp32 with the given shape.  Absent and not
- * required: *out = NULL.  TAKE_COPY: always an owned, writable copy. */
+static lmi_wtype wtype_of(lmi_st_dtype dt)
+{
+    return dt == LMI_ST_F16 ? LMI_W_F16 : dt == LMI_ST_BF16 ? LMI_W_BF16 : LMI_W_F32;
+}
+
+/* Fetches tensor `name` with the given shape, in its stored type.  Absent
+ * and not required: out->data = NULL.  TAKE_F32: fp32 whatever the stored
+ * type (converted copies for 16-bit); TAKE_COPY: an owned, writable copy. */
 static lm_status take(loader *ld, const char *name, int ndim, const int64_t *shape, int flags,
-                      float **out, const lmi_st_tensor **raw)
+                      lmi_weight *out, const lmi_st_tensor **raw)
 {
     lmi_err *e = ld->e;
-    *out = NULL;
+    memset(out, 0, sizeof *out);
     if (raw)
         *raw = NULL;
     size_t fi = 0;
@@ -629,23 +638,30 @@ static lm_status take(loader *ld, const char *name, int ndim, const int64_t *sha
                         shape_str(got, sizeof got, t->ndim, t->shape),
                         shape_str(want, sizeof want, ndim, shape));
     }
-    size_t nel = t->nbytes / lmi_st_dtype_size(t->dtype);
-    if (t->dtype == LMI_ST_F32 && ((uintptr_t)t->data % sizeof(float)) == 0 &&
-        !(flags & TAKE_COPY)) {
+    const size_t es = lmi_st_dtype_size(t->dtype);
+    const size_t nel = t->nbytes / es;
+    const lmi_wtype type = (flags & TAKE_F32) ? LMI_W_F32 : wtype_of(t->dtype);
+    out->type = type;
+    out->rows = ndim >= 2 ? shape[0] : 1;
+    out->cols = out->rows > 0 ? (int64_t)nel / out->rows : 0;
+    if (wtype_of(t->dtype) == type && ((uintptr_t)t->data % es) == 0 && !(flags & TAKE_COPY)) {
         /* Zero copy: the mapping is read-only, the model never writes weights. */
-        *out = (float *)(uintptr_t)t->data;
+        out->data = t->data;
         ld->in_place[fi] = true;
     } else {
-        float *buf = lmi_alloc_raw(nel, sizeof(float));
+        void *buf = lmi_alloc_raw(nel, lmi_wtype_size(type));
         if (!buf)
             return lmi_fail(e, LM_ERR_NO_MEMORY, "out of memory converting tensor %s", name);
         lm_status st = own(ld->m, buf, e);
         if (st != LM_OK)
             return st;
-        st = lmi_st_to_f32(t, buf, e);
+        if (type == LMI_W_F32)
+            st = lmi_st_to_f32(t, buf, e);
+        else if (nel)
+            memcpy(buf, t->data, t->nbytes); /* unaligned 16-bit: one copy, same type */
         if (st != LM_OK)
             return st;
-        *out = buf;
+        out->data = buf;
     }
     ld->m->n_params += (int64_t)nel;
     if (raw)
@@ -707,37 +723,31 @@ static lm_status load_layer(loader *ld, const cfg *c, int64_t i)
     long long li = (long long)i;
     const int64_t E = d->d_inner, D = d->d_model, N = d->d_state, K = d->d_conv, H = d->n_heads;
     const int req = TAKE_REQUIRED;
-    float *p;
     const lmi_st_tensor *rA = NULL, *rD = NULL, *rdt = NULL;
     int64_t in_rows = d->arch == LM_ARCH_MAMBA1 ? 2 * E : 2 * E + 2 * d->n_groups * N + H;
 
     int64_t s_d[1] = {D};
-    if ((st = take(ld, TN(n, "backbone.layers.%lld.norm.weight", li), 1, s_d, req, &p, NULL)))
+    if ((st = take(ld, TN(n, "backbone.layers.%lld.norm.weight", li), 1, s_d, req, &L->norm_w, NULL)))
         return st;
-    L->norm_w = p;
     int64_t s_in[2] = {in_rows, D}, s_inb[1] = {in_rows};
-    if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.in_proj.weight", li), 2, s_in, req, &p,
+    if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.in_proj.weight", li), 2, s_in, req, &L->in_w,
                    NULL)))
         return st;
-    L->in_w = p;
     TN(n, "backbone.layers.%lld.mixer.in_proj.bias", li);
     if (c->use_bias) {
-        if ((st = take(ld, n, 1, s_inb, req, &p, NULL)))
+        if ((st = take(ld, n, 1, s_inb, req, &L->in_b, NULL)))
             return st;
-        L->in_b = p;
     } else if ((st = reject_extra(ld, n, "use_bias"))) {
         return st;
     }
     int64_t s_conv[3] = {d->conv_dim, 1, K}, s_convb[1] = {d->conv_dim};
-    if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.conv1d.weight", li), 3, s_conv, req, &p,
+    if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.conv1d.weight", li), 3, s_conv, req, &L->conv_w,
                    NULL)))
         return st;
-    L->conv_w = p;
     TN(n, "backbone.layers.%lld.mixer.conv1d.bias", li);
     if (c->use_conv_bias) {
-        if ((st = take(ld, n, 1, s_convb, req, &p, NULL)))
+        if ((st = take(ld, n, 1, s_convb, req, &L->conv_b, NULL)))
             return st;
-        L->conv_b = p;
     } else if ((st = reject_extra(ld, n, "use_conv_bias"))) {
         return st;
     }
@@ -745,61 +755,53 @@ static lm_status load_layer(loader *ld, const cfg *c, int64_t i)
     if (d->arch == LM_ARCH_MAMBA1) {
         const int64_t R = d->dt_rank;
         int64_t s_x[2] = {R + 2 * N, E}, s_dt[2] = {E, R}, s_e[1] = {E}, s_a[2] = {E, N};
-        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.x_proj.weight", li), 2, s_x, req, &p,
+        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.x_proj.weight", li), 2, s_x, req, &L->x_w,
                        NULL)))
             return st;
-        L->x_w = p;
-        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.dt_proj.weight", li), 2, s_dt, req, &p,
+        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.dt_proj.weight", li), 2, s_dt, req, &L->dt_w,
                        NULL)))
             return st;
-        L->dt_w = p;
-        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.dt_proj.bias", li), 1, s_e, req, &p,
+        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.dt_proj.bias", li), 1, s_e, req | TAKE_F32, &L->dt_b,
                        &rdt)))
             return st;
-        L->dt_b = p;
-        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.A_log", li), 2, s_a, req | TAKE_COPY,
-                       &p, &rA)))
+        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.A_log", li), 2, s_a,
+                       req | TAKE_COPY | TAKE_F32, &L->A, &rA)))
             return st;
-        if ((st = make_A(p, (size_t)(E * N), n, ld->e)))
+        if ((st = make_A((float *)(uintptr_t)L->A.data, (size_t)(E * N), n, ld->e)))
             return st;
-        L->A = p;
-        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.D", li), 1, s_e, req, &p, &rD)))
+        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.D", li), 1, s_e, req | TAKE_F32, &L->D,
+                       &rD)))
             return st;
-        if ((st = check_finite(p, (size_t)E, n, ld->e)))
+        if ((st = check_finite(lmi_weight_f32(&L->D), (size_t)E, n, ld->e)))
             return st;
-        L->D = p;
     } else {
         int64_t s_h[1] = {H}, s_e[1] = {E};
-        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.dt_bias", li), 1, s_h, req, &p, &rdt)))
+        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.dt_bias", li), 1, s_h, req | TAKE_F32, &L->dt_b,
+                       &rdt)))
             return st;
-        L->dt_b = p;
-        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.A_log", li), 1, s_h, req | TAKE_COPY,
-                       &p, &rA)))
+        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.A_log", li), 1, s_h,
+                       req | TAKE_COPY | TAKE_F32, &L->A, &rA)))
             return st;
-        if ((st = make_A(p, (size_t)H, n, ld->e)))
+        if ((st = make_A((float *)(uintptr_t)L->A.data, (size_t)H, n, ld->e)))
             return st;
-        L->A = p;
-        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.D", li), 1, s_h, req, &p, &rD)))
+        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.D", li), 1, s_h, req | TAKE_F32, &L->D,
+                       &rD)))
             return st;
-        if ((st = check_finite(p, (size_t)H, n, ld->e)))
+        if ((st = check_finite(lmi_weight_f32(&L->D), (size_t)H, n, ld->e)))
             return st;
-        L->D = p;
-        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.norm.weight", li), 1, s_e, req, &p,
+        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.norm.weight", li), 1, s_e, req, &L->gnorm_w,
                        NULL)))
             return st;
-        L->gnorm_w = p;
     }
 
     int64_t s_out[2] = {D, E};
-    if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.out_proj.weight", li), 2, s_out, req, &p,
+    if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.out_proj.weight", li), 2, s_out, req, &L->out_w,
                    NULL)))
         return st;
-    L->out_w = p;
     TN(n, "backbone.layers.%lld.mixer.out_proj.bias", li);
     if (c->use_bias) {
-        if ((st = take(ld, n, 1, s_d, req, &p, NULL)))
+        if ((st = take(ld, n, 1, s_d, req, &L->out_b, NULL)))
             return st;
-        L->out_b = p;
     } else if ((st = reject_extra(ld, n, "use_bias"))) {
         return st;
     }
@@ -985,23 +987,18 @@ static lm_status load_weights(loader *ld, const cfg *c_in, const char *dir)
     for (size_t k = 0; k < sizeof dims_hashed / sizeof dims_hashed[0]; k++)
         ld->fnv = fnv_i64(ld->fnv, dims_hashed[k]);
 
-    float *p;
     int64_t s_vd[2] = {d->vocab, d->d_model}, s_d[1] = {d->d_model};
-    if ((st = take(ld, emb_name, 2, s_vd, TAKE_REQUIRED, &p, NULL)))
+    if ((st = take(ld, emb_name, 2, s_vd, TAKE_REQUIRED, &m->embed, NULL)))
         return st;
-    m->embed = p;
     const lmi_st_tensor *rnorm = NULL;
-    if ((st = take(ld, "backbone.norm_f.weight", 1, s_d, TAKE_REQUIRED, &p, &rnorm)))
+    if ((st = take(ld, "backbone.norm_f.weight", 1, s_d, TAKE_REQUIRED, &m->norm_f, &rnorm)))
         return st;
-    m->norm_f = p;
     /* transformers: tie_word_embeddings means lm_head *is* the embedding,
      * whatever a stored lm_head.weight holds; an absent head is tied too. */
     if (!d->tied) {
-        if ((st = take(ld, "lm_head.weight", 2, s_vd, 0, &p, NULL)))
+        if ((st = take(ld, "lm_head.weight", 2, s_vd, 0, &m->lm_head, NULL)))
             return st;
-        if (p)
-            m->lm_head = p;
-        else
+        if (!m->lm_head.data)
             d->tied = true;
     }
     if (d->tied)

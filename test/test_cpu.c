@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu/ops.h"
 #include "cpu/vmath.h"
 #include "internal.h"
 #include "testmodel.h"
@@ -590,6 +591,120 @@ START_TEST(mamba2_inconsistent_dims_rejected)
 }
 END_TEST
 
+/* ---- weights in their stored type ------------------------------------ */
+
+/* Every binary16 / bfloat16 value widens exactly, on the F16C path (when
+ * the CPU has it) as in the scalar reference. */
+START_TEST(weight_rows_widen_exactly)
+{
+    uint16_t *h = malloc(65536 * sizeof *h);
+    float *f = malloc(65536 * sizeof *f);
+    ck_assert(h && f);
+    for (uint32_t k = 0; k < 65536; k++) h[k] = (uint16_t)k;
+    lmi_f16_row_to_f32(h, f, 65536);
+    for (uint32_t k = 0; k < 65536; k++) {
+        const float want = lmi_f16_to_f32(h[k]);
+        if (isnan(want))
+            ck_assert_msg(isnan(f[k]), "f16 %04x", k);
+        else
+            ck_assert_msg(memcmp(&f[k], &want, 4) == 0, "f16 %04x: %a vs %a", k, f[k], want);
+    }
+    ck_assert(lmi_f16_to_f32(0x3C00) == 1.0f && lmi_f16_to_f32(0x0001) == 0x1p-24f &&
+              lmi_f16_to_f32(0xFBFF) == -65504.0f);
+    lmi_bf16_row_to_f32(h, f, 65536);
+    for (uint32_t k = 0; k < 65536; k++) {
+        uint32_t bits;
+        memcpy(&bits, &f[k], 4);
+        ck_assert_uint_eq(bits, k << 16);
+    }
+    /* the converter: flat ranges, to fp32 and to bf16 (round to nearest even) */
+    const float src[5] = {1.0f, 1.00390625f /* 1 + 2^-8: tie, to even */, 1.01171875f, -2.5f, 0x1p-130f};
+    lmi_weight w = lmi_weight_of_f32(src, 1, 5);
+    uint16_t b[5];
+    lmi_weight_convert(&w, 0, 5, LM_DTYPE_BF16, b);
+    ck_assert_uint_eq(b[0], 0x3F80);
+    ck_assert_uint_eq(b[1], 0x3F80);
+    ck_assert_uint_eq(b[2], 0x3F82);
+    ck_assert_uint_eq(b[3], 0xC020);
+    lmi_weight wb = {h, LMI_W_BF16, 256, 256};
+    float g[3];
+    lmi_weight_convert(&wb, 0x3F80, 3, LM_DTYPE_F32, g);
+    ck_assert(g[0] == 1.0f && g[1] == lmi_bf16_to_f32(0x3F81) && g[2] == lmi_bf16_to_f32(0x3F82));
+    free(h);
+    free(f);
+}
+END_TEST
+
+static void to16(const float *src, uint16_t *dst, int64_t n, lmi_wtype t)
+{
+    /* values already representable: truncate (bf16) or via a half round trip */
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &src[i], 4);
+        if (t == LMI_W_BF16) {
+            dst[i] = (uint16_t)(u >> 16);
+        } else {
+            /* |v| < 2: exponent fits; keep 10 mantissa bits */
+            const uint32_t sign = (u >> 16) & 0x8000u;
+            const int32_t ex = (int32_t)((u >> 23) & 0xFF) - 127 + 15;
+            dst[i] = ex <= 0 ? (uint16_t)sign : (uint16_t)(sign | ((uint32_t)ex << 10) | ((u >> 13) & 0x3FFu));
+        }
+    }
+}
+
+/* lmi_linear over F16 / BF16 weights = lmi_linear over the widened fp32
+ * weights, for the GEMV (1 token) and the tiled GEMM (several tokens,
+ * several tiles), with bias and accumulation (beta 1). */
+START_TEST(linear_16bit_matches_widened_f32)
+{
+    const int64_t shapes[3][2] = {{37, 45}, {300, 70}, {2100, 130}};
+    tu_rng rng = {77};
+    for (int ty = 0; ty < 2; ty++)
+        for (int sh = 0; sh < 3; sh++) {
+            const lmi_wtype t = ty ? LMI_W_BF16 : LMI_W_F16;
+            const int64_t n_out = shapes[sh][0], n_in = shapes[sh][1], T = 5;
+            float *w32 = malloc((size_t)(n_out * n_in) * sizeof(float));
+            uint16_t *w16 = malloc((size_t)(n_out * n_in) * 2);
+            float *b32 = malloc((size_t)n_out * sizeof(float));
+            uint16_t *b16 = malloc((size_t)n_out * 2);
+            float *X = malloc((size_t)(T * n_in) * sizeof(float));
+            float *Y = malloc((size_t)(T * n_out) * sizeof(float));
+            float *R = malloc((size_t)(T * n_out) * sizeof(float));
+            lmi_dims dm = {.d_model = n_in};
+            float *tile = malloc(lmi_ops_tile_floats(&dm) * sizeof(float));
+            for (int64_t i = 0; i < n_out * n_in; i++) w32[i] = (float)tu_rng_sym(&rng);
+            for (int64_t i = 0; i < n_out; i++) b32[i] = (float)tu_rng_sym(&rng);
+            for (int64_t i = 0; i < T * n_in; i++) X[i] = (float)tu_rng_sym(&rng);
+            to16(w32, w16, n_out * n_in, t);
+            to16(b32, b16, n_out, t);
+            lmi_weight W16 = {w16, t, n_out, n_in}, B16 = {b16, t, 1, n_out};
+            /* the exact fp32 image of the 16-bit values */
+            for (int64_t i = 0; i < n_out * n_in; i++) w32[i] = lmi_weight_at(&W16, i);
+            for (int64_t i = 0; i < n_out; i++) b32[i] = lmi_weight_at(&B16, i);
+            lmi_weight W32 = lmi_weight_of_f32(w32, n_out, n_in), B32 = lmi_weight_of_f32(b32, 1, n_out);
+            for (int64_t Tk = 1; Tk <= T; Tk += T - 1)
+                for (int beta = 0; beta < 2; beta++) {
+                    for (int64_t i = 0; i < T * n_out; i++) Y[i] = R[i] = 0.25f;
+                    lmi_linear(X, n_in, Tk, &W32, &B32, R, n_out, (float)beta, tile, 2);
+                    lmi_linear(X, n_in, Tk, &W16, &B16, Y, n_out, (float)beta, tile, 2);
+                    for (int64_t i = 0; i < Tk * n_out; i++)
+                        ck_assert_msg(fabsf(Y[i] - R[i]) <= 1e-5f * (1.0f + sqrtf((float)n_in)),
+                                      "type %d %lldx%lld T %lld beta %d [%lld]: %g vs %g", (int)t,
+                                      (long long)n_out, (long long)n_in, (long long)Tk, beta,
+                                      (long long)i, Y[i], R[i]);
+                }
+            free(w32);
+            free(w16);
+            free(b32);
+            free(b16);
+            free(X);
+            free(Y);
+            free(R);
+            free(tile);
+        }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cpu");
@@ -598,6 +713,7 @@ int main(void)
                   expf_within_2ulp, log1p_softplus_silu_accuracy, scan_matches_double,
                   scan_threads_do_not_change_results, scan_filtered_tokens_keep_state_and_output,
                   forward_matches_double, forward_filters_and_sink_match_double,
-                  forward_decimamba_matches_double, mamba2_inconsistent_dims_rejected, NULL});
+                  forward_decimamba_matches_double, mamba2_inconsistent_dims_rejected,
+                  weight_rows_widen_exactly, linear_16bit_matches_widened_f32, NULL});
     return run_suite(s);
 }

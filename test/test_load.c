@@ -323,11 +323,15 @@ static lm_status load_err(char *err, size_t cap)
     return st;
 }
 
-static void same(const float *got, const tens *t)
+/* Values compare after exact widening, so a 16-bit weight kept in its
+ * stored type equals the (16-bit representable) source value. */
+static void same(const lmi_weight *got, const tens *t)
 {
-    ck_assert_msg(got != NULL, "%s not loaded", t->name);
+    ck_assert_msg(got->data != NULL, "%s not loaded", t->name);
+    ck_assert_int_eq(lmi_weight_numel(got), (int64_t)t->n);
     for (size_t k = 0; k < t->n; k++)
-        ck_assert_msg(got[k] == t->v[k], "%s[%zu]: %g vs %g", t->name, k, got[k], t->v[k]);
+        ck_assert_msg(lmi_weight_at(got, (int64_t)k) == t->v[k], "%s[%zu]: %g vs %g", t->name, k,
+                      lmi_weight_at(got, (int64_t)k), t->v[k]);
 }
 
 /* Every weight the model holds equals the source values exactly. */
@@ -336,41 +340,41 @@ static void check_weights(const lm_model *m, ckpt *c)
     tens *emb = find(c, "backbone.embeddings.weight");
     if (!emb)
         emb = find(c, "backbone.embedding.weight");
-    same(m->embed, emb);
-    same(m->norm_f, find(c, "backbone.norm_f.weight"));
+    same(&m->embed, emb);
+    same(&m->norm_f, find(c, "backbone.norm_f.weight"));
     char n[96];
     for (int i = 0; i < NL_; i++) {
         const lmi_layer *L = &m->layers[i];
 #define T(suffix) (snprintf(n, sizeof n, "backbone.layers.%d.%s", i, suffix), find(c, n))
-        same(L->norm_w, T("norm.weight"));
-        same(L->in_w, T("mixer.in_proj.weight"));
-        same(L->conv_w, T("mixer.conv1d.weight"));
-        same(L->out_w, T("mixer.out_proj.weight"));
+        same(&L->norm_w, T("norm.weight"));
+        same(&L->in_w, T("mixer.in_proj.weight"));
+        same(&L->conv_w, T("mixer.conv1d.weight"));
+        same(&L->out_w, T("mixer.out_proj.weight"));
         if (T("mixer.in_proj.bias")) {
-            same(L->in_b, T("mixer.in_proj.bias"));
-            same(L->out_b, T("mixer.out_proj.bias"));
+            same(&L->in_b, T("mixer.in_proj.bias"));
+            same(&L->out_b, T("mixer.out_proj.bias"));
         } else {
-            ck_assert_ptr_null(L->in_b);
-            ck_assert_ptr_null(L->out_b);
+            ck_assert_ptr_null(L->in_b.data);
+            ck_assert_ptr_null(L->out_b.data);
         }
         if (T("mixer.conv1d.bias"))
-            same(L->conv_b, T("mixer.conv1d.bias"));
+            same(&L->conv_b, T("mixer.conv1d.bias"));
         else
-            ck_assert_ptr_null(L->conv_b);
-        same(L->D, T("mixer.D"));
+            ck_assert_ptr_null(L->conv_b.data);
+        same(&L->D, T("mixer.D"));
         if (m->dims.arch == LM_ARCH_MAMBA1) {
-            same(L->x_w, T("mixer.x_proj.weight"));
-            same(L->dt_w, T("mixer.dt_proj.weight"));
-            same(L->dt_b, T("mixer.dt_proj.bias"));
+            same(&L->x_w, T("mixer.x_proj.weight"));
+            same(&L->dt_w, T("mixer.dt_proj.weight"));
+            same(&L->dt_b, T("mixer.dt_proj.bias"));
         } else {
-            same(L->dt_b, T("mixer.dt_bias"));
-            same(L->gnorm_w, T("mixer.norm.weight"));
+            same(&L->dt_b, T("mixer.dt_bias"));
+            same(&L->gnorm_w, T("mixer.norm.weight"));
         }
         const tens *al = T("mixer.A_log");
         for (size_t k = 0; k < al->n; k++) {
             // A = -torch.exp(self.A_log.float())
-            ck_assert_msg(L->A[k] == -expf(al->v[k]), "A[%zu]", k);
-            ck_assert(L->A[k] < 0);
+            ck_assert_msg(lmi_weight_at(&L->A, k) == -expf(al->v[k]), "A[%zu]", k);
+            ck_assert(lmi_weight_at(&L->A, k) < 0);
         }
 #undef T
     }
@@ -421,20 +425,27 @@ static void load_dtype(lmi_st_dtype dt, lm_dtype want)
     ck_assert_int_eq(info.n_params, expected_params(&c, true));
     ck_assert_int_eq(info.n_threads, (int32_t)sysconf(_SC_NPROCESSORS_ONLN));
     ck_assert_uint_ne(info.fingerprint, 0);
-    ck_assert_ptr_eq(m->lm_head, m->embed);
+    ck_assert_ptr_eq(m->lm_head.data, m->embed.data);
     ck_assert(m->dims.use_conv_bias && !m->dims.use_bias);
     ck_assert_double_eq_tol(m->dims.eps, 1e-5, 1e-12);
     check_weights(m, &c);
-    if (dt == LMI_ST_F32) {
-        /* Aligned F32 is used in place; A is always an owned copy. */
-        ck_assert_uint_eq(m->n_maps, 1);
-        ck_assert(in_maps(m, m->embed));
-        ck_assert(in_maps(m, m->layers[1].in_w));
-        ck_assert(!in_maps(m, m->layers[0].A));
-    } else {
-        /* Everything converted: no mapping needs to stay. */
-        ck_assert_uint_eq(m->n_maps, 0);
-    }
+    /* Aligned tensors are used in place in their stored type; A is always
+     * an owned fp32 copy, and so are D and dt_bias when stored 16-bit. */
+    const lmi_wtype wt = dt == LMI_ST_F32 ? LMI_W_F32 : dt == LMI_ST_F16 ? LMI_W_F16 : LMI_W_BF16;
+    ck_assert_uint_eq(m->n_maps, 1);
+    ck_assert(in_maps(m, m->embed.data));
+    ck_assert(in_maps(m, m->layers[1].in_w.data));
+    ck_assert(in_maps(m, m->layers[1].norm_w.data));
+    ck_assert_int_eq(m->embed.type, wt);
+    ck_assert_int_eq(m->layers[1].in_w.type, wt);
+    ck_assert_int_eq(m->layers[1].x_w.type, wt);
+    ck_assert_int_eq(m->layers[1].in_w.rows, 2 * E_);
+    ck_assert_int_eq(m->layers[1].in_w.cols, D_);
+    ck_assert(!in_maps(m, m->layers[0].A.data));
+    ck_assert_int_eq(m->layers[0].A.type, LMI_W_F32);
+    ck_assert_int_eq(m->layers[0].D.type, LMI_W_F32);
+    ck_assert_int_eq(m->layers[0].dt_b.type, LMI_W_F32);
+    ck_assert(in_maps(m, m->layers[0].D.data) == (dt == LMI_ST_F32));
     lm_model_free(m);
     free_ckpt(&c);
     remove_tmpdir();
@@ -467,8 +478,10 @@ START_TEST(loads_mixed_dtypes)
     ck_assert_int_eq(m->dtype, LM_DTYPE_BF16); /* the embedding's */
     check_weights(m, &c);
     ck_assert_uint_eq(m->n_maps, 1);
-    ck_assert(!in_maps(m, m->embed));
-    ck_assert(in_maps(m, m->norm_f));
+    ck_assert(in_maps(m, m->embed.data)); /* BF16, kept as stored */
+    ck_assert_int_eq(m->embed.type, LMI_W_BF16);
+    ck_assert(in_maps(m, m->norm_f.data));
+    ck_assert_int_eq(m->norm_f.type, LMI_W_F32);
     lm_model_free(m);
     free_ckpt(&c);
     remove_tmpdir();
@@ -544,7 +557,7 @@ START_TEST(unaligned_f32_is_copied)
     lm_model *m = load_ok();
     check_weights(m, &c);
     ck_assert_uint_eq(m->n_maps, 0);
-    ck_assert_uint_eq((uintptr_t)m->embed % 4, 0);
+    ck_assert_uint_eq((uintptr_t)m->embed.data % 4, 0);
     lm_model_free(m);
     free_ckpt(&c);
     remove_tmpdir();
@@ -571,7 +584,7 @@ START_TEST(mamba_ssm_naming)
     check_weights(m, &c);
     ck_assert_int_eq(m->dims.vocab, V_);
     ck_assert(m->dims.tied && !m->dims.use_bias && m->dims.use_conv_bias);
-    ck_assert_ptr_eq(m->lm_head, m->embed);
+    ck_assert_ptr_eq(m->lm_head.data, m->embed.data);
     lm_model_free(m);
 
     /* Padding that disagrees with the embedding rows is a shape error. */
@@ -625,8 +638,8 @@ START_TEST(lm_head_and_tying)
     /* Untied with a stored head: a separate matrix, counted in n_params. */
     write_hf_config(LM_ARCH_MAMBA1, "\"use_bias\": false, \"tie_word_embeddings\": false, ");
     lm_model *m = load_ok();
-    ck_assert_ptr_ne(m->lm_head, m->embed);
-    same(m->lm_head, find(&c, "lm_head.weight"));
+    ck_assert_ptr_ne(m->lm_head.data, m->embed.data);
+    same(&m->lm_head, find(&c, "lm_head.weight"));
     ck_assert(!m->dims.tied);
     ck_assert_int_eq(m->n_params, expected_params(&c, false));
     lm_model_info info = {.struct_size = sizeof info};
@@ -636,7 +649,7 @@ START_TEST(lm_head_and_tying)
     /* Tied (the default): the stored head is ignored, as transformers does. */
     write_hf_config(LM_ARCH_MAMBA1, "\"use_bias\": false, ");
     m = load_ok();
-    ck_assert_ptr_eq(m->lm_head, m->embed);
+    ck_assert_ptr_eq(m->lm_head.data, m->embed.data);
     ck_assert_int_eq(m->n_params, expected_params(&c, true));
     lm_model_free(m);
     /* Untied but no head stored: tied after all. */
@@ -645,7 +658,7 @@ START_TEST(lm_head_and_tying)
     write_ckpt(&c, LMI_ST_F32, LMI_ST_F32, 1);
     write_hf_config(LM_ARCH_MAMBA1, "\"use_bias\": false, \"tie_word_embeddings\": false, ");
     m = load_ok();
-    ck_assert_ptr_eq(m->lm_head, m->embed);
+    ck_assert_ptr_eq(m->lm_head.data, m->embed.data);
     ck_assert(m->dims.tied);
     lm_model_free(m);
     free_ckpt(&c);
@@ -1221,7 +1234,7 @@ static void ref_forward(const lm_model *m, const int32_t *ids, int64_t L, double
     double *ssm = calloc((size_t)(d->n_layer * E * N), sizeof(double));
     for (int64_t t = 0; t < L; t++) {
         for (int64_t i = 0; i < D; i++)
-            res[i] = m->embed[(int64_t)ids[t] * D + i];
+            res[i] = lmi_weight_at(&m->embed, (int64_t)ids[t] * D + i);
         for (int64_t l = 0; l < d->n_layer; l++) {
             const lmi_layer *W = &m->layers[l];
             double ms = 0;
@@ -1229,11 +1242,11 @@ static void ref_forward(const lm_model *m, const int32_t *ids, int64_t L, double
                 ms += res[i] * res[i];
             double inv = 1.0 / sqrt(ms / (double)D + d->eps);
             for (int64_t i = 0; i < D; i++)
-                h[i] = res[i] * inv * W->norm_w[i];
+                h[i] = res[i] * inv * lmi_weight_at(&W->norm_w, i);
             for (int64_t r = 0; r < 2 * E; r++) {
-                double acc = W->in_b ? W->in_b[r] : 0.0;
+                double acc = W->in_b.data ? lmi_weight_at(&W->in_b, r) : 0.0;
                 for (int64_t i = 0; i < D; i++)
-                    acc += (double)W->in_w[r * D + i] * h[i];
+                    acc += (double)lmi_weight_at(&W->in_w, r * D + i) * h[i];
                 xz[r] = acc;
             }
             double *cs = conv + l * K * E;
@@ -1241,35 +1254,35 @@ static void ref_forward(const lm_model *m, const int32_t *ids, int64_t L, double
             for (int64_t e = 0; e < E; e++)
                 cs[(K - 1) * E + e] = xz[e];
             for (int64_t e = 0; e < E; e++) {
-                double acc = W->conv_b ? W->conv_b[e] : 0.0;
+                double acc = W->conv_b.data ? lmi_weight_at(&W->conv_b, e) : 0.0;
                 for (int64_t k = 0; k < K; k++)
-                    acc += (double)W->conv_w[e * K + k] * cs[k * E + e];
+                    acc += (double)lmi_weight_at(&W->conv_w, e * K + k) * cs[k * E + e];
                 u[e] = silu(acc);
             }
             for (int64_t r = 0; r < R + 2 * N; r++) {
                 double acc = 0;
                 for (int64_t e = 0; e < E; e++)
-                    acc += (double)W->x_w[r * E + e] * u[e];
+                    acc += (double)lmi_weight_at(&W->x_w, r * E + e) * u[e];
                 xdbl[r] = acc;
             }
             double *hs = ssm + l * E * N;
             for (int64_t e = 0; e < E; e++) {
-                double v = W->dt_b[e];
+                double v = lmi_weight_at(&W->dt_b, e);
                 for (int64_t r = 0; r < R; r++)
-                    v += (double)W->dt_w[e * R + r] * xdbl[r];
+                    v += (double)lmi_weight_at(&W->dt_w, e * R + r) * xdbl[r];
                 double delta = v > 20 ? v : log1p(exp(v));
                 double acc = 0;
                 for (int64_t n = 0; n < N; n++) {
                     hs[e * N + n] =
-                        exp(delta * W->A[e * N + n]) * hs[e * N + n] + delta * xdbl[R + n] * u[e];
+                        exp(delta * lmi_weight_at(&W->A, e * N + n)) * hs[e * N + n] + delta * xdbl[R + n] * u[e];
                     acc += hs[e * N + n] * xdbl[R + N + n];
                 }
-                y[e] = (acc + W->D[e] * u[e]) * silu(xz[E + e]);
+                y[e] = (acc + lmi_weight_at(&W->D, e) * u[e]) * silu(xz[E + e]);
             }
             for (int64_t i = 0; i < D; i++) {
-                double acc = W->out_b ? W->out_b[i] : 0.0;
+                double acc = W->out_b.data ? lmi_weight_at(&W->out_b, i) : 0.0;
                 for (int64_t e = 0; e < E; e++)
-                    acc += (double)W->out_w[i * E + e] * y[e];
+                    acc += (double)lmi_weight_at(&W->out_w, i * E + e) * y[e];
                 res[i] += acc;
             }
         }
@@ -1278,11 +1291,11 @@ static void ref_forward(const lm_model *m, const int32_t *ids, int64_t L, double
             ms += res[i] * res[i];
         double inv = 1.0 / sqrt(ms / (double)D + d->eps);
         for (int64_t i = 0; i < D; i++)
-            h[i] = res[i] * inv * m->norm_f[i];
+            h[i] = res[i] * inv * lmi_weight_at(&m->norm_f, i);
         for (int64_t v = 0; v < d->vocab; v++) {
             double acc = 0;
             for (int64_t i = 0; i < D; i++)
-                acc += (double)m->lm_head[v * D + i] * h[i];
+                acc += (double)lmi_weight_at(&m->lm_head, v * D + i) * h[i];
             logits[t * d->vocab + v] = acc;
         }
     }

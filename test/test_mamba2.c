@@ -374,7 +374,7 @@ START_TEST(longmamba_calibrate_and_filter)
             for (int64_t h = 0; h < H; h++) {
                 double sum = 0;
                 for (int64_t t = 0; t < Lc; t++) sum += c.delta[(l * Lc + t) * H + h];
-                double v = (double)m->layers[l].A[h] * sum;
+                double v = (double)lmi_weight_f32(&m->layers[l].A)[h] * sum;
                 want[l * H + h] = wi == 0 ? v : fmax(want[l * H + h], v);
             }
         lm_session_free(s);

@@ -1,10 +1,12 @@
 /*
  * cpu/backend.c - the CPU backend: one forward pass over a chunk of tokens
- * for the whole model (lmi_forward), on fp32 host weights.
+ * for the whole model (lmi_forward), on host weights in their stored type.
  *
  * Activations are token-major [T][features] so that every projection is
  * one row-major GEMM against the [out][in] weight (CblasTrans); T == 1
- * (decode) uses GEMV.  The residual stream stays fp32 across layers and
+ * (decode) uses GEMV.  Weights stay in their stored type (F32 / F16 /
+ * BF16): the shared kernels (cpu/ops.c: linear, RMSNorm, conv, embedding)
+ * widen 16-bit weights on the fly.  The residual stream stays fp32 across layers and
  * out_proj accumulates straight into it (beta = 1).
  *
  * Threads: the scan (by channel blocks) and the conv (by tokens) run on
@@ -24,13 +26,15 @@
 #include <string.h>
 
 #include "cpu/mamba2.h"
+#include "cpu/ops.h"
 #include "cpu/parallel.h"
 #include "cpu/vmath.h"
 
-/* Per model: conv weights transposed to [layer][K][conv_dim] so the conv
- * loop runs along channels. */
+/* Per model: conv weights transposed to [layer][K + 1][conv_dim] (row K
+ * the bias) so the conv loop runs along channels (lmi_conv_prepare). */
 typedef struct cpu_model {
     float *conv_wT;
+    bool has16;        /* some matrix is F16 / BF16: sessions need the tile scratch */
 } cpu_model;
 
 /* Per session: the recurrent state and scratch for `cap` tokens. */
@@ -49,6 +53,8 @@ typedef struct cpu_session {
     int64_t *idx;      /* [cap] DeciMamba kept indices */
     int64_t *sel;      /* [cap] lmi_deci_select scratch */
     float *head;       /* [K-1][conv_dim] conv state transposed */
+    float *tile;       /* lmi_ops_tile_floats: 16-bit weight rows widened for a GEMM;
+                        * NULL when every matrix is F32 */
     lmi_cpu_m2_scratch *m2; /* Mamba-2 scratch (cpu/mamba2.c); the M1 scratch is unused */
 } cpu_session;
 
@@ -58,101 +64,6 @@ static int cpu_threads(const lm_model *m)
 }
 
 /* ---- kernels ----------------------------------------------------------- */
-
-/* Y[T][out] (+)= X[T][in] @ W[out][in]^T + b */
-static void linear(const float *X, int64_t ldx, int64_t T, const float *W, int64_t n_out,
-                   int64_t n_in, const float *b, float *Y, int64_t ldy, float beta)
-{
-    if (T == 1)
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n_out, (int)n_in, 1.0f, W, (int)n_in, X, 1,
-                    beta, Y, 1);
-    else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)n_out, (int)n_in, 1.0f,
-                    X, (int)ldx, W, (int)n_in, beta, Y, (int)ldy);
-    if (b)
-        for (int64_t t = 0; t < T; t++) {
-            float *yr = Y + t * ldy;
-            for (int64_t o = 0; o < n_out; o++) yr[o] += b[o];
-        }
-}
-
-/* One row: out = w * (x * rsqrt(mean(x^2) + eps)), statistics in fp32 or
- * better (double sum). */
-LMI_CPU_CLONES
-static void rmsnorm_row(const float *x, const float *w, float *out, int64_t d, float eps)
-{
-    double ss = 0.0;
-    LMI_SIMD_SUM(ss)
-    for (int64_t i = 0; i < d; i++) ss += (double)x[i] * (double)x[i];
-    /* variance = hidden_states.pow(2).mean(-1); hs * torch.rsqrt(variance + eps) */
-    const float inv = 1.0f / sqrtf((float)(ss / (double)d) + eps);
-    for (int64_t i = 0; i < d; i++) out[i] = w[i] * (x[i] * inv);
-}
-
-/* Single-threaded on purpose: it is ~0.1% of a layer. */
-static void rmsnorm(const float *x, const float *w, float *out, int64_t T, int64_t d, double eps)
-{
-    for (int64_t t = 0; t < T; t++) rmsnorm_row(x + t * d, w, out + t * d, d, (float)eps);
-}
-
-/* One token of the depthwise causal conv + SiLU, channels [0, C):
- *   u = F.silu(conv1d(x)[..., :L])  with taps rows[0..K-1] (rows[K-1] is
- *   the current token, the others the K-1 preceding x rows). */
-LMI_CPU_CLONES
-static void conv_token(const float *const *rows, const float *wT, const float *bias, float *out,
-                       int64_t C, int64_t K)
-{
-    for (int64_t c = 0; c < C; c++) out[c] = bias ? bias[c] : 0.0f;
-    for (int64_t k = 0; k < K; k++) {
-        const float *xr = rows[k];
-        const float *wk = wT + k * C;
-        LMI_SIMD
-        for (int64_t c = 0; c < C; c++) out[c] += wk[c] * xr[c];
-    }
-    LMI_SIMD
-    for (int64_t c = 0; c < C; c++) out[c] = lmi_siluf(out[c]);
-}
-
-typedef struct conv_job {
-    const float *x, *head, *wT, *bias;
-    float *u;
-    int64_t ldx, C, K;
-} conv_job;
-
-static void conv_tokens(void *ctx, int64_t begin, int64_t end)
-{
-    const conv_job *j = ctx;
-    const int64_t Km1 = j->K - 1;
-    for (int64_t t = begin; t < end; t++) {
-        const float *rows[64]; /* K <= 64 (model_init) */
-        for (int64_t k = 0; k < j->K; k++) {
-            int64_t src = t - Km1 + k;
-            rows[k] = src >= 0 ? j->x + src * j->ldx : j->head + (Km1 + src) * j->C;
-        }
-        conv_token(rows, j->wT, j->bias, j->u + t * j->C, j->C, j->K);
-    }
-}
-
-/* Conv over [state | x] for T tokens; x rows at stride ldx.  Updates the
- * state (conv_state[c][j], oldest first) to the last K-1 inputs. */
-static void conv_chunk(cpu_session *cs, float *state, const float *x, int64_t ldx, int64_t T,
-                       const float *wT, const float *bias, float *u, int64_t C, int64_t K, int nt)
-{
-    const int64_t Km1 = K - 1;
-    float *head = cs->head;
-    /* head[j][c] = state[c][j]: input at position j - (K-1) */
-    for (int64_t c = 0; c < C; c++)
-        for (int64_t j = 0; j < Km1; j++) head[j * C + c] = state[c * Km1 + j];
-    conv_job job = {.x = x, .head = head, .wT = wT, .bias = bias, .u = u, .ldx = ldx, .C = C,
-                    .K = K};
-    lmi_cpu_parallel_for(T * C * K >= 262144 ? nt : 1, T, 16, conv_tokens, &job);
-    /* conv_state = x_ext[..., -(K-1):] */
-    for (int64_t j = 0; j < Km1; j++) {
-        int64_t src = T - Km1 + j;
-        const float *r = src >= 0 ? x + src * ldx : head + (Km1 + src) * C;
-        for (int64_t c = 0; c < C; c++) state[c * Km1 + j] = r[c];
-    }
-}
 
 /* Δ = F.softplus(dt + dt_bias), in place over [T][E]. */
 LMI_CPU_CLONES
@@ -245,29 +156,33 @@ static lm_status cpu_model_init(lm_model *m, lmi_err *e)
     const int64_t big = d->vocab > 2 * d->d_inner ? d->vocab : 2 * d->d_inner;
     if (big > INT32_MAX / 2 || d->d_model > INT32_MAX / 2)
         return lmi_fail(e, LM_ERR_UNSUPPORTED, "cpu: dimensions too large for BLAS");
-    if (!m->embed || !m->norm_f || !m->lm_head || !m->layers)
+    if (!m->embed.data || !m->norm_f.data || !m->lm_head.data || !m->layers)
         return lmi_fail(e, LM_ERR_MISSING, "cpu: model weights missing");
     for (int64_t l = 0; l < d->n_layer && d->arch == LM_ARCH_MAMBA1; l++) {
         const lmi_layer *L = &m->layers[l];
-        if (!L->norm_w || !L->in_w || !L->conv_w || !L->x_w || !L->dt_w || !L->dt_b || !L->A ||
-            !L->D || !L->out_w)
+        if (!L->norm_w.data || !L->in_w.data || !L->conv_w.data || !L->x_w.data ||
+            !L->dt_w.data || !lmi_weight_f32(&L->dt_b) || !lmi_weight_f32(&L->A) ||
+            !lmi_weight_f32(&L->D) || !L->out_w.data)
             return lmi_fail(e, LM_ERR_MISSING, "cpu: layer %lld weights missing", (long long)l);
     }
     cpu_model_free(m);
     cpu_model *cm = lmi_alloc(1, sizeof *cm);
     if (!cm) return lmi_fail(e, LM_ERR_NO_MEMORY, "cpu: no memory");
-    const size_t per = (size_t)(d->d_conv * d->conv_dim);
+    const size_t per = (size_t)((d->d_conv + 1) * d->conv_dim);
     cm->conv_wT = lmi_alloc_raw((size_t)d->n_layer, per * sizeof(float));
     if (!cm->conv_wT) {
         lmi_free(cm);
         return lmi_fail(e, LM_ERR_NO_MEMORY, "cpu: no memory for conv weights");
     }
+    cm->has16 = m->embed.type != LMI_W_F32 || m->lm_head.type != LMI_W_F32;
     for (int64_t l = 0; l < d->n_layer; l++) {
-        const float *w = m->layers[l].conv_w;
-        float *wT = cm->conv_wT + (size_t)l * per;
-        for (int64_t c = 0; c < d->conv_dim; c++)
-            for (int64_t k = 0; k < d->d_conv; k++) wT[k * d->conv_dim + c] = w[c * d->d_conv + k];
+        const lmi_layer *L = &m->layers[l];
+        const lmi_weight *mats[5] = {&L->in_w, &L->x_w, &L->dt_w, &L->out_w, &L->in_b};
+        for (int k = 0; k < 5; k++) cm->has16 |= mats[k]->data && mats[k]->type != LMI_W_F32;
     }
+    for (int64_t l = 0; l < d->n_layer; l++)
+        lmi_conv_prepare(&m->layers[l].conv_w, &m->layers[l].conv_b,
+                         cm->conv_wT + (size_t)l * per, d->conv_dim, d->d_conv);
     m->bk = cm;
     return LM_OK;
 }
@@ -283,6 +198,7 @@ static void cpu_session_free(lm_session *s)
     lmi_free(cs->conv);
     lmi_free(cs->ssm);
     lmi_free(cs->head);
+    lmi_free(cs->tile);
     lmi_free(cs);
     s->bk = NULL;
 }
@@ -299,8 +215,10 @@ static lm_status cpu_session_init(lm_session *s, lmi_err *e)
     cs->conv = lmi_alloc(lmi_conv_state_floats(d), sizeof(float));
     cs->ssm = lmi_alloc(lmi_ssm_state_floats(d), sizeof(float));
     cs->head = lmi_alloc_raw((size_t)((d->d_conv - 1) * d->conv_dim) + 1, sizeof(float));
+    const cpu_model *cm = m->bk;
+    if (cm->has16) cs->tile = lmi_alloc_raw(lmi_ops_tile_floats(d), sizeof(float));
     lm_status st = LM_OK;
-    if (!cs->conv || !cs->ssm || !cs->head)
+    if (!cs->conv || !cs->ssm || !cs->head || (cm->has16 && !cs->tile))
         st = lmi_fail(e, LM_ERR_NO_MEMORY, "cpu: no memory for the session state");
     else if (d->arch == LM_ARCH_MAMBA2)
         st = lmi_cpu_m2_reserve(&cs->m2, d, s->chunk_size > 0 ? s->chunk_size : 1, e);
@@ -347,19 +265,9 @@ static lm_status deci_layer(cpu_session *cs, const lmi_dims *d, const lmi_forwar
                             int64_t *T, lmi_err *e)
 {
     const int64_t L = *T, E = d->d_inner, dm = d->d_model;
-    const int64_t R = f->deci_protect > 0 ? f->deci_protect : 0;
-    if (L <= R) return LM_OK;
-    const int64_t K = lmi_deci_keep_count(L, R, budget, f->deci_min_len);
-    if (K < 0 || K + R >= L) return LM_OK;
-    for (int64_t t = 0; t < L; t++) {
-        const float *r = cs->dt + t * E;
-        double ss = 0.0;
-        for (int64_t c = 0; c < E; c++) ss += (double)r[c] * (double)r[c];
-        cs->score[t] = (float)sqrt(ss);
-    }
-    lm_status st = lmi_deci_select(cs->score, L, R, K, cs->idx, cs->sel, e);
-    if (st != LM_OK) return st;
-    const int64_t n = K + R;
+    int64_t n = 0;
+    lm_status st = lmi_deci_plan(f, budget, cs->dt, L, E, cs->score, cs->idx, cs->sel, &n, e);
+    if (st != LM_OK || n == 0) return st;
     const int64_t nx = d->dt_rank + 2 * d->d_state;
     /* idx is ascending with idx[i] >= i, so an in-place forward gather
      * never reads a row it has already overwritten. */
@@ -394,8 +302,7 @@ static lm_status forward_m1(lm_session *s, const lmi_forward *f, lmi_err *e)
 
     int64_t T = f->n_tokens;
     /* hidden_states = self.embeddings(input_ids) */
-    for (int64_t t = 0; t < T; t++)
-        memcpy(cs->res + t * dm, m->embed + (int64_t)f->tokens[t] * dm, (size_t)dm * sizeof(float));
+    lmi_embed(&m->embed, f->tokens, T, cs->res);
 
     for (int64_t l = 0; l < d->n_layer; l++) {
         const lmi_layer *ly = &m->layers[l];
@@ -405,18 +312,17 @@ static lm_status forward_m1(lm_session *s, const lmi_forward *f, lmi_err *e)
         const bool explicit_delta = deci || f->sink;
 
         /* hidden_states = self.norm(hidden_states) */
-        rmsnorm(cs->res, ly->norm_w, cs->hn, T, dm, d->eps);
+        lmi_rmsnorm(cs->res, &ly->norm_w, cs->hn, T, dm, d->eps);
         /* xz = self.in_proj(hidden_states) */
-        linear(cs->hn, dm, T, ly->in_w, 2 * E, dm, ly->in_b, cs->xz, 2 * E, 0.0f);
+        lmi_linear(cs->hn, dm, T, &ly->in_w, &ly->in_b, cs->xz, 2 * E, 0.0f, cs->tile, nt);
         /* x = F.silu(self.conv1d(x)[..., :L]), conv_state = x[..., -(K-1):] */
-        conv_chunk(cs, conv_state, cs->xz, 2 * E, T, cm->conv_wT + l * K * E, ly->conv_b, cs->u,
-                   E, K, nt);
+        lmi_conv_chunk(cs->head, conv_state, cs->xz, 2 * E, T, cm->conv_wT + l * (K + 1) * E, cs->u, E, K, nt);
         /* x_dbl = self.x_proj(x);  dt, B, C = split(x_dbl, [R, N, N]) */
-        linear(cs->u, E, T, ly->x_w, nx, E, NULL, cs->xdbl, nx, 0.0f);
+        lmi_linear(cs->u, E, T, &ly->x_w, NULL, cs->xdbl, nx, 0.0f, cs->tile, nt);
         /* dt = self.dt_proj.weight @ dt  (bias and softplus below or in the scan) */
-        linear(cs->xdbl, nx, T, ly->dt_w, E, R, NULL, cs->dt, E, 0.0f);
+        lmi_linear(cs->xdbl, nx, T, &ly->dt_w, NULL, cs->dt, E, 0.0f, cs->tile, nt);
         if (explicit_delta) {
-            softplus_rows(cs->dt, ly->dt_b, T, E);
+            softplus_rows(cs->dt, lmi_weight_f32(&ly->dt_b), T, E);
             if (f->sink) {
                 st = f->sink(f->sink_ctx, l, cs->dt, T, E, e);
                 if (st != LM_OK) return st;
@@ -432,12 +338,12 @@ static lm_status forward_m1(lm_session *s, const lmi_forward *f, lmi_err *e)
             .u = cs->u,
             .delta = cs->dt,
             .dt_softplus = !explicit_delta,
-            .dt_bias = ly->dt_b,
-            .A = ly->A,
+            .dt_bias = lmi_weight_f32(&ly->dt_b),
+            .A = lmi_weight_f32(&ly->A),
             .B = cs->xdbl + R,
             .C = cs->xdbl + R + N,
             .ldbc = nx,
-            .D = ly->D,
+            .D = lmi_weight_f32(&ly->D),
             .z = cs->xz + E,
             .ldz = 2 * E,
             .global = flt && flt->global ? flt->global : NULL,
@@ -447,7 +353,7 @@ static lm_status forward_m1(lm_session *s, const lmi_forward *f, lmi_err *e)
         };
         lmi_cpu_scan_m1(&sa, nt);
         /* hidden_states = residual + self.out_proj(y) */
-        linear(cs->y, E, T, ly->out_w, dm, E, ly->out_b, cs->res, dm, 1.0f);
+        lmi_linear(cs->y, E, T, &ly->out_w, &ly->out_b, cs->res, dm, 1.0f, cs->tile, nt);
     }
 
     if (f->n_out > 0) {
@@ -456,8 +362,8 @@ static lm_status forward_m1(lm_session *s, const lmi_forward *f, lmi_err *e)
                             "cpu: %lld logits asked for but only %lld positions remain",
                             (long long)f->n_out, (long long)T);
         /* logits = self.lm_head(self.norm_f(hidden_states[:, -n_out:])) */
-        rmsnorm(cs->res + (T - f->n_out) * dm, m->norm_f, cs->hn, f->n_out, dm, d->eps);
-        linear(cs->hn, dm, f->n_out, m->lm_head, d->vocab, dm, NULL, f->logits, d->vocab, 0.0f);
+        lmi_rmsnorm(cs->res + (T - f->n_out) * dm, &m->norm_f, cs->hn, f->n_out, dm, d->eps);
+        lmi_linear(cs->hn, dm, f->n_out, &m->lm_head, NULL, f->logits, d->vocab, 0.0f, cs->tile, nt);
     }
     return LM_OK;
 }
@@ -481,7 +387,7 @@ static lm_status cpu_forward(lm_session *s, const lmi_forward *f, lmi_err *e)
         if (!cs->m2 || !cm)
             return lmi_fail(e, LM_ERR_UNSUPPORTED,
                             "cpu backend: session was not initialised for Mamba-2");
-        return lmi_cpu_m2_forward(s->model, &cs->m2, cs->conv, cs->ssm, cm->conv_wT, f,
+        return lmi_cpu_m2_forward(s->model, &cs->m2, cs->conv, cs->ssm, cm->conv_wT, cs->tile, f,
                                   cpu_threads(s->model), e);
     }
     }
@@ -515,8 +421,8 @@ static lm_status cpu_forward_batch(lm_session *const *ss, size_t n_sessions,
             st_ptr[i] = ci->conv;
             st_ptr[n + i] = ci->ssm;
         }
-        lm_status st = lmi_cpu_m2_forward_batch(m, &c0->m2, st_ptr, st_ptr + n, cm->conv_wT, tokens,
-                                                n, logits, e);
+        lm_status st = lmi_cpu_m2_forward_batch(m, &c0->m2, st_ptr, st_ptr + n, cm->conv_wT,
+                                                c0->tile, tokens, n, logits, cpu_threads(m), e);
         lmi_free(st_ptr);
         return st;
     }
@@ -524,19 +430,17 @@ static lm_status cpu_forward_batch(lm_session *const *ss, size_t n_sessions,
     const int64_t nx = R + 2 * N;
     lm_status st = scratch_reserve(c0, d, n, e);
     if (st != LM_OK) return st;
-    for (int64_t i = 0; i < n; i++)
-        memcpy(c0->res + i * dm, m->embed + (int64_t)tokens[i] * dm, (size_t)dm * sizeof(float));
+    lmi_embed(&m->embed, tokens, n, c0->res);
     for (int64_t l = 0; l < d->n_layer; l++) {
         const lmi_layer *ly = &m->layers[l];
-        rmsnorm(c0->res, ly->norm_w, c0->hn, n, dm, d->eps);
-        linear(c0->hn, dm, n, ly->in_w, 2 * E, dm, ly->in_b, c0->xz, 2 * E, 0.0f);
+        lmi_rmsnorm(c0->res, &ly->norm_w, c0->hn, n, dm, d->eps);
+        lmi_linear(c0->hn, dm, n, &ly->in_w, &ly->in_b, c0->xz, 2 * E, 0.0f, c0->tile, cpu_threads(m));
         for (int64_t i = 0; i < n; i++) {
             cpu_session *ci = ss[i]->bk;
-            conv_chunk(ci, ci->conv + l * E * (K - 1), c0->xz + i * 2 * E, 2 * E, 1,
-                       cm->conv_wT + l * K * E, ly->conv_b, c0->u + i * E, E, K, 1);
+            lmi_conv_chunk(ci->head, ci->conv + l * E * (K - 1), c0->xz + i * 2 * E, 2 * E, 1, cm->conv_wT + l * (K + 1) * E, c0->u + i * E, E, K, 1);
         }
-        linear(c0->u, E, n, ly->x_w, nx, E, NULL, c0->xdbl, nx, 0.0f);
-        linear(c0->xdbl, nx, n, ly->dt_w, E, R, NULL, c0->dt, E, 0.0f);
+        lmi_linear(c0->u, E, n, &ly->x_w, NULL, c0->xdbl, nx, 0.0f, c0->tile, cpu_threads(m));
+        lmi_linear(c0->xdbl, nx, n, &ly->dt_w, NULL, c0->dt, E, 0.0f, c0->tile, cpu_threads(m));
         for (int64_t i = 0; i < n; i++) {
             cpu_session *ci = ss[i]->bk;
             lmi_scan_m1 sa = {
@@ -544,12 +448,12 @@ static lm_status cpu_forward_batch(lm_session *const *ss, size_t n_sessions,
                 .u = c0->u + i * E,
                 .delta = c0->dt + i * E,
                 .dt_softplus = true,
-                .dt_bias = ly->dt_b,
-                .A = ly->A,
+                .dt_bias = lmi_weight_f32(&ly->dt_b),
+                .A = lmi_weight_f32(&ly->A),
                 .B = c0->xdbl + i * nx + R,
                 .C = c0->xdbl + i * nx + R + N,
                 .ldbc = nx,
-                .D = ly->D,
+                .D = lmi_weight_f32(&ly->D),
                 .z = c0->xz + i * 2 * E + E,
                 .ldz = 2 * E,
                 .h = ci->ssm + l * E * N,
@@ -557,11 +461,11 @@ static lm_status cpu_forward_batch(lm_session *const *ss, size_t n_sessions,
             };
             lmi_cpu_scan_m1(&sa, 1);
         }
-        linear(c0->y, E, n, ly->out_w, dm, E, ly->out_b, c0->res, dm, 1.0f);
+        lmi_linear(c0->y, E, n, &ly->out_w, &ly->out_b, c0->res, dm, 1.0f, c0->tile, cpu_threads(m));
     }
     if (logits) {
-        rmsnorm(c0->res, m->norm_f, c0->hn, n, dm, d->eps);
-        linear(c0->hn, dm, n, m->lm_head, d->vocab, dm, NULL, logits, d->vocab, 0.0f);
+        lmi_rmsnorm(c0->res, &m->norm_f, c0->hn, n, dm, d->eps);
+        lmi_linear(c0->hn, dm, n, &m->lm_head, NULL, logits, d->vocab, 0.0f, c0->tile, cpu_threads(m));
     }
     return LM_OK;
 }

@@ -20,10 +20,10 @@
  */
 #include "cpu/mamba2.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
+#include "cpu/ops.h"
 #include "cpu/parallel.h"
 #include "cpu/vmath.h"
 
@@ -61,12 +61,13 @@ lm_status lmi_cpu_m2_check(const lm_model *m, lmi_err *e)
     const int64_t big = d->vocab > in_rows(d) ? d->vocab : in_rows(d);
     if (big > INT32_MAX / 2 || d->d_model > INT32_MAX / 2)
         return lmi_fail(e, LM_ERR_UNSUPPORTED, "cpu: dimensions too large for BLAS");
-    if (!m->embed || !m->norm_f || !m->lm_head || !m->layers)
+    if (!m->embed.data || !m->norm_f.data || !m->lm_head.data || !m->layers)
         return lmi_fail(e, LM_ERR_MISSING, "cpu: model weights missing");
     for (int64_t l = 0; l < d->n_layer; l++) {
         const lmi_layer *L = &m->layers[l];
-        if (!L->norm_w || !L->in_w || !L->conv_w || !L->dt_b || !L->A || !L->D || !L->gnorm_w ||
-            !L->out_w)
+        if (!L->norm_w.data || !L->in_w.data || !L->conv_w.data || !lmi_weight_f32(&L->dt_b) ||
+            !lmi_weight_f32(&L->A) || !lmi_weight_f32(&L->D) || !L->gnorm_w.data ||
+            !L->out_w.data)
             return lmi_fail(e, LM_ERR_MISSING, "cpu: Mamba-2 layer %lld weights missing",
                             (long long)l);
     }
@@ -121,79 +122,6 @@ lm_status lmi_cpu_m2_reserve(lmi_cpu_m2_scratch **scp, const lmi_dims *d, int64_
 
 /* ---- kernels ----------------------------------------------------------- */
 
-/* Y[T][out] (+)= X[T][in] @ W[out][in]^T + b */
-static void linear(const float *X, int64_t ldx, int64_t T, const float *W, int64_t n_out,
-                   int64_t n_in, const float *b, float *Y, int64_t ldy, float beta)
-{
-    if (T == 1)
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n_out, (int)n_in, 1.0f, W, (int)n_in, X, 1,
-                    beta, Y, 1);
-    else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)n_out, (int)n_in, 1.0f,
-                    X, (int)ldx, W, (int)n_in, beta, Y, (int)ldy);
-    if (b)
-        for (int64_t t = 0; t < T; t++) {
-            float *yr = Y + t * ldy;
-            for (int64_t o = 0; o < n_out; o++) yr[o] += b[o];
-        }
-}
-
-/* hs * torch.rsqrt(hs.pow(2).mean(-1) + eps) * w, statistics in double. */
-static void rmsnorm(const float *x, const float *w, float *out, int64_t T, int64_t d, double eps)
-{
-    for (int64_t t = 0; t < T; t++) {
-        const float *xr = x + t * d;
-        float *o = out + t * d;
-        double ss = 0.0;
-        for (int64_t i = 0; i < d; i++) ss += (double)xr[i] * (double)xr[i];
-        const float inv = (float)(1.0 / sqrt(ss / (double)d + eps));
-        for (int64_t i = 0; i < d; i++) o[i] = w[i] * (xr[i] * inv);
-    }
-}
-
-typedef struct conv_job {
-    const float *x, *head, *wT, *bias;
-    float *u;
-    int64_t ldx, C, K;
-} conv_job;
-
-/* xBC = F.silu(conv1d(xBC)[..., :L]): tap K-1 is the current token. */
-static void conv_tokens(void *ctx, int64_t begin, int64_t end)
-{
-    const conv_job *j = ctx;
-    const int64_t Km1 = j->K - 1, C = j->C;
-    for (int64_t t = begin; t < end; t++) {
-        float *o = j->u + t * C;
-        for (int64_t c = 0; c < C; c++) o[c] = j->bias ? j->bias[c] : 0.0f;
-        for (int64_t k = 0; k < j->K; k++) {
-            const int64_t src = t - Km1 + k;
-            const float *xr = src >= 0 ? j->x + src * j->ldx : j->head + (Km1 + src) * C;
-            const float *wk = j->wT + k * C;
-            for (int64_t c = 0; c < C; c++) o[c] += wk[c] * xr[c];
-        }
-        for (int64_t c = 0; c < C; c++) o[c] = lmi_siluf(o[c]);
-    }
-}
-
-/* Conv over [state | x] for T tokens (x rows at stride ldx); leaves the
- * state (state[c][j], oldest first) holding the last K-1 inputs. */
-static void conv_chunk(float *head, float *state, const float *x, int64_t ldx, int64_t T,
-                       const float *wT, const float *bias, float *u, int64_t C, int64_t K, int nt)
-{
-    const int64_t Km1 = K - 1;
-    for (int64_t c = 0; c < C; c++)
-        for (int64_t j = 0; j < Km1; j++) head[j * C + c] = state[c * Km1 + j];
-    conv_job job = {.x = x, .head = head, .wT = wT, .bias = bias, .u = u, .ldx = ldx, .C = C,
-                    .K = K};
-    lmi_cpu_parallel_for(T * C * K >= 262144 ? nt : 1, T, 16, conv_tokens, &job);
-    /* conv_state = xBC_ext[..., -(K-1):] */
-    for (int64_t j = 0; j < Km1; j++) {
-        const int64_t src = T - Km1 + j;
-        const float *r = src >= 0 ? x + src * ldx : head + (Km1 + src) * C;
-        for (int64_t c = 0; c < C; c++) state[c * Km1 + j] = r[c];
-    }
-}
-
 typedef struct scan_job {
     int64_t T, H, P, N, G, E, ldu;
     const float *u;        /* [T][ldu]: x [E] | B [G*N] | C [G*N] */
@@ -246,7 +174,7 @@ static void scan_heads(void *ctx, int64_t begin, int64_t end)
 
 /* MambaRMSNormGated(norm_before_gate=False): per group of gs channels
  *   y = y * silu(z);  y = y * rsqrt(mean(y^2) + eps) * w */
-static void gated_norm(float *y, const float *z, int64_t ldz, const float *w, int64_t T,
+static void gated_norm(float *y, const float *z, int64_t ldz, const lmi_weight *w, int64_t T,
                        int64_t E, int64_t G, double eps)
 {
     const int64_t gs = E / G;
@@ -254,13 +182,7 @@ static void gated_norm(float *y, const float *z, int64_t ldz, const float *w, in
         float *yr = y + t * E;
         const float *zr = z + t * ldz;
         for (int64_t i = 0; i < E; i++) yr[i] *= lmi_siluf(zr[i]);
-        for (int64_t g = 0; g < G; g++) {
-            float *v = yr + g * gs;
-            double ss = 0.0;
-            for (int64_t i = 0; i < gs; i++) ss += (double)v[i] * (double)v[i];
-            const float inv = (float)(1.0 / sqrt(ss / (double)gs + eps));
-            for (int64_t i = 0; i < gs; i++) v[i] = w[g * gs + i] * (v[i] * inv);
-        }
+        for (int64_t g = 0; g < G; g++) lmi_rmsnorm_row(yr + g * gs, w, g * gs, yr + g * gs, gs, eps);
     }
 }
 
@@ -271,19 +193,9 @@ static lm_status deci_layer(lmi_cpu_m2_scratch *sc, const lmi_dims *d, const lmi
 {
     const int64_t L = *T, H = d->n_heads, dm = d->d_model, E = d->d_inner;
     const int64_t CD = d->conv_dim, ld = in_rows(d);
-    const int64_t R = f->deci_protect > 0 ? f->deci_protect : 0;
-    if (L <= R) return LM_OK;
-    const int64_t K = lmi_deci_keep_count(L, R, budget, f->deci_min_len);
-    if (K < 0 || K + R >= L) return LM_OK;
-    for (int64_t t = 0; t < L; t++) {
-        const float *r = sc->dl + t * H;
-        double ss = 0.0;
-        for (int64_t h = 0; h < H; h++) ss += (double)r[h] * (double)r[h];
-        sc->score[t] = (float)sqrt(ss);
-    }
-    lm_status st = lmi_deci_select(sc->score, L, R, K, sc->idx, sc->sel, e);
-    if (st != LM_OK) return st;
-    const int64_t n = K + R;
+    int64_t n = 0;
+    lm_status st = lmi_deci_plan(f, budget, sc->dl, L, H, sc->score, sc->idx, sc->sel, &n, e);
+    if (st != LM_OK || n == 0) return st;
     /* idx ascending with idx[i] >= i: the in-place forward gather is safe */
     for (int64_t i = 0; i < n; i++) {
         const int64_t src = sc->idx[i];
@@ -321,8 +233,8 @@ static void delta_rows(const lmi_dims *d, const float *zx, int64_t ld, int64_t T
 /* ---- forward ------------------------------------------------------------ */
 
 lm_status lmi_cpu_m2_forward(const lm_model *m, lmi_cpu_m2_scratch **scp, float *conv,
-                             float *ssm, const float *conv_wT, const lmi_forward *f, int nt,
-                             lmi_err *e)
+                             float *ssm, const float *conv_wT, float *tile, const lmi_forward *f,
+                             int nt, lmi_err *e)
 {
     const lmi_dims *d = &m->dims;
     const int64_t dm = d->d_model, E = d->d_inner, N = d->d_state, K = d->d_conv;
@@ -336,8 +248,7 @@ lm_status lmi_cpu_m2_forward(const lm_model *m, lmi_cpu_m2_scratch **scp, float 
 
     int64_t T = f->n_tokens;
     /* hidden_states = self.embeddings(input_ids) */
-    for (int64_t t = 0; t < T; t++)
-        memcpy(sc->res + t * dm, m->embed + (int64_t)f->tokens[t] * dm, (size_t)dm * sizeof(float));
+    lmi_embed(&m->embed, f->tokens, T, sc->res);
 
     for (int64_t l = 0; l < d->n_layer; l++) {
         const lmi_layer *ly = &m->layers[l];
@@ -346,13 +257,12 @@ lm_status lmi_cpu_m2_forward(const lm_model *m, lmi_cpu_m2_scratch **scp, float 
         const bool deci = f->deci_budget && f->deci_budget[l] >= 0.0;
 
         /* hidden_states = self.norm(hidden_states) */
-        rmsnorm(sc->res, ly->norm_w, sc->hn, T, dm, d->eps);
+        lmi_rmsnorm(sc->res, &ly->norm_w, sc->hn, T, dm, d->eps);
         /* gate, xBC, dt = self.in_proj(hidden_states).split([E, conv_dim, H]) */
-        linear(sc->hn, dm, T, ly->in_w, ld, dm, ly->in_b, sc->zx, ld, 0.0f);
+        lmi_linear(sc->hn, dm, T, &ly->in_w, &ly->in_b, sc->zx, ld, 0.0f, tile, nt);
         /* xBC = act(conv1d(xBC)) */
-        conv_chunk(sc->head, conv_state, sc->zx + E, ld, T, conv_wT + l * K * CD, ly->conv_b,
-                   sc->u, CD, K, nt);
-        delta_rows(d, sc->zx, ld, T, ly->dt_b, sc->dl);
+        lmi_conv_chunk(sc->head, conv_state, sc->zx + E, ld, T, conv_wT + l * (K + 1) * CD, sc->u, CD, K, nt);
+        delta_rows(d, sc->zx, ld, T, lmi_weight_f32(&ly->dt_b), sc->dl);
         if (f->sink) {
             st = f->sink(f->sink_ctx, l, sc->dl, T, H, e);
             if (st != LM_OK) return st;
@@ -364,16 +274,16 @@ lm_status lmi_cpu_m2_forward(const lm_model *m, lmi_cpu_m2_scratch **scp, float 
         const lmi_filter *flt = f->filters ? &f->filters[l] : NULL;
         scan_job sj = {
             .T = T, .H = H, .P = P, .N = N, .G = G, .E = E, .ldu = CD,
-            .u = sc->u, .dl = sc->dl, .A = ly->A, .D = ly->D,
+            .u = sc->u, .dl = sc->dl, .A = lmi_weight_f32(&ly->A), .D = lmi_weight_f32(&ly->D),
             .global = flt && flt->global ? flt->global : NULL,
             .tau = flt && flt->global ? flt->tau : NULL,
             .S = S, .y = sc->y,
         };
         lmi_cpu_parallel_for(T * E * N >= 65536 ? nt : 1, H, 1, scan_heads, &sj);
         /* scan_output = self.norm(scan_output, gate) */
-        gated_norm(sc->y, sc->zx, ld, ly->gnorm_w, T, E, G, d->eps);
+        gated_norm(sc->y, sc->zx, ld, &ly->gnorm_w, T, E, G, d->eps);
         /* hidden_states = residual + self.out_proj(scan_output) */
-        linear(sc->y, E, T, ly->out_w, dm, E, ly->out_b, sc->res, dm, 1.0f);
+        lmi_linear(sc->y, E, T, &ly->out_w, &ly->out_b, sc->res, dm, 1.0f, tile, nt);
     }
 
     if (f->n_out > 0) {
@@ -382,8 +292,8 @@ lm_status lmi_cpu_m2_forward(const lm_model *m, lmi_cpu_m2_scratch **scp, float 
                             "cpu: %lld logits asked for but only %lld positions remain",
                             (long long)f->n_out, (long long)T);
         /* logits = self.lm_head(self.norm_f(hidden_states[:, -n_out:])) */
-        rmsnorm(sc->res + (T - f->n_out) * dm, m->norm_f, sc->hn, f->n_out, dm, d->eps);
-        linear(sc->hn, dm, f->n_out, m->lm_head, d->vocab, dm, NULL, f->logits, d->vocab, 0.0f);
+        lmi_rmsnorm(sc->res + (T - f->n_out) * dm, &m->norm_f, sc->hn, f->n_out, dm, d->eps);
+        lmi_linear(sc->hn, dm, f->n_out, &m->lm_head, NULL, f->logits, d->vocab, 0.0f, tile, nt);
     }
     return LM_OK;
 }
@@ -394,7 +304,8 @@ lm_status lmi_cpu_m2_forward(const lm_model *m, lmi_cpu_m2_scratch **scp, float 
  * one session's. */
 lm_status lmi_cpu_m2_forward_batch(const lm_model *m, lmi_cpu_m2_scratch **scp,
                                    float *const *conv, float *const *ssm, const float *conv_wT,
-                                   const int32_t *tokens, int64_t n, float *logits, lmi_err *e)
+                                   float *tile, const int32_t *tokens, int64_t n, float *logits,
+                                   int nt, lmi_err *e)
 {
     const lmi_dims *d = &m->dims;
     const int64_t dm = d->d_model, E = d->d_inner, N = d->d_state, K = d->d_conv;
@@ -404,29 +315,27 @@ lm_status lmi_cpu_m2_forward_batch(const lm_model *m, lmi_cpu_m2_scratch **scp,
     lm_status st = lmi_cpu_m2_reserve(scp, d, n, e);
     if (st != LM_OK) return st;
     lmi_cpu_m2_scratch *sc = *scp;
-    for (int64_t i = 0; i < n; i++)
-        memcpy(sc->res + i * dm, m->embed + (int64_t)tokens[i] * dm, (size_t)dm * sizeof(float));
+    lmi_embed(&m->embed, tokens, n, sc->res);
     for (int64_t l = 0; l < d->n_layer; l++) {
         const lmi_layer *ly = &m->layers[l];
-        rmsnorm(sc->res, ly->norm_w, sc->hn, n, dm, d->eps);
-        linear(sc->hn, dm, n, ly->in_w, ld, dm, ly->in_b, sc->zx, ld, 0.0f);
-        delta_rows(d, sc->zx, ld, n, ly->dt_b, sc->dl);
+        lmi_rmsnorm(sc->res, &ly->norm_w, sc->hn, n, dm, d->eps);
+        lmi_linear(sc->hn, dm, n, &ly->in_w, &ly->in_b, sc->zx, ld, 0.0f, tile, nt);
+        delta_rows(d, sc->zx, ld, n, lmi_weight_f32(&ly->dt_b), sc->dl);
         for (int64_t i = 0; i < n; i++) {
-            conv_chunk(sc->head, conv[i] + l * CD * (K - 1), sc->zx + i * ld + E, ld, 1,
-                       conv_wT + l * K * CD, ly->conv_b, sc->u + i * CD, CD, K, 1);
+            lmi_conv_chunk(sc->head, conv[i] + l * CD * (K - 1), sc->zx + i * ld + E, ld, 1, conv_wT + l * (K + 1) * CD, sc->u + i * CD, CD, K, 1);
             scan_job sj = {
                 .T = 1, .H = H, .P = P, .N = N, .G = G, .E = E, .ldu = CD,
-                .u = sc->u + i * CD, .dl = sc->dl + i * H, .A = ly->A, .D = ly->D,
+                .u = sc->u + i * CD, .dl = sc->dl + i * H, .A = lmi_weight_f32(&ly->A), .D = lmi_weight_f32(&ly->D),
                 .S = ssm[i] + l * E * N, .y = sc->y + i * E,
             };
             scan_heads(&sj, 0, H);
         }
-        gated_norm(sc->y, sc->zx, ld, ly->gnorm_w, n, E, G, d->eps);
-        linear(sc->y, E, n, ly->out_w, dm, E, ly->out_b, sc->res, dm, 1.0f);
+        gated_norm(sc->y, sc->zx, ld, &ly->gnorm_w, n, E, G, d->eps);
+        lmi_linear(sc->y, E, n, &ly->out_w, &ly->out_b, sc->res, dm, 1.0f, tile, nt);
     }
     if (logits) {
-        rmsnorm(sc->res, m->norm_f, sc->hn, n, dm, d->eps);
-        linear(sc->hn, dm, n, m->lm_head, d->vocab, dm, NULL, logits, d->vocab, 0.0f);
+        lmi_rmsnorm(sc->res, &m->norm_f, sc->hn, n, dm, d->eps);
+        lmi_linear(sc->hn, dm, n, &m->lm_head, NULL, logits, d->vocab, 0.0f, tile, nt);
     }
     return LM_OK;
 }

@@ -21,17 +21,19 @@ void lmi_cpu_m2_free(lmi_cpu_m2_scratch *sc);
 
 /* One forward pass over f's tokens, continuing from and updating
  * conv [n_layer][conv_dim][K-1] (oldest first) and ssm [n_layer][H][P][N].
- * conv_wT: [n_layer][K][conv_dim].  Everything that can fail is checked
+ * conv_wT: [n_layer][K + 1][conv_dim] (lmi_conv_prepare); tile: the
+ * lmi_linear scratch (lmi_ops_tile_floats).  Everything that can fail is checked
  * before the state changes. */
 lm_status lmi_cpu_m2_forward(const lm_model *m, lmi_cpu_m2_scratch **sc, float *conv,
-                             float *ssm, const float *conv_wT, const lmi_forward *f, int n_threads,
-                             lmi_err *e);
+                             float *ssm, const float *conv_wT, float *tile, const lmi_forward *f,
+                             int n_threads, lmi_err *e);
 
 /* One vanilla decode step for n sessions: tokens [n], each session's
  * state conv[i] / ssm[i] (layouts as above), logits [n][vocab] or NULL.
  * The weights are read once for the batch. */
 lm_status lmi_cpu_m2_forward_batch(const lm_model *m, lmi_cpu_m2_scratch **sc,
                                    float *const *conv, float *const *ssm, const float *conv_wT,
-                                   const int32_t *tokens, int64_t n, float *logits, lmi_err *e);
+                                   float *tile, const int32_t *tokens, int64_t n, float *logits,
+                                   int n_threads, lmi_err *e);
 
 #endif

@@ -402,33 +402,10 @@ void lmi_st_close(lmi_st_file *f)
 
 /* ---- conversion ------------------------------------------------------------ */
 
-/* IEEE binary16 -> binary32, exact for every input (subnormals, inf, NaN). */
+/* IEEE binary16 -> binary32 (lmi_f16_to_f32, internal.h). */
 static float half_to_float(uint16_t h)
 {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t ex = (h >> 10) & 0x1Fu;
-    uint32_t mant = h & 0x3FFu;
-    uint32_t bits;
-    if (ex == 0) {
-        if (mant == 0) {
-            bits = sign;
-        } else {
-            /* value = mant * 2^-24: normalise so the implicit bit is set. */
-            uint32_t fe = 113;
-            while (!(mant & 0x400u)) {
-                mant <<= 1;
-                fe--;
-            }
-            bits = sign | (fe << 23) | ((mant & 0x3FFu) << 13);
-        }
-    } else if (ex == 31) {
-        bits = sign | 0x7F800000u | (mant << 13); /* inf, or NaN keeping its payload */
-    } else {
-        bits = sign | ((ex + 112) << 23) | (mant << 13);
-    }
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
+    return lmi_f16_to_f32(h);
 }
 
 lm_status lmi_st_to_f32(const lmi_st_tensor *t, float *out, lmi_err *e)

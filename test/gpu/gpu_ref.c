@@ -109,17 +109,17 @@ static void random_outer(struct lm_model *m, tu_rng *r, int64_t V, int64_t D, in
     m->n_threads = 4;
     float *emb = arr(m, (size_t)(V * D));
     fill(r, emb, (size_t)(V * D), 1.0, 0, bf);
-    m->embed = emb;
+    m->embed = lmi_weight_of_f32(emb, V, D);
     if (tied) {
-        m->lm_head = emb;
+        m->lm_head = lmi_weight_of_f32(emb, V, D);
     } else {
         float *h = arr(m, (size_t)(V * D));
         fill(r, h, (size_t)(V * D), 0.3, 0, bf);
-        m->lm_head = h;
+        m->lm_head = lmi_weight_of_f32(h, V, D);
     }
     float *nf = arr(m, (size_t)D);
     fill(r, nf, (size_t)D, 0.2, 1.0, bf);
-    m->norm_f = nf;
+    m->norm_f = lmi_weight_of_f32(nf, 1, D);
     m->layers = calloc((size_t)n_layer, sizeof(lmi_layer));
 }
 
@@ -155,13 +155,13 @@ struct lm_model *model_random(const model_spec *sp, lm_backend backend)
     for (int64_t l = 0; l < sp->n_layer; l++) {
         lmi_layer *L = &m->layers[l];
         float *p;
-        p = arr(m, (size_t)D); fill(&r, p, (size_t)D, 0.2, 1.0, bf); L->norm_w = p;
-        p = arr(m, (size_t)(2 * E * D)); fill(&r, p, (size_t)(2 * E * D), 1.7 / sqrt((double)D), 0, bf); L->in_w = p;
-        if (sp->use_bias) { p = arr(m, (size_t)(2 * E)); fill(&r, p, (size_t)(2 * E), 0.1, 0, bf); L->in_b = p; }
-        p = arr(m, (size_t)(E * K)); fill(&r, p, (size_t)(E * K), 1.0 / sqrt((double)K), 0, bf); L->conv_w = p;
-        if (sp->conv_bias) { p = arr(m, (size_t)E); fill(&r, p, (size_t)E, 0.2, 0, bf); L->conv_b = p; }
-        p = arr(m, (size_t)((R + 2 * N) * E)); fill(&r, p, (size_t)((R + 2 * N) * E), 1.7 / sqrt((double)E), 0, bf); L->x_w = p;
-        p = arr(m, (size_t)(E * R)); fill(&r, p, (size_t)(E * R), 1.0 / sqrt((double)R), 0, bf); L->dt_w = p;
+        p = arr(m, (size_t)D); fill(&r, p, (size_t)D, 0.2, 1.0, bf); L->norm_w = lmi_weight_of_f32(p, 1, D);
+        p = arr(m, (size_t)(2 * E * D)); fill(&r, p, (size_t)(2 * E * D), 1.7 / sqrt((double)D), 0, bf); L->in_w = lmi_weight_of_f32(p, 2 * E, D);
+        if (sp->use_bias) { p = arr(m, (size_t)(2 * E)); fill(&r, p, (size_t)(2 * E), 0.1, 0, bf); L->in_b = lmi_weight_of_f32(p, 1, 2 * E); }
+        p = arr(m, (size_t)(E * K)); fill(&r, p, (size_t)(E * K), 1.0 / sqrt((double)K), 0, bf); L->conv_w = lmi_weight_of_f32(p, E, K);
+        if (sp->conv_bias) { p = arr(m, (size_t)E); fill(&r, p, (size_t)E, 0.2, 0, bf); L->conv_b = lmi_weight_of_f32(p, 1, E); }
+        p = arr(m, (size_t)((R + 2 * N) * E)); fill(&r, p, (size_t)((R + 2 * N) * E), 1.7 / sqrt((double)E), 0, bf); L->x_w = lmi_weight_of_f32(p, R + 2 * N, E);
+        p = arr(m, (size_t)(E * R)); fill(&r, p, (size_t)(E * R), 1.0 / sqrt((double)R), 0, bf); L->dt_w = lmi_weight_of_f32(p, E, R);
         p = arr(m, (size_t)E);
         for (int64_t e = 0; e < E; e++) {
             /* dt = exp(U[log 1e-3, log 1e-1]); bias = softplus^-1(dt) */
@@ -169,7 +169,7 @@ struct lm_model *model_random(const model_spec *sp, lm_backend backend)
             float b = (float)(dt + log(-expm1(-dt)));
             p[e] = bf ? bf16_round(b) : b;
         }
-        L->dt_b = p;
+        L->dt_b = lmi_weight_of_f32(p, 1, E);
         p = arr(m, (size_t)(E * N));
         for (int64_t e = 0; e < E; e++)
             for (int64_t n = 0; n < N; n++) {
@@ -177,10 +177,10 @@ struct lm_model *model_random(const model_spec *sp, lm_backend backend)
                 if (bf) alog = bf16_round(alog);
                 p[e * N + n] = -expf(alog);
             }
-        L->A = p;
-        p = arr(m, (size_t)E); fill(&r, p, (size_t)E, 0.5, 1.0, bf); L->D = p;
-        p = arr(m, (size_t)(D * E)); fill(&r, p, (size_t)(D * E), 1.0 / sqrt((double)E), 0, bf); L->out_w = p;
-        if (sp->use_bias) { p = arr(m, (size_t)D); fill(&r, p, (size_t)D, 0.1, 0, bf); L->out_b = p; }
+        L->A = lmi_weight_of_f32(p, E, N);
+        p = arr(m, (size_t)E); fill(&r, p, (size_t)E, 0.5, 1.0, bf); L->D = lmi_weight_of_f32(p, 1, E);
+        p = arr(m, (size_t)(D * E)); fill(&r, p, (size_t)(D * E), 1.0 / sqrt((double)E), 0, bf); L->out_w = lmi_weight_of_f32(p, D, E);
+        if (sp->use_bias) { p = arr(m, (size_t)D); fill(&r, p, (size_t)D, 0.1, 0, bf); L->out_b = lmi_weight_of_f32(p, 1, D); }
     }
     m->n_params = 0;
     return m;
@@ -224,24 +224,24 @@ struct lm_model *model_random_m2(const m2_model_spec *sp, lm_backend backend)
     for (int64_t l = 0; l < sp->n_layer; l++) {
         lmi_layer *L = &m->layers[l];
         float *p;
-        p = arr(m, (size_t)D); fill(&r, p, (size_t)D, 0.2, 1.0, bf); L->norm_w = p;
-        p = arr(m, (size_t)(ld * D)); fill(&r, p, (size_t)(ld * D), 1.7 / sqrt((double)D), 0, bf); L->in_w = p;
-        if (sp->use_bias) { p = arr(m, (size_t)ld); fill(&r, p, (size_t)ld, 0.1, 0, bf); L->in_b = p; }
-        p = arr(m, (size_t)(CD * K)); fill(&r, p, (size_t)(CD * K), 1.0 / sqrt((double)K), 0, bf); L->conv_w = p;
-        if (sp->conv_bias) { p = arr(m, (size_t)CD); fill(&r, p, (size_t)CD, 0.2, 0, bf); L->conv_b = p; }
+        p = arr(m, (size_t)D); fill(&r, p, (size_t)D, 0.2, 1.0, bf); L->norm_w = lmi_weight_of_f32(p, 1, D);
+        p = arr(m, (size_t)(ld * D)); fill(&r, p, (size_t)(ld * D), 1.7 / sqrt((double)D), 0, bf); L->in_w = lmi_weight_of_f32(p, ld, D);
+        if (sp->use_bias) { p = arr(m, (size_t)ld); fill(&r, p, (size_t)ld, 0.1, 0, bf); L->in_b = lmi_weight_of_f32(p, 1, ld); }
+        p = arr(m, (size_t)(CD * K)); fill(&r, p, (size_t)(CD * K), 1.0 / sqrt((double)K), 0, bf); L->conv_w = lmi_weight_of_f32(p, CD, K);
+        if (sp->conv_bias) { p = arr(m, (size_t)CD); fill(&r, p, (size_t)CD, 0.2, 0, bf); L->conv_b = lmi_weight_of_f32(p, 1, CD); }
         p = arr(m, (size_t)H);
         for (int64_t h = 0; h < H; h++) {
             const double dt = exp(log(1e-3) + tu_rng_unif(&r) * (log(1e-1) - log(1e-3)));
             p[h] = (float)(dt + log(-expm1(-dt)));
         }
-        L->dt_b = p;
+        L->dt_b = lmi_weight_of_f32(p, 1, H);
         p = arr(m, (size_t)H);
         for (int64_t h = 0; h < H; h++) p[h] = -(float)(1.0 + 15.0 * tu_rng_unif(&r));
-        L->A = p;
-        p = arr(m, (size_t)H); fill(&r, p, (size_t)H, 0.5, 1.0, false); L->D = p;
-        p = arr(m, (size_t)E); fill(&r, p, (size_t)E, 0.2, 1.0, bf); L->gnorm_w = p;
-        p = arr(m, (size_t)(D * E)); fill(&r, p, (size_t)(D * E), 1.0 / sqrt((double)E), 0, bf); L->out_w = p;
-        if (sp->use_bias) { p = arr(m, (size_t)D); fill(&r, p, (size_t)D, 0.1, 0, bf); L->out_b = p; }
+        L->A = lmi_weight_of_f32(p, 1, H);
+        p = arr(m, (size_t)H); fill(&r, p, (size_t)H, 0.5, 1.0, false); L->D = lmi_weight_of_f32(p, 1, H);
+        p = arr(m, (size_t)E); fill(&r, p, (size_t)E, 0.2, 1.0, bf); L->gnorm_w = lmi_weight_of_f32(p, 1, E);
+        p = arr(m, (size_t)(D * E)); fill(&r, p, (size_t)(D * E), 1.0 / sqrt((double)E), 0, bf); L->out_w = lmi_weight_of_f32(p, D, E);
+        if (sp->use_bias) { p = arr(m, (size_t)D); fill(&r, p, (size_t)D, 0.1, 0, bf); L->out_b = lmi_weight_of_f32(p, 1, D); }
     }
     return m;
 }
@@ -378,7 +378,7 @@ int64_t ref_forward(const struct lm_model *m, ref_state *st, const int32_t *tok,
     const int64_t V = dm->vocab, R2N = R + 2 * N;
     double *res = malloc((size_t)(L * D) * sizeof(double));
     for (int64_t t = 0; t < L; t++)
-        for (int64_t i = 0; i < D; i++) res[t * D + i] = m->embed[(int64_t)tok[t] * D + i];
+        for (int64_t i = 0; i < D; i++) res[t * D + i] = lmi_weight_at(&m->embed, (int64_t)tok[t] * D + i);
     for (int64_t l = 0; l < dm->n_layer; l++) {
         const lmi_layer *W = &m->layers[l];
         double *hn = malloc((size_t)(L * D) * sizeof(double));
@@ -386,18 +386,18 @@ int64_t ref_forward(const struct lm_model *m, ref_state *st, const int32_t *tok,
         double *u = malloc((size_t)(L * E) * sizeof(double));
         double *dbc = malloc((size_t)(L * R2N) * sizeof(double));
         double *delta = malloc((size_t)(L * E) * sizeof(double));
-        rmsnorm(res, L, D, W->norm_w, dm->eps, hn);
+        rmsnorm(res, L, D, lmi_weight_f32(&W->norm_w), dm->eps, hn);
         /* xz = in_proj(hn) */
-        matmul(hn, D, L, W->in_w, D, 2 * E, W->in_b, xz);
+        matmul(hn, D, L, lmi_weight_f32(&W->in_w), D, 2 * E, lmi_weight_f32(&W->in_b), xz);
         /* u = silu(conv1d(x) + b), left padding from the state */
         double *cs = st->conv + l * E * (K - 1);
         for (int64_t t = 0; t < L; t++)
             for (int64_t e = 0; e < E; e++) {
-                double acc = W->conv_b ? W->conv_b[e] : 0;
+                double acc = W->conv_b.data ? lmi_weight_at(&W->conv_b, e) : 0;
                 for (int64_t k = 0; k < K; k++) {
                     const int64_t pos = t - (K - 1) + k;
                     const double x = pos >= 0 ? xz[pos * 2 * E + e] : cs[e * (K - 1) + (K - 1) + pos];
-                    acc += W->conv_w[e * K + k] * x;
+                    acc += lmi_weight_at(&W->conv_w, e * K + k) * x;
                 }
                 u[t * E + e] = silu(acc);
             }
@@ -410,10 +410,10 @@ int64_t ref_forward(const struct lm_model *m, ref_state *st, const int32_t *tok,
             for (int64_t j = 0; j < K - 1; j++) cs[e * (K - 1) + j] = nv[j];
         }
         /* dbc = x_proj(u); delta = softplus(dt_proj(dt_low) + b) */
-        matmul(u, E, L, W->x_w, E, R2N, NULL, dbc);
-        matmul(dbc, R2N, L, W->dt_w, R, E, NULL, delta);
+        matmul(u, E, L, lmi_weight_f32(&W->x_w), E, R2N, NULL, dbc);
+        matmul(dbc, R2N, L, lmi_weight_f32(&W->dt_w), R, E, NULL, delta);
         for (int64_t t = 0; t < L; t++)
-            for (int64_t e = 0; e < E; e++) delta[t * E + e] = softplus(delta[t * E + e] + W->dt_b[e]);
+            for (int64_t e = 0; e < E; e++) delta[t * E + e] = softplus(delta[t * E + e] + lmi_weight_at(&W->dt_b, e));
         if (o && o->hook) o->hook(o->hook_ctx, l, delta, L, E);
         /* DeciMamba */
         if (o && o->deci_budget && o->deci_budget[l] >= 0) {
@@ -466,17 +466,17 @@ int64_t ref_forward(const struct lm_model *m, ref_state *st, const int32_t *tok,
                 double acc = 0;
                 for (int64_t n = 0; n < N; n++) {
                     double *hh = &h[e * N + n];
-                    *hh = exp(dl * W->A[e * N + n]) * *hh + dl * Bt[n] * uu;
+                    *hh = exp(dl * lmi_weight_at(&W->A, e * N + n)) * *hh + dl * Bt[n] * uu;
                     acc += *hh * Ct[n];
                 }
-                acc += W->D[e] * uu;
+                acc += lmi_weight_at(&W->D, e) * uu;
                 acc *= silu(xz[t * 2 * E + E + e]);
                 delta[t * E + e] = acc; /* y overwrites delta (no longer needed) */
             }
         }
         /* res += out_proj(y) */
         double *mo = malloc((size_t)(L * D) * sizeof(double));
-        matmul(delta, E, L, W->out_w, E, D, W->out_b, mo);
+        matmul(delta, E, L, lmi_weight_f32(&W->out_w), E, D, lmi_weight_f32(&W->out_b), mo);
         for (int64_t i = 0; i < L * D; i++) res[i] += mo[i];
         free(mo);
         free(hn);
@@ -491,8 +491,8 @@ int64_t ref_forward(const struct lm_model *m, ref_state *st, const int32_t *tok,
     }
     if (n_out > 0) {
         double *hf = malloc((size_t)(n_out * D) * sizeof(double));
-        rmsnorm(res + (L - n_out) * D, n_out, D, m->norm_f, dm->eps, hf);
-        matmul(hf, D, n_out, m->lm_head, D, V, NULL, logits);
+        rmsnorm(res + (L - n_out) * D, n_out, D, lmi_weight_f32(&m->norm_f), dm->eps, hf);
+        matmul(hf, D, n_out, lmi_weight_f32(&m->lm_head), D, V, NULL, logits);
         free(hf);
     }
     free(res);

@@ -664,21 +664,21 @@ static void bench(bool profile_only)
         dtb[h] = (float)log(expm1(exp(log(1e-3) + tu_rng_unif(&r) * (log(0.1) - log(1e-3)))));
         A[h] = (float)-(1.0 + 15.0 * tu_rng_unif(&r));
     }
-    m->embed = emb;
-    m->lm_head = emb;
-    m->norm_f = ones;
+    m->embed = lmi_weight_of_f32(emb, d->vocab, D);
+    m->lm_head = m->embed;
+    m->norm_f = lmi_weight_of_f32(ones, 1, D);
     m->layers = calloc((size_t)d->n_layer, sizeof(lmi_layer));
     for (int64_t l = 0; l < d->n_layer; l++) {
         lmi_layer *Ly = &m->layers[l];
-        Ly->norm_w = ones;
-        Ly->in_w = in_w;
-        Ly->conv_w = conv_w;
-        Ly->conv_b = conv_b;
-        Ly->dt_b = dtb;
-        Ly->A = A;
-        Ly->D = ones;
-        Ly->gnorm_w = ones;
-        Ly->out_w = out_w;
+        Ly->norm_w = lmi_weight_of_f32(ones, 1, D);
+        Ly->in_w = lmi_weight_of_f32(in_w, ld, D);
+        Ly->conv_w = lmi_weight_of_f32(conv_w, CD, 4);
+        Ly->conv_b = lmi_weight_of_f32(conv_b, 1, CD);
+        Ly->dt_b = lmi_weight_of_f32(dtb, 1, H);
+        Ly->A = lmi_weight_of_f32(A, 1, H);
+        Ly->D = lmi_weight_of_f32(ones, 1, H);
+        Ly->gnorm_w = lmi_weight_of_f32(ones, 1, E);
+        Ly->out_w = lmi_weight_of_f32(out_w, D, E);
     }
     lmi_err e = {{0}};
     lm_status st = m->vt->model_init(m, &e);

@@ -397,7 +397,8 @@ static void test_oom(void)
     /* (a) weights that cannot fit: model_init fails cleanly */
     static float dummy[16];
     struct lm_model *m = calloc(1, sizeof *m);
-    lmi_layer layer = {dummy, dummy, NULL, dummy, dummy, dummy, dummy, dummy, dummy, dummy, NULL, dummy, NULL};
+    const lmi_weight dw = lmi_weight_of_f32(dummy, 1, 1), none = {0};
+    lmi_layer layer = {dw, dw, none, dw, dw, dw, dw, dw, dw, dw, none, dw, none};
     m->dims.arch = LM_ARCH_MAMBA1;
     m->dims.d_model = 1 << 16;
     m->dims.d_inner = 1 << 17;
@@ -408,7 +409,7 @@ static void test_oom(void)
     m->dims.vocab = 1 << 20;
     m->dims.eps = 1e-5;
     m->dtype = LM_DTYPE_F32;
-    m->embed = m->lm_head = m->norm_f = dummy;
+    m->embed = m->lm_head = m->norm_f = lmi_weight_of_f32(dummy, 1, 1);
     m->layers = &layer;
     m->backend = LM_BACKEND_CUDA;
     m->vt = &lmi_cuda_backend;

@@ -108,26 +108,28 @@ lm_model *tm_model_build(const tm_config *c, char *err, size_t err_cap)
     m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
     ok = ok && m->layers;
     float *embed = fill(o, (size_t)(c->vocab * d), &rng, 1.0, 0.0);
-    m->embed = embed;
-    m->norm_f = fill(o, (size_t)d, &rng, 0.2, 1.0);
-    m->lm_head = c->tied ? embed : fill(o, (size_t)(c->vocab * d), &rng, 0.5, 0.0);
-    ok = ok && m->embed && m->norm_f && m->lm_head;
+    const float *norm_f = fill(o, (size_t)d, &rng, 0.2, 1.0);
+    const float *head = c->tied ? embed : fill(o, (size_t)(c->vocab * d), &rng, 0.5, 0.0);
+    m->embed = lmi_weight_of_f32(embed, c->vocab, d);
+    m->norm_f = lmi_weight_of_f32(norm_f, 1, d);
+    m->lm_head = lmi_weight_of_f32(head, c->vocab, d);
+    ok = ok && embed && norm_f && head;
     for (int64_t l = 0; ok && l < c->n_layer; l++) {
         lmi_layer *L = &m->layers[l];
-        L->norm_w = fill(o, (size_t)d, &rng, 0.2, 1.0);
-        L->in_w = fill(o, (size_t)(2 * E * d), &rng, 1.7 / sqrt((double)d), 0.0);
-        L->in_b = c->bias ? fill(o, (size_t)(2 * E), &rng, 0.1, 0.0) : NULL;
-        L->conv_w = fill(o, (size_t)(E * K), &rng, 0.6, 0.0);
-        L->conv_b = c->conv_bias ? fill(o, (size_t)E, &rng, 0.2, 0.0) : NULL;
-        L->x_w = fill(o, (size_t)((R + 2 * N) * E), &rng, 1.7 / sqrt((double)E), 0.0);
-        L->dt_w = fill(o, (size_t)(E * R), &rng, 1.0 / sqrt((double)R), 0.0);
+        const float *norm_w = fill(o, (size_t)d, &rng, 0.2, 1.0);
+        const float *in_w = fill(o, (size_t)(2 * E * d), &rng, 1.7 / sqrt((double)d), 0.0);
+        const float *in_b = c->bias ? fill(o, (size_t)(2 * E), &rng, 0.1, 0.0) : NULL;
+        const float *conv_w = fill(o, (size_t)(E * K), &rng, 0.6, 0.0);
+        const float *conv_b = c->conv_bias ? fill(o, (size_t)E, &rng, 0.2, 0.0) : NULL;
+        const float *x_w = fill(o, (size_t)((R + 2 * N) * E), &rng, 1.7 / sqrt((double)E), 0.0);
+        const float *dt_w = fill(o, (size_t)(E * R), &rng, 1.0 / sqrt((double)R), 0.0);
         /* dt_proj.bias as Mamba initialises it: inverse softplus of
          * dt ~ logUniform(1e-3, 1e-1) */
         float *dtb = tm_arr(o, (size_t)E);
         float *A = tm_arr(o, (size_t)(E * N));
         float *D = fill(o, (size_t)E, &rng, 0.5, 1.0);
-        ok = L->norm_w && L->in_w && (!c->bias || L->in_b) && L->conv_w &&
-             (!c->conv_bias || L->conv_b) && L->x_w && L->dt_w && dtb && A && D;
+        ok = norm_w && in_w && (!c->bias || in_b) && conv_w && (!c->conv_bias || conv_b) && x_w &&
+             dt_w && dtb && A && D;
         if (!ok)
             break;
         for (int64_t e = 0; e < E; e++) {
@@ -141,12 +143,21 @@ lm_model *tm_model_build(const tm_config *c, char *err, size_t err_cap)
                 A[e * N + n] = -expf(A_log);
             }
         }
-        L->dt_b = dtb;
-        L->A = A;
-        L->D = D;
-        L->out_w = fill(o, (size_t)(d * E), &rng, 1.0 / sqrt((double)E), 0.0);
-        L->out_b = c->bias ? fill(o, (size_t)d, &rng, 0.1, 0.0) : NULL;
-        ok = L->out_w && (!c->bias || L->out_b);
+        L->norm_w = lmi_weight_of_f32(norm_w, 1, d);
+        L->in_w = lmi_weight_of_f32(in_w, 2 * E, d);
+        L->in_b = lmi_weight_of_f32(in_b, 1, 2 * E);
+        L->conv_w = lmi_weight_of_f32(conv_w, E, K);
+        L->conv_b = lmi_weight_of_f32(conv_b, 1, E);
+        L->x_w = lmi_weight_of_f32(x_w, R + 2 * N, E);
+        L->dt_w = lmi_weight_of_f32(dt_w, E, R);
+        L->dt_b = lmi_weight_of_f32(dtb, 1, E);
+        L->A = lmi_weight_of_f32(A, E, N);
+        L->D = lmi_weight_of_f32(D, 1, E);
+        const float *out_w = fill(o, (size_t)(d * E), &rng, 1.0 / sqrt((double)E), 0.0);
+        const float *out_b = c->bias ? fill(o, (size_t)d, &rng, 0.1, 0.0) : NULL;
+        L->out_w = lmi_weight_of_f32(out_w, d, E);
+        L->out_b = lmi_weight_of_f32(out_b, 1, d);
+        ok = out_w && (!c->bias || out_b);
     }
     if (!ok) {
         snprintf(err, err_cap, "out of memory");
@@ -176,24 +187,24 @@ static double ref_silu(double v)
     return v / (1.0 + exp(-v));
 }
 
-static void ref_rmsnorm(const double *x, const float *w, double *out, int64_t d, double eps)
+static void ref_rmsnorm(const double *x, const lmi_weight *w, double *out, int64_t d, double eps)
 {
     double ss = 0.0;
     for (int64_t i = 0; i < d; i++)
         ss += x[i] * x[i];
     double inv = 1.0 / sqrt(ss / (double)d + eps);
     for (int64_t i = 0; i < d; i++)
-        out[i] = (double)w[i] * (x[i] * inv);
+        out[i] = (double)lmi_weight_at(w, i) * (x[i] * inv);
 }
 
 /* y[o] = W[o][:] . x + b[o] */
-static void ref_linear(const double *x, const float *W, const float *b, int64_t n_out, int64_t n_in,
+static void ref_linear(const double *x, const lmi_weight *W, const lmi_weight *b, int64_t n_out, int64_t n_in,
                        double *y)
 {
     for (int64_t o = 0; o < n_out; o++) {
-        double acc = b ? (double)b[o] : 0.0;
+        double acc = b && b->data ? (double)lmi_weight_at(b, o) : 0.0;
         for (int64_t i = 0; i < n_in; i++)
-            acc += (double)W[o * n_in + i] * x[i];
+            acc += (double)lmi_weight_at(W, o * n_in + i) * x[i];
         y[o] = acc;
     }
 }
@@ -223,29 +234,29 @@ int64_t tm_reference_forward(const lm_model *m, const int32_t *tokens, int64_t T
     Tc = T;
     for (int64_t t = 0; t < T; t++)
         for (int64_t i = 0; i < d; i++)
-            res[t * d + i] = m->embed[(int64_t)tokens[t] * d + i];
+            res[t * d + i] = lmi_weight_at(&m->embed, (int64_t)tokens[t] * d + i);
     for (int64_t l = 0; l < dm->n_layer; l++) {
         const lmi_layer *L = &m->layers[l];
         for (int64_t t = 0; t < Tc; t++) {
-            ref_rmsnorm(res + t * d, L->norm_w, hn + t * d, d, dm->eps);
-            ref_linear(hn + t * d, L->in_w, L->in_b, 2 * E, d, xz + t * 2 * E);
+            ref_rmsnorm(res + t * d, &L->norm_w, hn + t * d, d, dm->eps);
+            ref_linear(hn + t * d, &L->in_w, &L->in_b, 2 * E, d, xz + t * 2 * E);
         }
         for (int64_t t = 0; t < Tc; t++)
             for (int64_t e = 0; e < E; e++) {
-                double acc = L->conv_b ? (double)L->conv_b[e] : 0.0;
+                double acc = L->conv_b.data ? (double)lmi_weight_at(&L->conv_b, e) : 0.0;
                 for (int64_t k = 0; k < K; k++) {
                     int64_t src = t - (K - 1) + k;
                     if (src >= 0)
-                        acc += (double)L->conv_w[e * K + k] * xz[src * 2 * E + e];
+                        acc += (double)lmi_weight_at(&L->conv_w, e * K + k) * xz[src * 2 * E + e];
                 }
                 u[t * E + e] = ref_silu(acc);
             }
         for (int64_t t = 0; t < Tc; t++) {
-            ref_linear(u + t * E, L->x_w, NULL, nx, E, xd + t * nx);
+            ref_linear(u + t * E, &L->x_w, NULL, nx, E, xd + t * nx);
             for (int64_t e = 0; e < E; e++) {
-                double acc = (double)L->dt_b[e];
+                double acc = (double)lmi_weight_at(&L->dt_b, e);
                 for (int64_t r = 0; r < R; r++)
-                    acc += (double)L->dt_w[e * R + r] * xd[t * nx + r];
+                    acc += (double)lmi_weight_at(&L->dt_w, e * R + r) * xd[t * nx + r];
                 dl[t * E + e] = ref_softplus(acc);
             }
         }
@@ -295,20 +306,20 @@ int64_t tm_reference_forward(const lm_model *m, const int32_t *tokens, int64_t T
                 double ue = u[t * E + e], acc = 0.0;
                 for (int64_t n = 0; n < N; n++) {
                     double *hh = &h[e * N + n];
-                    *hh = exp(dt * (double)L->A[e * N + n]) * *hh + dt * xd[t * nx + R + n] * ue;
+                    *hh = exp(dt * (double)lmi_weight_at(&L->A, e * N + n)) * *hh + dt * xd[t * nx + R + n] * ue;
                     acc += *hh * xd[t * nx + R + N + n];
                 }
-                y[t * E + e] = (acc + (double)L->D[e] * ue) * ref_silu(xz[t * 2 * E + E + e]);
+                y[t * E + e] = (acc + (double)lmi_weight_at(&L->D, e) * ue) * ref_silu(xz[t * 2 * E + E + e]);
             }
         for (int64_t t = 0; t < Tc; t++) {
-            ref_linear(y + t * E, L->out_w, L->out_b, d, E, o);
+            ref_linear(y + t * E, &L->out_w, &L->out_b, d, E, o);
             for (int64_t i = 0; i < d; i++)
                 res[t * d + i] += o[i];
         }
     }
     for (int64_t t = 0; t < Tc; t++) {
-        ref_rmsnorm(res + t * d, m->norm_f, hn, d, dm->eps);
-        ref_linear(hn, m->lm_head, NULL, V, d, logits + t * V);
+        ref_rmsnorm(res + t * d, &m->norm_f, hn, d, dm->eps);
+        ref_linear(hn, &m->lm_head, NULL, V, d, logits + t * V);
     }
 out:
     free(res);

@@ -52,7 +52,12 @@ static void print_info(const char *dir, const lm_model_info *info)
 {
     printf("model:        %s\n", dir);
     printf("architecture: %s\n", cli_arch_name(info->arch));
-    printf("dtype:        %s\n", lm_dtype_name(info->dtype));
+    /* the stored type: the CPU backend keeps the weights in it (no fp32
+     * copy); the CUDA backend uploads F32 as F32 and 16-bit as BF16 */
+    printf("dtype:        %s (weights %s)\n", lm_dtype_name(info->dtype),
+           info->backend == LM_BACKEND_CPU ? "kept as stored in host memory"
+           : info->dtype == LM_DTYPE_F32   ? "F32 on the GPU"
+                                           : "BF16 on the GPU");
     printf("d_model:      %lld\n", (long long)info->d_model);
     printf("d_inner:      %lld\n", (long long)info->d_inner);
     printf("d_state:      %lld\n", (long long)info->d_state);

@@ -1,0 +1,54 @@
+/*
+ * cpu/ops.h - the CPU kernels both architectures share (cpu/backend.c for
+ * Mamba-1, cpu/mamba2.c for Mamba-2): the linear layer over weights in
+ * their stored type, RMSNorm, the depthwise causal conv + SiLU and the
+ * embedding gather.  Compute and accumulation are fp32 (RMSNorm
+ * statistics in double); 16-bit weights are widened exactly on the fly.
+ */
+#ifndef LMI_CPU_OPS_H
+#define LMI_CPU_OPS_H
+
+#include "internal.h"
+
+/* Floats of the per-session weight-tile scratch lmi_linear needs for
+ * 16-bit weights over several tokens (models of dims d). */
+size_t lmi_ops_tile_floats(const lmi_dims *d);
+
+/* Y[T][out] = beta * Y + X[T][in] @ W[out][in]^T (+ b), beta 0 or 1
+ * (0: Y is not read).  F32 weights: OpenBLAS GEMV (T == 1) / GEMM.
+ * F16 / BF16: T == 1 a direct GEMV reading the 16-bit rows; else tiles
+ * of rows widened into `tile` (lmi_ops_tile_floats) and OpenBLAS GEMM.
+ * nt: threads for the 16-bit GEMV and tile conversion. */
+void lmi_linear(const float *X, int64_t ldx, int64_t T, const lmi_weight *W, const lmi_weight *b,
+                float *Y, int64_t ldy, float beta, float *tile, int nt);
+
+/* out[n] = w[w_off + i] * (x[i] / sqrt(mean(x^2) + eps)); the mean, the
+ * eps and the square root in double, one rounding to fp32 (the float64
+ * references' math).  out may be x. */
+void lmi_rmsnorm_row(const float *x, const lmi_weight *w, int64_t w_off, float *out, int64_t n,
+                     double eps);
+/* T rows of d. */
+void lmi_rmsnorm(const float *x, const lmi_weight *w, float *out, int64_t T, int64_t d, double eps);
+
+/* Conv weights as the conv reads them: wT [K + 1][C] fp32, rows k < K the
+ * taps (wT[k][c] = w[c][k]), row K the bias (zeros when absent). */
+void lmi_conv_prepare(const lmi_weight *w, const lmi_weight *b, float *wT, int64_t C, int64_t K);
+
+/* u = F.silu(conv1d([state | x])[..., :T]) over C channels for T tokens
+ * (x rows at stride ldx), then state[c][j] (oldest first) = the last K-1
+ * inputs.  head: scratch of (K-1) * C floats. */
+void lmi_conv_chunk(float *head, float *state, const float *x, int64_t ldx, int64_t T,
+                    const float *wT, float *u, int64_t C, int64_t K, int nt);
+
+/* res[t] = embedding row tokens[t], widened to fp32 (d = E->cols). */
+void lmi_embed(const lmi_weight *E, const int32_t *tokens, int64_t T, float *res);
+
+/* DeciMamba's token selection for one layer of L tokens: score[t] =
+ * ||delta[t, 0..n_ch)||_2 (rows of n_ch), K = lmi_deci_keep_count, then
+ * idx[0..n) = the kept tokens, ascending (lmi_deci_select; sel is its
+ * scratch).  *n_keep = K + R, or 0 when the layer keeps every token. */
+lm_status lmi_deci_plan(const lmi_forward *f, double budget, const float *delta, int64_t L,
+                        int64_t n_ch, float *score, int64_t *idx, int64_t *sel, int64_t *n_keep,
+                        lmi_err *e);
+
+#endif
