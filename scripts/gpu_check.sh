@@ -41,6 +41,7 @@
 # Debian 12 packages: see the comment at the end of this file).
 set -u
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+cd "$REPO" || exit 1  # meson setup below configures the current folder
 OUT=${OUT:-$REPO/gpu-check-out}
 BUILD=${BUILD:-/tmp/lm-gpu-build}
 CKPT=${CKPT:-/tmp/lm-bench-ckpt}

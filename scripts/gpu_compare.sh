@@ -29,8 +29,9 @@ fi
 for side in before after; do
     tree=$REPO
     [ $side = before ] && tree=$BEFORE
-    OUT=$OUT/build-$side BUILD=/tmp/lm-cmp-$side bash "$tree/scripts/gpu_check.sh" --no-tests --no-sanitize \
-        --no-bench >"$OUT/build-$side.log" 2>&1 || { tail -20 "$OUT/build-$side.log"; exit 1; }
+    # from the tree's own root: its gpu_check.sh configures the current folder
+    (cd "$tree" && OUT=$OUT/build-$side BUILD=/tmp/lm-cmp-$side bash scripts/gpu_check.sh --no-tests \
+        --no-sanitize --no-bench) >"$OUT/build-$side.log" 2>&1 || { tail -20 "$OUT/build-$side.log"; exit 1; }
     echo "built $side ($tree)"
 done
 # Preflight: each build's library must see the GPU (the CUDA module, for
