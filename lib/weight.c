@@ -5,6 +5,7 @@
  * weights.  Built into the library and into the CUDA module.
  */
 #include "internal.h"
+#include "cpu/vmath.h"
 
 #include <string.h>
 
@@ -23,23 +24,12 @@ __attribute__((target("avx,f16c"))) static void f16_row_f16c(const uint16_t *src
     for (; i < n; i++) dst[i] = lmi_f16_to_f32(src[i]);
 }
 
-static bool have_f16c(void)
-{
-    static int known; /* 0 unknown, 1 no, 2 yes; a race only repeats the query */
-    int k = __atomic_load_n(&known, __ATOMIC_RELAXED);
-    if (!k) {
-        __builtin_cpu_init();
-        k = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx") ? 2 : 1;
-        __atomic_store_n(&known, k, __ATOMIC_RELAXED);
-    }
-    return k == 2;
-}
 #endif
 
 void lmi_f16_row_to_f32(const uint16_t *src, float *dst, int64_t n)
 {
 #ifdef LMI_HAVE_F16C_PATH
-    if (have_f16c()) {
+    if (lmi_cpu_f16c()) {
         f16_row_f16c(src, dst, n);
         return;
     }

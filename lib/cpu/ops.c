@@ -93,20 +93,6 @@ GEMV_TARGET static void gemv_rows_avx2(void *ctx, int64_t begin, int64_t end)
     }
 }
 
-static bool have_avx2_fma_f16c(void)
-{
-    static int known; /* 0 unknown, 1 no, 2 yes */
-    int k = __atomic_load_n(&known, __ATOMIC_RELAXED);
-    if (!k) {
-        __builtin_cpu_init();
-        k = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                    __builtin_cpu_supports("f16c")
-                ? 2
-                : 1;
-        __atomic_store_n(&known, k, __ATOMIC_RELAXED);
-    }
-    return k == 2;
-}
 #endif
 
 /* Portable: widen 256 elements at a time, fp32 dot. */
@@ -134,7 +120,7 @@ static void gemv16(const lmi_weight *W, const float *x, float *y, float beta, in
     gemv_job j = {.W = W, .x = x, .y = y, .beta = beta};
     lmi_range_fn fn = gemv_rows_generic;
 #ifdef HAVE_AVX2_GEMV
-    if (have_avx2_fma_f16c()) fn = gemv_rows_avx2;
+    if (lmi_cpu_avx2_fma_f16c()) fn = gemv_rows_avx2;
 #endif
     /* threads pay off from ~1 M weights (a thread start is ~20 us) */
     const int threads = W->rows * W->cols >= ((int64_t)1 << 20) ? nt : 1;

@@ -27,6 +27,29 @@
 #define LMI_CPU_CLONES
 #endif
 
+/* Whether this CPU (and OS) runs AVX with F16C, and with AVX2 + FMA too.
+ * __builtin_cpu_supports also checks that the OS saves the YMM state and
+ * reads the compiler runtime's own record, so asking is cheap and the
+ * library keeps no state of its own.  clang's builtin does not know
+ * "f16c": there the bit is read from CPUID (leaf 1, ECX bit 29). */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+static inline int lmi_cpu_f16c(void)
+{
+    __builtin_cpu_init();
+#if defined(__clang__)
+    unsigned a, b, c, d;
+    return __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+#else
+    return __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+#endif
+}
+static inline int lmi_cpu_avx2_fma_f16c(void)
+{
+    return lmi_cpu_f16c() && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#endif
+
 /* "#pragma omp simd" only where OpenMP is on (no unknown-pragma noise). */
 #ifdef _OPENMP
 #define LMI_PRAGMA_(x) _Pragma(#x)
