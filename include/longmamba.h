@@ -408,8 +408,8 @@ LM_API lm_status lm_session_decode(lm_session *session, int32_t token, float *lo
  * consumes tokens[i], and logits (NULL, or room for n x vocab_size floats;
  * logits_cap counts floats) receives row i for sessions[i].  The result is
  * that of n lm_session_decode calls (up to rounding), but a backend may
- * read the weights once for the whole batch (the CPU backend does; the
- * CUDA backend does for Mamba-1 and steps Mamba-2 sessions in turn).  The
+ * read the weights once for the whole batch (the CPU and CUDA backends
+ * do, for Mamba-1 and Mamba-2).  The
  * sessions must be distinct and not in use by another thread while the
  * call runs; their modes do not matter (decode steps are vanilla).  n == 0
  * does nothing.  Errors are recorded in sessions[0]'s last error; an
