@@ -24,6 +24,9 @@ reads Δ, B, C in fp32, more bytes); median of 20 calls timed with CUDA
 events after 3 warm-ups, inputs rotated over 3 buffer sets.
 Rows are tab-separated (side "mamba_ssm", shape, key, label, value, unit,
 note), keys as bench_e2e's.
+Status 2026-12-07: written, the source patch checked on the sdists here; not
+yet run on a GPU (no device time left): gpu_check.sh uses it only when .peer/
+is carried.
 """
 import argparse
 import json

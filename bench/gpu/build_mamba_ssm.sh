@@ -16,6 +16,9 @@
 #     raises instead: only the forward is timed, and it halves the build.
 # Then `python3 setup.py build_ext --inplace` for both, in parallel.  Needs
 # torch with CUDA, nvcc, and about 60-90 s on 16 cores.
+# Status 2026-12-07: written, the source patch checked on the sdists here; not
+# yet run on a GPU (no device time left): gpu_check.sh uses it only when .peer/
+# is carried.
 set -euo pipefail
 
 sdists=$(cd "${1:?usage: build_mamba_ssm.sh SDIST_DIR DEST}" && pwd)
