@@ -147,7 +147,7 @@ lm_status pipeline(lmc_fwd *c, int64_t L, lmi_err *e)
             ls = lmc_sink(c, l, S->delta, L, E, e);
             if (ls != LM_OK) break;
         }
-        if (f->deci_budget && !c->capture) {
+        if (f->tokens_hook && !c->capture) {
             ls = lmc_decimate(c, l, &L, g, sizeof g / sizeof g[0], score, e);
             if (ls != LM_OK) break;
         }

@@ -158,7 +158,7 @@ lm_status pipeline(lmc_fwd *c, int64_t L, lmi_err *e)
                              (float)d->dt_limit_hi, dl, st),
                "delta");
         if (f->sink && !c->capture) LMC_TRY(lmc_sink(c, l, dl, L, H, e));
-        if (f->deci_budget && !c->capture) LMC_TRY(lmc_decimate(c, l, &L, g, sizeof g / sizeof g[0], score, e));
+        if (f->tokens_hook && !c->capture) LMC_TRY(lmc_decimate(c, l, &L, g, sizeof g / sizeof g[0], score, e));
         const bool filt = f->filters && f->filters[l].global;
         const uint8_t *flag = filt ? S->flt_flag + l * H : nullptr;
         const float *tau = filt ? S->flt_tau + l * H : nullptr;

@@ -474,7 +474,7 @@ lm_status ensure(lmc_fwd *c, lmi_err *e)
     }
     const size_t scan = A->scan_bytes(m, L);
     if (scan) LMC_TRY(grow(&S->chunk, &S->chunk_bytes, scan, S, e, "scan scratch (cudaMalloc)"));
-    if (f->deci_budget)
+    if (f->tokens_hook)
         LMC_TRY(grow_carved(&S->deci, &S->deci_bytes, rows, A->deci_bufs(m, S, (size_t)L, rows), S, e,
                             "DeciMamba buffers (cudaMalloc)"));
     if (f->sink) {
@@ -487,9 +487,9 @@ lm_status ensure(lmc_fwd *c, lmi_err *e)
                                {(void **)&S->logits, (size_t)f->n_out * (size_t)d->vocab * 4}};
         LMC_TRY(grow_carved(&S->out, &S->out_bytes, out, 2, S, e, "logits (cudaMalloc)"));
     }
-    if (f->sink || f->deci_budget)
+    if (f->sink || f->tokens_hook)
         LMC_TRY(grow_host((void **)&S->h_buf, &S->h_buf_bytes, (size_t)L * n_chan(d) * 4, e));
-    if (f->deci_budget && (size_t)L > S->h_idx_cap) {
+    if (f->tokens_hook && (size_t)L > S->h_idx_cap) {
         lmi_free(S->h_idx);
         lmi_free(S->h_scratch);
         lmi_free(S->h_idx32);
@@ -648,9 +648,8 @@ lm_status forward(struct lm_session *s, const lmi_forward *f, lmi_err *e)
     /* Graphs for the one-token step and for full session-size chunks (the
      * shapes that repeat); DeciMamba (host selection) and the Δ sink (host
      * callback) need the direct path. */
-    const bool step = f->n_tokens == 1 && f->n_out <= 1 && !f->sink && !any_filter(m, f) &&
-                      (!f->deci_budget || f->deci_protect >= 1);
-    const bool chunk = f->n_tokens > 1 && f->n_tokens == s->chunk_size && !f->sink && !f->deci_budget;
+    const bool step = f->n_tokens == 1 && f->n_out <= 1 && !f->sink && !any_filter(m, f) && !f->tokens_hook;
+    const bool chunk = f->n_tokens > 1 && f->n_tokens == s->chunk_size && !f->sink && !f->tokens_hook;
     bool direct = !step && !chunk;
     if (step || chunk) ls = run_graph(&c, step ? 0 : 1, &direct, e);
     if (ls == LM_OK && direct) {
@@ -723,21 +722,17 @@ lm_status lmc_decimate(lmc_fwd *c, int64_t l, int64_t *L, lmc_gather *g, size_t 
 {
     lmc_session *S = c->S;
     const lmi_forward *f = c->f;
-    const double budget = f->deci_budget[l];
-    const int64_t Lc = *L, R = f->deci_protect > 0 ? f->deci_protect : 0;
-    if (budget < 0 || Lc <= R) return LM_OK;
-    const int64_t K = lmi_deci_keep_count(Lc, R, budget, f->deci_min_len);
-    if (K < 0 || K + R >= Lc) return LM_OK;
-    if (K + R < f->n_out)
-        return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "DeciMamba keeps %lld tokens, fewer than the %lld logits asked for",
-                        (long long)(K + R), (long long)f->n_out);
+    const int64_t Lc = *L, n = lmi_token_hook_keeps(f->tokens_hook, l, Lc);
+    if (n >= Lc) return LM_OK;
+    if (n < f->n_out)
+        return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "the token hook keeps %lld tokens, fewer than the %lld logits asked for",
+                        (long long)n, (long long)f->n_out);
     cudaStream_t st = S->stream;
     LMC_CK(score(c, l, Lc, g), "DeciMamba scores");
     LMC_CK(cudaMemcpyAsync(S->h_buf, S->scores, (size_t)Lc * sizeof(float), cudaMemcpyDeviceToHost, st),
            "DeciMamba scores");
     LMC_CK(cudaStreamSynchronize(st), "DeciMamba scores");
-    LMC_TRY(lmi_deci_select(S->h_buf, Lc, R, K, S->h_idx, S->h_scratch, e));
-    const int64_t n = K + R;
+    LMC_TRY(f->tokens_hook->select(f->tokens_hook->ctx, l, S->h_buf, Lc, S->h_idx, S->h_scratch, e));
     for (int64_t i = 0; i < n; i++) S->h_idx32[i] = (int32_t)S->h_idx[i];
     LMC_CK(cudaMemcpyAsync(S->idx, S->h_idx32, (size_t)n * sizeof(int32_t), cudaMemcpyHostToDevice, st),
            "DeciMamba indices");

@@ -273,20 +273,43 @@ typedef struct lmi_filter {
 typedef lm_status (*lmi_delta_sink)(void *ctx, int64_t layer, const float *delta,
                                     int64_t n_tokens, int64_t n_channels, lmi_err *e);
 
+/* Token hook of a mode (DeciMamba's token selection is the first user):
+ * in the layers it marks, the backend computes Δ explicitly, asks how many
+ * tokens the layer keeps from the chunk's L, and when that is fewer than
+ * L, scores every token by ||Δ_t||_2 over the channels (Mamba-2: heads),
+ * asks for the kept indices and gathers those rows for every later step
+ * of the model.  The backend owns the buffers; the mode owns the rule. */
+typedef struct lmi_token_hook {
+    const uint8_t *layers;     /* [n_layer]: 1 where the hook runs */
+    int64_t keeps_last;        /* the last keeps_last tokens are always kept */
+    const void *ctx;
+    /* Tokens kept out of L (L: all, nothing is scored). */
+    int64_t (*keeps)(const void *ctx, int64_t layer, int64_t L);
+    /* Writes keeps(layer, L) indices, ascending, from scores [L];
+     * scratch holds L entries. */
+    lm_status (*select)(const void *ctx, int64_t layer, const float *scores, int64_t L,
+                        int64_t *idx, int64_t *scratch, lmi_err *e);
+} lmi_token_hook;
+
+/* Tokens the hook keeps in `layer` out of L, or L where it does not run. */
+static inline int64_t lmi_token_hook_keeps(const lmi_token_hook *h, int64_t layer, int64_t L)
+{
+    if (!h || !h->layers[layer]) return L;
+    const int64_t k = h->keeps(h->ctx, layer, L);
+    return k < L ? k : L;
+}
+
 /* One forward pass over a chunk of tokens, continuing from the session's
- * state and leaving the state after the chunk's last token. */
+ * state and leaving the state after the chunk's last token.  The mode's
+ * hooks (filters, tokens) are plain data and callbacks filled by
+ * lmi_modes_prepare: backends never look at the mode itself. */
 typedef struct lmi_forward {
     const int32_t *tokens;     /* validated < vocab */
     int64_t n_tokens;          /* >= 1 */
-    int64_t n_out;             /* logits of the last n_out positions (after decimation) */
+    int64_t n_out;             /* logits of the last n_out positions (after token selection) */
     float *logits;             /* [n_out][vocab] host, or NULL when n_out == 0 */
-    const lmi_filter *filters; /* [n_layer] or NULL (vanilla) */
-    /* DeciMamba: per layer the token budget l_base * beta^s, or a negative
-     * value for layers that do not decimate; NULL = none.  The keep count
-     * and the selection come from lmi_deci_keep_count / lmi_deci_select. */
-    const double *deci_budget;
-    int64_t deci_min_len;
-    int64_t deci_protect;
+    const lmi_filter *filters; /* Δ hook: [n_layer] or NULL (vanilla) */
+    const lmi_token_hook *tokens_hook; /* token hook, or NULL */
     lmi_delta_sink sink;       /* or NULL */
     void *sink_ctx;
     bool allow_tf32;
@@ -324,7 +347,7 @@ extern const lmi_backend_vt lmi_cpu_backend;
  * directly, so LMI_CUDA_MODULE_VERSION must be bumped whenever this table,
  * the vtable or those structs change; the loader also compares their
  * sizes as a cheap guard against a module from another build. */
-#define LMI_CUDA_MODULE_VERSION 2u
+#define LMI_CUDA_MODULE_VERSION 3u
 #define LMI_CUDA_MODULE_ENTRY "lmi_cuda_module_v1"
 #define LMI_CUDA_MODULE_FILE "libongmamba-cuda.so"
 #define LMI_CUDA_MODULE_ENV "LONGMAMBA_CUDA_MODULE"
@@ -374,17 +397,8 @@ struct lm_session {
     int64_t pos;             /* tokens consumed since reset */
     int64_t length_hint;     /* 0 = none; else prompt end position (pos at set + total) */
 
-    lm_mode mode;
-    /* LongMamba */
-    const lm_calibration *calib;
-    double theta, scale;
-    int64_t trigger;
-    uint8_t *global;         /* [n_layer][n_channels] from calib and theta */
-    float *tau;              /* [n_layer][n_channels] scratch for the chosen bucket */
-    lmi_filter *filters;     /* [n_layer] */
-    /* DeciMamba */
-    double *deci_budget;     /* [n_layer] */
-    int64_t deci_min_len, deci_protect;
+    const struct lmi_mode_ops *mode; /* the session's mode (lib/modes.c) */
+    void *mode_state;        /* the mode's own data, freed by mode->free */
 
     void *bk;                /* backend's per-session data (state, scratch, stream) */
     float *backup_conv;      /* state snapshot taken before a multi-chunk call */
@@ -396,16 +410,51 @@ struct lm_session {
 size_t lmi_conv_state_floats(const lmi_dims *d);
 size_t lmi_ssm_state_floats(const lmi_dims *d);
 
-/* ---- modes (lib/modes.c) ----------------------------------------------- */
+/* ---- modes (lib/modes.c, lib/mode/) -------------------------------------
+ * A mode is one file in lib/mode/ implementing lmi_mode_ops, plus one row
+ * in lib/modes.c's table.  Its public setter parses the caller's params,
+ * builds its state and installs it with lmi_mode_install.  Per forward,
+ * prepare turns the state and the call into hooks of lmi_forward (a Δ
+ * filter per layer, a token hook); the backends see only those hooks, so
+ * a new mode that is expressible through them touches no backend. */
 
-/* Fills f->filters / f->deci_* for a prefill that brings the session to
- * prompt_len tokens (the length hint's end when set).  Vanilla: nothing. */
-lm_status lmi_modes_prepare(lm_session *s, int64_t prompt_len, lmi_forward *f);
-/* True when the mode needs each prefill call in one chunk (DeciMamba's
- * token selection is global over the prompt). */
+typedef enum lmi_call {
+    LMI_CALL_PREFILL = 0,      /* a prompt (any number of chunks) */
+    LMI_CALL_DECODE = 1,       /* one generated token */
+} lmi_call;
+
+typedef struct lmi_mode_ops {
+    lm_mode mode;
+    const char *name;
+    /* Fills f's hooks for a call; for a prefill, prompt_len is the length
+     * the session reaches at the prompt's end (the length hint when set).
+     * NULL: no hooks (vanilla). */
+    lm_status (*prepare)(lm_session *s, void *state, lmi_call call, int64_t prompt_len,
+                         lmi_forward *f);
+    /* True when a prompt must reach the backend in one forward (a token
+     * selection that is global over the prompt). */
+    bool single_chunk;
+    void (*free)(void *state);
+} lmi_mode_ops;
+
+extern const lmi_mode_ops lmi_mode_vanilla;   /* lib/modes.c */
+extern const lmi_mode_ops lmi_mode_longmamba; /* lib/mode/longmamba.c */
+extern const lmi_mode_ops lmi_mode_decimamba; /* lib/mode/decimamba.c */
+
+/* The row of a public mode value, or NULL. */
+const lmi_mode_ops *lmi_mode_find(lm_mode mode);
+/* Replaces the session's mode (freeing the old state) by ops with state. */
+void lmi_mode_install(lm_session *s, const lmi_mode_ops *ops, void *state);
+/* Fills f's hooks from the session's mode; vanilla leaves them NULL. */
+lm_status lmi_modes_prepare(lm_session *s, lmi_call call, int64_t prompt_len, lmi_forward *f);
+/* True when the session's mode needs each prefill call in one chunk. */
 bool lmi_modes_single_chunk(const lm_session *s);
-/* Frees the mode's arrays (global, tau, filters, deci_budget). */
+/* Frees the mode's state and returns the session to vanilla. */
 void lmi_modes_free(lm_session *s);
+/* Copies a caller params struct of any published size (at least
+ * min_size) over dst (already holding the defaults). */
+bool lmi_copy_params(void *dst, size_t dst_size, const void *src, uint32_t src_size,
+                     size_t min_size);
 
 /* ---- LongMamba / DeciMamba policy (lib/policy.c) ----------------------- */
 

@@ -110,7 +110,7 @@ lm_status lm_session_create(const lm_model *model, const lm_session_params *para
     s->log_user = p.log_fn ? p.log_user : model->log_user;
     s->progress = p.progress;
     s->progress_user = p.progress_user;
-    s->mode = LM_MODE_VANILLA;
+    s->mode = &lmi_mode_vanilla;
     s->backup_conv = lmi_alloc(lmi_conv_state_floats(&model->dims), sizeof(float));
     s->backup_ssm = lmi_alloc(lmi_ssm_state_floats(&model->dims), sizeof(float));
     if (!s->backup_conv || !s->backup_ssm) {
@@ -224,12 +224,13 @@ lm_status lm_session_prefill(lm_session *s, const int32_t *tokens, size_t n_toke
     lmi_forward fwd;
     memset(&fwd, 0, sizeof fwd);
     fwd.allow_tf32 = (s->flags & LM_SESSION_ALLOW_TF32) != 0;
-    st = lmi_modes_prepare(s, prompt_len, &fwd);
+    st = lmi_modes_prepare(s, LMI_CALL_PREFILL, prompt_len, &fwd);
     if (st != LM_OK) return st;
-    if (fwd.deci_budget && (int64_t)n_logits > (fwd.deci_protect > 0 ? fwd.deci_protect : 0))
+    if (fwd.tokens_hook && (int64_t)n_logits > fwd.tokens_hook->keeps_last)
         return lmi_fail(&s->err, LM_ERR_INVALID_ARGUMENT,
-                        "DeciMamba keeps the last %lld tokens: n_logits %zu is larger",
-                        (long long)fwd.deci_protect, n_logits);
+                        "the %s mode keeps only the last %lld tokens of a prompt: n_logits %zu is "
+                        "larger",
+                        s->mode->name, (long long)fwd.tokens_hook->keeps_last, n_logits);
 
     st = m->vt->state_read(s, s->backup_conv, s->backup_ssm, &s->err);
     if (st != LM_OK) return st;
@@ -282,6 +283,8 @@ lm_status lm_session_decode(lm_session *s, int32_t token, float *logits, size_t 
     fwd.n_out = logits ? 1 : 0;
     fwd.logits = logits;
     fwd.allow_tf32 = (s->flags & LM_SESSION_ALLOW_TF32) != 0;
+    st = lmi_modes_prepare(s, LMI_CALL_DECODE, s->pos + 1, &fwd);
+    if (st != LM_OK) return st;
     st = m->vt->forward(s, &fwd, &s->err);
     if (st != LM_OK) return st;
     s->pos++;
@@ -334,8 +337,18 @@ lm_status lm_session_decode_batch(lm_session *const *ss, size_t n, const int32_t
     }
     bool tf32 = true;
     for (size_t i = 0; i < n; i++) tf32 = tf32 && (ss[i]->flags & LM_SESSION_ALLOW_TF32) != 0;
+    /* The batched step has no hooks: a mode whose decode needs any steps
+     * its sessions one at a time (no mode does today). */
+    bool hooked = false;
     lm_status st = LM_OK;
-    if (m->vt->forward_batch) {
+    for (size_t i = 0; i < n && st == LM_OK; i++) {
+        lmi_forward probe;
+        memset(&probe, 0, sizeof probe);
+        st = lmi_modes_prepare(ss[i], LMI_CALL_DECODE, ss[i]->pos + 1, &probe);
+        hooked = hooked || probe.filters || probe.tokens_hook;
+    }
+    if (st != LM_OK) return st;
+    if (m->vt->forward_batch && !hooked) {
         st = m->vt->forward_batch(ss, n, tokens, logits, tf32, e);
     } else {
         for (size_t i = 0; i < n && st == LM_OK; i++) {
@@ -346,7 +359,8 @@ lm_status lm_session_decode_batch(lm_session *const *ss, size_t n, const int32_t
             fwd.n_out = logits ? 1 : 0;
             fwd.logits = logits ? logits + i * (size_t)V : NULL;
             fwd.allow_tf32 = (ss[i]->flags & LM_SESSION_ALLOW_TF32) != 0;
-            st = m->vt->forward(ss[i], &fwd, e);
+            st = lmi_modes_prepare(ss[i], LMI_CALL_DECODE, ss[i]->pos + 1, &fwd);
+            if (st == LM_OK) st = m->vt->forward(ss[i], &fwd, e);
         }
     }
     if (st != LM_OK) return st;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "budget_hook.h"
 #include "cpu/ops.h"
 #include "cpu/vmath.h"
 #include "internal.h"
@@ -543,8 +544,9 @@ START_TEST(forward_decimamba_matches_double)
     int64_t Tk = tm_reference_forward(m, tok, T, NULL, budget, 5, R, ref, NULL);
     ck_assert_int_eq(Tk, 9 + R);
     lm_session *s = new_session(m, 16); /* scratch must grow past the chunk size */
+    tu_budget_hook bh;
     lmi_forward f = {.tokens = tok, .n_tokens = T, .n_out = R, .logits = out,
-                     .deci_budget = budget, .deci_min_len = 5, .deci_protect = R};
+                     .tokens_hook = tu_budget_hook_init(&bh, budget, 3, 5, R)};
     lmi_err e = {{0}};
     ck_assert_int_eq(m->vt->forward(s, &f, &e), LM_OK);
     double er = rel_err_fd(out, ref + (Tk - R) * V, (size_t)(R * V));

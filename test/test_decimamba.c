@@ -126,18 +126,27 @@ START_TEST(decimamba_mode_validation)
     ck_assert_int_eq(p.protect, 1);
     /* defaults: the middle layer n_layer / 2 = 3 */
     ck_assert_int_eq(lm_session_set_decimamba(&s, NULL), LM_OK);
-    ck_assert_int_eq(s.mode, LM_MODE_DECIMAMBA);
+    ck_assert_int_eq(s.mode->mode, LM_MODE_DECIMAMBA);
     ck_assert(lmi_modes_single_chunk(&s));
-    for (int l = 0; l < 6; l++)
-        ck_assert_double_eq(s.deci_budget[l], l == 3 ? 2000.0 : -1.0);
-    ck_assert_int_eq(s.deci_min_len, 20);
-    ck_assert_int_eq(s.deci_protect, 1);
     lmi_forward f = {0};
-    ck_assert_int_eq(lmi_modes_prepare(&s, 5, &f), LM_OK);
-    ck_assert_ptr_eq(f.deci_budget, s.deci_budget);
-    ck_assert_int_eq(f.deci_min_len, 20);
-    ck_assert_int_eq(f.deci_protect, 1);
+    ck_assert_int_eq(lmi_modes_prepare(&s, LMI_CALL_PREFILL, 5, &f), LM_OK);
     ck_assert_ptr_null(f.filters);
+    const lmi_token_hook *h = f.tokens_hook;
+    ck_assert_ptr_nonnull(h);
+    ck_assert_int_eq(h->keeps_last, 1);
+    /* layer 3 keeps 2000 + 1 of 5000; the others keep all, and min_len 20
+     * holds under a small prompt */
+    for (int l = 0; l < 6; l++) {
+        ck_assert_int_eq(h->layers[l], l == 3);
+        ck_assert_int_eq(lmi_token_hook_keeps(h, l, 5000), l == 3 ? 2001 : 5000);
+    }
+    ck_assert_int_eq(lmi_token_hook_keeps(h, 3, 2001), 2001);
+    ck_assert_int_eq(lmi_token_hook_keeps(h, 3, 2002), 2001);
+    /* decode steps run vanilla */
+    lmi_forward fd = {0};
+    ck_assert_int_eq(lmi_modes_prepare(&s, LMI_CALL_DECODE, 6, &fd), LM_OK);
+    ck_assert_ptr_null(fd.tokens_hook);
+    ck_assert_ptr_null(fd.filters);
 
     /* a list with beta: layer s keeps l_base * beta^s */
     const int32_t layers[] = {4, 1, 2};
@@ -148,12 +157,15 @@ START_TEST(decimamba_mode_validation)
     p.min_len = 7;
     p.protect = 3;
     ck_assert_int_eq(lm_session_set_decimamba(&s, &p), LM_OK);
-    ck_assert_double_eq(s.deci_budget[4], 1000.0);
-    ck_assert_double_eq(s.deci_budget[1], 500.0);
-    ck_assert_double_eq(s.deci_budget[2], 250.0);
-    ck_assert_double_eq(s.deci_budget[0], -1.0);
-    ck_assert_int_eq(s.deci_min_len, 7);
-    ck_assert_int_eq(s.deci_protect, 3);
+    ck_assert_int_eq(lmi_modes_prepare(&s, LMI_CALL_PREFILL, 5, &f), LM_OK);
+    h = f.tokens_hook;
+    ck_assert_int_eq(h->keeps_last, 3);
+    ck_assert_int_eq(lmi_token_hook_keeps(h, 4, 5000), 1003);
+    ck_assert_int_eq(lmi_token_hook_keeps(h, 1, 5000), 503);
+    ck_assert_int_eq(lmi_token_hook_keeps(h, 2, 5000), 253);
+    ck_assert_int_eq(lmi_token_hook_keeps(h, 0, 5000), 5000);
+    /* min_len 7: 12 tokens keep max(min(9, 250), 7) + 3 = all */
+    ck_assert_int_eq(lmi_token_hook_keeps(h, 2, 12), 12);
 
     /* errors leave the previous configuration alone */
     const int32_t out_of_range[] = {1, 6};
@@ -190,8 +202,9 @@ START_TEST(decimamba_mode_validation)
     q = p;
     q.struct_size = 3;
     ck_assert_int_eq(lm_session_set_decimamba(&s, &q), LM_ERR_INVALID_ARGUMENT);
-    ck_assert_double_eq(s.deci_budget[1], 500.0);
-    ck_assert_int_eq(s.deci_protect, 3);
+    ck_assert_int_eq(lmi_modes_prepare(&s, LMI_CALL_PREFILL, 5, &f), LM_OK);
+    ck_assert_int_eq(lmi_token_hook_keeps(f.tokens_hook, 1, 5000), 503);
+    ck_assert_int_eq(f.tokens_hook->keeps_last, 3);
     ck_assert_int_eq(lm_session_set_decimamba(NULL, &p), LM_ERR_INVALID_ARGUMENT);
     lmi_modes_free(&s);
 }

@@ -30,58 +30,58 @@ START_TEST(longmamba_mode_validation_and_prepare)
     ck_assert_uint_eq(p.struct_size, sizeof p);
     p.theta = exp(-3.0); /* global: layer 0 {1,0,0}, layer 1 {1,1,0} */
     ck_assert_int_eq(lm_session_set_longmamba(&s, c, &p), LM_OK);
-    ck_assert_int_eq(s.mode, LM_MODE_LONGMAMBA);
-    ck_assert_int_eq(s.trigger, 150); /* round(1.5 * 100) */
+    ck_assert_int_eq(s.mode->mode, LM_MODE_LONGMAMBA);
+    /* the trigger is round(1.5 * 100) = 150 (below) */
 
     lmi_forward f = {0};
     /* shorter than the trigger: no filters */
-    ck_assert_int_eq(lmi_modes_prepare(&s, 149, &f), LM_OK);
+    ck_assert_int_eq(lmi_modes_prepare(&s, LMI_CALL_PREFILL, 149, &f), LM_OK);
     ck_assert_ptr_null(f.filters);
     /* 150 tokens: nearest bucket 100 (all-zero thresholds) */
-    ck_assert_int_eq(lmi_modes_prepare(&s, 150, &f), LM_OK);
+    ck_assert_int_eq(lmi_modes_prepare(&s, LMI_CALL_PREFILL, 150, &f), LM_OK);
     ck_assert_ptr_nonnull(f.filters);
     for (int l = 0; l < 2; l++)
         for (int ch = 0; ch < 3; ch++)
             ck_assert_float_eq(f.filters[l].tau[ch], 0.0f);
     /* 250 tokens: bucket 300 (ties go down: 200 -> 100) */
-    ck_assert_int_eq(lmi_modes_prepare(&s, 200, &f), LM_OK);
+    ck_assert_int_eq(lmi_modes_prepare(&s, LMI_CALL_PREFILL, 200, &f), LM_OK);
     ck_assert_float_eq(f.filters[1].tau[1], 0.0f);
-    ck_assert_int_eq(lmi_modes_prepare(&s, 250, &f), LM_OK);
+    ck_assert_int_eq(lmi_modes_prepare(&s, LMI_CALL_PREFILL, 250, &f), LM_OK);
     ck_assert_float_eq_tol(f.filters[0].tau[0], 0.1f, 1e-7f);
     ck_assert_float_eq_tol(f.filters[1].tau[1], 0.5f, 1e-7f);
     ck_assert_int_eq(f.filters[0].global[0], 1);
     ck_assert_int_eq(f.filters[0].global[1], 0);
     ck_assert_int_eq(f.filters[1].global[1], 1);
     ck_assert_int_eq(f.filters[1].global[2], 0);
-    ck_assert_ptr_null(f.deci_budget);
+    ck_assert_ptr_null(f.tokens_hook);
 
     /* scale b and an explicit trigger */
     p.threshold_scale = 2.0;
     p.trigger_length = 10;
     ck_assert_int_eq(lm_session_set_longmamba(&s, c, &p), LM_OK);
-    ck_assert_int_eq(lmi_modes_prepare(&s, 10, &f), LM_OK);
+    ck_assert_int_eq(lmi_modes_prepare(&s, LMI_CALL_PREFILL, 10, &f), LM_OK);
     ck_assert_ptr_nonnull(f.filters);
-    ck_assert_int_eq(lmi_modes_prepare(&s, 100000, &f), LM_OK);
+    ck_assert_int_eq(lmi_modes_prepare(&s, LMI_CALL_PREFILL, 100000, &f), LM_OK);
     ck_assert_float_eq_tol(f.filters[1].tau[0], 0.8f, 1e-7f);
     /* b = 0 (default 1) */
     p.threshold_scale = 0;
     ck_assert_int_eq(lm_session_set_longmamba(&s, c, &p), LM_OK);
-    ck_assert_int_eq(lmi_modes_prepare(&s, 100000, &f), LM_OK);
+    ck_assert_int_eq(lmi_modes_prepare(&s, LMI_CALL_PREFILL, 100000, &f), LM_OK);
     ck_assert_float_eq_tol(f.filters[1].tau[0], 0.4f, 1e-7f);
     /* a layer without global channels gets no filter: theta above all decays */
     p.theta = 0.5; /* log -0.69: only layer 0 ch 0 (-0.01) and layer 1 ch 1 (-1e-7) */
     ck_assert_int_eq(lm_session_set_longmamba(&s, c, &p), LM_OK);
     p.theta = exp(-1e-3); /* only layer 1 ch 1 (-1e-7) */
     ck_assert_int_eq(lm_session_set_longmamba(&s, c, &p), LM_OK);
-    ck_assert_int_eq(lmi_modes_prepare(&s, 100000, &f), LM_OK);
+    ck_assert_int_eq(lmi_modes_prepare(&s, LMI_CALL_PREFILL, 100000, &f), LM_OK);
     ck_assert_ptr_null(f.filters[0].global);
     ck_assert_ptr_nonnull(f.filters[1].global);
     /* default theta for Mamba-1 is 1e-3 (log -6.9): {1,1,0},{1,1,0} */
     lm_longmamba_params_init(&p);
     ck_assert_int_eq(lm_session_set_longmamba(&s, c, NULL), LM_OK);
-    ck_assert_double_eq(s.theta, 1e-3);
-    ck_assert_int_eq(s.global[1], 1);
-    ck_assert_int_eq(s.global[2], 0);
+    ck_assert_int_eq(lmi_modes_prepare(&s, LMI_CALL_PREFILL, 100000, &f), LM_OK);
+    ck_assert_int_eq(f.filters[0].global[1], 1);
+    ck_assert_int_eq(f.filters[0].global[2], 0);
 
     /* bad parameters keep the mode and record a message */
     const double bad_theta[] = {-1e-3, NAN, INFINITY};
@@ -91,7 +91,9 @@ START_TEST(longmamba_mode_validation_and_prepare)
         s.err.msg[0] = '\0';
         ck_assert_int_eq(lm_session_set_longmamba(&s, c, &p), LM_ERR_OUT_OF_RANGE);
         ck_assert_ptr_nonnull(strstr(s.err.msg, "theta"));
-        ck_assert_double_eq(s.theta, 1e-3);
+        ck_assert_int_eq(lmi_modes_prepare(&s, LMI_CALL_PREFILL, 100000, &f), LM_OK);
+        ck_assert_int_eq(f.filters[0].global[1], 1);
+        ck_assert_int_eq(f.filters[0].global[2], 0);
     }
     const double bad_b[] = {-0.5, NAN, INFINITY};
     for (int i = 0; i < 3; i++) {
@@ -108,7 +110,7 @@ START_TEST(longmamba_mode_validation_and_prepare)
     ck_assert_int_eq(lm_session_set_longmamba(&s, c, &p), LM_ERR_INVALID_ARGUMENT);
     ck_assert_int_eq(lm_session_set_longmamba(&s, NULL, NULL), LM_ERR_INVALID_ARGUMENT);
     ck_assert_int_eq(lm_session_set_longmamba(NULL, c, NULL), LM_ERR_INVALID_ARGUMENT);
-    ck_assert_int_eq(s.mode, LM_MODE_LONGMAMBA);
+    ck_assert_int_eq(s.mode->mode, LM_MODE_LONGMAMBA);
 
     /* a calibration of another model */
     lm_model other = m;
@@ -122,8 +124,8 @@ START_TEST(longmamba_mode_validation_and_prepare)
     s.model = &m;
 
     ck_assert_int_eq(lm_session_set_vanilla(&s), LM_OK);
-    ck_assert_int_eq(s.mode, LM_MODE_VANILLA);
-    ck_assert_int_eq(lmi_modes_prepare(&s, 100000, &f), LM_OK);
+    ck_assert_int_eq(s.mode->mode, LM_MODE_VANILLA);
+    ck_assert_int_eq(lmi_modes_prepare(&s, LMI_CALL_PREFILL, 100000, &f), LM_OK);
     ck_assert_ptr_null(f.filters);
     ck_assert(!lmi_modes_single_chunk(&s));
     lmi_modes_free(&s);
@@ -141,11 +143,13 @@ START_TEST(mamba2_default_theta)
     memset(&s, 0, sizeof s);
     s.model = &m;
     ck_assert_int_eq(lm_session_set_longmamba(&s, c, NULL), LM_OK);
-    ck_assert_double_eq(s.theta, 5e-2);
+    ck_assert_double_eq(lm_longmamba_default_theta(LM_ARCH_MAMBA2), 5e-2);
     /* log 0.05 = -3.0: {1,0,0},{1,1,0} */
     const uint8_t want[6] = {1, 0, 0, 1, 1, 0};
+    lmi_forward f = {0};
+    ck_assert_int_eq(lmi_modes_prepare(&s, LMI_CALL_PREFILL, 100000, &f), LM_OK);
     for (int i = 0; i < 6; i++)
-        ck_assert_int_eq(s.global[i], want[i]);
+        ck_assert_int_eq(f.filters[i / 3].global[i % 3], want[i]);
     lmi_modes_free(&s);
     lm_calibration_free(c);
 }
@@ -201,7 +205,12 @@ START_TEST(longmamba_filtering_matches_reference)
     lm_longmamba_params_init(&p);
     p.theta = exp(-10.0);
     ck_assert_int_eq(lm_session_set_longmamba(s, c, &p), LM_OK);
-    ck_assert_int_eq(s->trigger, 96);
+    /* the trigger is 1.5 x 64 = 96 tokens */
+    lmi_forward pf = {0};
+    ck_assert_int_eq(lmi_modes_prepare(s, LMI_CALL_PREFILL, 95, &pf), LM_OK);
+    ck_assert_ptr_null(pf.filters);
+    ck_assert_int_eq(lmi_modes_prepare(s, LMI_CALL_PREFILL, 96, &pf), LM_OK);
+    ck_assert_ptr_nonnull(pf.filters);
     float *lm = prefill_last(s, toks, 300); /* bucket 256, τ = the chosen thresholds */
 
     ref_mode none = {0};
@@ -226,8 +235,10 @@ START_TEST(longmamba_filtering_matches_reference)
     p.theta = 1e-3;
     ck_assert_int_eq(lm_session_set_longmamba(s, rc, &p), LM_OK);
     int64_t ng = 0;
-    for (int64_t i = 0; i < nl * E; i++)
-        ng += s->global[i];
+    ck_assert_int_eq(lmi_modes_prepare(s, LMI_CALL_PREFILL, 300, &pf), LM_OK);
+    for (int64_t l = 0; l < nl; l++)
+        for (int64_t i = 0; i < E && pf.filters[l].global; i++)
+            ng += pf.filters[l].global[i];
     ck_assert_int_gt(ng, 0);
     float *lmr = prefill_last(s, toks, 300);
     ck_assert(tu_max_abs_diff(van, lmr, V) > 1e-3 * tu_max_abs(van, V));
@@ -301,7 +312,7 @@ START_TEST(longmamba_zero_thresholds_is_vanilla)
     p.theta = 1e-30; /* most channels global */
     ck_assert_int_eq(lm_session_set_longmamba(s, c, &p), LM_OK);
     lmi_forward f = {0};
-    ck_assert_int_eq(lmi_modes_prepare(s, 300, &f), LM_OK);
+    ck_assert_int_eq(lmi_modes_prepare(s, LMI_CALL_PREFILL, 300, &f), LM_OK);
     ck_assert_ptr_nonnull(f.filters); /* the filter runs, with τ = 0 */
     float *lm = prefill_last(s, toks, 300);
     ck_assert_int_eq(memcmp(van, lm, sizeof(float) * (size_t)V), 0);
@@ -405,7 +416,7 @@ START_TEST(set_mode_on_real_session)
     lm_calibration *co = calibrate_fixture(other, mode_buckets, 4, LM_CALIB_AGG_MAX, 0.0, 2, 64);
     ck_assert_int_eq(lm_session_set_longmamba(s, co, NULL), LM_ERR_MISMATCH);
     ck_assert_ptr_nonnull(strstr(lm_session_last_error(s), "another model"));
-    ck_assert_int_eq(s->mode, LM_MODE_VANILLA);
+    ck_assert_int_eq(s->mode->mode, LM_MODE_VANILLA);
     /* DeciMamba layer out of range */
     const int32_t bad[] = {(int32_t)m->dims.n_layer};
     lm_decimamba_params dp;

@@ -261,12 +261,12 @@ static lm_status cpu_state_write(lm_session *s, const float *conv, const float *
 
 /* DeciMamba in one layer: scores ||Δ[t,:]||_2, keeps K + R tokens and
  * gathers the rows every later step reads.  *T shrinks to the kept count. */
-static lm_status deci_layer(cpu_session *cs, const lmi_dims *d, const lmi_forward *f, double budget,
+static lm_status deci_layer(cpu_session *cs, const lmi_dims *d, const lmi_forward *f, int64_t layer,
                             int64_t *T, lmi_err *e)
 {
     const int64_t L = *T, E = d->d_inner, dm = d->d_model;
     int64_t n = 0;
-    lm_status st = lmi_deci_plan(f, budget, cs->dt, L, E, cs->score, cs->idx, cs->sel, &n, e);
+    lm_status st = lmi_token_plan(f->tokens_hook, layer, cs->dt, L, E, cs->score, cs->idx, cs->sel, &n, e);
     if (st != LM_OK || n == 0) return st;
     const int64_t nx = d->dt_rank + 2 * d->d_state;
     /* idx is ascending with idx[i] >= i, so an in-place forward gather
@@ -308,7 +308,7 @@ static lm_status forward_m1(lm_session *s, const lmi_forward *f, lmi_err *e)
         const lmi_layer *ly = &m->layers[l];
         float *conv_state = cs->conv + l * E * (K - 1);
         float *h = cs->ssm + l * E * N;
-        const bool deci = f->deci_budget && f->deci_budget[l] >= 0.0;
+        const bool deci = f->tokens_hook && f->tokens_hook->layers[l];
         const bool explicit_delta = deci || f->sink;
 
         /* hidden_states = self.norm(hidden_states) */
@@ -328,7 +328,7 @@ static lm_status forward_m1(lm_session *s, const lmi_forward *f, lmi_err *e)
                 if (st != LM_OK) return st;
             }
             if (deci) {
-                st = deci_layer(cs, d, f, f->deci_budget[l], &T, e);
+                st = deci_layer(cs, d, f, l, &T, e);
                 if (st != LM_OK) return st;
             }
         }

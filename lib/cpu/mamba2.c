@@ -189,12 +189,12 @@ static void gated_norm(float *y, const float *z, int64_t ldz, const lmi_weight *
 /* DeciMamba: score = ||Δ[t, :]||_2 over the heads, keep K + R tokens and
  * gather what later steps read (xBC, Δ, z, residual).  *T shrinks. */
 static lm_status deci_layer(lmi_cpu_m2_scratch *sc, const lmi_dims *d, const lmi_forward *f,
-                            double budget, int64_t *T, lmi_err *e)
+                            int64_t layer, int64_t *T, lmi_err *e)
 {
     const int64_t L = *T, H = d->n_heads, dm = d->d_model, E = d->d_inner;
     const int64_t CD = d->conv_dim, ld = in_rows(d);
     int64_t n = 0;
-    lm_status st = lmi_deci_plan(f, budget, sc->dl, L, H, sc->score, sc->idx, sc->sel, &n, e);
+    lm_status st = lmi_token_plan(f->tokens_hook, layer, sc->dl, L, H, sc->score, sc->idx, sc->sel, &n, e);
     if (st != LM_OK || n == 0) return st;
     /* idx ascending with idx[i] >= i: the in-place forward gather is safe */
     for (int64_t i = 0; i < n; i++) {
@@ -254,7 +254,7 @@ lm_status lmi_cpu_m2_forward(const lm_model *m, lmi_cpu_m2_scratch **scp, float 
         const lmi_layer *ly = &m->layers[l];
         float *conv_state = conv + l * CD * (K - 1);
         float *S = ssm + l * E * N;
-        const bool deci = f->deci_budget && f->deci_budget[l] >= 0.0;
+        const bool deci = f->tokens_hook && f->tokens_hook->layers[l];
 
         /* hidden_states = self.norm(hidden_states) */
         lmi_rmsnorm(sc->res, &ly->norm_w, sc->hn, T, dm, d->eps);
@@ -268,7 +268,7 @@ lm_status lmi_cpu_m2_forward(const lm_model *m, lmi_cpu_m2_scratch **scp, float 
             if (st != LM_OK) return st;
         }
         if (deci) {
-            st = deci_layer(sc, d, f, f->deci_budget[l], &T, e);
+            st = deci_layer(sc, d, f, l, &T, e);
             if (st != LM_OK) return st;
         }
         const lmi_filter *flt = f->filters ? &f->filters[l] : NULL;

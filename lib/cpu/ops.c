@@ -300,24 +300,22 @@ void lmi_embed(const lmi_weight *E, const int32_t *tokens, int64_t T, float *res
         lmi_weight_convert(E, (int64_t)tokens[t] * d, d, LM_DTYPE_F32, res + t * d);
 }
 
-/* ---- DeciMamba ------------------------------------------------------------------ */
+/* ---- token hook ------------------------------------------------------------------ */
 
-lm_status lmi_deci_plan(const lmi_forward *f, double budget, const float *delta, int64_t L,
-                        int64_t n_ch, float *score, int64_t *idx, int64_t *sel, int64_t *n_keep,
-                        lmi_err *e)
+lm_status lmi_token_plan(const lmi_token_hook *h, int64_t layer, const float *delta, int64_t L,
+                         int64_t n_ch, float *score, int64_t *idx, int64_t *sel, int64_t *n_keep,
+                         lmi_err *e)
 {
     *n_keep = 0;
-    const int64_t R = f->deci_protect > 0 ? f->deci_protect : 0;
-    if (L <= R) return LM_OK;
-    const int64_t K = lmi_deci_keep_count(L, R, budget, f->deci_min_len);
-    if (K < 0 || K + R >= L) return LM_OK;
+    const int64_t n = lmi_token_hook_keeps(h, layer, L);
+    if (n >= L) return LM_OK;
     for (int64_t t = 0; t < L; t++) {
         const float *r = delta + t * n_ch;
         double ss = 0.0;
         for (int64_t c = 0; c < n_ch; c++) ss += (double)r[c] * (double)r[c];
         score[t] = (float)sqrt(ss);
     }
-    lm_status st = lmi_deci_select(score, L, R, K, idx, sel, e);
-    if (st == LM_OK) *n_keep = K + R;
+    lm_status st = h->select(h->ctx, layer, score, L, idx, sel, e);
+    if (st == LM_OK) *n_keep = n;
     return st;
 }

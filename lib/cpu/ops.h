@@ -43,12 +43,12 @@ void lmi_conv_chunk(float *head, float *state, const float *x, int64_t ldx, int6
 /* res[t] = embedding row tokens[t], widened to fp32 (d = E->cols). */
 void lmi_embed(const lmi_weight *E, const int32_t *tokens, int64_t T, float *res);
 
-/* DeciMamba's token selection for one layer of L tokens: score[t] =
- * ||delta[t, 0..n_ch)||_2 (rows of n_ch), K = lmi_deci_keep_count, then
- * idx[0..n) = the kept tokens, ascending (lmi_deci_select; sel is its
- * scratch).  *n_keep = K + R, or 0 when the layer keeps every token. */
-lm_status lmi_deci_plan(const lmi_forward *f, double budget, const float *delta, int64_t L,
-                        int64_t n_ch, float *score, int64_t *idx, int64_t *sel, int64_t *n_keep,
-                        lmi_err *e);
+/* The token hook of one layer of L tokens (lmi_token_hook): when it keeps
+ * fewer than L, score[t] = ||delta[t, 0..n_ch)||_2 (rows of n_ch) and
+ * idx[0..n) = the kept tokens, ascending (sel is scratch).  *n_keep = n,
+ * or 0 when the layer keeps every token. */
+lm_status lmi_token_plan(const lmi_token_hook *h, int64_t layer, const float *delta, int64_t L,
+                         int64_t n_ch, float *score, int64_t *idx, int64_t *sel, int64_t *n_keep,
+                         lmi_err *e);
 
 #endif

@@ -7,6 +7,7 @@
  * out-of-memory handling, prompts up to 100k tokens; and against the CPU
  * backend when it is built.  Exit status 0 / 1 / 77 (no GPU).
  */
+#include "budget_hook.h"
 #include "gpu_ref.h"
 #include "dev.h"
 #include "kernels.h"
@@ -63,6 +64,7 @@ static lm_status fwd(struct lm_session *s, const int32_t *tok, int64_t L, int64_
                      const run_opts *o, lmi_err *e)
 {
     lmi_forward f;
+    tu_budget_hook bh;
     memset(&f, 0, sizeof f);
     f.tokens = tok;
     f.n_tokens = L;
@@ -70,9 +72,7 @@ static lm_status fwd(struct lm_session *s, const int32_t *tok, int64_t L, int64_
     f.logits = n_out ? logits : NULL;
     if (o) {
         f.filters = o->filters;
-        f.deci_budget = o->deci;
-        f.deci_min_len = o->min_len;
-        f.deci_protect = o->protect;
+        if (o->deci) f.tokens_hook = tu_budget_hook_init(&bh, o->deci, s->model->dims.n_layer, o->min_len, o->protect);
         f.allow_tf32 = o->tf32;
         f.sink = o->sink;
         f.sink_ctx = o->sink_ctx;
