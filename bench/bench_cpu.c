@@ -145,8 +145,8 @@ int main(int argc, char **argv)
         for (int64_t i = 0; i < L * 2 * N; i++) bc[i] = (float)tu_rng_sym(&r2);
         const lmi_layer *ly = &m->layers[0];
         lmi_scan_m1 sa = {.L = L, .E = E, .N = N, .u = u, .delta = dt, .dt_softplus = true,
-                          .dt_bias = lmi_weight_f32(&ly->dt_b), .A = lmi_weight_f32(&ly->A), .B = bc, .C = bc + N, .ldbc = 2 * N,
-                          .D = lmi_weight_f32(&ly->D), .z = z, .ldz = E, .h = h, .y = y};
+                          .dt_bias = lmi_weight_f32(&ly->mamba.dt_b), .A = lmi_weight_f32(&ly->mamba.A), .B = bc, .C = bc + N, .ldbc = 2 * N,
+                          .D = lmi_weight_f32(&ly->mamba.D), .z = z, .ldz = E, .h = h, .y = y};
         double best = 1e30;
         for (int rep = 0; rep < 5; rep++) {
             double a0 = now();

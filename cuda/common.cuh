@@ -265,8 +265,11 @@ typedef struct lmc_gather {
     int64_t *ld;
 } lmc_gather;
 
+/* The CUDA pipeline of a model whose layers all have one mixer kind: a
+ * row per kind (mamba1.cu, mamba2.cu), fused across the layers.  Mixed
+ * layer kinds (hybrids) are refused at model init until they have one. */
 struct lmc_arch {
-    lm_arch arch;
+    lmi_mixer_kind mixer;
     lm_status (*check)(const struct lm_model *m, lmi_err *e);
     /* Rows (at most 16) of the activation buffers for cap tokens, of the
      * DeciMamba gather targets for L tokens, of the batched step for cap

@@ -26,8 +26,6 @@ namespace {
 lm_status check(const struct lm_model *m, lmi_err *e)
 {
     const lmi_dims *d = &m->dims;
-    if (d->arch != LM_ARCH_MAMBA1)
-        return lmi_fail(e, LM_ERR_UNSUPPORTED, "cuda backend: only Mamba-1 models are supported");
     if (d->d_state < 1 || d->d_state > LMC_SCAN_MAX_N)
         return lmi_fail(e, LM_ERR_UNSUPPORTED, "cuda backend: d_state %lld not in [1, %d]",
                         (long long)d->d_state, LMC_SCAN_MAX_N);
@@ -252,5 +250,5 @@ lm_status batch(const struct lm_model *m, lmc_session *S, int64_t n, bool logits
 
 } // namespace
 
-extern const lmc_arch lmc_mamba1 = {LM_ARCH_MAMBA1, check,    main_bufs, deci_bufs, batch_bufs,
+extern const lmc_arch lmc_mamba1 = {LMI_MIXER_MAMBA1, check,    main_bufs, deci_bufs, batch_bufs,
                                     scan_bytes,     pipeline, step,      batch};

@@ -33,8 +33,6 @@ int64_t in_rows(const lmi_dims *d) { return 2 * d->d_inner + 2 * d->n_groups * d
 lm_status check(const struct lm_model *m, lmi_err *e)
 {
     const lmi_dims *d = &m->dims;
-    if (d->arch != LM_ARCH_MAMBA2)
-        return lmi_fail(e, LM_ERR_UNSUPPORTED, "cuda backend (Mamba-2): not a Mamba-2 model");
     if (d->d_model <= 0 || d->d_inner <= 0 || d->d_state <= 0 || d->n_layer <= 0 || d->vocab <= 0 ||
         d->n_heads <= 0 || d->head_dim <= 0 || d->n_groups <= 0 || d->n_heads * d->head_dim != d->d_inner ||
         d->n_heads % d->n_groups != 0 || d->d_inner % d->n_groups != 0 ||
@@ -49,8 +47,8 @@ lm_status check(const struct lm_model *m, lmi_err *e)
         return lmi_fail(e, LM_ERR_MISSING, "cuda backend: model weights missing");
     for (int64_t l = 0; l < d->n_layer; l++) {
         const lmi_layer *L = &m->layers[l];
-        if (!L->norm_w.data || !L->in_w.data || !L->conv_w.data || !L->dt_b.data || !L->A.data || !L->D.data ||
-            !L->gnorm_w.data || !L->out_w.data)
+        if (!L->norm_w.data || !L->mamba.in_w.data || !L->mamba.conv_w.data || !L->mamba.dt_b.data || !L->mamba.A.data || !L->mamba.D.data ||
+            !L->mamba.gnorm_w.data || !L->mamba.out_w.data)
             return lmi_fail(e, LM_ERR_MISSING, "cuda backend: Mamba-2 layer %lld weights missing", (long long)l);
     }
     return LM_OK;
@@ -221,5 +219,5 @@ lm_status batch(const struct lm_model *m, lmc_session *S, int64_t n, bool logits
 
 } // namespace
 
-extern const lmc_arch lmc_mamba2 = {LM_ARCH_MAMBA2, check,    main_bufs, deci_bufs, batch_bufs,
+extern const lmc_arch lmc_mamba2 = {LMI_MIXER_MAMBA2, check,    main_bufs, deci_bufs, batch_bufs,
                                     scan_bytes,     pipeline, nullptr,   batch};

@@ -84,7 +84,6 @@ extern "C" __attribute__((visibility("default"))) const lmi_cuda_module *lmi_cud
         (uint32_t)sizeof(struct lm_session),
         (uint32_t)sizeof(lmi_forward),
         &lmi_cuda_backend,
-        &lmi_cuda_m2_backend,
         device_status,
     };
     return &mod;
@@ -94,9 +93,18 @@ namespace {
 
 const size_t kBlasWorkspace = 32u << 20;
 
+/* The pipeline row of the layers' mixer kind; NULL when the layers mix
+ * kinds or no row has theirs. */
 const lmc_arch *arch_of(const struct lm_model *m)
 {
-    return m->dims.arch == LM_ARCH_MAMBA2 ? &lmc_mamba2 : &lmc_mamba1;
+    static const lmc_arch *const rows[] = {&lmc_mamba1, &lmc_mamba2};
+    if (!m->layers || m->dims.n_layer < 1) return nullptr;
+    const lmi_mixer_kind k = m->layers[0].kind;
+    for (int64_t l = 1; l < m->dims.n_layer; l++)
+        if (m->layers[l].kind != k) return nullptr;
+    for (const lmc_arch *a : rows)
+        if (a->mixer == k) return a;
+    return nullptr;
 }
 
 /* Channels through conv1d, LongMamba channels, state floats per layer. */
@@ -127,7 +135,7 @@ typedef struct wrow {
 size_t weight_table(const struct lm_model *m, lmc_model *M, wrow *t)
 {
     const lmi_dims *d = &m->dims;
-    const bool m2 = d->arch == LM_ARCH_MAMBA2;
+    const bool m2 = arch_of(m) == &lmc_mamba2;
     const size_t V = (size_t)d->vocab, D = (size_t)d->d_model, E = (size_t)d->d_inner;
     const size_t N = (size_t)d->d_state, K = (size_t)d->d_conv, R = (size_t)d->dt_rank;
     const size_t H = (size_t)d->n_heads, CD = conv_dim(d);
@@ -141,20 +149,20 @@ size_t weight_table(const struct lm_model *m, lmc_model *M, wrow *t)
         const lmi_layer *L = &m->layers[l];
         lmc_layer *G = &M->layers[l];
         ROW(&G->norm_w, &L->norm_w, D, W_F32, true);
-        ROW(&G->in_w, &L->in_w, in_rows * D, W_MAT, true);
-        ROW(&G->in_b, &L->in_b, in_rows, W_F32, false);
-        ROW(&G->conv_w, &L->conv_w, CD * K, W_F32, true);
-        ROW(&G->conv_b, &L->conv_b, CD, W_F32, false);
+        ROW(&G->in_w, &L->mamba.in_w, in_rows * D, W_MAT, true);
+        ROW(&G->in_b, &L->mamba.in_b, in_rows, W_F32, false);
+        ROW(&G->conv_w, &L->mamba.conv_w, CD * K, W_F32, true);
+        ROW(&G->conv_b, &L->mamba.conv_b, CD, W_F32, false);
         if (!m2) {
-            ROW(&G->x_w, &L->x_w, (R + 2 * N) * E, W_MAT, true);
-            ROW(&G->dt_w, &L->dt_w, E * R, W_F32, true);
+            ROW(&G->x_w, &L->mamba.x_w, (R + 2 * N) * E, W_MAT, true);
+            ROW(&G->dt_w, &L->mamba.dt_w, E * R, W_F32, true);
         }
-        ROW(&G->dt_b, &L->dt_b, m2 ? H : E, W_F32, m2);
-        ROW(&G->A, &L->A, m2 ? H : E * N, m2 ? W_F32 : W_A2, true);
-        ROW(&G->D, &L->D, m2 ? H : E, W_F32, m2);
-        if (m2) ROW(&G->gnorm_w, &L->gnorm_w, E, W_F32, true);
-        ROW(&G->out_w, &L->out_w, D * E, W_MAT, true);
-        ROW(&G->out_b, &L->out_b, D, W_F32, false);
+        ROW(&G->dt_b, &L->mamba.dt_b, m2 ? H : E, W_F32, m2);
+        ROW(&G->A, &L->mamba.A, m2 ? H : E * N, m2 ? W_F32 : W_A2, true);
+        ROW(&G->D, &L->mamba.D, m2 ? H : E, W_F32, m2);
+        if (m2) ROW(&G->gnorm_w, &L->mamba.gnorm_w, E, W_F32, true);
+        ROW(&G->out_w, &L->mamba.out_w, D * E, W_MAT, true);
+        ROW(&G->out_b, &L->mamba.out_b, D, W_F32, false);
     }
 #undef ROW
     return n;
@@ -220,6 +228,9 @@ lm_status upload(lmc_model *M, wrow *t, size_t n, lmi_err *e)
 lm_status model_init(struct lm_model *m, lmi_err *e)
 {
     const lmc_arch *A = arch_of(m);
+    if (!A)
+        return lmi_fail(e, LM_ERR_UNSUPPORTED,
+                        "cuda backend: no pipeline for these layers (mixed mixer kinds, or a kind without one)");
     LMC_TRY(A->check(m, e));
     LMC_CK(cudaSetDevice(m->device), "cudaSetDevice");
     lmc_model *M = (lmc_model *)lmi_alloc(1, sizeof *M);
@@ -818,9 +829,7 @@ lm_status lmc_forward_batch(struct lm_session *const *ss, size_t n_sessions, con
     return ls;
 }
 
-/* Both architectures run through the same functions (model->bk->arch
- * picks the pipelines); the module hands out one table per architecture. */
-#define LMC_VTABLE {"cuda", model_init, model_free, session_init, session_free, session_reset, forward, \
-                    state_read, state_write, lmc_forward_batch}
-extern "C" const lmi_backend_vt lmi_cuda_backend = LMC_VTABLE;
-extern "C" const lmi_backend_vt lmi_cuda_m2_backend = LMC_VTABLE;
+/* One table for every model: model->bk->arch picks the pipeline. */
+extern "C" const lmi_backend_vt lmi_cuda_backend = {"cuda", model_init, model_free, session_init, session_free,
+                                                    session_reset, forward, state_read, state_write,
+                                                    lmc_forward_batch};

@@ -109,10 +109,10 @@ static void calib_channel(calib_run *r, int64_t layer, const float *delta, int64
     int64_t N = 0;
     double A_head = 0.0;
     if (d->arch == LM_ARCH_MAMBA1) {
-        A_row = lmi_weight_f32(&ly->A) + (size_t)c * (size_t)d->d_state;
+        A_row = lmi_weight_f32(&ly->mamba.A) + (size_t)c * (size_t)d->d_state;
         N = d->d_state;
     } else {
-        A_head = (double)lmi_weight_f32(&ly->A)[c];
+        A_head = (double)lmi_weight_f32(&ly->mamba.A)[c];
     }
     float *thr_w = (float *)(scratch + 2 * T); /* n_buckets floats fit in n_buckets doubles */
     double ld = 0.0;

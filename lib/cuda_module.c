@@ -174,7 +174,7 @@ static lm_status check_module(const lmi_cuda_module *mod, const char *path, lmi_
         return lmi_fail(e, LM_ERR_BACKEND_UNAVAILABLE,
                         "CUDA backend: module %s was built from other sources than this library "
                         "(internal struct sizes differ)", path);
-    if (!mod->m1 || !mod->m2 || !mod->device_status)
+    if (!mod->vt || !mod->device_status)
         return lmi_fail(e, LM_ERR_BACKEND_UNAVAILABLE, "CUDA backend: module %s: incomplete table",
                         path);
     return LM_OK;

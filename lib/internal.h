@@ -184,12 +184,22 @@ void lmi_weight_convert(const lmi_weight *w, int64_t first, int64_t n, lm_dtype 
 void lmi_f16_row_to_f32(const uint16_t *src, float *dst, int64_t n);
 void lmi_bf16_row_to_f32(const uint16_t *src, float *dst, int64_t n);
 
-/* Layer weights in their stored type (lmi_weight).  A is derived
+/* ---- layers and mixers ---------------------------------------------------
+ * A model is a list of layers: x += mixer(RMSNorm(x)).  Each layer has a
+ * mixer kind with its own weights (a member of lmi_layer's union), its own
+ * per-session state and, in each backend, its own entry points.  Next
+ * kinds (hybrids): attention with a growing KV cache, MLP. */
+
+typedef enum lmi_mixer_kind {
+    LMI_MIXER_MAMBA1 = 1,
+    LMI_MIXER_MAMBA2 = 2,
+} lmi_mixer_kind;
+
+/* Mamba mixer weights in their stored type (lmi_weight).  A is derived
  * (-exp(A_log)) and, like D and dt_b, always an fp32 array (F32 in
- * place, else an fp32 copy the model owns): the scans read them as
- * fp32 and they are small. */
-typedef struct lmi_layer {
-    lmi_weight norm_w;   /* [d] */
+ * place, else an fp32 copy the model owns): the scans read them as fp32
+ * and they are small.  M1 / M2: only in that generation. */
+typedef struct lmi_mamba_weights {
     lmi_weight in_w;     /* M1 [2E][d]; M2 [2E+2GN+H][d] */
     lmi_weight in_b;     /* or absent */
     lmi_weight conv_w;   /* [conv_dim][K] */
@@ -202,7 +212,44 @@ typedef struct lmi_layer {
     lmi_weight gnorm_w;  /* M2 gated RMSNorm weight [E] */
     lmi_weight out_w;    /* [d][E] */
     lmi_weight out_b;    /* or absent */
+} lmi_mamba_weights;
+
+typedef struct lmi_layer {
+    lmi_mixer_kind kind;
+    lmi_weight norm_w;   /* RMSNorm before the mixer [d] */
+    union {
+        lmi_mamba_weights mamba;   /* LMI_MIXER_MAMBA1, LMI_MIXER_MAMBA2 */
+    };
 } lmi_layer;
+
+/* Parts of a layer's per-session state, fp32; the state blob holds every
+ * layer's CONV part, then every layer's SSM part. */
+typedef enum lmi_state_part {
+    LMI_STATE_CONV = 0,  /* Mamba: conv window [conv_dim][K-1], oldest column first */
+    LMI_STATE_SSM = 1,   /* Mamba: [E][N] (Mamba-2: [H*P][N]) */
+    LMI_STATE_PARTS = 2,
+} lmi_state_part;
+
+struct lmi_loader;
+struct lmi_cfg;
+
+/* What the library knows of a mixer kind, backend-free (lib/arch/). */
+typedef struct lmi_mixer_ops {
+    lmi_mixer_kind kind;
+    const char *name;
+    /* Reads the mixer's tensors (names: prefix + "in_proj.weight", ...). */
+    lm_status (*load)(struct lmi_loader *ld, const struct lmi_cfg *c, const char *prefix,
+                      lmi_layer *L);
+    /* Floats of one layer's state part at position pos (fixed-size for
+     * Mamba mixers; a KV cache grows with pos). */
+    size_t (*state_floats)(const lmi_dims *d, lmi_state_part part, int64_t pos);
+} lmi_mixer_ops;
+
+extern const lmi_mixer_ops lmi_mixer_mamba1;   /* lib/arch/mamba1.c */
+extern const lmi_mixer_ops lmi_mixer_mamba2;   /* lib/arch/mamba2.c */
+
+/* The ops of a mixer kind, or NULL. */
+const lmi_mixer_ops *lmi_mixer_find(lmi_mixer_kind kind);
 
 typedef struct lmi_backend_vt lmi_backend_vt;
 
@@ -355,8 +402,7 @@ extern const lmi_backend_vt lmi_cpu_backend;
 typedef struct lmi_cuda_module {
     uint32_t version;                  /* LMI_CUDA_MODULE_VERSION; first, always */
     uint32_t model_size, session_size, forward_size;  /* sizeof of the shared structs */
-    const lmi_backend_vt *m1;          /* Mamba-1 */
-    const lmi_backend_vt *m2;          /* Mamba-2 */
+    const lmi_backend_vt *vt;          /* every architecture (the pipeline follows the mixers) */
     /* LM_OK and *n_devices > 0 when the CUDA runtime sees a device; else
      * LM_ERR_BACKEND_UNAVAILABLE naming the reason (no driver, driver
      * older than the runtime, no device). */
@@ -381,7 +427,6 @@ void lmi_cuda_close(lmi_cuda_lib *cl);
 /* Inside the module (cuda/), and in the GPU test programs that link the
  * CUDA objects statically. */
 extern const lmi_backend_vt lmi_cuda_backend;
-extern const lmi_backend_vt lmi_cuda_m2_backend; /* Mamba-2 (cuda/mamba2.cu) */
 
 /* ---- sessions ---------------------------------------------------------- */
 
@@ -406,9 +451,10 @@ struct lm_session {
     lmi_err err;
 };
 
-/* Sizes of the state arrays in floats. */
-size_t lmi_conv_state_floats(const lmi_dims *d);
-size_t lmi_ssm_state_floats(const lmi_dims *d);
+/* Floats of a state part over all layers (at the session's position),
+ * and where layer l's part starts in that array. */
+size_t lmi_state_floats(const struct lm_model *m, lmi_state_part part);
+size_t lmi_state_offset(const struct lm_model *m, int64_t layer, lmi_state_part part);
 
 /* ---- modes (lib/modes.c, lib/mode/) -------------------------------------
  * A mode is one file in lib/mode/ implementing lmi_mode_ops, plus one row

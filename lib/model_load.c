@@ -20,6 +20,7 @@
 #include "format/json.h"
 #include "format/safetensors.h"
 #include "model_load.h"
+#include "arch/arch.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -153,17 +154,8 @@ static const char *shape_str(char *buf, size_t cap, int ndim, const int64_t *sha
 
 /* ---- config.json --------------------------------------------------------------- */
 
-/* Configuration read from config.json; -1 in a tri-state means "absent:
- * decide from the checkpoint". */
-typedef struct cfg {
-    lmi_dims d;
-    int64_t vocab_expected; /* embedding rows implied by config, 0 = unknown */
-    int use_bias;           /* 1, 0 or -1 */
-    int use_conv_bias;
-    const char *path; /* for messages */
-} cfg;
 
-static lm_status cfg_int(const cfg *c, const lmi_json *obj, const char *key, int64_t dflt,
+lm_status lmi_cfg_int(const lmi_cfg *c, const lmi_json *obj, const char *key, int64_t dflt,
                          int64_t lo, int64_t hi, int64_t *out, lmi_err *e)
 {
     const lmi_json *v = lmi_json_get(obj, key);
@@ -182,7 +174,7 @@ static lm_status cfg_int(const cfg *c, const lmi_json *obj, const char *key, int
     return LM_OK;
 }
 
-static lm_status cfg_bool(const cfg *c, const lmi_json *obj, const char *key, int dflt, int *out,
+lm_status lmi_cfg_bool(const lmi_cfg *c, const lmi_json *obj, const char *key, int dflt, int *out,
                           lmi_err *e)
 {
     const lmi_json *v = lmi_json_get(obj, key);
@@ -196,7 +188,7 @@ static lm_status cfg_bool(const cfg *c, const lmi_json *obj, const char *key, in
     return LM_OK;
 }
 
-static lm_status cfg_num(const cfg *c, const lmi_json *obj, const char *key, double dflt,
+lm_status lmi_cfg_num(const lmi_cfg *c, const lmi_json *obj, const char *key, double dflt,
                          double *out, lmi_err *e)
 {
     const lmi_json *v = lmi_json_get(obj, key);
@@ -210,29 +202,29 @@ static lm_status cfg_num(const cfg *c, const lmi_json *obj, const char *key, dou
     return LM_OK;
 }
 
-static bool json_str_is(const lmi_json *v, const char *s)
+bool lmi_json_str_is(const lmi_json *v, const char *s)
 {
     return v && v->type == LMI_JSON_STRING && v->len == strlen(s) && memcmp(v->str, s, v->len) == 0;
 }
 
 /* Integer or "auto" (= ceil(d_model / 16), as HF and mamba_ssm compute it). */
-static lm_status cfg_dt_rank(const cfg *c, const lmi_json *obj, const char *key, int64_t d_model,
+lm_status lmi_cfg_dt_rank(const lmi_cfg *c, const lmi_json *obj, const char *key, int64_t d_model,
                              int64_t *out, lmi_err *e)
 {
     const lmi_json *v = lmi_json_get(obj, key);
-    if (!v || v->type == LMI_JSON_NULL || json_str_is(v, "auto")) {
+    if (!v || v->type == LMI_JSON_NULL || lmi_json_str_is(v, "auto")) {
         *out = (d_model + 15) / 16;
         return LM_OK;
     }
-    return cfg_int(c, obj, key, 0, 1, 1 << 20, out, e);
+    return lmi_cfg_int(c, obj, key, 0, 1, 1 << 20, out, e);
 }
 
 /* d_inner = int(expand * d_model), Python's truncation. */
-static lm_status cfg_expand(const cfg *c, const lmi_json *obj, const char *key, int64_t d_model,
+lm_status lmi_cfg_expand(const lmi_cfg *c, const lmi_json *obj, const char *key, int64_t d_model,
                             int64_t *out, lmi_err *e)
 {
     double ex = 0;
-    lm_status st = cfg_num(c, obj, key, 2.0, &ex, e);
+    lm_status st = lmi_cfg_num(c, obj, key, 2.0, &ex, e);
     if (st != LM_OK)
         return st;
     double di = floor(ex * (double)d_model);
@@ -245,21 +237,21 @@ static lm_status cfg_expand(const cfg *c, const lmi_json *obj, const char *key, 
 
 /* Mamba-2 time_step_limit: [lo, hi], where transformers 5 may write the
  * bound as {"__float__": "Infinity"}. */
-static lm_status limit_value(const cfg *c, const lmi_json *v, double *out, lmi_err *e)
+static lm_status limit_value(const lmi_cfg *c, const lmi_json *v, double *out, lmi_err *e)
 {
     if (v->type == LMI_JSON_NUMBER) {
         *out = v->num;
         return LM_OK;
     }
     const lmi_json *f = lmi_json_get(v, "__float__");
-    if (json_str_is(f, "Infinity") || json_str_is(f, "inf")) {
+    if (lmi_json_str_is(f, "Infinity") || lmi_json_str_is(f, "inf")) {
         *out = INFINITY;
         return LM_OK;
     }
     return lmi_fail(e, LM_ERR_FORMAT, "%s: bad value in \"time_step_limit\"", c->path);
 }
 
-static lm_status cfg_time_limit(cfg *c, const lmi_json *obj, const char *key, lmi_err *e)
+lm_status lmi_cfg_time_limit(lmi_cfg *c, const lmi_json *obj, const char *key, lmi_err *e)
 {
     c->d.dt_limit_lo = 0.0;
     c->d.dt_limit_hi = INFINITY;
@@ -279,83 +271,52 @@ static lm_status cfg_time_limit(cfg *c, const lmi_json *obj, const char *key, lm
     return LM_OK;
 }
 
-/* Hugging Face MambaConfig / Mamba2Config. */
-static lm_status parse_hf(cfg *c, const lmi_json *j, lmi_err *e)
+/* Hugging Face config: the keys every architecture shares, then its own. */
+static lm_status parse_hf(const lmi_arch *a, lmi_cfg *c, const lmi_json *j, lmi_err *e)
 {
     lmi_dims *d = &c->d;
     lm_status st;
-    if ((st = cfg_int(c, j, "hidden_size", -1, 1, 1 << 20, &d->d_model, e)))
+    if ((st = lmi_cfg_int(c, j, "hidden_size", -1, 1, 1 << 20, &d->d_model, e)))
         return st;
-    if ((st = cfg_int(c, j, "num_hidden_layers", -1, 1, 4096, &d->n_layer, e)))
+    if ((st = lmi_cfg_int(c, j, "num_hidden_layers", -1, 1, 4096, &d->n_layer, e)))
         return st;
-    if ((st = cfg_int(c, j, "vocab_size", 0, 1, INT32_MAX, &c->vocab_expected, e)))
+    if ((st = lmi_cfg_int(c, j, "vocab_size", 0, 1, INT32_MAX, &c->vocab_expected, e)))
         return st;
-    if ((st = cfg_num(c, j, "layer_norm_epsilon", 1e-5, &d->eps, e)))
+    if ((st = lmi_cfg_num(c, j, "layer_norm_epsilon", 1e-5, &d->eps, e)))
         return st;
     int tied = 1;
-    if ((st = cfg_bool(c, j, "tie_word_embeddings", d->arch == LM_ARCH_MAMBA1 ? 1 : 0, &tied, e)))
+    if ((st = lmi_cfg_bool(c, j, "tie_word_embeddings", a->hf_tied_default ? 1 : 0, &tied, e)))
         return st;
     d->tied = tied;
-    if ((st = cfg_bool(c, j, "use_bias", -1, &c->use_bias, e)))
+    if ((st = lmi_cfg_bool(c, j, "use_bias", -1, &c->use_bias, e)))
         return st;
-    if ((st = cfg_bool(c, j, "use_conv_bias", -1, &c->use_conv_bias, e)))
+    if ((st = lmi_cfg_bool(c, j, "use_conv_bias", -1, &c->use_conv_bias, e)))
         return st;
     const lmi_json *act = lmi_json_get(j, "hidden_act");
-    if (act && !json_str_is(act, "silu"))
+    if (act && !lmi_json_str_is(act, "silu"))
         return lmi_fail(e, LM_ERR_UNSUPPORTED, "%s: hidden_act must be \"silu\"", c->path);
-    if ((st = cfg_int(c, j, "conv_kernel", 4, 1, 64, &d->d_conv, e)))
+    if ((st = lmi_cfg_int(c, j, "conv_kernel", 4, 1, 64, &d->d_conv, e)))
         return st;
 
-    if (d->arch == LM_ARCH_MAMBA1) {
-        if ((st = cfg_int(c, j, "state_size", 16, 1, 4096, &d->d_state, e)))
-            return st;
-        if (lmi_json_get(j, "intermediate_size")) {
-            if ((st = cfg_int(c, j, "intermediate_size", -1, 1, 1 << 22, &d->d_inner, e)))
-                return st;
-        } else if ((st = cfg_expand(c, j, "expand", d->d_model, &d->d_inner, e))) {
-            return st;
-        }
-        if ((st = cfg_dt_rank(c, j, "time_step_rank", d->d_model, &d->dt_rank, e)))
-            return st;
-        return LM_OK;
-    }
-    /* Mamba-2 */
-    int rms = 1;
-    if ((st = cfg_bool(c, j, "rms_norm", 1, &rms, e)))
-        return st;
-    if (!rms)
-        return lmi_fail(e, LM_ERR_UNSUPPORTED, "%s: rms_norm=false is not supported", c->path);
-    if ((st = cfg_int(c, j, "state_size", 128, 1, 4096, &d->d_state, e)))
-        return st;
-    if ((st = cfg_int(c, j, "num_heads", 128, 1, 1 << 16, &d->n_heads, e)))
-        return st;
-    if ((st = cfg_int(c, j, "head_dim", 64, 1, 1 << 16, &d->head_dim, e)))
-        return st;
-    if ((st = cfg_int(c, j, "n_groups", 8, 1, 1 << 16, &d->n_groups, e)))
-        return st;
-    if ((st = cfg_int(c, j, "chunk_size", 256, 1, 1 << 20, &d->ssd_chunk, e)))
-        return st;
-    if ((st = cfg_expand(c, j, "expand", d->d_model, &d->d_inner, e)))
-        return st;
-    return cfg_time_limit(c, j, "time_step_limit", e);
+    return a->parse_hf(c, j, e);
 }
 
 /* mamba_ssm's MambaConfig: d_model, n_layer, vocab_size, ssm_cfg {...}. */
-static lm_status parse_ssm(cfg *c, const lmi_json *j, lmi_err *e)
+static lm_status parse_ssm(const lmi_arch *a, lmi_cfg *c, const lmi_json *j, lmi_err *e)
 {
     lmi_dims *d = &c->d;
     lm_status st;
-    if ((st = cfg_int(c, j, "d_model", -1, 1, 1 << 20, &d->d_model, e)))
+    if ((st = lmi_cfg_int(c, j, "d_model", -1, 1, 1 << 20, &d->d_model, e)))
         return st;
-    if ((st = cfg_int(c, j, "n_layer", -1, 1, 4096, &d->n_layer, e)))
+    if ((st = lmi_cfg_int(c, j, "n_layer", -1, 1, 4096, &d->n_layer, e)))
         return st;
     int64_t vocab = 0, pad = 1, d_int = 0;
-    if ((st = cfg_int(c, j, "vocab_size", 50277, 1, INT32_MAX, &vocab, e)))
+    if ((st = lmi_cfg_int(c, j, "vocab_size", 50277, 1, INT32_MAX, &vocab, e)))
         return st;
-    if ((st = cfg_int(c, j, "pad_vocab_size_multiple", 8, 1, 1 << 20, &pad, e)))
+    if ((st = lmi_cfg_int(c, j, "pad_vocab_size_multiple", 8, 1, 1 << 20, &pad, e)))
         return st;
     c->vocab_expected = (vocab + pad - 1) / pad * pad;
-    if ((st = cfg_int(c, j, "d_intermediate", 0, 0, INT32_MAX, &d_int, e)))
+    if ((st = lmi_cfg_int(c, j, "d_intermediate", 0, 0, INT32_MAX, &d_int, e)))
         return st;
     if (d_int != 0)
         return lmi_fail(e, LM_ERR_UNSUPPORTED,
@@ -365,15 +326,15 @@ static lm_status parse_ssm(cfg *c, const lmi_json *j, lmi_err *e)
         return lmi_fail(e, LM_ERR_UNSUPPORTED,
                         "%s: attention layers (attn_layer_idx) are not supported", c->path);
     int rms = 1, tied = 1;
-    if ((st = cfg_bool(c, j, "rms_norm", 1, &rms, e)))
+    if ((st = lmi_cfg_bool(c, j, "rms_norm", 1, &rms, e)))
         return st;
     if (!rms)
         return lmi_fail(e, LM_ERR_UNSUPPORTED,
                         "%s: LayerNorm models (rms_norm=false) are not supported", c->path);
-    if ((st = cfg_bool(c, j, "tie_embeddings", 1, &tied, e)))
+    if ((st = lmi_cfg_bool(c, j, "tie_embeddings", 1, &tied, e)))
         return st;
     d->tied = tied;
-    if ((st = cfg_num(c, j, "norm_epsilon", 1e-5, &d->eps, e)))
+    if ((st = lmi_cfg_num(c, j, "norm_epsilon", 1e-5, &d->eps, e)))
         return st;
 
     static const lmi_json empty = {.type = LMI_JSON_OBJECT};
@@ -382,127 +343,104 @@ static lm_status parse_ssm(cfg *c, const lmi_json *j, lmi_err *e)
         s = &empty;
     if (s->type != LMI_JSON_OBJECT)
         return lmi_fail(e, LM_ERR_FORMAT, "%s: \"ssm_cfg\" must be an object", c->path);
-    if ((st = cfg_int(c, s, "d_conv", 4, 1, 64, &d->d_conv, e)))
+    if ((st = lmi_cfg_int(c, s, "d_conv", 4, 1, 64, &d->d_conv, e)))
         return st;
-    if ((st = cfg_expand(c, s, "expand", d->d_model, &d->d_inner, e)))
+    if ((st = lmi_cfg_expand(c, s, "expand", d->d_model, &d->d_inner, e)))
         return st;
-    if ((st = cfg_bool(c, s, "bias", -1, &c->use_bias, e)))
+    if ((st = lmi_cfg_bool(c, s, "bias", -1, &c->use_bias, e)))
         return st;
-    if ((st = cfg_bool(c, s, "conv_bias", -1, &c->use_conv_bias, e)))
+    if ((st = lmi_cfg_bool(c, s, "conv_bias", -1, &c->use_conv_bias, e)))
         return st;
-    if (d->arch == LM_ARCH_MAMBA1) {
-        if ((st = cfg_int(c, s, "d_state", 16, 1, 4096, &d->d_state, e)))
-            return st;
-        return cfg_dt_rank(c, s, "dt_rank", d->d_model, &d->dt_rank, e);
-    }
-    if ((st = cfg_int(c, s, "d_state", 128, 1, 4096, &d->d_state, e)))
-        return st;
-    if ((st = cfg_int(c, s, "headdim", 64, 1, 1 << 16, &d->head_dim, e)))
-        return st;
-    if ((st = cfg_int(c, s, "ngroups", 1, 1, 1 << 16, &d->n_groups, e)))
-        return st;
-    if ((st = cfg_int(c, s, "chunk_size", 256, 1, 1 << 20, &d->ssd_chunk, e)))
-        return st;
-    int dhd = 0, rmsn = 1, nbg = 0;
-    if ((st = cfg_bool(c, s, "D_has_hdim", 0, &dhd, e)))
-        return st;
-    if ((st = cfg_bool(c, s, "rmsnorm", 1, &rmsn, e)))
-        return st;
-    if ((st = cfg_bool(c, s, "norm_before_gate", 0, &nbg, e)))
-        return st;
-    if (dhd || !rmsn || nbg)
-        return lmi_fail(
-            e, LM_ERR_UNSUPPORTED,
-            "%s: Mamba-2 variant (D_has_hdim / rmsnorm=false / norm_before_gate) is not "
-            "supported",
-            c->path);
-    if (d->d_inner % d->head_dim != 0)
-        return lmi_fail(e, LM_ERR_FORMAT, "%s: d_inner %lld is not a multiple of headdim %lld",
-                        c->path, (long long)d->d_inner, (long long)d->head_dim);
-    d->n_heads = d->d_inner / d->head_dim;
-    return cfg_time_limit(c, s, "dt_limit", e);
+    return a->parse_ssm(c, s, e);
 }
 
-static lm_status parse_config(cfg *c, const lmi_json *j, lmi_err *e)
+/* ---- the tables ----------------------------------------------------------------- */
+
+/* One row per architecture (lib/arch/<name>.c). */
+static const lmi_arch *const arch_table[] = {&lmi_arch_mamba1, &lmi_arch_mamba2};
+/* One row per mixer kind. */
+static const lmi_mixer_ops *const mixer_table[] = {&lmi_mixer_mamba1, &lmi_mixer_mamba2};
+
+#define N_ROWS(t) (sizeof(t) / sizeof((t)[0]))
+
+const lmi_arch *lmi_arch_find(lm_arch arch)
 {
-    memset(&c->d, 0, sizeof c->d);
-    c->use_bias = c->use_conv_bias = -1;
-    c->vocab_expected = 0;
+    for (size_t k = 0; k < N_ROWS(arch_table); k++)
+        if (arch_table[k]->arch == arch) return arch_table[k];
+    return NULL;
+}
+
+const lmi_mixer_ops *lmi_mixer_find(lmi_mixer_kind kind)
+{
+    for (size_t k = 0; k < N_ROWS(mixer_table); k++)
+        if (mixer_table[k]->kind == kind) return mixer_table[k];
+    return NULL;
+}
+
+/* The row a config names: model_type, else an "architectures" entry, else
+ * (mamba_ssm form) ssm_cfg.layer. */
+static lm_status find_arch(const lmi_cfg *c, const lmi_json *j, bool ssm_form, const lmi_arch **out,
+                           lmi_err *e)
+{
     const lmi_json *mt = lmi_json_get(j, "model_type");
     const lmi_json *archs = lmi_json_get(j, "architectures");
-    bool ssm_form = lmi_json_get(j, "d_model") != NULL && lmi_json_get(j, "hidden_size") == NULL;
-    lm_arch arch = 0;
+    *out = NULL;
     if (mt && mt->type != LMI_JSON_NULL) {
-        if (json_str_is(mt, "mamba"))
-            arch = LM_ARCH_MAMBA1;
-        else if (json_str_is(mt, "mamba2"))
-            arch = LM_ARCH_MAMBA2;
-        else if (mt->type == LMI_JSON_STRING)
+        if (mt->type != LMI_JSON_STRING)
+            return lmi_fail(e, LM_ERR_FORMAT, "%s: \"model_type\" must be a string", c->path);
+        for (size_t k = 0; k < N_ROWS(arch_table); k++)
+            if (lmi_json_str_is(mt, arch_table[k]->model_type)) *out = arch_table[k];
+        if (!*out)
             return lmi_fail(
                 e, LM_ERR_UNSUPPORTED,
                 "%s: model_type \"%.64s\" is not supported (only \"mamba\" and \"mamba2\")",
                 c->path, mt->str);
-        else
-            return lmi_fail(e, LM_ERR_FORMAT, "%s: \"model_type\" must be a string", c->path);
-    } else if (archs && archs->type == LMI_JSON_ARRAY && archs->len > 0) {
-        for (size_t k = 0; k < archs->len && !arch; k++) {
-            if (json_str_is(&archs->items[k], "MambaForCausalLM") ||
-                json_str_is(&archs->items[k], "MambaModel"))
-                arch = LM_ARCH_MAMBA1;
-            else if (json_str_is(&archs->items[k], "Mamba2ForCausalLM") ||
-                     json_str_is(&archs->items[k], "Mamba2Model"))
-                arch = LM_ARCH_MAMBA2;
-        }
-        if (!arch)
+        return LM_OK;
+    }
+    if (archs && archs->type == LMI_JSON_ARRAY && archs->len > 0) {
+        for (size_t i = 0; i < archs->len && !*out; i++)
+            for (size_t k = 0; k < N_ROWS(arch_table) && !*out; k++)
+                for (size_t n = 0; n < 3 && arch_table[k]->hf_classes[n]; n++)
+                    if (lmi_json_str_is(&archs->items[i], arch_table[k]->hf_classes[n]))
+                        *out = arch_table[k];
+        if (!*out)
             return lmi_fail(e, LM_ERR_UNSUPPORTED, "%s: architectures name no Mamba model",
                             c->path);
-    } else if (ssm_form) {
+        return LM_OK;
+    }
+    if (ssm_form) {
         const lmi_json *s = lmi_json_get(j, "ssm_cfg");
         const lmi_json *layer = s ? lmi_json_get(s, "layer") : NULL;
-        if (!layer || json_str_is(layer, "Mamba1"))
-            arch = LM_ARCH_MAMBA1;
-        else if (json_str_is(layer, "Mamba2"))
-            arch = LM_ARCH_MAMBA2;
-        else
+        for (size_t k = 0; k < N_ROWS(arch_table); k++)
+            if (layer ? lmi_json_str_is(layer, arch_table[k]->ssm_layer)
+                      : arch_table[k]->ssm_layer_default)
+                *out = arch_table[k];
+        if (!*out)
             return lmi_fail(e, LM_ERR_UNSUPPORTED, "%s: ssm_cfg.layer is neither Mamba1 nor Mamba2",
                             c->path);
-    } else {
-        return lmi_fail(
-            e, LM_ERR_UNSUPPORTED,
-            "%s does not describe a Mamba model (no model_type, architectures or d_model)",
-            c->path);
+        return LM_OK;
     }
-    c->d.arch = arch;
-    lm_status st = ssm_form ? parse_ssm(c, j, e) : parse_hf(c, j, e);
-    if (st != LM_OK)
-        return st;
+    return lmi_fail(e, LM_ERR_UNSUPPORTED,
+                    "%s does not describe a Mamba model (no model_type, architectures or d_model)",
+                    c->path);
+}
 
-    lmi_dims *d = &c->d;
-    if (!(d->eps > 0 && d->eps < 1))
+static lm_status parse_config(lmi_cfg *c, const lmi_json *j, lmi_err *e)
+{
+    memset(&c->d, 0, sizeof c->d);
+    c->use_bias = c->use_conv_bias = -1;
+    c->vocab_expected = 0;
+    bool ssm_form = lmi_json_get(j, "d_model") != NULL && lmi_json_get(j, "hidden_size") == NULL;
+    const lmi_arch *a = NULL;
+    lm_status st = find_arch(c, j, ssm_form, &a, e);
+    if (st != LM_OK) return st;
+    c->d.arch = a->arch;
+    st = ssm_form ? parse_ssm(a, c, j, e) : parse_hf(a, c, j, e);
+    if (st != LM_OK) return st;
+    if (!(c->d.eps > 0 && c->d.eps < 1))
         return lmi_fail(e, LM_ERR_FORMAT, "%s: layer norm epsilon %g is not in (0, 1)", c->path,
-                        d->eps);
-    if (arch == LM_ARCH_MAMBA1) {
-        d->conv_dim = d->d_inner;
-        d->n_channels = d->d_inner;
-        d->n_heads = d->head_dim = d->n_groups = 0;
-        d->ssd_chunk = 0;
-        d->dt_limit_lo = 0.0;
-        d->dt_limit_hi = INFINITY;
-    } else {
-        if (d->n_heads * d->head_dim != d->d_inner)
-            return lmi_fail(
-                e, LM_ERR_FORMAT,
-                "%s: num_heads %lld x head_dim %lld != d_inner %lld (expand x hidden_size)",
-                c->path, (long long)d->n_heads, (long long)d->head_dim, (long long)d->d_inner);
-        if (d->n_heads % d->n_groups != 0)
-            return lmi_fail(e, LM_ERR_FORMAT,
-                            "%s: num_heads %lld is not a multiple of n_groups %lld", c->path,
-                            (long long)d->n_heads, (long long)d->n_groups);
-        d->dt_rank = 0;
-        d->conv_dim = d->d_inner + 2 * d->n_groups * d->d_state;
-        d->n_channels = d->n_heads;
-    }
-    return LM_OK;
+                        c->d.eps);
+    return a->finish(c, e);
 }
 
 lm_status lmi_config_parse(const char *text, size_t n, lmi_dims *out, lmi_err *e)
@@ -514,7 +452,7 @@ lm_status lmi_config_parse(const char *text, size_t n, lmi_dims *out, lmi_err *e
     lm_status st = lmi_json_parse(text, n, &j, &je);
     if (st != LM_OK)
         return lmi_fail(e, st, "config.json: %s", je.msg);
-    cfg c;
+    lmi_cfg c;
     memset(&c, 0, sizeof c);
     c.path = "config.json";
     if (j->type != LMI_JSON_OBJECT)
@@ -529,18 +467,8 @@ lm_status lmi_config_parse(const char *text, size_t n, lmi_dims *out, lmi_err *e
 
 /* ---- tensors ----------------------------------------------------------------- */
 
-typedef struct loader {
-    lm_model *m;
-    lmi_st_file *files;
-    char **file_names; /* base names, for messages */
-    bool *in_place;    /* a tensor points into this file's mapping */
-    size_t n_files;
-    const char *where; /* "model.safetensors" or the index name */
-    uint64_t fnv;      /* fingerprint being built */
-    lmi_err *e;
-} loader;
 
-static const lmi_st_tensor *find_tensor(const loader *ld, const char *name, size_t *file)
+static const lmi_st_tensor *find_tensor(const lmi_loader *ld, const char *name, size_t *file)
 {
     for (size_t k = 0; k < ld->n_files; k++) {
         const lmi_st_tensor *t = lmi_st_find(&ld->files[k], name);
@@ -601,7 +529,6 @@ static uint64_t fnv_tensor(uint64_t h, const lmi_st_tensor *t)
     return fnv_bytes(h, t->data, t->nbytes);
 }
 
-enum { TAKE_REQUIRED = 1, TAKE_COPY = 2, TAKE_F32 = 4 };
 
 static lmi_wtype wtype_of(lmi_st_dtype dt)
 {
@@ -609,9 +536,9 @@ static lmi_wtype wtype_of(lmi_st_dtype dt)
 }
 
 /* Fetches tensor `name` with the given shape, in its stored type.  Absent
- * and not required: out->data = NULL.  TAKE_F32: fp32 whatever the stored
- * type (converted copies for 16-bit); TAKE_COPY: an owned, writable copy. */
-static lm_status take(loader *ld, const char *name, int ndim, const int64_t *shape, int flags,
+ * and not required: out->data = NULL.  LMI_TAKE_F32: fp32 whatever the stored
+ * type (converted copies for 16-bit); LMI_TAKE_COPY: an owned, writable copy. */
+lm_status lmi_take(lmi_loader *ld, const char *name, int ndim, const int64_t *shape, int flags,
                       lmi_weight *out, const lmi_st_tensor **raw)
 {
     lmi_err *e = ld->e;
@@ -621,7 +548,7 @@ static lm_status take(loader *ld, const char *name, int ndim, const int64_t *sha
     size_t fi = 0;
     const lmi_st_tensor *t = find_tensor(ld, name, &fi);
     if (!t) {
-        if (flags & TAKE_REQUIRED)
+        if (flags & LMI_TAKE_REQUIRED)
             return lmi_fail(e, LM_ERR_MISSING, "tensor %s is missing from %s", name, ld->where);
         return LM_OK;
     }
@@ -640,11 +567,11 @@ static lm_status take(loader *ld, const char *name, int ndim, const int64_t *sha
     }
     const size_t es = lmi_st_dtype_size(t->dtype);
     const size_t nel = t->nbytes / es;
-    const lmi_wtype type = (flags & TAKE_F32) ? LMI_W_F32 : wtype_of(t->dtype);
+    const lmi_wtype type = (flags & LMI_TAKE_F32) ? LMI_W_F32 : wtype_of(t->dtype);
     out->type = type;
     out->rows = ndim >= 2 ? shape[0] : 1;
     out->cols = out->rows > 0 ? (int64_t)nel / out->rows : 0;
-    if (wtype_of(t->dtype) == type && ((uintptr_t)t->data % es) == 0 && !(flags & TAKE_COPY)) {
+    if (wtype_of(t->dtype) == type && ((uintptr_t)t->data % es) == 0 && !(flags & LMI_TAKE_COPY)) {
         /* Zero copy: the mapping is read-only, the model never writes weights. */
         out->data = t->data;
         ld->in_place[fi] = true;
@@ -669,7 +596,7 @@ static lm_status take(loader *ld, const char *name, int ndim, const int64_t *sha
     return LM_OK;
 }
 
-static lm_status check_finite(const float *v, size_t n, const char *name, lmi_err *e)
+lm_status lmi_check_finite(const float *v, size_t n, const char *name, lmi_err *e)
 {
     for (size_t k = 0; k < n; k++)
         if (!isfinite(v[k]))
@@ -679,9 +606,9 @@ static lm_status check_finite(const float *v, size_t n, const char *name, lmi_er
 }
 
 /* A = -exp(A_log), in place on an owned fp32 copy of A_log. */
-static lm_status make_A(float *a, size_t n, const char *name, lmi_err *e)
+lm_status lmi_make_A(float *a, size_t n, const char *name, lmi_err *e)
 {
-    lm_status st = check_finite(a, n, name, e);
+    lm_status st = lmi_check_finite(a, n, name, e);
     if (st != LM_OK)
         return st;
     for (size_t k = 0; k < n; k++) {
@@ -696,123 +623,49 @@ static lm_status make_A(float *a, size_t n, const char *name, lmi_err *e)
 }
 
 /* Bias flags absent from config.json follow the checkpoint (layer 0). */
-static void resolve_flag(const loader *ld, int *flag, const char *name)
+static void resolve_flag(const lmi_loader *ld, int *flag, const char *name)
 {
     if (*flag < 0)
         *flag = find_tensor(ld, name, NULL) != NULL;
 }
 
-/* A bias tensor that the configuration says does not exist. */
-static lm_status reject_extra(const loader *ld, const char *name, const char *field)
+lm_status lmi_take_bias(lmi_loader *ld, const char *name, bool flag, const char *field,
+                        int64_t n, lmi_weight *out)
 {
+    memset(out, 0, sizeof *out);
+    if (flag) return lmi_take(ld, name, 1, &n, LMI_TAKE_REQUIRED, out, NULL);
     if (find_tensor(ld, name, NULL))
         return lmi_fail(ld->e, LM_ERR_SHAPE, "tensor %s is present but the config has %s=false",
                         name, field);
     return LM_OK;
 }
 
-#define TN(buf, fmt, ...) (snprintf((buf), sizeof(buf), (fmt), __VA_ARGS__), (buf))
+void lmi_loader_hash(lmi_loader *ld, const lmi_st_tensor *t)
+{
+    ld->fnv = fnv_tensor(ld->fnv, t);
+}
 
-static lm_status load_layer(loader *ld, const cfg *c, int64_t i)
+/* Layer i: its norm, then the tensors of its mixer (the row's pattern). */
+static lm_status load_layer(lmi_loader *ld, const lmi_cfg *c, int64_t i)
 {
     lm_model *m = ld->m;
-    const lmi_dims *d = &m->dims;
+    const lmi_arch *a = lmi_arch_find(m->dims.arch);
     lmi_layer *L = &m->layers[i];
-    lm_status st;
     char n[160];
-    long long li = (long long)i;
-    const int64_t E = d->d_inner, D = d->d_model, N = d->d_state, K = d->d_conv, H = d->n_heads;
-    const int req = TAKE_REQUIRED;
-    const lmi_st_tensor *rA = NULL, *rD = NULL, *rdt = NULL;
-    int64_t in_rows = d->arch == LM_ARCH_MAMBA1 ? 2 * E : 2 * E + 2 * d->n_groups * N + H;
-
-    int64_t s_d[1] = {D};
-    if ((st = take(ld, TN(n, "backbone.layers.%lld.norm.weight", li), 1, s_d, req, &L->norm_w, NULL)))
-        return st;
-    int64_t s_in[2] = {in_rows, D}, s_inb[1] = {in_rows};
-    if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.in_proj.weight", li), 2, s_in, req, &L->in_w,
-                   NULL)))
-        return st;
-    TN(n, "backbone.layers.%lld.mixer.in_proj.bias", li);
-    if (c->use_bias) {
-        if ((st = take(ld, n, 1, s_inb, req, &L->in_b, NULL)))
-            return st;
-    } else if ((st = reject_extra(ld, n, "use_bias"))) {
-        return st;
-    }
-    int64_t s_conv[3] = {d->conv_dim, 1, K}, s_convb[1] = {d->conv_dim};
-    if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.conv1d.weight", li), 3, s_conv, req, &L->conv_w,
-                   NULL)))
-        return st;
-    TN(n, "backbone.layers.%lld.mixer.conv1d.bias", li);
-    if (c->use_conv_bias) {
-        if ((st = take(ld, n, 1, s_convb, req, &L->conv_b, NULL)))
-            return st;
-    } else if ((st = reject_extra(ld, n, "use_conv_bias"))) {
-        return st;
-    }
-
-    if (d->arch == LM_ARCH_MAMBA1) {
-        const int64_t R = d->dt_rank;
-        int64_t s_x[2] = {R + 2 * N, E}, s_dt[2] = {E, R}, s_e[1] = {E}, s_a[2] = {E, N};
-        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.x_proj.weight", li), 2, s_x, req, &L->x_w,
-                       NULL)))
-            return st;
-        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.dt_proj.weight", li), 2, s_dt, req, &L->dt_w,
-                       NULL)))
-            return st;
-        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.dt_proj.bias", li), 1, s_e, req | TAKE_F32, &L->dt_b,
-                       &rdt)))
-            return st;
-        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.A_log", li), 2, s_a,
-                       req | TAKE_COPY | TAKE_F32, &L->A, &rA)))
-            return st;
-        if ((st = make_A((float *)(uintptr_t)L->A.data, (size_t)(E * N), n, ld->e)))
-            return st;
-        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.D", li), 1, s_e, req | TAKE_F32, &L->D,
-                       &rD)))
-            return st;
-        if ((st = check_finite(lmi_weight_f32(&L->D), (size_t)E, n, ld->e)))
-            return st;
-    } else {
-        int64_t s_h[1] = {H}, s_e[1] = {E};
-        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.dt_bias", li), 1, s_h, req | TAKE_F32, &L->dt_b,
-                       &rdt)))
-            return st;
-        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.A_log", li), 1, s_h,
-                       req | TAKE_COPY | TAKE_F32, &L->A, &rA)))
-            return st;
-        if ((st = make_A((float *)(uintptr_t)L->A.data, (size_t)H, n, ld->e)))
-            return st;
-        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.D", li), 1, s_h, req | TAKE_F32, &L->D,
-                       &rD)))
-            return st;
-        if ((st = check_finite(lmi_weight_f32(&L->D), (size_t)H, n, ld->e)))
-            return st;
-        if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.norm.weight", li), 1, s_e, req, &L->gnorm_w,
-                       NULL)))
-            return st;
-    }
-
-    int64_t s_out[2] = {D, E};
-    if ((st = take(ld, TN(n, "backbone.layers.%lld.mixer.out_proj.weight", li), 2, s_out, req, &L->out_w,
-                   NULL)))
-        return st;
-    TN(n, "backbone.layers.%lld.mixer.out_proj.bias", li);
-    if (c->use_bias) {
-        if ((st = take(ld, n, 1, s_d, req, &L->out_b, NULL)))
-            return st;
-    } else if ((st = reject_extra(ld, n, "use_bias"))) {
-        return st;
-    }
-    ld->fnv = fnv_tensor(ld->fnv, rA);
-    ld->fnv = fnv_tensor(ld->fnv, rD);
-    ld->fnv = fnv_tensor(ld->fnv, rdt);
-    return LM_OK;
+    L->kind = a->mixer_of(&m->dims, i);
+    const lmi_mixer_ops *mx = lmi_mixer_find(L->kind);
+    if (!mx) return lmi_fail(ld->e, LM_ERR_UNSUPPORTED, "layer %lld: unknown mixer kind %d",
+                             (long long)i, (int)L->kind);
+    int64_t s_d[1] = {m->dims.d_model};
+    snprintf(n, sizeof n, "backbone.layers.%lld.norm.weight", (long long)i);
+    lm_status st = lmi_take(ld, n, 1, s_d, LMI_TAKE_REQUIRED, &L->norm_w, NULL);
+    if (st != LM_OK) return st;
+    snprintf(n, sizeof n, "backbone.layers.%lld.mixer.", (long long)i);
+    return mx->load(ld, c, n, L);
 }
 
 /* Opens model.safetensors, or the shards listed in the index. */
-static lm_status open_files(loader *ld, const char *dir, char **where_buf)
+static lm_status open_files(lmi_loader *ld, const char *dir, char **where_buf)
 {
     lmi_err *e = ld->e;
     char *single = path_join(dir, "model.safetensors");
@@ -918,7 +771,7 @@ done:
     return st;
 }
 
-static void close_files(loader *ld)
+static void close_files(lmi_loader *ld)
 {
     for (size_t k = 0; k < ld->n_files; k++) {
         lmi_st_close(&ld->files[k]);
@@ -937,11 +790,11 @@ static lm_dtype model_dtype(lmi_st_dtype dt)
     return dt == LMI_ST_F16 ? LM_DTYPE_F16 : dt == LMI_ST_BF16 ? LM_DTYPE_BF16 : LM_DTYPE_F32;
 }
 
-static lm_status load_weights(loader *ld, const cfg *c_in, const char *dir)
+static lm_status load_weights(lmi_loader *ld, const lmi_cfg *c_in, const char *dir)
 {
     lm_model *m = ld->m;
     lmi_err *e = ld->e;
-    cfg c = *c_in;
+    lmi_cfg c = *c_in;
     lm_status st;
     char *where = NULL;
     st = open_files(ld, dir, &where);
@@ -988,15 +841,15 @@ static lm_status load_weights(loader *ld, const cfg *c_in, const char *dir)
         ld->fnv = fnv_i64(ld->fnv, dims_hashed[k]);
 
     int64_t s_vd[2] = {d->vocab, d->d_model}, s_d[1] = {d->d_model};
-    if ((st = take(ld, emb_name, 2, s_vd, TAKE_REQUIRED, &m->embed, NULL)))
+    if ((st = lmi_take(ld, emb_name, 2, s_vd, LMI_TAKE_REQUIRED, &m->embed, NULL)))
         return st;
     const lmi_st_tensor *rnorm = NULL;
-    if ((st = take(ld, "backbone.norm_f.weight", 1, s_d, TAKE_REQUIRED, &m->norm_f, &rnorm)))
+    if ((st = lmi_take(ld, "backbone.norm_f.weight", 1, s_d, LMI_TAKE_REQUIRED, &m->norm_f, &rnorm)))
         return st;
     /* transformers: tie_word_embeddings means lm_head *is* the embedding,
      * whatever a stored lm_head.weight holds; an absent head is tied too. */
     if (!d->tied) {
-        if ((st = take(ld, "lm_head.weight", 2, s_vd, 0, &m->lm_head, NULL)))
+        if ((st = lmi_take(ld, "lm_head.weight", 2, s_vd, 0, &m->lm_head, NULL)))
             return st;
         if (!m->lm_head.data)
             d->tied = true;
@@ -1040,7 +893,7 @@ static lm_status select_backend(lm_model *m, lm_backend want, lmi_err *e)
         if (lmi_cuda_open(&cl, &why) == LM_OK) {
             m->backend = LM_BACKEND_CUDA;
             m->cuda_module = cl.handle; /* this model's reference, closed in lm_model_free */
-            m->vt = m->dims.arch == LM_ARCH_MAMBA2 ? cl.mod->m2 : cl.mod->m1;
+            m->vt = cl.mod->vt;
             return LM_OK;
         }
         if (want == LM_BACKEND_CUDA) {
@@ -1072,7 +925,7 @@ lm_status lmi_model_read(const char *dir, lm_model **out, lmi_err *e)
     if (!S_ISDIR(sb.st_mode))
         return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "%s is not a model directory", dir);
 
-    cfg c;
+    lmi_cfg c;
     memset(&c, 0, sizeof c);
     char *cpath = path_join(dir, "config.json");
     if (!cpath)
@@ -1091,7 +944,7 @@ lm_status lmi_model_read(const char *dir, lm_model **out, lmi_err *e)
     lm_model *m = lmi_alloc(1, sizeof *m);
     if (!m)
         return lmi_fail(e, LM_ERR_NO_MEMORY, "out of memory");
-    loader ld = {.m = m, .e = e};
+    lmi_loader ld = {.m = m, .e = e};
     st = load_weights(&ld, &c, dir);
     close_files(&ld);
     if (st != LM_OK) {
@@ -1147,9 +1000,9 @@ static lm_status load(const char *dir, const lm_model_params *params, lm_model *
         return st;
     }
     lmi_log(m->log_fn, m->log_user, m->log_level, LM_LOG_INFO,
-            "loaded %s: Mamba-%d, d_model %lld, d_inner %lld, d_state %lld, %lld layers, vocab "
+            "loaded %s: %s, d_model %lld, d_inner %lld, d_state %lld, %lld layers, vocab "
             "%lld, %lld parameters, %s weights, %s backend",
-            dir, m->dims.arch == LM_ARCH_MAMBA2 ? 2 : 1, (long long)m->dims.d_model,
+            dir, lmi_arch_find(m->dims.arch)->name, (long long)m->dims.d_model,
             (long long)m->dims.d_inner, (long long)m->dims.d_state, (long long)m->dims.n_layer,
             (long long)m->dims.vocab, (long long)m->n_params,
             m->dtype == LM_DTYPE_F32   ? "F32"

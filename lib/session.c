@@ -22,17 +22,19 @@
 
 /* ---- state sizes -------------------------------------------------------- */
 
-size_t lmi_conv_state_floats(const lmi_dims *d)
+size_t lmi_state_offset(const lm_model *m, int64_t layer, lmi_state_part part)
 {
-    if (!d || d->n_layer <= 0 || d->conv_dim <= 0 || d->d_conv <= 1) return 0;
-    return (size_t)d->n_layer * (size_t)d->conv_dim * (size_t)(d->d_conv - 1);
+    size_t n = 0;
+    for (int64_t l = 0; l < layer && l < m->dims.n_layer; l++) {
+        const lmi_mixer_ops *mx = lmi_mixer_find(m->layers[l].kind);
+        if (mx) n += mx->state_floats(&m->dims, part, 0);
+    }
+    return n;
 }
 
-size_t lmi_ssm_state_floats(const lmi_dims *d)
+size_t lmi_state_floats(const lm_model *m, lmi_state_part part)
 {
-    /* Mamba-1: [E][N]; Mamba-2: [H*P][N] with H*P == E */
-    if (!d || d->n_layer <= 0 || d->d_inner <= 0 || d->d_state <= 0) return 0;
-    return (size_t)d->n_layer * (size_t)d->d_inner * (size_t)d->d_state;
+    return m && m->layers ? lmi_state_offset(m, m->dims.n_layer, part) : 0;
 }
 
 /* ---- create / free ------------------------------------------------------ */
@@ -111,8 +113,8 @@ lm_status lm_session_create(const lm_model *model, const lm_session_params *para
     s->progress = p.progress;
     s->progress_user = p.progress_user;
     s->mode = &lmi_mode_vanilla;
-    s->backup_conv = lmi_alloc(lmi_conv_state_floats(&model->dims), sizeof(float));
-    s->backup_ssm = lmi_alloc(lmi_ssm_state_floats(&model->dims), sizeof(float));
+    s->backup_conv = lmi_alloc(lmi_state_floats(model, LMI_STATE_CONV), sizeof(float));
+    s->backup_ssm = lmi_alloc(lmi_state_floats(model, LMI_STATE_SSM), sizeof(float));
     if (!s->backup_conv || !s->backup_ssm) {
         lm_session_free(s);
         st = lmi_fail(&e, LM_ERR_NO_MEMORY, "no memory for the session state");
@@ -404,15 +406,16 @@ static uint64_t get_u64(const unsigned char *p)
     return v;
 }
 
-static size_t state_bytes(const lmi_dims *d)
+static size_t state_bytes(const lm_model *m)
 {
-    return LMI_STATE_HEADER + (lmi_conv_state_floats(d) + lmi_ssm_state_floats(d)) * sizeof(float);
+    return LMI_STATE_HEADER +
+           (lmi_state_floats(m, LMI_STATE_CONV) + lmi_state_floats(m, LMI_STATE_SSM)) * sizeof(float);
 }
 
 lm_status lm_session_state_size(const lm_session *s, size_t *bytes)
 {
     if (!s || !bytes) return LM_ERR_INVALID_ARGUMENT;
-    *bytes = state_bytes(&s->model->dims);
+    *bytes = state_bytes(s->model);
     return LM_OK;
 }
 
@@ -421,7 +424,7 @@ lm_status lm_session_state_save(lm_session *s, void *buf, size_t buf_bytes, size
     if (!s) return LM_ERR_INVALID_ARGUMENT;
     const lm_model *m = s->model;
     const lmi_dims *d = &m->dims;
-    const size_t need = state_bytes(d);
+    const size_t need = state_bytes(m);
     if (written) *written = 0;
     if (buf_bytes < need || !buf) {
         if (written) *written = need;
@@ -442,8 +445,8 @@ lm_status lm_session_state_save(lm_session *s, void *buf, size_t buf_bytes, size
     put_u64(p + 48, (uint64_t)d->d_inner);
     put_u64(p + 56, (uint64_t)d->d_state);
     put_u64(p + 64, (uint64_t)s->pos);
-    const size_t nc = lmi_conv_state_floats(d) * sizeof(float);
-    const size_t ns = lmi_ssm_state_floats(d) * sizeof(float);
+    const size_t nc = lmi_state_floats(m, LMI_STATE_CONV) * sizeof(float);
+    const size_t ns = lmi_state_floats(m, LMI_STATE_SSM) * sizeof(float);
     memcpy(p + LMI_STATE_HEADER, s->backup_conv, nc);
     memcpy(p + LMI_STATE_HEADER + nc, s->backup_ssm, ns);
     if (written) *written = need;
@@ -494,8 +497,8 @@ lm_status lm_session_state_load(lm_session *s, const void *buf, size_t buf_bytes
         return lmi_fail(&s->err, LM_ERR_MISMATCH, "state belongs to another model "
                         "(fingerprint %016llx, this model %016llx)",
                         (unsigned long long)get_u64(p + 8), (unsigned long long)m->fingerprint);
-    const size_t nc = lmi_conv_state_floats(d) * sizeof(float);
-    const size_t ns = lmi_ssm_state_floats(d) * sizeof(float);
+    const size_t nc = lmi_state_floats(m, LMI_STATE_CONV) * sizeof(float);
+    const size_t ns = lmi_state_floats(m, LMI_STATE_SSM) * sizeof(float);
     memcpy(s->backup_conv, p + LMI_STATE_HEADER, nc);
     memcpy(s->backup_ssm, p + LMI_STATE_HEADER + nc, ns);
     lm_status st = m->vt->state_write(s, s->backup_conv, s->backup_ssm, &s->err);

@@ -347,34 +347,34 @@ static void check_weights(const lm_model *m, ckpt *c)
         const lmi_layer *L = &m->layers[i];
 #define T(suffix) (snprintf(n, sizeof n, "backbone.layers.%d.%s", i, suffix), find(c, n))
         same(&L->norm_w, T("norm.weight"));
-        same(&L->in_w, T("mixer.in_proj.weight"));
-        same(&L->conv_w, T("mixer.conv1d.weight"));
-        same(&L->out_w, T("mixer.out_proj.weight"));
+        same(&L->mamba.in_w, T("mixer.in_proj.weight"));
+        same(&L->mamba.conv_w, T("mixer.conv1d.weight"));
+        same(&L->mamba.out_w, T("mixer.out_proj.weight"));
         if (T("mixer.in_proj.bias")) {
-            same(&L->in_b, T("mixer.in_proj.bias"));
-            same(&L->out_b, T("mixer.out_proj.bias"));
+            same(&L->mamba.in_b, T("mixer.in_proj.bias"));
+            same(&L->mamba.out_b, T("mixer.out_proj.bias"));
         } else {
-            ck_assert_ptr_null(L->in_b.data);
-            ck_assert_ptr_null(L->out_b.data);
+            ck_assert_ptr_null(L->mamba.in_b.data);
+            ck_assert_ptr_null(L->mamba.out_b.data);
         }
         if (T("mixer.conv1d.bias"))
-            same(&L->conv_b, T("mixer.conv1d.bias"));
+            same(&L->mamba.conv_b, T("mixer.conv1d.bias"));
         else
-            ck_assert_ptr_null(L->conv_b.data);
-        same(&L->D, T("mixer.D"));
+            ck_assert_ptr_null(L->mamba.conv_b.data);
+        same(&L->mamba.D, T("mixer.D"));
         if (m->dims.arch == LM_ARCH_MAMBA1) {
-            same(&L->x_w, T("mixer.x_proj.weight"));
-            same(&L->dt_w, T("mixer.dt_proj.weight"));
-            same(&L->dt_b, T("mixer.dt_proj.bias"));
+            same(&L->mamba.x_w, T("mixer.x_proj.weight"));
+            same(&L->mamba.dt_w, T("mixer.dt_proj.weight"));
+            same(&L->mamba.dt_b, T("mixer.dt_proj.bias"));
         } else {
-            same(&L->dt_b, T("mixer.dt_bias"));
-            same(&L->gnorm_w, T("mixer.norm.weight"));
+            same(&L->mamba.dt_b, T("mixer.dt_bias"));
+            same(&L->mamba.gnorm_w, T("mixer.norm.weight"));
         }
         const tens *al = T("mixer.A_log");
         for (size_t k = 0; k < al->n; k++) {
             // A = -torch.exp(self.A_log.float())
-            ck_assert_msg(lmi_weight_at(&L->A, k) == -expf(al->v[k]), "A[%zu]", k);
-            ck_assert(lmi_weight_at(&L->A, k) < 0);
+            ck_assert_msg(lmi_weight_at(&L->mamba.A, k) == -expf(al->v[k]), "A[%zu]", k);
+            ck_assert(lmi_weight_at(&L->mamba.A, k) < 0);
         }
 #undef T
     }
@@ -434,18 +434,18 @@ static void load_dtype(lmi_st_dtype dt, lm_dtype want)
     const lmi_wtype wt = dt == LMI_ST_F32 ? LMI_W_F32 : dt == LMI_ST_F16 ? LMI_W_F16 : LMI_W_BF16;
     ck_assert_uint_eq(m->n_maps, 1);
     ck_assert(in_maps(m, m->embed.data));
-    ck_assert(in_maps(m, m->layers[1].in_w.data));
+    ck_assert(in_maps(m, m->layers[1].mamba.in_w.data));
     ck_assert(in_maps(m, m->layers[1].norm_w.data));
     ck_assert_int_eq(m->embed.type, wt);
-    ck_assert_int_eq(m->layers[1].in_w.type, wt);
-    ck_assert_int_eq(m->layers[1].x_w.type, wt);
-    ck_assert_int_eq(m->layers[1].in_w.rows, 2 * E_);
-    ck_assert_int_eq(m->layers[1].in_w.cols, D_);
-    ck_assert(!in_maps(m, m->layers[0].A.data));
-    ck_assert_int_eq(m->layers[0].A.type, LMI_W_F32);
-    ck_assert_int_eq(m->layers[0].D.type, LMI_W_F32);
-    ck_assert_int_eq(m->layers[0].dt_b.type, LMI_W_F32);
-    ck_assert(in_maps(m, m->layers[0].D.data) == (dt == LMI_ST_F32));
+    ck_assert_int_eq(m->layers[1].mamba.in_w.type, wt);
+    ck_assert_int_eq(m->layers[1].mamba.x_w.type, wt);
+    ck_assert_int_eq(m->layers[1].mamba.in_w.rows, 2 * E_);
+    ck_assert_int_eq(m->layers[1].mamba.in_w.cols, D_);
+    ck_assert(!in_maps(m, m->layers[0].mamba.A.data));
+    ck_assert_int_eq(m->layers[0].mamba.A.type, LMI_W_F32);
+    ck_assert_int_eq(m->layers[0].mamba.D.type, LMI_W_F32);
+    ck_assert_int_eq(m->layers[0].mamba.dt_b.type, LMI_W_F32);
+    ck_assert(in_maps(m, m->layers[0].mamba.D.data) == (dt == LMI_ST_F32));
     lm_model_free(m);
     free_ckpt(&c);
     remove_tmpdir();
@@ -1244,9 +1244,9 @@ static void ref_forward(const lm_model *m, const int32_t *ids, int64_t L, double
             for (int64_t i = 0; i < D; i++)
                 h[i] = res[i] * inv * lmi_weight_at(&W->norm_w, i);
             for (int64_t r = 0; r < 2 * E; r++) {
-                double acc = W->in_b.data ? lmi_weight_at(&W->in_b, r) : 0.0;
+                double acc = W->mamba.in_b.data ? lmi_weight_at(&W->mamba.in_b, r) : 0.0;
                 for (int64_t i = 0; i < D; i++)
-                    acc += (double)lmi_weight_at(&W->in_w, r * D + i) * h[i];
+                    acc += (double)lmi_weight_at(&W->mamba.in_w, r * D + i) * h[i];
                 xz[r] = acc;
             }
             double *cs = conv + l * K * E;
@@ -1254,35 +1254,35 @@ static void ref_forward(const lm_model *m, const int32_t *ids, int64_t L, double
             for (int64_t e = 0; e < E; e++)
                 cs[(K - 1) * E + e] = xz[e];
             for (int64_t e = 0; e < E; e++) {
-                double acc = W->conv_b.data ? lmi_weight_at(&W->conv_b, e) : 0.0;
+                double acc = W->mamba.conv_b.data ? lmi_weight_at(&W->mamba.conv_b, e) : 0.0;
                 for (int64_t k = 0; k < K; k++)
-                    acc += (double)lmi_weight_at(&W->conv_w, e * K + k) * cs[k * E + e];
+                    acc += (double)lmi_weight_at(&W->mamba.conv_w, e * K + k) * cs[k * E + e];
                 u[e] = silu(acc);
             }
             for (int64_t r = 0; r < R + 2 * N; r++) {
                 double acc = 0;
                 for (int64_t e = 0; e < E; e++)
-                    acc += (double)lmi_weight_at(&W->x_w, r * E + e) * u[e];
+                    acc += (double)lmi_weight_at(&W->mamba.x_w, r * E + e) * u[e];
                 xdbl[r] = acc;
             }
             double *hs = ssm + l * E * N;
             for (int64_t e = 0; e < E; e++) {
-                double v = lmi_weight_at(&W->dt_b, e);
+                double v = lmi_weight_at(&W->mamba.dt_b, e);
                 for (int64_t r = 0; r < R; r++)
-                    v += (double)lmi_weight_at(&W->dt_w, e * R + r) * xdbl[r];
+                    v += (double)lmi_weight_at(&W->mamba.dt_w, e * R + r) * xdbl[r];
                 double delta = v > 20 ? v : log1p(exp(v));
                 double acc = 0;
                 for (int64_t n = 0; n < N; n++) {
                     hs[e * N + n] =
-                        exp(delta * lmi_weight_at(&W->A, e * N + n)) * hs[e * N + n] + delta * xdbl[R + n] * u[e];
+                        exp(delta * lmi_weight_at(&W->mamba.A, e * N + n)) * hs[e * N + n] + delta * xdbl[R + n] * u[e];
                     acc += hs[e * N + n] * xdbl[R + N + n];
                 }
-                y[e] = (acc + lmi_weight_at(&W->D, e) * u[e]) * silu(xz[E + e]);
+                y[e] = (acc + lmi_weight_at(&W->mamba.D, e) * u[e]) * silu(xz[E + e]);
             }
             for (int64_t i = 0; i < D; i++) {
-                double acc = W->out_b.data ? lmi_weight_at(&W->out_b, i) : 0.0;
+                double acc = W->mamba.out_b.data ? lmi_weight_at(&W->mamba.out_b, i) : 0.0;
                 for (int64_t e = 0; e < E; e++)
-                    acc += (double)lmi_weight_at(&W->out_w, i * E + e) * y[e];
+                    acc += (double)lmi_weight_at(&W->mamba.out_w, i * E + e) * y[e];
                 res[i] += acc;
             }
         }

@@ -330,7 +330,7 @@ START_TEST(calibrate_matches_direct_statistics)
                         col[t] = dl[t * C + ch];
                     double ld;
                     float thr[6];
-                    naive_channel_stats(col, T, clamp, lmi_weight_f32(&m->layers[l].A) + ch * N, N, 0, buckets, 6,
+                    naive_channel_stats(col, T, clamp, lmi_weight_f32(&m->layers[l].mamba.A) + ch * N, N, 0, buckets, 6,
                                         &ld, thr);
                     if (variant) {
                         ld_agg += exp(ld) / nw; /* decays here are far from underflow */

@@ -250,9 +250,9 @@ START_TEST(state_round_trip)
     lm_model *m = load("m2-groups-f32", 2);
     const lmi_dims *d = &m->dims;
     /* ssm state is [n_layer][H][P][N] */
-    ck_assert_uint_eq(lmi_ssm_state_floats(d),
+    ck_assert_uint_eq(lmi_state_floats(m, LMI_STATE_SSM),
                       (size_t)(d->n_layer * d->n_heads * d->head_dim * d->d_state));
-    ck_assert_uint_eq(lmi_conv_state_floats(d),
+    ck_assert_uint_eq(lmi_state_floats(m, LMI_STATE_CONV),
                       (size_t)(d->n_layer * (d->d_inner + 2 * d->n_groups * d->d_state) *
                                (d->d_conv - 1)));
     const int64_t V = d->vocab;
@@ -374,7 +374,7 @@ START_TEST(longmamba_calibrate_and_filter)
             for (int64_t h = 0; h < H; h++) {
                 double sum = 0;
                 for (int64_t t = 0; t < Lc; t++) sum += c.delta[(l * Lc + t) * H + h];
-                double v = (double)lmi_weight_f32(&m->layers[l].A)[h] * sum;
+                double v = (double)lmi_weight_f32(&m->layers[l].mamba.A)[h] * sum;
                 want[l * H + h] = wi == 0 ? v : fmax(want[l * H + h], v);
             }
         lm_session_free(s);
@@ -490,7 +490,7 @@ START_TEST(filter_masks_whole_head)
     ck_assert_int_eq(m->vt->forward(s, &f, &e), LM_OK);
     /* head 3's state stayed zero in every layer; the others did not */
     const size_t per = (size_t)(H * d->head_dim * d->d_state);
-    float *ssm = malloc(sizeof(float) * lmi_ssm_state_floats(d));
+    float *ssm = malloc(sizeof(float) * lmi_state_floats(m, LMI_STATE_SSM));
     ck_assert_int_eq(m->vt->state_read(s, NULL, ssm, &e), LM_OK);
     const size_t hs = (size_t)(d->head_dim * d->d_state);
     for (int64_t l = 0; l < d->n_layer; l++)

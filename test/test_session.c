@@ -164,8 +164,8 @@ START_TEST(state_round_trip)
     ck_assert_int_eq(lm_session_prefill(a, tok, 30, 0, NULL, 0), LM_OK);
     size_t n;
     unsigned char *blob = save_state(a, &n);
-    ck_assert_uint_eq(n, 72 + sizeof(float) * (lmi_conv_state_floats(&g_model->dims) +
-                                               lmi_ssm_state_floats(&g_model->dims)));
+    ck_assert_uint_eq(n, 72 + sizeof(float) * (lmi_state_floats(g_model, LMI_STATE_CONV) +
+                                               lmi_state_floats(g_model, LMI_STATE_SSM)));
     ck_assert_int_eq(lm_session_state_load(b, blob, n), LM_OK);
     ck_assert_int_eq(lm_session_position(b), 30);
     size_t n2;

@@ -1,12 +1,11 @@
 /*
- * cpu/mamba2.c - Mamba-2 forward on the CPU (docs MAMBA.md §2), for one
- * chunk of tokens over the whole model, continuing from the session state.
+ * cpu/mamba2.c - the Mamba-2 mixer on the CPU (docs MAMBA.md §2).
  *
- * Per layer: RMSNorm, in_proj to [z | xBC | dt], depthwise causal conv +
- * SiLU over the E + 2GN xBC channels, Δ = clamp(softplus(dt + dt_bias)),
- * the SSM recurrence per head (state [P][N], scalar A per head, B and C of
- * the head's group), the D skip, the SiLU(z) gate and the gated RMSNorm
- * per group of E/G channels (mamba_ssm, norm_before_gate = false), then
+ * in_proj to [z | xBC | dt], depthwise causal conv + SiLU over the
+ * E + 2GN xBC channels, Δ = clamp(softplus(dt + dt_bias)), the SSM
+ * recurrence per head (state [P][N], scalar A per head, B and C of the
+ * head's group), the D skip, the SiLU(z) gate and the gated RMSNorm per
+ * group of E/G channels (mamba_ssm, norm_before_gate = false), then
  * out_proj into the fp32 residual stream.
  *
  * The scan is the sequential recurrence (the chunked SSD form of
@@ -15,10 +14,10 @@
  * token-by-token runs bit-identical per head.  Heads run in parallel.
  *
  * LongMamba acts per head (a head is one channel): a filtered head with
- * !(Δ > τ) gets Δ = 0 for that token, in the scan loop.  DeciMamba scores a
- * token by the L2 norm of Δ over the heads.
+ * !(Δ > τ) gets Δ = 0 for that token, in the scan loop.  The token hook
+ * scores a token by the L2 norm of Δ over the heads.
  */
-#include "cpu/mamba2.h"
+#include "cpu/mixer.h"
 
 #include <math.h>
 #include <string.h>
@@ -27,58 +26,47 @@
 #include "cpu/parallel.h"
 #include "cpu/vmath.h"
 
-struct lmi_cpu_m2_scratch {
+typedef struct m2_scratch {
     int64_t cap;    /* tokens held */
-    float *res;     /* [cap][d] residual stream */
-    float *hn;      /* [cap][d] normalised */
     float *zx;      /* [cap][2E+2GN+H] in_proj output z | xBC | dt */
     float *u;       /* [cap][conv_dim] conv + SiLU output x | B | C */
     float *dl;      /* [cap][H] Δ */
     float *y;       /* [cap][E] scan output, then gated-normed in place */
-    float *score;   /* [cap] DeciMamba scores */
-    int64_t *idx;   /* [cap] DeciMamba kept indices */
-    int64_t *sel;   /* [cap] lmi_deci_select scratch */
+    float *score;   /* [cap] token-hook scores */
+    int64_t *idx;   /* [cap] kept indices */
+    int64_t *sel;   /* [cap] selection scratch */
     float *head;    /* [K-1][conv_dim] conv state transposed */
-};
+} m2_scratch;
 
 static int64_t in_rows(const lmi_dims *d)
 {
     return 2 * d->d_inner + 2 * d->n_groups * d->d_state + d->n_heads;
 }
 
-lm_status lmi_cpu_m2_check(const lm_model *m, lmi_err *e)
+static lm_status m2_init_layer(const lm_model *m, const lmi_layer *L, int64_t index, void **data,
+                               bool *has16, lmi_err *e)
 {
     const lmi_dims *d = &m->dims;
     if (d->d_model <= 0 || d->d_inner <= 0 || d->d_state <= 0 || d->d_conv <= 0 ||
-        d->n_layer <= 0 || d->vocab <= 0 || d->n_heads <= 0 || d->head_dim <= 0 ||
-        d->n_groups <= 0 || d->n_heads * d->head_dim != d->d_inner ||
-        d->n_heads % d->n_groups != 0 || d->d_inner % d->n_groups != 0 ||
-        d->conv_dim != d->d_inner + 2 * d->n_groups * d->d_state || d->n_channels != d->n_heads)
+        d->n_heads <= 0 || d->head_dim <= 0 || d->n_groups <= 0 ||
+        d->n_heads * d->head_dim != d->d_inner || d->n_heads % d->n_groups != 0 ||
+        d->d_inner % d->n_groups != 0 || d->conv_dim != d->d_inner + 2 * d->n_groups * d->d_state ||
+        d->n_channels != d->n_heads)
         return lmi_fail(e, LM_ERR_SHAPE, "cpu: invalid Mamba-2 dimensions");
-    if (d->d_conv > 64)
-        return lmi_fail(e, LM_ERR_UNSUPPORTED, "cpu: d_conv %lld > 64 is not supported",
-                        (long long)d->d_conv);
-    const int64_t big = d->vocab > in_rows(d) ? d->vocab : in_rows(d);
-    if (big > INT32_MAX / 2 || d->d_model > INT32_MAX / 2)
-        return lmi_fail(e, LM_ERR_UNSUPPORTED, "cpu: dimensions too large for BLAS");
-    if (!m->embed.data || !m->norm_f.data || !m->lm_head.data || !m->layers)
-        return lmi_fail(e, LM_ERR_MISSING, "cpu: model weights missing");
-    for (int64_t l = 0; l < d->n_layer; l++) {
-        const lmi_layer *L = &m->layers[l];
-        if (!L->norm_w.data || !L->in_w.data || !L->conv_w.data || !lmi_weight_f32(&L->dt_b) ||
-            !lmi_weight_f32(&L->A) || !lmi_weight_f32(&L->D) || !L->gnorm_w.data ||
-            !L->out_w.data)
-            return lmi_fail(e, LM_ERR_MISSING, "cpu: Mamba-2 layer %lld weights missing",
-                            (long long)l);
-    }
-    return LM_OK;
+    lm_status st = lmi_cpu_mamba_check(d, in_rows(d), e);
+    if (st != LM_OK) return st;
+    const lmi_mamba_weights *w = &L->mamba;
+    if (!L->norm_w.data || !w->in_w.data || !w->conv_w.data || !lmi_weight_f32(&w->dt_b) ||
+        !lmi_weight_f32(&w->A) || !lmi_weight_f32(&w->D) || !w->gnorm_w.data || !w->out_w.data)
+        return lmi_fail(e, LM_ERR_MISSING, "cpu: Mamba-2 layer %lld weights missing",
+                        (long long)index);
+    return lmi_cpu_mamba_init(d, L, data, has16, e);
 }
 
-void lmi_cpu_m2_free(lmi_cpu_m2_scratch *sc)
+static void m2_release(void *scratch)
 {
+    m2_scratch *sc = scratch;
     if (!sc) return;
-    lmi_free(sc->res);
-    lmi_free(sc->hn);
     lmi_free(sc->zx);
     lmi_free(sc->u);
     lmi_free(sc->dl);
@@ -90,16 +78,15 @@ void lmi_cpu_m2_free(lmi_cpu_m2_scratch *sc)
     lmi_free(sc);
 }
 
-lm_status lmi_cpu_m2_reserve(lmi_cpu_m2_scratch **scp, const lmi_dims *d, int64_t T, lmi_err *e)
+static lm_status m2_reserve(void **scratch, const lmi_dims *d, int64_t T, lmi_err *e)
 {
-    if (*scp && (*scp)->cap >= T) return LM_OK;
+    m2_scratch *old = *scratch;
+    if (old && old->cap >= T) return LM_OK;
     /* the old scratch is kept until the new one exists, so a failed grow
      * leaves the session usable for chunks that fit */
-    lmi_cpu_m2_scratch *sc = lmi_alloc(1, sizeof *sc);
+    m2_scratch *sc = lmi_alloc(1, sizeof *sc);
     if (!sc) return lmi_fail(e, LM_ERR_NO_MEMORY, "cpu: no memory for the Mamba-2 scratch");
     const size_t n = (size_t)T;
-    sc->res = lmi_alloc_raw(n, (size_t)d->d_model * sizeof(float));
-    sc->hn = lmi_alloc_raw(n, (size_t)d->d_model * sizeof(float));
     sc->zx = lmi_alloc_raw(n, (size_t)in_rows(d) * sizeof(float));
     sc->u = lmi_alloc_raw(n, (size_t)d->conv_dim * sizeof(float));
     sc->dl = lmi_alloc_raw(n, (size_t)d->n_heads * sizeof(float));
@@ -108,15 +95,15 @@ lm_status lmi_cpu_m2_reserve(lmi_cpu_m2_scratch **scp, const lmi_dims *d, int64_
     sc->idx = lmi_alloc_raw(n, sizeof(int64_t));
     sc->sel = lmi_alloc_raw(n, sizeof(int64_t));
     sc->head = lmi_alloc_raw((size_t)((d->d_conv - 1) * d->conv_dim) + 1, sizeof(float));
-    if (!sc->res || !sc->hn || !sc->zx || !sc->u || !sc->dl || !sc->y || !sc->score ||
-        !sc->idx || !sc->sel || !sc->head) {
-        lmi_cpu_m2_free(sc);
+    if (!sc->zx || !sc->u || !sc->dl || !sc->y || !sc->score || !sc->idx || !sc->sel ||
+        !sc->head) {
+        m2_release(sc);
         return lmi_fail(e, LM_ERR_NO_MEMORY,
                         "cpu: no memory for the Mamba-2 scratch of %lld tokens", (long long)T);
     }
     sc->cap = T;
-    lmi_cpu_m2_free(*scp);
-    *scp = sc;
+    m2_release(old);
+    *scratch = sc;
     return LM_OK;
 }
 
@@ -186,31 +173,6 @@ static void gated_norm(float *y, const float *z, int64_t ldz, const lmi_weight *
     }
 }
 
-/* DeciMamba: score = ||Δ[t, :]||_2 over the heads, keep K + R tokens and
- * gather what later steps read (xBC, Δ, z, residual).  *T shrinks. */
-static lm_status deci_layer(lmi_cpu_m2_scratch *sc, const lmi_dims *d, const lmi_forward *f,
-                            int64_t layer, int64_t *T, lmi_err *e)
-{
-    const int64_t L = *T, H = d->n_heads, dm = d->d_model, E = d->d_inner;
-    const int64_t CD = d->conv_dim, ld = in_rows(d);
-    int64_t n = 0;
-    lm_status st = lmi_token_plan(f->tokens_hook, layer, sc->dl, L, H, sc->score, sc->idx, sc->sel, &n, e);
-    if (st != LM_OK || n == 0) return st;
-    /* idx ascending with idx[i] >= i: the in-place forward gather is safe */
-    for (int64_t i = 0; i < n; i++) {
-        const int64_t src = sc->idx[i];
-        if (src < i || src >= L)
-            return lmi_fail(e, LM_ERR_BACKEND, "cpu: DeciMamba selection is not ascending");
-        if (src == i) continue;
-        memcpy(sc->u + i * CD, sc->u + src * CD, (size_t)CD * sizeof(float));
-        memcpy(sc->dl + i * H, sc->dl + src * H, (size_t)H * sizeof(float));
-        memcpy(sc->zx + i * ld, sc->zx + src * ld, (size_t)E * sizeof(float));
-        memcpy(sc->res + i * dm, sc->res + src * dm, (size_t)dm * sizeof(float));
-    }
-    *T = n;
-    return LM_OK;
-}
-
 /* dt = torch.clamp(F.softplus(dt + dt_bias), *time_step_limit) for T rows
  * of in_proj output (dt starts at column E + conv_dim, row stride ld). */
 static void delta_rows(const lmi_dims *d, const float *zx, int64_t ld, int64_t T, const float *dt_b,
@@ -230,112 +192,97 @@ static void delta_rows(const lmi_dims *d, const float *zx, int64_t ld, int64_t T
     }
 }
 
-/* ---- forward ------------------------------------------------------------ */
-
-lm_status lmi_cpu_m2_forward(const lm_model *m, lmi_cpu_m2_scratch **scp, float *conv,
-                             float *ssm, const float *conv_wT, float *tile, const lmi_forward *f,
-                             int nt, lmi_err *e)
+/* The token hook in one layer: scores ||Δ[t, :]||_2 over the heads and
+ * keeps the chosen rows of what later steps read (xBC, Δ, z, residual). */
+static lm_status m2_select(const lmi_cpu_layer *c, m2_scratch *sc, const lmi_forward *f,
+                           int64_t *T, lmi_err *e)
 {
-    const lmi_dims *d = &m->dims;
+    const lmi_dims *d = &c->m->dims;
+    const int64_t L = *T, H = d->n_heads, dm = d->d_model, E = d->d_inner;
+    const int64_t CD = d->conv_dim, ld = in_rows(d);
+    int64_t n = 0;
+    lm_status st = lmi_token_plan(f->tokens_hook, c->index, sc->dl, L, H, sc->score, sc->idx,
+                                  sc->sel, &n, e);
+    if (st != LM_OK || n == 0) return st;
+    const lmi_gather_rows rows[] = {
+        {sc->u, CD, CD}, {sc->dl, H, H}, {sc->zx, ld, E}, {c->res, dm, dm},
+    };
+    st = lmi_gather(rows, sizeof rows / sizeof rows[0], sc->idx, n, L, e);
+    if (st == LM_OK) *T = n;
+    return st;
+}
+
+static lm_status m2_forward(const lmi_cpu_layer *c, void *scratch, const lmi_forward *f,
+                            float *const state[LMI_STATE_PARTS], int64_t *Tp, lmi_err *e)
+{
+    const lmi_dims *d = &c->m->dims;
+    const lmi_mamba_weights *w = &c->w->mamba;
+    m2_scratch *sc = scratch;
+    const int nt = c->nt;
+    const int64_t dm = d->d_model, E = d->d_inner, N = d->d_state, K = d->d_conv;
+    const int64_t H = d->n_heads, P = d->head_dim, G = d->n_groups, CD = d->conv_dim;
+    const int64_t ld = in_rows(d), l = c->index;
+    int64_t T = *Tp;
+
+    /* gate, xBC, dt = self.in_proj(hidden_states).split([E, conv_dim, H]) */
+    lmi_linear(c->hn, dm, T, &w->in_w, &w->in_b, sc->zx, ld, 0.0f, c->tile, nt);
+    /* xBC = act(conv1d(xBC)) */
+    lmi_conv_chunk(sc->head, state[LMI_STATE_CONV], sc->zx + E, ld, T, c->data, sc->u, CD, K, nt);
+    delta_rows(d, sc->zx, ld, T, lmi_weight_f32(&w->dt_b), sc->dl);
+    lm_status st = f->sink ? f->sink(f->sink_ctx, l, sc->dl, T, H, e) : LM_OK;
+    if (st == LM_OK && f->tokens_hook && f->tokens_hook->layers[l]) st = m2_select(c, sc, f, &T, e);
+    if (st != LM_OK) return st;
+    const lmi_filter *flt = f->filters ? &f->filters[l] : NULL;
+    scan_job sj = {
+        .T = T, .H = H, .P = P, .N = N, .G = G, .E = E, .ldu = CD,
+        .u = sc->u, .dl = sc->dl, .A = lmi_weight_f32(&w->A), .D = lmi_weight_f32(&w->D),
+        .global = flt && flt->global ? flt->global : NULL,
+        .tau = flt && flt->global ? flt->tau : NULL,
+        .S = state[LMI_STATE_SSM], .y = sc->y,
+    };
+    lmi_cpu_parallel_for(T * E * N >= 65536 ? nt : 1, H, 1, scan_heads, &sj);
+    /* scan_output = self.norm(scan_output, gate) */
+    gated_norm(sc->y, sc->zx, ld, &w->gnorm_w, T, E, G, d->eps);
+    /* hidden_states = residual + self.out_proj(scan_output) */
+    lmi_linear(sc->y, E, T, &w->out_w, &w->out_b, c->res, dm, 1.0f, c->tile, nt);
+    *Tp = T;
+    return LM_OK;
+}
+
+static lm_status m2_step_batch(const lmi_cpu_layer *c, void *scratch,
+                               float *const (*state)[LMI_STATE_PARTS], int64_t n, lmi_err *e)
+{
+    (void)e;
+    const lmi_dims *d = &c->m->dims;
+    const lmi_mamba_weights *w = &c->w->mamba;
+    m2_scratch *sc = scratch;
+    const int nt = c->nt;
     const int64_t dm = d->d_model, E = d->d_inner, N = d->d_state, K = d->d_conv;
     const int64_t H = d->n_heads, P = d->head_dim, G = d->n_groups, CD = d->conv_dim;
     const int64_t ld = in_rows(d);
-
-    /* Everything that can fail before the state changes. */
-    lm_status st = lmi_cpu_m2_reserve(scp, d, f->n_tokens, e);
-    if (st != LM_OK) return st;
-    lmi_cpu_m2_scratch *sc = *scp;
-
-    int64_t T = f->n_tokens;
-    /* hidden_states = self.embeddings(input_ids) */
-    lmi_embed(&m->embed, f->tokens, T, sc->res);
-
-    for (int64_t l = 0; l < d->n_layer; l++) {
-        const lmi_layer *ly = &m->layers[l];
-        float *conv_state = conv + l * CD * (K - 1);
-        float *S = ssm + l * E * N;
-        const bool deci = f->tokens_hook && f->tokens_hook->layers[l];
-
-        /* hidden_states = self.norm(hidden_states) */
-        lmi_rmsnorm(sc->res, &ly->norm_w, sc->hn, T, dm, d->eps);
-        /* gate, xBC, dt = self.in_proj(hidden_states).split([E, conv_dim, H]) */
-        lmi_linear(sc->hn, dm, T, &ly->in_w, &ly->in_b, sc->zx, ld, 0.0f, tile, nt);
-        /* xBC = act(conv1d(xBC)) */
-        lmi_conv_chunk(sc->head, conv_state, sc->zx + E, ld, T, conv_wT + l * (K + 1) * CD, sc->u, CD, K, nt);
-        delta_rows(d, sc->zx, ld, T, lmi_weight_f32(&ly->dt_b), sc->dl);
-        if (f->sink) {
-            st = f->sink(f->sink_ctx, l, sc->dl, T, H, e);
-            if (st != LM_OK) return st;
-        }
-        if (deci) {
-            st = deci_layer(sc, d, f, l, &T, e);
-            if (st != LM_OK) return st;
-        }
-        const lmi_filter *flt = f->filters ? &f->filters[l] : NULL;
+    lmi_linear(c->hn, dm, n, &w->in_w, &w->in_b, sc->zx, ld, 0.0f, c->tile, nt);
+    delta_rows(d, sc->zx, ld, n, lmi_weight_f32(&w->dt_b), sc->dl);
+    for (int64_t i = 0; i < n; i++) {
+        lmi_conv_chunk(sc->head, state[i][LMI_STATE_CONV], sc->zx + i * ld + E, ld, 1, c->data,
+                       sc->u + i * CD, CD, K, 1);
         scan_job sj = {
-            .T = T, .H = H, .P = P, .N = N, .G = G, .E = E, .ldu = CD,
-            .u = sc->u, .dl = sc->dl, .A = lmi_weight_f32(&ly->A), .D = lmi_weight_f32(&ly->D),
-            .global = flt && flt->global ? flt->global : NULL,
-            .tau = flt && flt->global ? flt->tau : NULL,
-            .S = S, .y = sc->y,
+            .T = 1, .H = H, .P = P, .N = N, .G = G, .E = E, .ldu = CD,
+            .u = sc->u + i * CD, .dl = sc->dl + i * H,
+            .A = lmi_weight_f32(&w->A), .D = lmi_weight_f32(&w->D),
+            .S = state[i][LMI_STATE_SSM], .y = sc->y + i * E,
         };
-        lmi_cpu_parallel_for(T * E * N >= 65536 ? nt : 1, H, 1, scan_heads, &sj);
-        /* scan_output = self.norm(scan_output, gate) */
-        gated_norm(sc->y, sc->zx, ld, &ly->gnorm_w, T, E, G, d->eps);
-        /* hidden_states = residual + self.out_proj(scan_output) */
-        lmi_linear(sc->y, E, T, &ly->out_w, &ly->out_b, sc->res, dm, 1.0f, tile, nt);
+        scan_heads(&sj, 0, H);
     }
-
-    if (f->n_out > 0) {
-        if (f->n_out > T)
-            return lmi_fail(e, LM_ERR_INVALID_ARGUMENT,
-                            "cpu: %lld logits asked for but only %lld positions remain",
-                            (long long)f->n_out, (long long)T);
-        /* logits = self.lm_head(self.norm_f(hidden_states[:, -n_out:])) */
-        lmi_rmsnorm(sc->res + (T - f->n_out) * dm, &m->norm_f, sc->hn, f->n_out, dm, d->eps);
-        lmi_linear(sc->hn, dm, f->n_out, &m->lm_head, NULL, f->logits, d->vocab, 0.0f, tile, nt);
-    }
+    gated_norm(sc->y, sc->zx, ld, &w->gnorm_w, n, E, G, d->eps);
+    lmi_linear(sc->y, E, n, &w->out_w, &w->out_b, c->res, dm, 1.0f, c->tile, nt);
     return LM_OK;
 }
 
-/* One decode step for n sessions (lm_session_decode_batch): the
- * projections as GEMMs over the n tokens (each weight read once for the
- * batch), conv and scan on each session's own state; vanilla.  Scratch is
- * one session's. */
-lm_status lmi_cpu_m2_forward_batch(const lm_model *m, lmi_cpu_m2_scratch **scp,
-                                   float *const *conv, float *const *ssm, const float *conv_wT,
-                                   float *tile, const int32_t *tokens, int64_t n, float *logits,
-                                   int nt, lmi_err *e)
-{
-    const lmi_dims *d = &m->dims;
-    const int64_t dm = d->d_model, E = d->d_inner, N = d->d_state, K = d->d_conv;
-    const int64_t H = d->n_heads, P = d->head_dim, G = d->n_groups, CD = d->conv_dim;
-    const int64_t ld = in_rows(d);
-
-    lm_status st = lmi_cpu_m2_reserve(scp, d, n, e);
-    if (st != LM_OK) return st;
-    lmi_cpu_m2_scratch *sc = *scp;
-    lmi_embed(&m->embed, tokens, n, sc->res);
-    for (int64_t l = 0; l < d->n_layer; l++) {
-        const lmi_layer *ly = &m->layers[l];
-        lmi_rmsnorm(sc->res, &ly->norm_w, sc->hn, n, dm, d->eps);
-        lmi_linear(sc->hn, dm, n, &ly->in_w, &ly->in_b, sc->zx, ld, 0.0f, tile, nt);
-        delta_rows(d, sc->zx, ld, n, lmi_weight_f32(&ly->dt_b), sc->dl);
-        for (int64_t i = 0; i < n; i++) {
-            lmi_conv_chunk(sc->head, conv[i] + l * CD * (K - 1), sc->zx + i * ld + E, ld, 1, conv_wT + l * (K + 1) * CD, sc->u + i * CD, CD, K, 1);
-            scan_job sj = {
-                .T = 1, .H = H, .P = P, .N = N, .G = G, .E = E, .ldu = CD,
-                .u = sc->u + i * CD, .dl = sc->dl + i * H, .A = lmi_weight_f32(&ly->A), .D = lmi_weight_f32(&ly->D),
-                .S = ssm[i] + l * E * N, .y = sc->y + i * E,
-            };
-            scan_heads(&sj, 0, H);
-        }
-        gated_norm(sc->y, sc->zx, ld, &ly->gnorm_w, n, E, G, d->eps);
-        lmi_linear(sc->y, E, n, &ly->out_w, &ly->out_b, sc->res, dm, 1.0f, tile, nt);
-    }
-    if (logits) {
-        lmi_rmsnorm(sc->res, &m->norm_f, sc->hn, n, dm, d->eps);
-        lmi_linear(sc->hn, dm, n, &m->lm_head, NULL, logits, d->vocab, 0.0f, tile, nt);
-    }
-    return LM_OK;
-}
+const lmi_cpu_mixer lmi_cpu_mixer_mamba2 = {
+    .kind = LMI_MIXER_MAMBA2,
+    .init_layer = m2_init_layer,
+    .reserve = m2_reserve,
+    .release = m2_release,
+    .forward = m2_forward,
+    .step_batch = m2_step_batch,
+};

@@ -13,6 +13,7 @@
  * OpenBLAS's.
  */
 #include "cpu/ops.h"
+#include "cpu/mixer.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -318,4 +319,47 @@ lm_status lmi_token_plan(const lmi_token_hook *h, int64_t layer, const float *de
     lm_status st = h->select(h->ctx, layer, score, L, idx, sel, e);
     if (st == LM_OK) *n_keep = n;
     return st;
+}
+
+lm_status lmi_gather(const lmi_gather_rows *rows, size_t n_rows, const int64_t *idx, int64_t n,
+                     int64_t L, lmi_err *e)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (idx[i] < i || idx[i] >= L || (i > 0 && idx[i] <= idx[i - 1]))
+            return lmi_fail(e, LM_ERR_BACKEND, "cpu: the token selection is not ascending");
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t src = idx[i];
+        if (src == i) continue;
+        for (size_t k = 0; k < n_rows; k++)
+            memcpy(rows[k].base + i * rows[k].ld, rows[k].base + src * rows[k].ld,
+                   (size_t)rows[k].width * sizeof(float));
+    }
+    return LM_OK;
+}
+
+/* ---- Mamba mixers ------------------------------------------------------------------ */
+
+lm_status lmi_cpu_mamba_check(const lmi_dims *d, int64_t in_rows, lmi_err *e)
+{
+    if (d->d_conv > 64)
+        return lmi_fail(e, LM_ERR_UNSUPPORTED, "cpu: d_conv %lld > 64 is not supported",
+                        (long long)d->d_conv);
+    /* BLAS takes int sizes. */
+    const int64_t big = d->vocab > in_rows ? d->vocab : in_rows;
+    if (big > INT32_MAX / 2 || d->d_model > INT32_MAX / 2)
+        return lmi_fail(e, LM_ERR_UNSUPPORTED, "cpu: dimensions too large for BLAS");
+    return LM_OK;
+}
+
+lm_status lmi_cpu_mamba_init(const lmi_dims *d, const lmi_layer *L, void **data, bool *has16,
+                             lmi_err *e)
+{
+    const lmi_mamba_weights *w = &L->mamba;
+    const lmi_weight *mats[5] = {&w->in_w, &w->x_w, &w->dt_w, &w->out_w, &w->in_b};
+    for (int k = 0; k < 5; k++) *has16 |= mats[k]->data && mats[k]->type != LMI_W_F32;
+    float *wT = lmi_alloc_raw((size_t)((d->d_conv + 1) * d->conv_dim), sizeof(float));
+    if (!wT) return lmi_fail(e, LM_ERR_NO_MEMORY, "cpu: no memory for conv weights");
+    lmi_conv_prepare(&w->conv_w, &w->conv_b, wT, d->conv_dim, d->d_conv);
+    *data = wT;
+    return LM_OK;
 }

@@ -51,4 +51,16 @@ lm_status lmi_token_plan(const lmi_token_hook *h, int64_t layer, const float *de
                          int64_t n_ch, float *score, int64_t *idx, int64_t *sel, int64_t *n_keep,
                          lmi_err *e);
 
+/* Row gathers after a token selection: for each array, row idx[i] moves
+ * to row i (width floats of rows ld apart).  idx is ascending with
+ * idx[i] >= i, so the in-place forward copy never reads a row it has
+ * already overwritten; anything else is refused. */
+typedef struct lmi_gather_rows {
+    float *base;
+    int64_t ld, width;
+} lmi_gather_rows;
+
+lm_status lmi_gather(const lmi_gather_rows *rows, size_t n_rows, const int64_t *idx, int64_t n,
+                     int64_t L, lmi_err *e);
+
 #endif

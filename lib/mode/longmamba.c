@@ -5,12 +5,10 @@
  * shorter than the trigger length run vanilla; decode steps always do.
  */
 #include "internal.h"
+#include "arch/arch.h"
 
 #include <math.h>
 #include <string.h>
-
-#define LMI_THETA_M1 1e-3 /* LONGMAMBA.md §7: 1e-30 made 41-64% global and hurt */
-#define LMI_THETA_M2 5e-2 /* the authors' Mamba-2 default */
 
 typedef struct longmamba_state {
     const lm_calibration *calib;
@@ -31,13 +29,11 @@ void lm_longmamba_params_init(lm_longmamba_params *params)
     params->threshold_scale = 1.0;
 }
 
+/* The default θ is a field of the architecture's row (lib/arch/). */
 double lm_longmamba_default_theta(lm_arch arch)
 {
-    switch (arch) {
-    case LM_ARCH_MAMBA1: return LMI_THETA_M1;
-    case LM_ARCH_MAMBA2: return LMI_THETA_M2;
-    }
-    return 0.0;
+    const lmi_arch *a = lmi_arch_find(arch);
+    return a ? a->default_theta : 0.0;
 }
 
 static void longmamba_free(void *state)

@@ -155,13 +155,14 @@ struct lm_model *model_random(const model_spec *sp, lm_backend backend)
     for (int64_t l = 0; l < sp->n_layer; l++) {
         lmi_layer *L = &m->layers[l];
         float *p;
+        L->kind = LMI_MIXER_MAMBA1;
         p = arr(m, (size_t)D); fill(&r, p, (size_t)D, 0.2, 1.0, bf); L->norm_w = lmi_weight_of_f32(p, 1, D);
-        p = arr(m, (size_t)(2 * E * D)); fill(&r, p, (size_t)(2 * E * D), 1.7 / sqrt((double)D), 0, bf); L->in_w = lmi_weight_of_f32(p, 2 * E, D);
-        if (sp->use_bias) { p = arr(m, (size_t)(2 * E)); fill(&r, p, (size_t)(2 * E), 0.1, 0, bf); L->in_b = lmi_weight_of_f32(p, 1, 2 * E); }
-        p = arr(m, (size_t)(E * K)); fill(&r, p, (size_t)(E * K), 1.0 / sqrt((double)K), 0, bf); L->conv_w = lmi_weight_of_f32(p, E, K);
-        if (sp->conv_bias) { p = arr(m, (size_t)E); fill(&r, p, (size_t)E, 0.2, 0, bf); L->conv_b = lmi_weight_of_f32(p, 1, E); }
-        p = arr(m, (size_t)((R + 2 * N) * E)); fill(&r, p, (size_t)((R + 2 * N) * E), 1.7 / sqrt((double)E), 0, bf); L->x_w = lmi_weight_of_f32(p, R + 2 * N, E);
-        p = arr(m, (size_t)(E * R)); fill(&r, p, (size_t)(E * R), 1.0 / sqrt((double)R), 0, bf); L->dt_w = lmi_weight_of_f32(p, E, R);
+        p = arr(m, (size_t)(2 * E * D)); fill(&r, p, (size_t)(2 * E * D), 1.7 / sqrt((double)D), 0, bf); L->mamba.in_w = lmi_weight_of_f32(p, 2 * E, D);
+        if (sp->use_bias) { p = arr(m, (size_t)(2 * E)); fill(&r, p, (size_t)(2 * E), 0.1, 0, bf); L->mamba.in_b = lmi_weight_of_f32(p, 1, 2 * E); }
+        p = arr(m, (size_t)(E * K)); fill(&r, p, (size_t)(E * K), 1.0 / sqrt((double)K), 0, bf); L->mamba.conv_w = lmi_weight_of_f32(p, E, K);
+        if (sp->conv_bias) { p = arr(m, (size_t)E); fill(&r, p, (size_t)E, 0.2, 0, bf); L->mamba.conv_b = lmi_weight_of_f32(p, 1, E); }
+        p = arr(m, (size_t)((R + 2 * N) * E)); fill(&r, p, (size_t)((R + 2 * N) * E), 1.7 / sqrt((double)E), 0, bf); L->mamba.x_w = lmi_weight_of_f32(p, R + 2 * N, E);
+        p = arr(m, (size_t)(E * R)); fill(&r, p, (size_t)(E * R), 1.0 / sqrt((double)R), 0, bf); L->mamba.dt_w = lmi_weight_of_f32(p, E, R);
         p = arr(m, (size_t)E);
         for (int64_t e = 0; e < E; e++) {
             /* dt = exp(U[log 1e-3, log 1e-1]); bias = softplus^-1(dt) */
@@ -169,7 +170,7 @@ struct lm_model *model_random(const model_spec *sp, lm_backend backend)
             float b = (float)(dt + log(-expm1(-dt)));
             p[e] = bf ? bf16_round(b) : b;
         }
-        L->dt_b = lmi_weight_of_f32(p, 1, E);
+        L->mamba.dt_b = lmi_weight_of_f32(p, 1, E);
         p = arr(m, (size_t)(E * N));
         for (int64_t e = 0; e < E; e++)
             for (int64_t n = 0; n < N; n++) {
@@ -177,10 +178,10 @@ struct lm_model *model_random(const model_spec *sp, lm_backend backend)
                 if (bf) alog = bf16_round(alog);
                 p[e * N + n] = -expf(alog);
             }
-        L->A = lmi_weight_of_f32(p, E, N);
-        p = arr(m, (size_t)E); fill(&r, p, (size_t)E, 0.5, 1.0, bf); L->D = lmi_weight_of_f32(p, 1, E);
-        p = arr(m, (size_t)(D * E)); fill(&r, p, (size_t)(D * E), 1.0 / sqrt((double)E), 0, bf); L->out_w = lmi_weight_of_f32(p, D, E);
-        if (sp->use_bias) { p = arr(m, (size_t)D); fill(&r, p, (size_t)D, 0.1, 0, bf); L->out_b = lmi_weight_of_f32(p, 1, D); }
+        L->mamba.A = lmi_weight_of_f32(p, E, N);
+        p = arr(m, (size_t)E); fill(&r, p, (size_t)E, 0.5, 1.0, bf); L->mamba.D = lmi_weight_of_f32(p, 1, E);
+        p = arr(m, (size_t)(D * E)); fill(&r, p, (size_t)(D * E), 1.0 / sqrt((double)E), 0, bf); L->mamba.out_w = lmi_weight_of_f32(p, D, E);
+        if (sp->use_bias) { p = arr(m, (size_t)D); fill(&r, p, (size_t)D, 0.1, 0, bf); L->mamba.out_b = lmi_weight_of_f32(p, 1, D); }
     }
     m->n_params = 0;
     return m;
@@ -216,7 +217,7 @@ struct lm_model *model_random_m2(const m2_model_spec *sp, lm_backend backend)
     m->dtype = sp->dtype;
     m->backend = backend;
 #ifdef LM_HAVE_CUDA
-    m->vt = backend == LM_BACKEND_CUDA ? &lmi_cuda_m2_backend : &lmi_cpu_backend;
+    m->vt = backend == LM_BACKEND_CUDA ? &lmi_cuda_backend : &lmi_cpu_backend;
 #else
     m->vt = &lmi_cpu_backend;
 #endif
@@ -224,24 +225,25 @@ struct lm_model *model_random_m2(const m2_model_spec *sp, lm_backend backend)
     for (int64_t l = 0; l < sp->n_layer; l++) {
         lmi_layer *L = &m->layers[l];
         float *p;
+        L->kind = LMI_MIXER_MAMBA2;
         p = arr(m, (size_t)D); fill(&r, p, (size_t)D, 0.2, 1.0, bf); L->norm_w = lmi_weight_of_f32(p, 1, D);
-        p = arr(m, (size_t)(ld * D)); fill(&r, p, (size_t)(ld * D), 1.7 / sqrt((double)D), 0, bf); L->in_w = lmi_weight_of_f32(p, ld, D);
-        if (sp->use_bias) { p = arr(m, (size_t)ld); fill(&r, p, (size_t)ld, 0.1, 0, bf); L->in_b = lmi_weight_of_f32(p, 1, ld); }
-        p = arr(m, (size_t)(CD * K)); fill(&r, p, (size_t)(CD * K), 1.0 / sqrt((double)K), 0, bf); L->conv_w = lmi_weight_of_f32(p, CD, K);
-        if (sp->conv_bias) { p = arr(m, (size_t)CD); fill(&r, p, (size_t)CD, 0.2, 0, bf); L->conv_b = lmi_weight_of_f32(p, 1, CD); }
+        p = arr(m, (size_t)(ld * D)); fill(&r, p, (size_t)(ld * D), 1.7 / sqrt((double)D), 0, bf); L->mamba.in_w = lmi_weight_of_f32(p, ld, D);
+        if (sp->use_bias) { p = arr(m, (size_t)ld); fill(&r, p, (size_t)ld, 0.1, 0, bf); L->mamba.in_b = lmi_weight_of_f32(p, 1, ld); }
+        p = arr(m, (size_t)(CD * K)); fill(&r, p, (size_t)(CD * K), 1.0 / sqrt((double)K), 0, bf); L->mamba.conv_w = lmi_weight_of_f32(p, CD, K);
+        if (sp->conv_bias) { p = arr(m, (size_t)CD); fill(&r, p, (size_t)CD, 0.2, 0, bf); L->mamba.conv_b = lmi_weight_of_f32(p, 1, CD); }
         p = arr(m, (size_t)H);
         for (int64_t h = 0; h < H; h++) {
             const double dt = exp(log(1e-3) + tu_rng_unif(&r) * (log(1e-1) - log(1e-3)));
             p[h] = (float)(dt + log(-expm1(-dt)));
         }
-        L->dt_b = lmi_weight_of_f32(p, 1, H);
+        L->mamba.dt_b = lmi_weight_of_f32(p, 1, H);
         p = arr(m, (size_t)H);
         for (int64_t h = 0; h < H; h++) p[h] = -(float)(1.0 + 15.0 * tu_rng_unif(&r));
-        L->A = lmi_weight_of_f32(p, 1, H);
-        p = arr(m, (size_t)H); fill(&r, p, (size_t)H, 0.5, 1.0, false); L->D = lmi_weight_of_f32(p, 1, H);
-        p = arr(m, (size_t)E); fill(&r, p, (size_t)E, 0.2, 1.0, bf); L->gnorm_w = lmi_weight_of_f32(p, 1, E);
-        p = arr(m, (size_t)(D * E)); fill(&r, p, (size_t)(D * E), 1.0 / sqrt((double)E), 0, bf); L->out_w = lmi_weight_of_f32(p, D, E);
-        if (sp->use_bias) { p = arr(m, (size_t)D); fill(&r, p, (size_t)D, 0.1, 0, bf); L->out_b = lmi_weight_of_f32(p, 1, D); }
+        L->mamba.A = lmi_weight_of_f32(p, 1, H);
+        p = arr(m, (size_t)H); fill(&r, p, (size_t)H, 0.5, 1.0, false); L->mamba.D = lmi_weight_of_f32(p, 1, H);
+        p = arr(m, (size_t)E); fill(&r, p, (size_t)E, 0.2, 1.0, bf); L->mamba.gnorm_w = lmi_weight_of_f32(p, 1, E);
+        p = arr(m, (size_t)(D * E)); fill(&r, p, (size_t)(D * E), 1.0 / sqrt((double)E), 0, bf); L->mamba.out_w = lmi_weight_of_f32(p, D, E);
+        if (sp->use_bias) { p = arr(m, (size_t)D); fill(&r, p, (size_t)D, 0.1, 0, bf); L->mamba.out_b = lmi_weight_of_f32(p, 1, D); }
     }
     return m;
 }
@@ -388,16 +390,16 @@ int64_t ref_forward(const struct lm_model *m, ref_state *st, const int32_t *tok,
         double *delta = malloc((size_t)(L * E) * sizeof(double));
         rmsnorm(res, L, D, lmi_weight_f32(&W->norm_w), dm->eps, hn);
         /* xz = in_proj(hn) */
-        matmul(hn, D, L, lmi_weight_f32(&W->in_w), D, 2 * E, lmi_weight_f32(&W->in_b), xz);
+        matmul(hn, D, L, lmi_weight_f32(&W->mamba.in_w), D, 2 * E, lmi_weight_f32(&W->mamba.in_b), xz);
         /* u = silu(conv1d(x) + b), left padding from the state */
         double *cs = st->conv + l * E * (K - 1);
         for (int64_t t = 0; t < L; t++)
             for (int64_t e = 0; e < E; e++) {
-                double acc = W->conv_b.data ? lmi_weight_at(&W->conv_b, e) : 0;
+                double acc = W->mamba.conv_b.data ? lmi_weight_at(&W->mamba.conv_b, e) : 0;
                 for (int64_t k = 0; k < K; k++) {
                     const int64_t pos = t - (K - 1) + k;
                     const double x = pos >= 0 ? xz[pos * 2 * E + e] : cs[e * (K - 1) + (K - 1) + pos];
-                    acc += lmi_weight_at(&W->conv_w, e * K + k) * x;
+                    acc += lmi_weight_at(&W->mamba.conv_w, e * K + k) * x;
                 }
                 u[t * E + e] = silu(acc);
             }
@@ -410,10 +412,10 @@ int64_t ref_forward(const struct lm_model *m, ref_state *st, const int32_t *tok,
             for (int64_t j = 0; j < K - 1; j++) cs[e * (K - 1) + j] = nv[j];
         }
         /* dbc = x_proj(u); delta = softplus(dt_proj(dt_low) + b) */
-        matmul(u, E, L, lmi_weight_f32(&W->x_w), E, R2N, NULL, dbc);
-        matmul(dbc, R2N, L, lmi_weight_f32(&W->dt_w), R, E, NULL, delta);
+        matmul(u, E, L, lmi_weight_f32(&W->mamba.x_w), E, R2N, NULL, dbc);
+        matmul(dbc, R2N, L, lmi_weight_f32(&W->mamba.dt_w), R, E, NULL, delta);
         for (int64_t t = 0; t < L; t++)
-            for (int64_t e = 0; e < E; e++) delta[t * E + e] = softplus(delta[t * E + e] + lmi_weight_at(&W->dt_b, e));
+            for (int64_t e = 0; e < E; e++) delta[t * E + e] = softplus(delta[t * E + e] + lmi_weight_at(&W->mamba.dt_b, e));
         if (o && o->hook) o->hook(o->hook_ctx, l, delta, L, E);
         /* DeciMamba */
         if (o && o->deci_budget && o->deci_budget[l] >= 0) {
@@ -466,17 +468,17 @@ int64_t ref_forward(const struct lm_model *m, ref_state *st, const int32_t *tok,
                 double acc = 0;
                 for (int64_t n = 0; n < N; n++) {
                     double *hh = &h[e * N + n];
-                    *hh = exp(dl * lmi_weight_at(&W->A, e * N + n)) * *hh + dl * Bt[n] * uu;
+                    *hh = exp(dl * lmi_weight_at(&W->mamba.A, e * N + n)) * *hh + dl * Bt[n] * uu;
                     acc += *hh * Ct[n];
                 }
-                acc += lmi_weight_at(&W->D, e) * uu;
+                acc += lmi_weight_at(&W->mamba.D, e) * uu;
                 acc *= silu(xz[t * 2 * E + E + e]);
                 delta[t * E + e] = acc; /* y overwrites delta (no longer needed) */
             }
         }
         /* res += out_proj(y) */
         double *mo = malloc((size_t)(L * D) * sizeof(double));
-        matmul(delta, E, L, lmi_weight_f32(&W->out_w), E, D, lmi_weight_f32(&W->out_b), mo);
+        matmul(delta, E, L, lmi_weight_f32(&W->mamba.out_w), E, D, lmi_weight_f32(&W->mamba.out_b), mo);
         for (int64_t i = 0; i < L * D; i++) res[i] += mo[i];
         free(mo);
         free(hn);

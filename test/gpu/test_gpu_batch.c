@@ -303,7 +303,7 @@ int main(int argc, char **argv)
     run_batch("bf16 odd sizes", &SPEC_BF16_ODD, 9, steps, TOL_BF16);
     if (!quick) run_batch("fp32 biases, 64 sessions", &SPEC_F32, 64, 6, TOL_F32);
     test_mixing(&SPEC_F32, TOL_F32);
-    if (!lmi_cuda_m2_backend.forward_batch) {
+    if (!lmi_cuda_backend.forward_batch) {
         printf("FAIL: the CUDA Mamba-2 backend has no forward_batch\n");
         return 1;
     }

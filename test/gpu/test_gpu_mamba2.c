@@ -1,5 +1,5 @@
 /*
- * test_gpu_mamba2.c - the CUDA Mamba-2 backend (lmi_cuda_m2_backend):
+ * test_gpu_mamba2.c - the CUDA Mamba-2 backend (lmi_cuda_backend):
  *   - every m2-* fixture against its float64 transformers logits (prefill
  *     of the whole row, then token by token);
  *   - random checkpoints written to /tmp and loaded through lm_model_load
@@ -270,7 +270,7 @@ static void run_fixture(const char *name)
     lmi_err e = {{0}};
     const int64_t B = fx.B, L = fx.L, V = fx.V;
     const double tol = m->dtype != LM_DTYPE_F32 ? TOL_BF16 : TOL_F32;
-    check(m->vt == &lmi_cuda_m2_backend && V == m->dims.vocab, "%s: on the CUDA Mamba-2 backend", name);
+    check(m->vt == &lmi_cuda_backend && V == m->dims.vocab, "%s: on the CUDA Mamba-2 backend", name);
     int32_t *tok = malloc((size_t)L * sizeof(int32_t));
     double *ref = malloc((size_t)(L * V) * sizeof(double));
     float *got = malloc((size_t)(L * V) * sizeof(float));
@@ -339,7 +339,7 @@ static bool pair_open(pair *p, const m2spec *sp)
     }
     p->cpu = load(p->dir, LM_BACKEND_CPU);
     p->gpu = load(p->dir, LM_BACKEND_CUDA);
-    check(p->cpu && p->gpu && p->gpu->vt == &lmi_cuda_m2_backend, "%s: loaded on CPU and CUDA", sp->name);
+    check(p->cpu && p->gpu && p->gpu->vt == &lmi_cuda_backend, "%s: loaded on CPU and CUDA", sp->name);
     return p->cpu && p->gpu;
 }
 
@@ -650,7 +650,7 @@ static void bench(bool profile_only)
     d->ssd_chunk = 256;
     m->dtype = LM_DTYPE_BF16;
     m->backend = LM_BACKEND_CUDA;
-    m->vt = &lmi_cuda_m2_backend;
+    m->vt = &lmi_cuda_backend;
     const int64_t D = 768, E = 1536, CD = d->conv_dim, ld = 2 * E + 256 + 24, H = 24;
     tu_rng r = {777};
     float *emb = rand_array(&r, (size_t)(d->vocab * D), 1.0, 0);
@@ -670,15 +670,16 @@ static void bench(bool profile_only)
     m->layers = calloc((size_t)d->n_layer, sizeof(lmi_layer));
     for (int64_t l = 0; l < d->n_layer; l++) {
         lmi_layer *Ly = &m->layers[l];
+        Ly->kind = LMI_MIXER_MAMBA2;
         Ly->norm_w = lmi_weight_of_f32(ones, 1, D);
-        Ly->in_w = lmi_weight_of_f32(in_w, ld, D);
-        Ly->conv_w = lmi_weight_of_f32(conv_w, CD, 4);
-        Ly->conv_b = lmi_weight_of_f32(conv_b, 1, CD);
-        Ly->dt_b = lmi_weight_of_f32(dtb, 1, H);
-        Ly->A = lmi_weight_of_f32(A, 1, H);
-        Ly->D = lmi_weight_of_f32(ones, 1, H);
-        Ly->gnorm_w = lmi_weight_of_f32(ones, 1, E);
-        Ly->out_w = lmi_weight_of_f32(out_w, D, E);
+        Ly->mamba.in_w = lmi_weight_of_f32(in_w, ld, D);
+        Ly->mamba.conv_w = lmi_weight_of_f32(conv_w, CD, 4);
+        Ly->mamba.conv_b = lmi_weight_of_f32(conv_b, 1, CD);
+        Ly->mamba.dt_b = lmi_weight_of_f32(dtb, 1, H);
+        Ly->mamba.A = lmi_weight_of_f32(A, 1, H);
+        Ly->mamba.D = lmi_weight_of_f32(ones, 1, H);
+        Ly->mamba.gnorm_w = lmi_weight_of_f32(ones, 1, E);
+        Ly->mamba.out_w = lmi_weight_of_f32(out_w, D, E);
     }
     lmi_err e = {{0}};
     lm_status st = m->vt->model_init(m, &e);

@@ -398,7 +398,12 @@ static void test_oom(void)
     static float dummy[16];
     struct lm_model *m = calloc(1, sizeof *m);
     const lmi_weight dw = lmi_weight_of_f32(dummy, 1, 1), none = {0};
-    lmi_layer layer = {dw, dw, none, dw, dw, dw, dw, dw, dw, dw, none, dw, none};
+    lmi_layer layer;
+    memset(&layer, 0, sizeof layer);
+    layer.kind = LMI_MIXER_MAMBA1;
+    layer.norm_w = dw;
+    layer.mamba = (lmi_mamba_weights){.in_w = dw, .in_b = none, .conv_w = dw, .conv_b = dw, .x_w = dw, .dt_w = dw,
+                                      .dt_b = dw, .A = dw, .D = dw, .gnorm_w = none, .out_w = dw, .out_b = none};
     m->dims.arch = LM_ARCH_MAMBA1;
     m->dims.d_model = 1 << 16;
     m->dims.d_inner = 1 << 17;

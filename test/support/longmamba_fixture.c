@@ -220,9 +220,9 @@ void ref_forward(const lm_model *m, const int32_t *toks, int64_t L0, ref_mode *m
             for (int64_t i = 0; i < dm; i++)
                 hn[i] = res[t * dm + i] * inv * lmi_weight_at(&ly->norm_w, i);
             for (int64_t o = 0; o < 2 * E; o++) {
-                double acc = ly->in_b.data ? lmi_weight_at(&ly->in_b, o) : 0;
+                double acc = ly->mamba.in_b.data ? lmi_weight_at(&ly->mamba.in_b, o) : 0;
                 for (int64_t i = 0; i < dm; i++)
-                    acc += (double)lmi_weight_at(&ly->in_w, o * dm + i) * hn[i];
+                    acc += (double)lmi_weight_at(&ly->mamba.in_w, o * dm + i) * hn[i];
                 if (o < E)
                     x[t * E + o] = acc;
                 else
@@ -232,11 +232,11 @@ void ref_forward(const lm_model *m, const int32_t *toks, int64_t L0, ref_mode *m
         /* conv sees the full sequence, then x_proj, dt_proj, softplus */
         for (int64_t t = 0; t < L; t++) {
             for (int64_t e = 0; e < E; e++) {
-                double acc = ly->conv_b.data ? lmi_weight_at(&ly->conv_b, e) : 0;
+                double acc = ly->mamba.conv_b.data ? lmi_weight_at(&ly->mamba.conv_b, e) : 0;
                 for (int64_t k = 0; k < K; k++) {
                     int64_t src = t - (K - 1) + k;
                     if (src >= 0)
-                        acc += (double)lmi_weight_at(&ly->conv_w, e * K + k) * x[src * E + e];
+                        acc += (double)lmi_weight_at(&ly->mamba.conv_w, e * K + k) * x[src * E + e];
                 }
                 u[t * E + e] = silu_d(acc);
             }
@@ -244,7 +244,7 @@ void ref_forward(const lm_model *m, const int32_t *toks, int64_t L0, ref_mode *m
             for (int64_t r = 0; r < R + 2 * N; r++) {
                 double acc = 0;
                 for (int64_t e = 0; e < E; e++)
-                    acc += (double)lmi_weight_at(&ly->x_w, r * E + e) * u[t * E + e];
+                    acc += (double)lmi_weight_at(&ly->mamba.x_w, r * E + e) * u[t * E + e];
                 if (r < R)
                     dtl[r] = acc;
                 else if (r < R + N)
@@ -253,9 +253,9 @@ void ref_forward(const lm_model *m, const int32_t *toks, int64_t L0, ref_mode *m
                     Cm[t * N + r - R - N] = acc;
             }
             for (int64_t e = 0; e < E; e++) {
-                double acc = lmi_weight_at(&ly->dt_b, e);
+                double acc = lmi_weight_at(&ly->mamba.dt_b, e);
                 for (int64_t r = 0; r < R; r++)
-                    acc += (double)lmi_weight_at(&ly->dt_w, e * R + r) * dtl[r];
+                    acc += (double)lmi_weight_at(&ly->mamba.dt_w, e * R + r) * dtl[r];
                 dl[t * E + e] = softplus_d(acc);
             }
         }
@@ -343,15 +343,15 @@ void ref_forward(const lm_model *m, const int32_t *toks, int64_t L0, ref_mode *m
                 double dv = dl[t * E + e], acc = 0;
                 for (int64_t n = 0; n < N; n++) {
                     double *hh = &h[e * N + n];
-                    *hh = exp(dv * lmi_weight_at(&ly->A, e * N + n)) * *hh + dv * Bm[t * N + n] * u[t * E + e];
+                    *hh = exp(dv * lmi_weight_at(&ly->mamba.A, e * N + n)) * *hh + dv * Bm[t * N + n] * u[t * E + e];
                     acc += *hh * Cm[t * N + n];
                 }
-                y[e] = (acc + lmi_weight_at(&ly->D, e) * u[t * E + e]) * silu_d(z[t * E + e]);
+                y[e] = (acc + lmi_weight_at(&ly->mamba.D, e) * u[t * E + e]) * silu_d(z[t * E + e]);
             }
             for (int64_t o = 0; o < dm; o++) {
-                double acc = ly->out_b.data ? lmi_weight_at(&ly->out_b, o) : 0;
+                double acc = ly->mamba.out_b.data ? lmi_weight_at(&ly->mamba.out_b, o) : 0;
                 for (int64_t e = 0; e < E; e++)
-                    acc += (double)lmi_weight_at(&ly->out_w, o * E + e) * y[e];
+                    acc += (double)lmi_weight_at(&ly->mamba.out_w, o * E + e) * y[e];
                 res[t * dm + o] += acc;
             }
         }

@@ -116,6 +116,7 @@ lm_model *tm_model_build(const tm_config *c, char *err, size_t err_cap)
     ok = ok && embed && norm_f && head;
     for (int64_t l = 0; ok && l < c->n_layer; l++) {
         lmi_layer *L = &m->layers[l];
+        L->kind = LMI_MIXER_MAMBA1;
         const float *norm_w = fill(o, (size_t)d, &rng, 0.2, 1.0);
         const float *in_w = fill(o, (size_t)(2 * E * d), &rng, 1.7 / sqrt((double)d), 0.0);
         const float *in_b = c->bias ? fill(o, (size_t)(2 * E), &rng, 0.1, 0.0) : NULL;
@@ -144,19 +145,19 @@ lm_model *tm_model_build(const tm_config *c, char *err, size_t err_cap)
             }
         }
         L->norm_w = lmi_weight_of_f32(norm_w, 1, d);
-        L->in_w = lmi_weight_of_f32(in_w, 2 * E, d);
-        L->in_b = lmi_weight_of_f32(in_b, 1, 2 * E);
-        L->conv_w = lmi_weight_of_f32(conv_w, E, K);
-        L->conv_b = lmi_weight_of_f32(conv_b, 1, E);
-        L->x_w = lmi_weight_of_f32(x_w, R + 2 * N, E);
-        L->dt_w = lmi_weight_of_f32(dt_w, E, R);
-        L->dt_b = lmi_weight_of_f32(dtb, 1, E);
-        L->A = lmi_weight_of_f32(A, E, N);
-        L->D = lmi_weight_of_f32(D, 1, E);
+        L->mamba.in_w = lmi_weight_of_f32(in_w, 2 * E, d);
+        L->mamba.in_b = lmi_weight_of_f32(in_b, 1, 2 * E);
+        L->mamba.conv_w = lmi_weight_of_f32(conv_w, E, K);
+        L->mamba.conv_b = lmi_weight_of_f32(conv_b, 1, E);
+        L->mamba.x_w = lmi_weight_of_f32(x_w, R + 2 * N, E);
+        L->mamba.dt_w = lmi_weight_of_f32(dt_w, E, R);
+        L->mamba.dt_b = lmi_weight_of_f32(dtb, 1, E);
+        L->mamba.A = lmi_weight_of_f32(A, E, N);
+        L->mamba.D = lmi_weight_of_f32(D, 1, E);
         const float *out_w = fill(o, (size_t)(d * E), &rng, 1.0 / sqrt((double)E), 0.0);
         const float *out_b = c->bias ? fill(o, (size_t)d, &rng, 0.1, 0.0) : NULL;
-        L->out_w = lmi_weight_of_f32(out_w, d, E);
-        L->out_b = lmi_weight_of_f32(out_b, 1, d);
+        L->mamba.out_w = lmi_weight_of_f32(out_w, d, E);
+        L->mamba.out_b = lmi_weight_of_f32(out_b, 1, d);
         ok = out_w && (!c->bias || out_b);
     }
     if (!ok) {
@@ -239,24 +240,24 @@ int64_t tm_reference_forward(const lm_model *m, const int32_t *tokens, int64_t T
         const lmi_layer *L = &m->layers[l];
         for (int64_t t = 0; t < Tc; t++) {
             ref_rmsnorm(res + t * d, &L->norm_w, hn + t * d, d, dm->eps);
-            ref_linear(hn + t * d, &L->in_w, &L->in_b, 2 * E, d, xz + t * 2 * E);
+            ref_linear(hn + t * d, &L->mamba.in_w, &L->mamba.in_b, 2 * E, d, xz + t * 2 * E);
         }
         for (int64_t t = 0; t < Tc; t++)
             for (int64_t e = 0; e < E; e++) {
-                double acc = L->conv_b.data ? (double)lmi_weight_at(&L->conv_b, e) : 0.0;
+                double acc = L->mamba.conv_b.data ? (double)lmi_weight_at(&L->mamba.conv_b, e) : 0.0;
                 for (int64_t k = 0; k < K; k++) {
                     int64_t src = t - (K - 1) + k;
                     if (src >= 0)
-                        acc += (double)lmi_weight_at(&L->conv_w, e * K + k) * xz[src * 2 * E + e];
+                        acc += (double)lmi_weight_at(&L->mamba.conv_w, e * K + k) * xz[src * 2 * E + e];
                 }
                 u[t * E + e] = ref_silu(acc);
             }
         for (int64_t t = 0; t < Tc; t++) {
-            ref_linear(u + t * E, &L->x_w, NULL, nx, E, xd + t * nx);
+            ref_linear(u + t * E, &L->mamba.x_w, NULL, nx, E, xd + t * nx);
             for (int64_t e = 0; e < E; e++) {
-                double acc = (double)lmi_weight_at(&L->dt_b, e);
+                double acc = (double)lmi_weight_at(&L->mamba.dt_b, e);
                 for (int64_t r = 0; r < R; r++)
-                    acc += (double)lmi_weight_at(&L->dt_w, e * R + r) * xd[t * nx + r];
+                    acc += (double)lmi_weight_at(&L->mamba.dt_w, e * R + r) * xd[t * nx + r];
                 dl[t * E + e] = ref_softplus(acc);
             }
         }
@@ -306,13 +307,13 @@ int64_t tm_reference_forward(const lm_model *m, const int32_t *tokens, int64_t T
                 double ue = u[t * E + e], acc = 0.0;
                 for (int64_t n = 0; n < N; n++) {
                     double *hh = &h[e * N + n];
-                    *hh = exp(dt * (double)lmi_weight_at(&L->A, e * N + n)) * *hh + dt * xd[t * nx + R + n] * ue;
+                    *hh = exp(dt * (double)lmi_weight_at(&L->mamba.A, e * N + n)) * *hh + dt * xd[t * nx + R + n] * ue;
                     acc += *hh * xd[t * nx + R + N + n];
                 }
-                y[t * E + e] = (acc + (double)lmi_weight_at(&L->D, e) * ue) * ref_silu(xz[t * 2 * E + E + e]);
+                y[t * E + e] = (acc + (double)lmi_weight_at(&L->mamba.D, e) * ue) * ref_silu(xz[t * 2 * E + E + e]);
             }
         for (int64_t t = 0; t < Tc; t++) {
-            ref_linear(y + t * E, &L->out_w, &L->out_b, d, E, o);
+            ref_linear(y + t * E, &L->mamba.out_w, &L->mamba.out_b, d, E, o);
             for (int64_t i = 0; i < d; i++)
                 res[t * d + i] += o[i];
         }

@@ -1,0 +1,23 @@
+/*
+ * arch/mamba.h - loading helpers shared by the Mamba-1 and Mamba-2 mixers
+ * (lib/arch/mamba.c).
+ */
+#ifndef LMI_ARCH_MAMBA_H
+#define LMI_ARCH_MAMBA_H
+
+#include "arch/arch.h"
+
+/* in_proj [in_rows][d], conv1d [conv_dim][1][K], out_proj [d][E], each
+ * with the bias the config (or layer 0 of the checkpoint) says it has. */
+lm_status lmi_mamba_load_io(lmi_loader *ld, const lmi_cfg *c, const char *prefix,
+                            int64_t in_rows, lmi_mamba_weights *w);
+/* The dt bias (named dt_name), A = -exp(A_log) of shape_a and D [n_d]:
+ * fp32, checked finite, hashed into the fingerprint in that order:
+ * A_log, D, dt bias. */
+lm_status lmi_mamba_load_decay(lmi_loader *ld, const char *prefix, const char *dt_name,
+                               int ndim_a, const int64_t *shape_a, int64_t n_d,
+                               lmi_mamba_weights *w);
+/* conv window [conv_dim][K-1] and SSM state [E][N], fixed size. */
+size_t lmi_mamba_state_floats(const lmi_dims *d, lmi_state_part part, int64_t pos);
+
+#endif

@@ -1,0 +1,89 @@
+/*
+ * arch/mamba1.c - Mamba-1 (transformers MambaForCausalLM, mamba_ssm
+ * Mamba1): its config keys, derived dimensions, and its mixer's tensors.
+ */
+#include "arch/arch.h"
+#include "arch/mamba.h"
+
+#include <math.h>
+#include <stdio.h>
+
+static lm_status m1_parse_hf(lmi_cfg *c, const lmi_json *j, lmi_err *e)
+{
+    lmi_dims *d = &c->d;
+    lm_status st;
+    if ((st = lmi_cfg_int(c, j, "state_size", 16, 1, 4096, &d->d_state, e))) return st;
+    if (lmi_json_get(j, "intermediate_size")) {
+        if ((st = lmi_cfg_int(c, j, "intermediate_size", -1, 1, 1 << 22, &d->d_inner, e)))
+            return st;
+    } else if ((st = lmi_cfg_expand(c, j, "expand", d->d_model, &d->d_inner, e))) {
+        return st;
+    }
+    return lmi_cfg_dt_rank(c, j, "time_step_rank", d->d_model, &d->dt_rank, e);
+}
+
+static lm_status m1_parse_ssm(lmi_cfg *c, const lmi_json *s, lmi_err *e)
+{
+    lmi_dims *d = &c->d;
+    lm_status st;
+    if ((st = lmi_cfg_int(c, s, "d_state", 16, 1, 4096, &d->d_state, e))) return st;
+    return lmi_cfg_dt_rank(c, s, "dt_rank", d->d_model, &d->dt_rank, e);
+}
+
+static lm_status m1_finish(lmi_cfg *c, lmi_err *e)
+{
+    (void)e;
+    lmi_dims *d = &c->d;
+    d->conv_dim = d->d_inner;
+    d->n_channels = d->d_inner;
+    d->n_heads = d->head_dim = d->n_groups = 0;
+    d->ssd_chunk = 0;
+    d->dt_limit_lo = 0.0;
+    d->dt_limit_hi = INFINITY;
+    return LM_OK;
+}
+
+static lmi_mixer_kind m1_mixer_of(const lmi_dims *d, int64_t i)
+{
+    (void)d;
+    (void)i;
+    return LMI_MIXER_MAMBA1;
+}
+
+static lm_status m1_load(lmi_loader *ld, const lmi_cfg *c, const char *prefix, lmi_layer *L)
+{
+    const lmi_dims *d = &c->d;
+    const int64_t E = d->d_inner, N = d->d_state, R = d->dt_rank;
+    lmi_mamba_weights *w = &L->mamba;
+    char n[192];
+    lm_status st;
+    if ((st = lmi_mamba_load_io(ld, c, prefix, 2 * E, w))) return st;
+    int64_t s_x[2] = {R + 2 * N, E}, s_dt[2] = {E, R}, s_a[2] = {E, N};
+    snprintf(n, sizeof n, "%sx_proj.weight", prefix);
+    if ((st = lmi_take(ld, n, 2, s_x, LMI_TAKE_REQUIRED, &w->x_w, NULL))) return st;
+    snprintf(n, sizeof n, "%sdt_proj.weight", prefix);
+    if ((st = lmi_take(ld, n, 2, s_dt, LMI_TAKE_REQUIRED, &w->dt_w, NULL))) return st;
+    return lmi_mamba_load_decay(ld, prefix, "dt_proj.bias", 2, s_a, E, w);
+}
+
+const lmi_mixer_ops lmi_mixer_mamba1 = {
+    .kind = LMI_MIXER_MAMBA1,
+    .name = "Mamba-1",
+    .load = m1_load,
+    .state_floats = lmi_mamba_state_floats,
+};
+
+const lmi_arch lmi_arch_mamba1 = {
+    .arch = LM_ARCH_MAMBA1,
+    .name = "Mamba-1",
+    .model_type = "mamba",
+    .hf_classes = {"MambaForCausalLM", "MambaModel", NULL},
+    .ssm_layer = "Mamba1",
+    .ssm_layer_default = true,
+    .hf_tied_default = true,
+    .default_theta = 1e-3, /* LONGMAMBA.md §7: the authors' 1e-30 made 41-64% global and hurt */
+    .parse_hf = m1_parse_hf,
+    .parse_ssm = m1_parse_ssm,
+    .finish = m1_finish,
+    .mixer_of = m1_mixer_of,
+};

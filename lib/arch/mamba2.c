@@ -1,0 +1,111 @@
+/*
+ * arch/mamba2.c - Mamba-2 (transformers Mamba2ForCausalLM, mamba_ssm
+ * Mamba2): its config keys, derived dimensions, and its mixer's tensors.
+ */
+#include "arch/arch.h"
+#include "arch/mamba.h"
+
+#include <stdio.h>
+
+static lm_status m2_parse_hf(lmi_cfg *c, const lmi_json *j, lmi_err *e)
+{
+    lmi_dims *d = &c->d;
+    lm_status st;
+    int rms = 1;
+    if ((st = lmi_cfg_bool(c, j, "rms_norm", 1, &rms, e))) return st;
+    if (!rms)
+        return lmi_fail(e, LM_ERR_UNSUPPORTED, "%s: rms_norm=false is not supported", c->path);
+    if ((st = lmi_cfg_int(c, j, "state_size", 128, 1, 4096, &d->d_state, e))) return st;
+    if ((st = lmi_cfg_int(c, j, "num_heads", 128, 1, 1 << 16, &d->n_heads, e))) return st;
+    if ((st = lmi_cfg_int(c, j, "head_dim", 64, 1, 1 << 16, &d->head_dim, e))) return st;
+    if ((st = lmi_cfg_int(c, j, "n_groups", 8, 1, 1 << 16, &d->n_groups, e))) return st;
+    if ((st = lmi_cfg_int(c, j, "chunk_size", 256, 1, 1 << 20, &d->ssd_chunk, e))) return st;
+    if ((st = lmi_cfg_expand(c, j, "expand", d->d_model, &d->d_inner, e))) return st;
+    return lmi_cfg_time_limit(c, j, "time_step_limit", e);
+}
+
+static lm_status m2_parse_ssm(lmi_cfg *c, const lmi_json *s, lmi_err *e)
+{
+    lmi_dims *d = &c->d;
+    lm_status st;
+    if ((st = lmi_cfg_int(c, s, "d_state", 128, 1, 4096, &d->d_state, e))) return st;
+    if ((st = lmi_cfg_int(c, s, "headdim", 64, 1, 1 << 16, &d->head_dim, e))) return st;
+    if ((st = lmi_cfg_int(c, s, "ngroups", 1, 1, 1 << 16, &d->n_groups, e))) return st;
+    if ((st = lmi_cfg_int(c, s, "chunk_size", 256, 1, 1 << 20, &d->ssd_chunk, e))) return st;
+    int dhd = 0, rmsn = 1, nbg = 0;
+    if ((st = lmi_cfg_bool(c, s, "D_has_hdim", 0, &dhd, e))) return st;
+    if ((st = lmi_cfg_bool(c, s, "rmsnorm", 1, &rmsn, e))) return st;
+    if ((st = lmi_cfg_bool(c, s, "norm_before_gate", 0, &nbg, e))) return st;
+    if (dhd || !rmsn || nbg)
+        return lmi_fail(
+            e, LM_ERR_UNSUPPORTED,
+            "%s: Mamba-2 variant (D_has_hdim / rmsnorm=false / norm_before_gate) is not "
+            "supported",
+            c->path);
+    if (d->d_inner % d->head_dim != 0)
+        return lmi_fail(e, LM_ERR_FORMAT, "%s: d_inner %lld is not a multiple of headdim %lld",
+                        c->path, (long long)d->d_inner, (long long)d->head_dim);
+    d->n_heads = d->d_inner / d->head_dim;
+    return lmi_cfg_time_limit(c, s, "dt_limit", e);
+}
+
+static lm_status m2_finish(lmi_cfg *c, lmi_err *e)
+{
+    lmi_dims *d = &c->d;
+    if (d->n_heads * d->head_dim != d->d_inner)
+        return lmi_fail(
+            e, LM_ERR_FORMAT,
+            "%s: num_heads %lld x head_dim %lld != d_inner %lld (expand x hidden_size)", c->path,
+            (long long)d->n_heads, (long long)d->head_dim, (long long)d->d_inner);
+    if (d->n_heads % d->n_groups != 0)
+        return lmi_fail(e, LM_ERR_FORMAT, "%s: num_heads %lld is not a multiple of n_groups %lld",
+                        c->path, (long long)d->n_heads, (long long)d->n_groups);
+    d->dt_rank = 0;
+    d->conv_dim = d->d_inner + 2 * d->n_groups * d->d_state;
+    d->n_channels = d->n_heads;
+    return LM_OK;
+}
+
+static lmi_mixer_kind m2_mixer_of(const lmi_dims *d, int64_t i)
+{
+    (void)d;
+    (void)i;
+    return LMI_MIXER_MAMBA2;
+}
+
+static lm_status m2_load(lmi_loader *ld, const lmi_cfg *c, const char *prefix, lmi_layer *L)
+{
+    const lmi_dims *d = &c->d;
+    const int64_t E = d->d_inner, H = d->n_heads;
+    lmi_mamba_weights *w = &L->mamba;
+    char n[192];
+    lm_status st;
+    if ((st = lmi_mamba_load_io(ld, c, prefix, 2 * E + 2 * d->n_groups * d->d_state + H, w)))
+        return st;
+    int64_t s_h[1] = {H}, s_e[1] = {E};
+    if ((st = lmi_mamba_load_decay(ld, prefix, "dt_bias", 1, s_h, H, w))) return st;
+    snprintf(n, sizeof n, "%snorm.weight", prefix);
+    return lmi_take(ld, n, 1, s_e, LMI_TAKE_REQUIRED, &w->gnorm_w, NULL);
+}
+
+const lmi_mixer_ops lmi_mixer_mamba2 = {
+    .kind = LMI_MIXER_MAMBA2,
+    .name = "Mamba-2",
+    .load = m2_load,
+    .state_floats = lmi_mamba_state_floats,
+};
+
+const lmi_arch lmi_arch_mamba2 = {
+    .arch = LM_ARCH_MAMBA2,
+    .name = "Mamba-2",
+    .model_type = "mamba2",
+    .hf_classes = {"Mamba2ForCausalLM", "Mamba2Model", NULL},
+    .ssm_layer = "Mamba2",
+    .ssm_layer_default = false,
+    .hf_tied_default = false,
+    .default_theta = 5e-2, /* the authors' Mamba-2 default (METHODS.md §7) */
+    .parse_hf = m2_parse_hf,
+    .parse_ssm = m2_parse_ssm,
+    .finish = m2_finish,
+    .mixer_of = m2_mixer_of,
+};
