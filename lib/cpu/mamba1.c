@@ -17,7 +17,7 @@
 #include "cpu/vmath.h"
 
 typedef struct m1_scratch {
-    int64_t cap;       /* tokens held */
+    lmi_cpu_scratch base; /* the block the buffers below are carved from */
     float *xz;         /* [cap][2E] in_proj output, x | z */
     float *u;          /* [cap][E] conv + SiLU output */
     float *xdbl;       /* [cap][R+2N] x_proj output, dt_low | B | C */
@@ -57,48 +57,25 @@ static lm_status m1_init_layer(const lm_model *m, const lmi_layer *L, int64_t in
     return lmi_cpu_mamba_init(d, L, data, has16, e);
 }
 
-static void m1_release(void *scratch)
-{
-    m1_scratch *sc = scratch;
-    if (!sc) return;
-    lmi_free(sc->xz);
-    lmi_free(sc->u);
-    lmi_free(sc->xdbl);
-    lmi_free(sc->dt);
-    lmi_free(sc->y);
-    lmi_free(sc->score);
-    lmi_free(sc->idx);
-    lmi_free(sc->sel);
-    lmi_free(sc->head);
-    lmi_free(sc);
-}
-
 static lm_status m1_reserve(void **scratch, const lmi_dims *d, int64_t T, lmi_err *e)
 {
-    m1_scratch *old = *scratch;
-    if (old && old->cap >= T) return LM_OK;
-    m1_scratch *sc = lmi_alloc(1, sizeof *sc);
-    if (!sc) return lmi_fail(e, LM_ERR_NO_MEMORY, "cpu: no memory for the Mamba-1 scratch");
-    const size_t n = (size_t)T, E = (size_t)d->d_inner;
-    sc->xz = lmi_alloc_raw(n, 2 * E * sizeof(float));
-    sc->u = lmi_alloc_raw(n, E * sizeof(float));
-    sc->xdbl = lmi_alloc_raw(n, (size_t)(d->dt_rank + 2 * d->d_state) * sizeof(float));
-    sc->dt = lmi_alloc_raw(n, E * sizeof(float));
-    sc->y = lmi_alloc_raw(n, E * sizeof(float));
-    sc->score = lmi_alloc_raw(n, sizeof(float));
-    sc->idx = lmi_alloc_raw(n, sizeof(int64_t));
-    sc->sel = lmi_alloc_raw(n, sizeof(int64_t));
-    sc->head = lmi_alloc_raw((size_t)((d->d_conv - 1) * d->conv_dim) + 1, sizeof(float));
-    if (!sc->xz || !sc->u || !sc->xdbl || !sc->dt || !sc->y || !sc->score || !sc->idx ||
-        !sc->sel || !sc->head) {
-        m1_release(sc);
-        return lmi_fail(e, LM_ERR_NO_MEMORY, "cpu: no memory for the scratch of %lld tokens",
-                        (long long)T);
-    }
-    sc->cap = T;
-    m1_release(old);
-    *scratch = sc;
-    return LM_OK;
+    if (!*scratch && !(*scratch = lmi_alloc(1, sizeof(m1_scratch))))
+        return lmi_fail(e, LM_ERR_NO_MEMORY, "cpu: no memory for the Mamba-1 scratch");
+    m1_scratch *sc = *scratch;
+    if (sc->base.cap >= T) return LM_OK;
+    const size_t n = (size_t)T, E = (size_t)d->d_inner, f = sizeof(float);
+    const lmi_carve rows[] = {
+        {(void **)&sc->xz, n * 2 * E * f},
+        {(void **)&sc->u, n * E * f},
+        {(void **)&sc->xdbl, n * (size_t)(d->dt_rank + 2 * d->d_state) * f},
+        {(void **)&sc->dt, n * E * f},
+        {(void **)&sc->y, n * E * f},
+        {(void **)&sc->score, n * f},
+        {(void **)&sc->idx, n * sizeof(int64_t)},
+        {(void **)&sc->sel, n * sizeof(int64_t)},
+        {(void **)&sc->head, (size_t)((d->d_conv - 1) * d->conv_dim) * f},
+    };
+    return lmi_cpu_scratch_carve(&sc->base, rows, sizeof rows / sizeof rows[0], T, e);
 }
 
 /* The token hook in one layer: scores ||Δ[t,:]||_2, keeps the chosen rows
@@ -217,7 +194,7 @@ const lmi_cpu_mixer lmi_cpu_mixer_mamba1 = {
     .kind = LMI_MIXER_MAMBA1,
     .init_layer = m1_init_layer,
     .reserve = m1_reserve,
-    .release = m1_release,
+    .release = lmi_cpu_scratch_release,
     .forward = m1_forward,
     .step_batch = m1_step_batch,
 };

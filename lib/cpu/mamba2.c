@@ -27,7 +27,7 @@
 #include "cpu/vmath.h"
 
 typedef struct m2_scratch {
-    int64_t cap;    /* tokens held */
+    lmi_cpu_scratch base; /* the block the buffers below are carved from */
     float *zx;      /* [cap][2E+2GN+H] in_proj output z | xBC | dt */
     float *u;       /* [cap][conv_dim] conv + SiLU output x | B | C */
     float *dl;      /* [cap][H] Δ */
@@ -63,48 +63,24 @@ static lm_status m2_init_layer(const lm_model *m, const lmi_layer *L, int64_t in
     return lmi_cpu_mamba_init(d, L, data, has16, e);
 }
 
-static void m2_release(void *scratch)
-{
-    m2_scratch *sc = scratch;
-    if (!sc) return;
-    lmi_free(sc->zx);
-    lmi_free(sc->u);
-    lmi_free(sc->dl);
-    lmi_free(sc->y);
-    lmi_free(sc->score);
-    lmi_free(sc->idx);
-    lmi_free(sc->sel);
-    lmi_free(sc->head);
-    lmi_free(sc);
-}
-
 static lm_status m2_reserve(void **scratch, const lmi_dims *d, int64_t T, lmi_err *e)
 {
-    m2_scratch *old = *scratch;
-    if (old && old->cap >= T) return LM_OK;
-    /* the old scratch is kept until the new one exists, so a failed grow
-     * leaves the session usable for chunks that fit */
-    m2_scratch *sc = lmi_alloc(1, sizeof *sc);
-    if (!sc) return lmi_fail(e, LM_ERR_NO_MEMORY, "cpu: no memory for the Mamba-2 scratch");
-    const size_t n = (size_t)T;
-    sc->zx = lmi_alloc_raw(n, (size_t)in_rows(d) * sizeof(float));
-    sc->u = lmi_alloc_raw(n, (size_t)d->conv_dim * sizeof(float));
-    sc->dl = lmi_alloc_raw(n, (size_t)d->n_heads * sizeof(float));
-    sc->y = lmi_alloc_raw(n, (size_t)d->d_inner * sizeof(float));
-    sc->score = lmi_alloc_raw(n, sizeof(float));
-    sc->idx = lmi_alloc_raw(n, sizeof(int64_t));
-    sc->sel = lmi_alloc_raw(n, sizeof(int64_t));
-    sc->head = lmi_alloc_raw((size_t)((d->d_conv - 1) * d->conv_dim) + 1, sizeof(float));
-    if (!sc->zx || !sc->u || !sc->dl || !sc->y || !sc->score || !sc->idx || !sc->sel ||
-        !sc->head) {
-        m2_release(sc);
-        return lmi_fail(e, LM_ERR_NO_MEMORY,
-                        "cpu: no memory for the Mamba-2 scratch of %lld tokens", (long long)T);
-    }
-    sc->cap = T;
-    m2_release(old);
-    *scratch = sc;
-    return LM_OK;
+    if (!*scratch && !(*scratch = lmi_alloc(1, sizeof(m2_scratch))))
+        return lmi_fail(e, LM_ERR_NO_MEMORY, "cpu: no memory for the Mamba-2 scratch");
+    m2_scratch *sc = *scratch;
+    if (sc->base.cap >= T) return LM_OK;
+    const size_t n = (size_t)T, f = sizeof(float);
+    const lmi_carve rows[] = {
+        {(void **)&sc->zx, n * (size_t)in_rows(d) * f},
+        {(void **)&sc->u, n * (size_t)d->conv_dim * f},
+        {(void **)&sc->dl, n * (size_t)d->n_heads * f},
+        {(void **)&sc->y, n * (size_t)d->d_inner * f},
+        {(void **)&sc->score, n * f},
+        {(void **)&sc->idx, n * sizeof(int64_t)},
+        {(void **)&sc->sel, n * sizeof(int64_t)},
+        {(void **)&sc->head, (size_t)((d->d_conv - 1) * d->conv_dim) * f},
+    };
+    return lmi_cpu_scratch_carve(&sc->base, rows, sizeof rows / sizeof rows[0], T, e);
 }
 
 /* ---- kernels ----------------------------------------------------------- */
@@ -282,7 +258,7 @@ const lmi_cpu_mixer lmi_cpu_mixer_mamba2 = {
     .kind = LMI_MIXER_MAMBA2,
     .init_layer = m2_init_layer,
     .reserve = m2_reserve,
-    .release = m2_release,
+    .release = lmi_cpu_scratch_release,
     .forward = m2_forward,
     .step_batch = m2_step_batch,
 };

@@ -48,6 +48,25 @@ typedef struct lmi_cpu_mixer {
 extern const lmi_cpu_mixer lmi_cpu_mixer_mamba1; /* cpu/mamba1.c */
 extern const lmi_cpu_mixer lmi_cpu_mixer_mamba2; /* cpu/mamba2.c */
 
+/* A mixer's scratch starts with this header: its buffers are carved from
+ * one block, so growing is one allocation and release is generic. */
+typedef struct lmi_cpu_scratch {
+    void *block;
+    int64_t cap;               /* tokens the buffers hold */
+} lmi_cpu_scratch;
+
+typedef struct lmi_carve {
+    void **dst;                /* receives a pointer into the block */
+    size_t bytes;
+} lmi_carve;
+
+/* Replaces sc's block by one holding every row (64-byte aligned) for T
+ * tokens; on failure sc is unchanged (still usable for what fits). */
+lm_status lmi_cpu_scratch_carve(lmi_cpu_scratch *sc, const lmi_carve *rows, size_t n, int64_t T,
+                                lmi_err *e);
+/* Frees a scratch that starts with lmi_cpu_scratch (NULL is fine). */
+void lmi_cpu_scratch_release(void *scratch);
+
 /* Checks shared by the Mamba mixers: d_conv range and BLAS int sizes for
  * an in_proj of in_rows. */
 lm_status lmi_cpu_mamba_check(const lmi_dims *d, int64_t in_rows, lmi_err *e);

@@ -337,6 +337,34 @@ lm_status lmi_gather(const lmi_gather_rows *rows, size_t n_rows, const int64_t *
     return LM_OK;
 }
 
+lm_status lmi_cpu_scratch_carve(lmi_cpu_scratch *sc, const lmi_carve *rows, size_t n, int64_t T,
+                                lmi_err *e)
+{
+    size_t total = 0;
+    for (size_t k = 0; k < n; k++) total += (rows[k].bytes + 63) / 64 * 64;
+    char *block = lmi_alloc_raw(total ? total : 1, 1);
+    if (!block)
+        return lmi_fail(e, LM_ERR_NO_MEMORY, "cpu: no memory for the scratch of %lld tokens",
+                        (long long)T);
+    size_t off = 0;
+    for (size_t k = 0; k < n; k++) {
+        *rows[k].dst = block + off;
+        off += (rows[k].bytes + 63) / 64 * 64;
+    }
+    lmi_free(sc->block);
+    sc->block = block;
+    sc->cap = T;
+    return LM_OK;
+}
+
+void lmi_cpu_scratch_release(void *scratch)
+{
+    lmi_cpu_scratch *sc = scratch;
+    if (!sc) return;
+    lmi_free(sc->block);
+    lmi_free(sc);
+}
+
 /* ---- Mamba mixers ------------------------------------------------------------------ */
 
 lm_status lmi_cpu_mamba_check(const lmi_dims *d, int64_t in_rows, lmi_err *e)
