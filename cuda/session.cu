@@ -376,7 +376,14 @@ void session_reset(struct lm_session *s)
 }
 
 /* State copy between the host arrays and the session (to_dev: write). */
-lm_status state_copy(struct lm_session *s, float *conv, float *ssm, bool to_dev, lmi_err *e)
+/* Part p of the state on the device and its size (floats). */
+float *state_part(lmc_session *S, const lmi_dims *d, int p, size_t *n)
+{
+    *n = p == LMI_STATE_CONV ? conv_floats(d) : ssm_floats(d);
+    return p == LMI_STATE_CONV ? S->conv_state : S->ssm_state;
+}
+
+lm_status state_copy(struct lm_session *s, float *const host[LMI_STATE_PARTS], bool to_dev, lmi_err *e)
 {
     lmc_session *S = static_cast<lmc_session *>(s->bk);
     if (!S) return lmi_fail(e, LM_ERR_BACKEND, "cuda backend: session not initialised");
@@ -384,24 +391,27 @@ lm_status state_copy(struct lm_session *s, float *conv, float *ssm, bool to_dev,
     const char *what = to_dev ? "state write" : "state read";
     const cudaMemcpyKind k = to_dev ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost;
     LMC_CK(cudaSetDevice(S->device), "cudaSetDevice");
-    if (conv)
-        LMC_CK(cudaMemcpyAsync(to_dev ? (void *)S->conv_state : conv, to_dev ? conv : S->conv_state,
-                               conv_floats(d) * sizeof(float), k, S->stream), what);
-    if (ssm)
-        LMC_CK(cudaMemcpyAsync(to_dev ? (void *)S->ssm_state : ssm, to_dev ? ssm : S->ssm_state,
-                               ssm_floats(d) * sizeof(float), k, S->stream), what);
+    for (int p = 0; p < LMI_STATE_PARTS; p++) {
+        if (!host[p]) continue;
+        size_t n = 0;
+        float *dev = state_part(S, d, p, &n);
+        LMC_CK(cudaMemcpyAsync(to_dev ? (void *)dev : host[p], to_dev ? host[p] : dev, n * sizeof(float), k,
+                               S->stream), what);
+    }
     LMC_CK(cudaStreamSynchronize(S->stream), what);
     return LM_OK;
 }
 
-lm_status state_read(struct lm_session *s, float *conv, float *ssm, lmi_err *e)
+lm_status state_read(struct lm_session *s, float *const part[LMI_STATE_PARTS], lmi_err *e)
 {
-    return state_copy(s, conv, ssm, false, e);
+    return state_copy(s, part, false, e);
 }
 
-lm_status state_write(struct lm_session *s, const float *conv, const float *ssm, lmi_err *e)
+/* The host arrays are only read on this path (host to device). */
+lm_status state_write(struct lm_session *s, const float *const part[LMI_STATE_PARTS], lmi_err *e)
 {
-    return state_copy(s, const_cast<float *>(conv), const_cast<float *>(ssm), true, e);
+    float *const host[LMI_STATE_PARTS] = {const_cast<float *>(part[0]), const_cast<float *>(part[1])};
+    return state_copy(s, host, true, e);
 }
 
 /* ---- scratch ----------------------------------------------------------- */

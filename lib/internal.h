@@ -370,10 +370,10 @@ struct lmi_backend_vt {
     void (*session_free)(struct lm_session *s);
     void (*session_reset)(struct lm_session *s);               /* zero the state */
     lm_status (*forward)(struct lm_session *s, const lmi_forward *f, lmi_err *e);
-    /* State copy out/in: conv [n_layer][conv_dim][K-1] (oldest column
-     * first), ssm [n_layer][n_channels or H*P][N] fp32. */
-    lm_status (*state_read)(struct lm_session *s, float *conv, float *ssm, lmi_err *e);
-    lm_status (*state_write)(struct lm_session *s, const float *conv, const float *ssm,
+    /* State copy out/in, part by part (lmi_state_part; NULL: skip that
+     * part): part p of every layer in turn, lmi_state_floats(m, p) floats. */
+    lm_status (*state_read)(struct lm_session *s, float *const part[LMI_STATE_PARTS], lmi_err *e);
+    lm_status (*state_write)(struct lm_session *s, const float *const part[LMI_STATE_PARTS],
                              lmi_err *e);
     /* One vanilla decode step for n >= 1 distinct sessions of this model,
      * reading the weights once for all of them; tokens [n] validated,
@@ -446,8 +446,7 @@ struct lm_session {
     void *mode_state;        /* the mode's own data, freed by mode->free */
 
     void *bk;                /* backend's per-session data (state, scratch, stream) */
-    float *backup_conv;      /* state snapshot taken before a multi-chunk call */
-    float *backup_ssm;
+    float *backup[LMI_STATE_PARTS]; /* state snapshot taken before a multi-chunk call */
     lmi_err err;
 };
 

@@ -53,8 +53,7 @@ void lm_session_free(lm_session *s)
     if (s->bk && s->model && s->model->vt && s->model->vt->session_free)
         s->model->vt->session_free(s);
     lmi_modes_free(s);
-    lmi_free(s->backup_conv);
-    lmi_free(s->backup_ssm);
+    for (int p = 0; p < LMI_STATE_PARTS; p++) lmi_free(s->backup[p]);
     lmi_free(s);
 }
 
@@ -113,9 +112,12 @@ lm_status lm_session_create(const lm_model *model, const lm_session_params *para
     s->progress = p.progress;
     s->progress_user = p.progress_user;
     s->mode = &lmi_mode_vanilla;
-    s->backup_conv = lmi_alloc(lmi_state_floats(model, LMI_STATE_CONV), sizeof(float));
-    s->backup_ssm = lmi_alloc(lmi_state_floats(model, LMI_STATE_SSM), sizeof(float));
-    if (!s->backup_conv || !s->backup_ssm) {
+    bool ok = true;
+    for (int k = 0; k < LMI_STATE_PARTS; k++) {
+        s->backup[k] = lmi_alloc(lmi_state_floats(model, (lmi_state_part)k) + 1, sizeof(float));
+        ok = ok && s->backup[k];
+    }
+    if (!ok) {
         lm_session_free(s);
         st = lmi_fail(&e, LM_ERR_NO_MEMORY, "no memory for the session state");
         goto fail;
@@ -185,7 +187,7 @@ static void restore(lm_session *s, int64_t pos)
 {
     lmi_err scratch;
     /* A failure here leaves nothing better to do; the first error stands. */
-    (void)s->model->vt->state_write(s, s->backup_conv, s->backup_ssm, &scratch);
+    (void)s->model->vt->state_write(s, (const float *const *)s->backup, &scratch);
     s->pos = pos;
 }
 
@@ -234,7 +236,7 @@ lm_status lm_session_prefill(lm_session *s, const int32_t *tokens, size_t n_toke
                         "larger",
                         s->mode->name, (long long)fwd.tokens_hook->keeps_last, n_logits);
 
-    st = m->vt->state_read(s, s->backup_conv, s->backup_ssm, &s->err);
+    st = m->vt->state_read(s, s->backup, &s->err);
     if (st != LM_OK) return st;
     const int64_t pos0 = s->pos;
     const int64_t chunk = lmi_modes_single_chunk(s) ? n : s->chunk_size;
@@ -431,7 +433,7 @@ lm_status lm_session_state_save(lm_session *s, void *buf, size_t buf_bytes, size
         return lmi_fail(&s->err, LM_ERR_BUFFER_TOO_SMALL,
                         "state buffer holds %zu bytes, %zu needed", buf ? buf_bytes : 0, need);
     }
-    lm_status st = m->vt->state_read(s, s->backup_conv, s->backup_ssm, &s->err);
+    lm_status st = m->vt->state_read(s, s->backup, &s->err);
     if (st != LM_OK) return st;
     unsigned char *p = buf;
     memcpy(p, LMI_STATE_MAGIC, 4);
@@ -447,8 +449,8 @@ lm_status lm_session_state_save(lm_session *s, void *buf, size_t buf_bytes, size
     put_u64(p + 64, (uint64_t)s->pos);
     const size_t nc = lmi_state_floats(m, LMI_STATE_CONV) * sizeof(float);
     const size_t ns = lmi_state_floats(m, LMI_STATE_SSM) * sizeof(float);
-    memcpy(p + LMI_STATE_HEADER, s->backup_conv, nc);
-    memcpy(p + LMI_STATE_HEADER + nc, s->backup_ssm, ns);
+    memcpy(p + LMI_STATE_HEADER, s->backup[LMI_STATE_CONV], nc);
+    memcpy(p + LMI_STATE_HEADER + nc, s->backup[LMI_STATE_SSM], ns);
     if (written) *written = need;
     return LM_OK;
 }
@@ -499,9 +501,9 @@ lm_status lm_session_state_load(lm_session *s, const void *buf, size_t buf_bytes
                         (unsigned long long)get_u64(p + 8), (unsigned long long)m->fingerprint);
     const size_t nc = lmi_state_floats(m, LMI_STATE_CONV) * sizeof(float);
     const size_t ns = lmi_state_floats(m, LMI_STATE_SSM) * sizeof(float);
-    memcpy(s->backup_conv, p + LMI_STATE_HEADER, nc);
-    memcpy(s->backup_ssm, p + LMI_STATE_HEADER + nc, ns);
-    lm_status st = m->vt->state_write(s, s->backup_conv, s->backup_ssm, &s->err);
+    memcpy(s->backup[LMI_STATE_CONV], p + LMI_STATE_HEADER, nc);
+    memcpy(s->backup[LMI_STATE_SSM], p + LMI_STATE_HEADER + nc, ns);
+    lm_status st = m->vt->state_write(s, (const float *const *)s->backup, &s->err);
     if (st != LM_OK) return st;
     s->pos = (int64_t)pos;
     s->length_hint = 0;

@@ -491,7 +491,7 @@ START_TEST(filter_masks_whole_head)
     /* head 3's state stayed zero in every layer; the others did not */
     const size_t per = (size_t)(H * d->head_dim * d->d_state);
     float *ssm = malloc(sizeof(float) * lmi_state_floats(m, LMI_STATE_SSM));
-    ck_assert_int_eq(m->vt->state_read(s, NULL, ssm, &e), LM_OK);
+    ck_assert_int_eq(m->vt->state_read(s, (float *const[]){NULL, ssm}, &e), LM_OK);
     const size_t hs = (size_t)(d->head_dim * d->d_state);
     for (int64_t l = 0; l < d->n_layer; l++)
         for (int64_t h = 0; h < H; h++) {

@@ -172,11 +172,10 @@ static void cpu_session_reset(lm_session *s)
         memset(cs->part[p], 0, lmi_state_floats(s->model, (lmi_state_part)p) * sizeof(float));
 }
 
-static lm_status cpu_state_read(lm_session *s, float *conv, float *ssm, lmi_err *e)
+static lm_status cpu_state_read(lm_session *s, float *const out[LMI_STATE_PARTS], lmi_err *e)
 {
     if (!s || !s->bk) return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "cpu: no session state");
     cpu_session *cs = s->bk;
-    float *out[LMI_STATE_PARTS] = {conv, ssm};
     for (int p = 0; p < LMI_STATE_PARTS; p++)
         if (out[p])
             memcpy(out[p], cs->part[p],
@@ -184,11 +183,11 @@ static lm_status cpu_state_read(lm_session *s, float *conv, float *ssm, lmi_err 
     return LM_OK;
 }
 
-static lm_status cpu_state_write(lm_session *s, const float *conv, const float *ssm, lmi_err *e)
+static lm_status cpu_state_write(lm_session *s, const float *const in[LMI_STATE_PARTS],
+                                 lmi_err *e)
 {
     if (!s || !s->bk) return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "cpu: no session state");
     cpu_session *cs = s->bk;
-    const float *in[LMI_STATE_PARTS] = {conv, ssm};
     for (int p = 0; p < LMI_STATE_PARTS; p++)
         if (in[p])
             memcpy(cs->part[p], in[p],

@@ -58,7 +58,7 @@ static double state_err(struct lm_session *s, const ref_state *rs)
     float *c = malloc(nc * sizeof(float) + 4), *h = malloc(ns * sizeof(float));
     lmi_err e = {{0}};
     double err = INFINITY;
-    if (s->model->vt->state_read(s, c, h, &e) == LM_OK) {
+    if (s->model->vt->state_read(s, (float *const[]){c, h}, &e) == LM_OK) {
         const double ec = tu_max_rel_err(c, rs->conv, nc), eh = tu_max_rel_err(h, rs->ssm, ns);
         err = ec > eh ? ec : eh;
     }
@@ -263,7 +263,7 @@ static void run_m2(const char *name, const m2_model_spec *sp, double tol, bool q
         float *c1 = malloc(nc * 4 + 4), *c2 = malloc(nc * 4 + 4), *h1 = malloc(nh * 4), *h2 = malloc(nh * 4);
         double sw = 0.0;
         for (int i = 0; i < NS && ok; i++) {
-            ok = m->vt->state_read(ss[i], c1, h1, &e) == LM_OK && m->vt->state_read(tw[i], c2, h2, &e) == LM_OK;
+            ok = m->vt->state_read(ss[i], (float *const[]){c1, h1}, &e) == LM_OK && m->vt->state_read(tw[i], (float *const[]){c2, h2}, &e) == LM_OK;
             if (ok) sw = fmax(sw, fmax(tu_max_rel_err_f(c1, c2, nc), tu_max_rel_err_f(h1, h2, nh)));
         }
         check(ok && sw <= 2 * tol, "%s: states after the steps = the twins', max err %.2e (tol %.0e)", name, sw,

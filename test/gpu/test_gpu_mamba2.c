@@ -233,7 +233,7 @@ static stbuf state_of(struct lm_session *s)
     b.conv = malloc(b.nc * sizeof(float) + 4);
     b.ssm = malloc(b.ns * sizeof(float));
     lmi_err e = {{0}};
-    if (s->model->vt->state_read(s, b.conv, b.ssm, &e) != LM_OK) {
+    if (s->model->vt->state_read(s, (float *const[]){b.conv, b.ssm}, &e) != LM_OK) {
         printf("state_read: %s\n", e.msg);
         for (size_t i = 0; i < b.ns; i++) b.ssm[i] = NAN;
     }
@@ -418,7 +418,7 @@ static void chunks_and_state(pair *p)
     /* round trip: s1's state into a fresh session, both continue */
     stbuf x = state_of(s1);
     struct lm_session *s3 = session_new(p->gpu, &e);
-    st = p->gpu->vt->state_write(s3, x.conv, x.ssm, &e);
+    st = p->gpu->vt->state_write(s3, (const float *const[]){x.conv, x.ssm}, &e);
     double worst = st == LM_OK ? 0 : INFINITY;
     for (int k = 0; st == LM_OK && k < 4; k++) {
         st = fwd(s1, tok + L + k, 1, 1, a, false, &e);
@@ -435,7 +435,7 @@ static void chunks_and_state(pair *p)
     st = fwd(sc, tok, L, 0, NULL, false, &e);
     x = state_of(sc);
     p->gpu->vt->session_reset(s3);
-    if (st == LM_OK) st = p->gpu->vt->state_write(s3, x.conv, x.ssm, &e);
+    if (st == LM_OK) st = p->gpu->vt->state_write(s3, (const float *const[]){x.conv, x.ssm}, &e);
     worst = st == LM_OK ? 0 : INFINITY;
     for (int k = 0; st == LM_OK && k < 4; k++) {
         st = fwd(sc, tok + L + k, 1, 1, c, false, &e);

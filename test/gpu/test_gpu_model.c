@@ -107,7 +107,7 @@ static double state_err(struct lm_session *s, const ref_state *rs)
     const size_t ns = (size_t)(d->n_layer * d->d_inner * d->d_state);
     float *c = malloc(nc * sizeof(float) + 4), *h = malloc(ns * sizeof(float));
     lmi_err e = {{0}};
-    if (s->model->vt->state_read(s, c, h, &e) != LM_OK) {
+    if (s->model->vt->state_read(s, (float *const[]){c, h}, &e) != LM_OK) {
         printf("state_read: %s\n", e.msg);
         free(c);
         free(h);
@@ -378,8 +378,8 @@ static void test_sessions(struct lm_model *m)
     const size_t nc = (size_t)(m->dims.n_layer * m->dims.d_inner * (m->dims.d_conv - 1));
     const size_t ns = (size_t)(m->dims.n_layer * m->dims.d_inner * m->dims.d_state);
     float *cs = malloc(nc * 4 + 4), *hs = malloc(ns * 4);
-    lm_status st = m->vt->state_read(b, cs, hs, &e);
-    if (st == LM_OK) st = m->vt->state_write(c, cs, hs, &e);
+    lm_status st = m->vt->state_read(b, (float *const[]){cs, hs}, &e);
+    if (st == LM_OK) st = m->vt->state_write(c, (const float *const[]){cs, hs}, &e);
     const int32_t tk = 5;
     fwd(b, &tk, 1, 1, lb, NULL, &e);
     fwd(c, &tk, 1, 1, lc, NULL, &e);
