@@ -108,12 +108,7 @@ static void calib_channel(calib_run *r, int64_t layer, const float *delta, int64
     const float *A_row = NULL;
     int64_t N = 0;
     double A_head = 0.0;
-    if (d->arch == LM_ARCH_MAMBA1) {
-        A_row = lmi_weight_f32(&ly->mamba.A) + (size_t)c * (size_t)d->d_state;
-        N = d->d_state;
-    } else {
-        A_head = (double)lmi_weight_f32(&ly->mamba.A)[c];
-    }
+    lmi_mixer_find(ly->kind)->channel_A(d, ly, c, &A_row, &N, &A_head);
     float *thr_w = (float *)(scratch + 2 * T); /* n_buckets floats fit in n_buckets doubles */
     double ld = 0.0;
     lmi_channel_stats(delta + c, T, C, r->clamp, A_row, N, A_head, r->buckets, r->n_buckets,

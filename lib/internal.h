@@ -243,6 +243,11 @@ typedef struct lmi_mixer_ops {
     /* Floats of one layer's state part at position pos (fixed-size for
      * Mamba mixers; a KV cache grows with pos). */
     size_t (*state_floats)(const lmi_dims *d, lmi_state_part part, int64_t pos);
+    /* What LongMamba's calibration reads of channel c: a row of A with N
+     * entries (Mamba-1), or N = 0 and the channel's scalar A (Mamba-2:
+     * a head).  NULL: the kind has no LongMamba channels. */
+    void (*channel_A)(const lmi_dims *d, const lmi_layer *L, int64_t c, const float **A_row,
+                      int64_t *N, double *A_head);
 } lmi_mixer_ops;
 
 extern const lmi_mixer_ops lmi_mixer_mamba1;   /* lib/arch/mamba1.c */

@@ -66,11 +66,21 @@ static lm_status m1_load(lmi_loader *ld, const lmi_cfg *c, const char *prefix, l
     return lmi_mamba_load_decay(ld, prefix, "dt_proj.bias", 2, s_a, E, w);
 }
 
+/* Channel c's decay rates: row c of A [E][N]. */
+static void m1_channel_A(const lmi_dims *d, const lmi_layer *L, int64_t c, const float **A_row,
+                         int64_t *N, double *A_head)
+{
+    *A_row = lmi_weight_f32(&L->mamba.A) + (size_t)c * (size_t)d->d_state;
+    *N = d->d_state;
+    *A_head = 0.0;
+}
+
 const lmi_mixer_ops lmi_mixer_mamba1 = {
     .kind = LMI_MIXER_MAMBA1,
     .name = "Mamba-1",
     .load = m1_load,
     .state_floats = lmi_mamba_state_floats,
+    .channel_A = m1_channel_A,
 };
 
 const lmi_arch lmi_arch_mamba1 = {

@@ -88,11 +88,22 @@ static lm_status m2_load(lmi_loader *ld, const lmi_cfg *c, const char *prefix, l
     return lmi_take(ld, n, 1, s_e, LMI_TAKE_REQUIRED, &w->gnorm_w, NULL);
 }
 
+/* A channel is a head with one scalar A. */
+static void m2_channel_A(const lmi_dims *d, const lmi_layer *L, int64_t c, const float **A_row,
+                         int64_t *N, double *A_head)
+{
+    (void)d;
+    *A_row = NULL;
+    *N = 0;
+    *A_head = (double)lmi_weight_f32(&L->mamba.A)[c];
+}
+
 const lmi_mixer_ops lmi_mixer_mamba2 = {
     .kind = LMI_MIXER_MAMBA2,
     .name = "Mamba-2",
     .load = m2_load,
     .state_floats = lmi_mamba_state_floats,
+    .channel_A = m2_channel_A,
 };
 
 const lmi_arch lmi_arch_mamba2 = {
