@@ -204,6 +204,24 @@ cudaError_t lmc_gated_norm(int dtype, const float *y, int64_t rows, int64_t E, i
 /* scores[t] = ||dl[t][:]||_2 over the H heads (double accumulation). */
 cudaError_t lmc_deci_scores_heads(const float *dl, int64_t L, int H, float *scores, cudaStream_t st);
 
+/* ---- sampling (sample.cu) --------------------------------------------- */
+
+/* Per row: the sampler of lm_sampling_params and the position the draw
+ * is keyed on (lib/sample.c states the rule). */
+typedef struct lmc_sample_param {
+    float temperature;              /* <= 0: greedy */
+    int32_t top_k;                  /* 0: all */
+    float top_p;                    /* 0 or 1: off */
+    uint64_t seed;
+    int64_t position;
+} lmc_sample_param;
+
+/* next[i] = the token sampled from row i of logits ([n] rows of V, row
+ * stride ld, fp32), params [n] on the device; -1 where the row has a
+ * non-finite value. */
+cudaError_t lmc_sample_rows(const float *logits, int64_t ld, int64_t V, int64_t n,
+                            const lmc_sample_param *params, int32_t *next, cudaStream_t st);
+
 #ifdef __cplusplus
 }
 #endif
