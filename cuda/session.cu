@@ -842,4 +842,4 @@ lm_status lmc_forward_batch(struct lm_session *const *ss, size_t n_sessions, con
 /* One table for every model: model->bk->arch picks the pipeline. */
 extern "C" const lmi_backend_vt lmi_cuda_backend = {"cuda", model_init, model_free, session_init, session_free,
                                                     session_reset, forward, state_read, state_write,
-                                                    lmc_forward_batch};
+                                                    lmc_forward_batch, nullptr};

@@ -17,7 +17,7 @@
  *   lm_session_create(model, NULL, &s, err, sizeof err);
  *   int32_t prompt[] = {510, 4320, 273};
  *   lm_session_prefill(s, prompt, 3, 1, logits, (size_t)info.vocab_size);
- *   int32_t next = argmax(logits);                 // your sampler
+ *   int32_t next = argmax(logits);                 // or lm_session_decode_sample
  *   lm_session_decode(s, next, logits, (size_t)info.vocab_size);
  *   lm_session_free(s);
  *   lm_model_free(model);
@@ -419,7 +419,8 @@ LM_API lm_status lm_session_decode(lm_session *session, int32_t token, float *lo
 LM_API lm_status lm_session_decode_batch(lm_session *const *sessions, size_t n,
                                          const int32_t *tokens, float *logits,
                                          size_t logits_cap);
-/* Back to zero state and position 0; the mode is kept, the length hint cleared. */
+/* Back to zero state and position 0; the mode and the sampler are kept, the
+ * length hint cleared. */
 LM_API lm_status lm_session_reset(lm_session *session);
 /* Tokens consumed since creation or the last reset. */
 LM_API int64_t lm_session_position(const lm_session *session);
@@ -430,6 +431,77 @@ LM_API lm_status lm_session_state_size(const lm_session *session, size_t *bytes)
 LM_API lm_status lm_session_state_save(lm_session *session, void *buf, size_t buf_bytes,
                                        size_t *written);
 LM_API lm_status lm_session_state_load(lm_session *session, const void *buf, size_t buf_bytes);
+
+/* ---- sampling the next token (0.3) --------------------------------------
+ * lm_session_decode_sample picks each session's next token from the step's
+ * logits row l[0..V) by one rule, the same on every backend:
+ *
+ *   greedy (temperature <= 0): the argmax of l, ties to the lowest id.
+ *   Otherwise, with T = temperature:
+ *   1. candidates: every id, or the top_k highest logits when
+ *      0 < top_k < V; ordered by logit descending, ties lower id first
+ *      (the same order picks the top_k);
+ *   2. w_i = exp((l_i - l_max) / T) in double, l_max the row's maximum;
+ *   3. if 0 < top_p < 1: keep the shortest prefix of the candidates whose
+ *      cumulative w reaches (>=) top_p * W, W the sum of the candidates' w
+ *      (at least one candidate is kept);
+ *   4. u = (splitmix64(seed ^ (p * 0x9E3779B97F4A7C15)) >> 11) * 0x1p-53,
+ *      in [0, 1), with p the session's position after the step
+ *      (lm_session_position before the call, plus 1) and, in uint64_t
+ *      arithmetic (mod 2^64),
+ *        splitmix64(x): z = x + 0x9E3779B97F4A7C15;
+ *                       z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9;
+ *                       z = (z ^ (z >> 27)) * 0x94D049BB133111EB;
+ *                       return z ^ (z >> 31);
+ *   5. the token: the first kept candidate whose cumulative w exceeds (>)
+ *      u * (the sum of the kept w); if rounding leaves none, the last kept
+ *      candidate with w > 0.
+ *
+ * Sums are in double, in an order a backend chooses, so backends may
+ * disagree on a draw within rounding distance of a boundary.  The token
+ * depends only on the row, the parameters and (seed, p): a session
+ * restored from a state blob, or a fork of one, draws the same tokens. */
+
+enum {
+    LM_SAMPLE_RETURN_LOGITS = 1u << 0  /* lm_session_decode_sample returns this session's row */
+};
+
+typedef struct lm_sampling_params {
+    uint32_t struct_size;   /* sizeof, set by lm_sampling_params_init */
+    float temperature;      /* <= 0: greedy (argmax; ties: the lowest id).  Default 0 */
+    int32_t top_k;          /* keep the k highest logits; 0 (or >= vocab) = all.  Default 0 */
+    float top_p;            /* nucleus: keep the smallest prefix (by descending probability)
+                               whose mass >= top_p; 0 or 1 = off.  Default 1 */
+    uint64_t seed;          /* the draw at position p is a function of (seed, p) only.  Default 0 */
+    uint32_t flags;         /* LM_SAMPLE_*.  Default 0 */
+} lm_sampling_params;
+
+/* Defaults: greedy, no truncation, seed 0, no flags.  (0.3) */
+LM_API void lm_sampling_params_init(lm_sampling_params *params);
+/* The session's sampler for lm_session_decode_sample; params NULL: the
+ * defaults (greedy).  Kept across lm_session_reset and state loads.  On an
+ * error the sampler is unchanged: struct_size below the size of the 0.3
+ * struct or unknown flag bits give LM_ERR_INVALID_ARGUMENT; a NaN or
+ * infinite temperature, top_k < 0, top_p NaN or outside [0, 1] give
+ * LM_ERR_OUT_OF_RANGE; the message names the field.  (0.3) */
+LM_API lm_status lm_session_set_sampling(lm_session *session, const lm_sampling_params *params);
+/* One decode step for n distinct sessions of one model: sessions[i]
+ * consumes tokens[i] and next[i] receives the token drawn, by the rule
+ * above, from the step's logits with sessions[i]'s sampler.  logits
+ * ([n][vocab_size] floats, logits_cap counts floats) is needed (non-NULL,
+ * logits_cap >= n x vocab_size) only when some session has
+ * LM_SAMPLE_RETURN_LOGITS, and only those sessions' rows are written.
+ * Sessions, tokens and n are checked as by lm_session_decode_batch (n == 0
+ * does nothing), errors are recorded in sessions[0]'s last error.  A NaN
+ * or infinite logit in any row gives LM_ERR_NUMERIC naming the session
+ * ("sessions[i]: ...").  On any error no session moves: positions and
+ * states are those before the call (on the host path each state is copied
+ * before the step and put back on failure; only a backend that also fails
+ * to put it back leaves the states unspecified, as lm_session_decode_batch
+ * does); next and logits may have been written.  (0.3) */
+LM_API lm_status lm_session_decode_sample(lm_session *const *sessions, size_t n,
+                                          const int32_t *tokens, int32_t *next, float *logits,
+                                          size_t logits_cap);
 
 /* ---- tokenizer (Hugging Face tokenizer.json, byte-level BPE) ---------- */
 

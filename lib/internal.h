@@ -383,9 +383,20 @@ struct lmi_backend_vt {
     /* One vanilla decode step for n >= 1 distinct sessions of this model,
      * reading the weights once for all of them; tokens [n] validated,
      * logits [n][vocab] host or NULL.  Optional: NULL makes
-     * lm_session_decode_batch call forward once per session. */
+     * lm_session_decode_batch (and decode_sample's host path) call forward
+     * once per session. */
     lm_status (*forward_batch)(struct lm_session *const *s, size_t n, const int32_t *tokens,
                                float *logits, bool allow_tf32, lmi_err *e);
+    /* Optional: lm_session_decode_sample's step sampled where the logits
+     * are (a device), by the header's rule with each session's sampler at
+     * position pos + 1.  tokens [n] validated; next [n]; logits [n][vocab]
+     * host, row i written iff want_logits[i] (NULL when none is).  On error
+     * each state must be the one before the call (check before committing,
+     * or put it back); positions are the caller's.  NULL: session code runs
+     * the step into host rows and samples them with lmi_sample_row. */
+    lm_status (*sample_batch)(struct lm_session *const *s, size_t n, const int32_t *tokens,
+                              int32_t *next, float *logits, const uint8_t *want_logits,
+                              lmi_err *e);
 };
 
 extern const lmi_backend_vt lmi_cpu_backend;
@@ -399,7 +410,7 @@ extern const lmi_backend_vt lmi_cpu_backend;
  * directly, so LMI_CUDA_MODULE_VERSION must be bumped whenever this table,
  * the vtable or those structs change; the loader also compares their
  * sizes as a cheap guard against a module from another build. */
-#define LMI_CUDA_MODULE_VERSION 3u
+#define LMI_CUDA_MODULE_VERSION 4u
 #define LMI_CUDA_MODULE_ENTRY "lmi_cuda_module_v1"
 #define LMI_CUDA_MODULE_FILE "libongmamba-cuda.so"
 #define LMI_CUDA_MODULE_ENV "LONGMAMBA_CUDA_MODULE"
@@ -433,6 +444,28 @@ void lmi_cuda_close(lmi_cuda_lib *cl);
  * CUDA objects statically. */
 extern const lmi_backend_vt lmi_cuda_backend;
 
+/* ---- sampling (lib/sample.c) ------------------------------------------- */
+
+/* A session's sampler: lm_sampling_params as lm_session_set_sampling
+ * checked them (all zero: greedy).  The rule is the header's. */
+typedef struct lmi_sampler {
+    float temperature;       /* <= 0: greedy */
+    int32_t top_k;           /* 0 or >= vocab: every id */
+    float top_p;             /* in (0, 1): nucleus; 0 or 1: off */
+    uint64_t seed;
+    uint32_t flags;          /* LM_SAMPLE_* */
+} lmi_sampler;
+
+/* The draw u in [0, 1) of (seed, position): rule step 4. */
+double lmi_sample_uniform(uint64_t seed, int64_t position);
+
+/* Samples one host row of vocab logits with sp at `position` (the
+ * session's position after the step) into *out.  scratch: vocab entries,
+ * unused (may be NULL) when greedy.  A NaN or infinite logit is
+ * LM_ERR_NUMERIC naming its id; nothing else fails for valid arguments. */
+lm_status lmi_sample_row(const float *logits, int64_t vocab, const lmi_sampler *sp,
+                         int64_t position, int32_t *out, int64_t *scratch, lmi_err *e);
+
 /* ---- sessions ---------------------------------------------------------- */
 
 struct lm_session {
@@ -452,6 +485,12 @@ struct lm_session {
 
     void *bk;                /* backend's per-session data (state, scratch, stream) */
     float *backup[LMI_STATE_PARTS]; /* state snapshot taken before a multi-chunk call */
+    lmi_sampler sampler;     /* lm_session_set_sampling; zero: greedy */
+    /* lm_session_decode_sample's host buffers, grown on demand; a batch
+     * uses sessions[0]'s. */
+    float *sample_rows;      /* [sample_cap][vocab] logits of the step */
+    size_t sample_cap;
+    int64_t *sample_ids;     /* [vocab] the sampler's scratch */
     lmi_err err;
 };
 

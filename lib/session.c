@@ -8,6 +8,11 @@
  * snapshot (it would double the memory traffic of a CPU step and add a
  * device round trip on CUDA): backends validate and allocate before they
  * change the state, so a single-token forward cannot fail half-way.
+ * lm_session_decode_sample promises more (a NaN logit, found only after
+ * the step, leaves the states as they were), so its host path copies each
+ * state first: one read and write of the state per session and step,
+ * small against the weights a step reads; a backend's sample_batch may
+ * check before it commits instead.
  */
 #include "internal.h"
 
@@ -54,6 +59,8 @@ void lm_session_free(lm_session *s)
         s->model->vt->session_free(s);
     lmi_modes_free(s);
     for (int p = 0; p < LMI_STATE_PARTS; p++) lmi_free(s->backup[p]);
+    lmi_free(s->sample_rows);
+    lmi_free(s->sample_ids);
     lmi_free(s);
 }
 
@@ -301,15 +308,14 @@ static int cmp_ptr(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-lm_status lm_session_decode_batch(lm_session *const *ss, size_t n, const int32_t *tokens,
-                                  float *logits, size_t logits_cap)
+/* The checks every batched step shares: sessions[0..n) non-NULL, of one
+ * model, distinct, at positions that can advance, tokens in the
+ * vocabulary.  n >= 1; messages go to sessions[0] (when there is one). */
+static lm_status check_batch(lm_session *const *ss, size_t n, const int32_t *tokens)
 {
-    if (!ss) return LM_ERR_INVALID_ARGUMENT;
-    if (n == 0) return LM_OK;
-    lm_session *s0 = ss[0];
-    if (!s0) return LM_ERR_INVALID_ARGUMENT;
-    lmi_err *e = &s0->err;
-    const lm_model *m = s0->model;
+    if (!ss[0]) return LM_ERR_INVALID_ARGUMENT;
+    lmi_err *e = &ss[0]->err;
+    const lm_model *m = ss[0]->model;
     const int64_t V = m->dims.vocab;
     if (!tokens) return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "tokens is NULL");
     for (size_t i = 0; i < n; i++) {
@@ -324,10 +330,6 @@ lm_status lm_session_decode_batch(lm_session *const *ss, size_t n, const int32_t
         if (ss[i]->pos == INT64_MAX)
             return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "sessions[%zu]: position overflow", i);
     }
-    if (logits && (n > SIZE_MAX / (size_t)V || logits_cap < n * (size_t)V))
-        return lmi_fail(e, LM_ERR_BUFFER_TOO_SMALL,
-                        "logits buffer holds %zu floats, %zu x %lld needed", logits_cap, n,
-                        (long long)V);
     /* A session twice would step twice from one state: refuse it. */
     if (n > 1) {
         lm_session **sorted = lmi_alloc(n, sizeof *sorted);
@@ -339,34 +341,188 @@ lm_status lm_session_decode_batch(lm_session *const *ss, size_t n, const int32_t
         lmi_free(sorted);
         if (dup) return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "a session appears twice in the batch");
     }
-    bool tf32 = true;
-    for (size_t i = 0; i < n; i++) tf32 = tf32 && (ss[i]->flags & LM_SESSION_ALLOW_TF32) != 0;
-    /* The batched step has no hooks: a mode whose decode needs any steps
-     * its sessions one at a time (no mode does today). */
-    bool hooked = false;
-    lm_status st = LM_OK;
-    for (size_t i = 0; i < n && st == LM_OK; i++) {
+    return LM_OK;
+}
+
+/* A logits buffer of cap floats must hold n rows of V. */
+static lm_status check_rows(lmi_err *e, size_t cap, size_t n, int64_t V)
+{
+    if (n > SIZE_MAX / (size_t)V || cap < n * (size_t)V)
+        return lmi_fail(e, LM_ERR_BUFFER_TOO_SMALL,
+                        "logits buffer holds %zu floats, %zu x %lld needed", cap, n, (long long)V);
+    return LM_OK;
+}
+
+/* Whether some session's mode hooks its decode steps: the batched entry
+ * points take no hooks, so such a batch steps one session at a time (no
+ * mode hooks decode steps today). */
+static lm_status decode_hooked(lm_session *const *ss, size_t n, bool *hooked)
+{
+    *hooked = false;
+    for (size_t i = 0; i < n; i++) {
         lmi_forward probe;
         memset(&probe, 0, sizeof probe);
-        st = lmi_modes_prepare(ss[i], LMI_CALL_DECODE, ss[i]->pos + 1, &probe);
-        hooked = hooked || probe.filters || probe.tokens_hook;
+        lm_status st = lmi_modes_prepare(ss[i], LMI_CALL_DECODE, ss[i]->pos + 1, &probe);
+        if (st != LM_OK) return st;
+        *hooked = *hooked || probe.filters || probe.tokens_hook;
     }
-    if (st != LM_OK) return st;
+    return LM_OK;
+}
+
+/* One decode step of n checked sessions; logits [n][vocab] host or NULL.
+ * Positions are the caller's to advance. */
+static lm_status step_batch(lm_session *const *ss, size_t n, const int32_t *tokens,
+                            float *logits, bool hooked)
+{
+    const lm_model *m = ss[0]->model;
+    lmi_err *e = &ss[0]->err;
     if (m->vt->forward_batch && !hooked) {
-        st = m->vt->forward_batch(ss, n, tokens, logits, tf32, e);
-    } else {
-        for (size_t i = 0; i < n && st == LM_OK; i++) {
-            lmi_forward fwd;
-            memset(&fwd, 0, sizeof fwd);
-            fwd.tokens = &tokens[i];
-            fwd.n_tokens = 1;
-            fwd.n_out = logits ? 1 : 0;
-            fwd.logits = logits ? logits + i * (size_t)V : NULL;
-            fwd.allow_tf32 = (ss[i]->flags & LM_SESSION_ALLOW_TF32) != 0;
-            st = lmi_modes_prepare(ss[i], LMI_CALL_DECODE, ss[i]->pos + 1, &fwd);
-            if (st == LM_OK) st = m->vt->forward(ss[i], &fwd, e);
-        }
+        bool tf32 = true;
+        for (size_t i = 0; i < n; i++) tf32 = tf32 && (ss[i]->flags & LM_SESSION_ALLOW_TF32) != 0;
+        return m->vt->forward_batch(ss, n, tokens, logits, tf32, e);
     }
+    const size_t V = (size_t)m->dims.vocab;
+    lm_status st = LM_OK;
+    for (size_t i = 0; i < n && st == LM_OK; i++) {
+        lmi_forward fwd;
+        memset(&fwd, 0, sizeof fwd);
+        fwd.tokens = &tokens[i];
+        fwd.n_tokens = 1;
+        fwd.n_out = logits ? 1 : 0;
+        fwd.logits = logits ? logits + i * V : NULL;
+        fwd.allow_tf32 = (ss[i]->flags & LM_SESSION_ALLOW_TF32) != 0;
+        st = lmi_modes_prepare(ss[i], LMI_CALL_DECODE, ss[i]->pos + 1, &fwd);
+        if (st == LM_OK) st = m->vt->forward(ss[i], &fwd, e);
+    }
+    return st;
+}
+
+lm_status lm_session_decode_batch(lm_session *const *ss, size_t n, const int32_t *tokens,
+                                  float *logits, size_t logits_cap)
+{
+    if (!ss) return LM_ERR_INVALID_ARGUMENT;
+    if (n == 0) return LM_OK;
+    lm_status st = check_batch(ss, n, tokens);
+    if (st != LM_OK) return st;
+    if (logits) st = check_rows(&ss[0]->err, logits_cap, n, ss[0]->model->dims.vocab);
+    bool hooked = false;
+    if (st == LM_OK) st = decode_hooked(ss, n, &hooked);
+    if (st == LM_OK) st = step_batch(ss, n, tokens, logits, hooked);
+    if (st != LM_OK) return st;
+    for (size_t i = 0; i < n; i++) ss[i]->pos++;
+    return LM_OK;
+}
+
+/* ---- decode with sampling ------------------------------------------------ */
+
+static bool wants_row(const lm_session *s)
+{
+    return (s->sampler.flags & LM_SAMPLE_RETURN_LOGITS) != 0;
+}
+
+/* logits is needed, with n rows, when some session returns its row. */
+static lm_status check_sample_logits(lm_session *const *ss, size_t n, const float *logits,
+                                     size_t cap)
+{
+    size_t first = 0;
+    while (first < n && !wants_row(ss[first])) first++;
+    if (first == n) return LM_OK;
+    lmi_err *e = &ss[0]->err;
+    if (!logits)
+        return lmi_fail(e, LM_ERR_INVALID_ARGUMENT,
+                        "logits is NULL but sessions[%zu] returns its row "
+                        "(LM_SAMPLE_RETURN_LOGITS)",
+                        first);
+    return check_rows(e, cap, n, ss[0]->model->dims.vocab);
+}
+
+/* Host rows for n sessions and the sampler's scratch in s's buffers
+ * (grown, never shrunk: a generation loop allocates once). */
+static lm_status sample_reserve(lm_session *s, size_t n)
+{
+    const size_t V = (size_t)s->model->dims.vocab;
+    if (!s->sample_ids) s->sample_ids = lmi_alloc_raw(V, sizeof(int64_t));
+    if (!s->sample_ids) return lmi_fail(&s->err, LM_ERR_NO_MEMORY, "no memory for the sampler");
+    if (n <= s->sample_cap) return LM_OK;
+    float *rows = n <= SIZE_MAX / V ? lmi_alloc_raw(n * V, sizeof(float)) : NULL;
+    if (!rows)
+        return lmi_fail(&s->err, LM_ERR_NO_MEMORY, "no memory for %zu rows of logits", n);
+    lmi_free(s->sample_rows);
+    s->sample_rows = rows;
+    s->sample_cap = n;
+    return LM_OK;
+}
+
+/* Samples row i for sessions[i]; a failure names the session. */
+static lm_status sample_one(lm_session *const *ss, size_t i, const float *row, int32_t *out)
+{
+    lmi_err inner;
+    lm_status st = lmi_sample_row(row, ss[0]->model->dims.vocab, &ss[i]->sampler,
+                                  ss[i]->pos + 1, out, ss[0]->sample_ids, &inner);
+    if (st != LM_OK) return lmi_fail(&ss[0]->err, st, "sessions[%zu]: %s", i, inner.msg);
+    return LM_OK;
+}
+
+/* The host path: each state is copied to its session's backup first (a
+ * non-finite logit shows only after the step has moved the state), the
+ * step runs into sessions[0]'s rows, the rows are sampled here; on any
+ * failure every state is put back. */
+static lm_status host_sample(lm_session *const *ss, size_t n, const int32_t *tokens,
+                             int32_t *next, float *logits, bool hooked)
+{
+    lm_session *s0 = ss[0];
+    const lm_model *m = s0->model;
+    const size_t V = (size_t)m->dims.vocab;
+    lm_status st = sample_reserve(s0, n);
+    for (size_t i = 0; i < n && st == LM_OK; i++)
+        st = m->vt->state_read(ss[i], ss[i]->backup, &s0->err);
+    if (st != LM_OK) return st;
+    st = step_batch(ss, n, tokens, s0->sample_rows, hooked);
+    for (size_t i = 0; i < n && st == LM_OK; i++)
+        st = sample_one(ss, i, s0->sample_rows + i * V, &next[i]);
+    if (st != LM_OK) {
+        for (size_t i = 0; i < n; i++) restore(ss[i], ss[i]->pos);
+        return st;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (wants_row(ss[i])) memcpy(logits + i * V, s0->sample_rows + i * V, V * sizeof(float));
+    return LM_OK;
+}
+
+/* A backend that samples where its logits are gets the rows to return. */
+static lm_status backend_sample(lm_session *const *ss, size_t n, const int32_t *tokens,
+                                int32_t *next, float *logits)
+{
+    lmi_err *e = &ss[0]->err;
+    uint8_t *want = lmi_alloc(n, 1);
+    if (!want) return lmi_fail(e, LM_ERR_NO_MEMORY, "no memory for the batch");
+    bool any = false;
+    for (size_t i = 0; i < n; i++) {
+        want[i] = wants_row(ss[i]);
+        any = any || want[i];
+    }
+    const lmi_backend_vt *vt = ss[0]->model->vt;
+    lm_status st = vt->sample_batch(ss, n, tokens, next, any ? logits : NULL, want, e);
+    lmi_free(want);
+    return st;
+}
+
+lm_status lm_session_decode_sample(lm_session *const *ss, size_t n, const int32_t *tokens,
+                                   int32_t *next, float *logits, size_t logits_cap)
+{
+    if (!ss) return LM_ERR_INVALID_ARGUMENT;
+    if (n == 0) return LM_OK;
+    lm_status st = check_batch(ss, n, tokens);
+    if (st != LM_OK) return st;
+    if (!next) return lmi_fail(&ss[0]->err, LM_ERR_INVALID_ARGUMENT, "next is NULL");
+    st = check_sample_logits(ss, n, logits, logits_cap);
+    bool hooked = false;
+    if (st == LM_OK) st = decode_hooked(ss, n, &hooked);
+    if (st != LM_OK) return st;
+    if (ss[0]->model->vt->sample_batch && !hooked)
+        st = backend_sample(ss, n, tokens, next, logits);
+    else
+        st = host_sample(ss, n, tokens, next, logits, hooked);
     if (st != LM_OK) return st;
     for (size_t i = 0; i < n; i++) ss[i]->pos++;
     return LM_OK;

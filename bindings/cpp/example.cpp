@@ -5,8 +5,9 @@
 //   g++ -std=c++17 example.cpp $(pkg-config --cflags --libs longmamba) -o example
 //   ./example MODEL_DIR
 //
-// Loads a model, prefills, decodes, classifies channels after calibrating
-// on a few random windows, and runs a LongMamba prefill.
+// Loads a model, prefills, decodes (greedy, then sampled by the library),
+// classifies channels after calibrating on a few random windows, and runs a
+// LongMamba prefill.
 #include <longmamba.h>
 
 #include <algorithm>
@@ -102,6 +103,36 @@ inline std::vector<float> decode(lm_session *s, int32_t token, size_t vocab) {
     return out;
 }
 
+// How decode_sample draws the session's next token (lm_session_set_sampling):
+// temperature <= 0 is greedy; top_k 0 keeps every id; top_p 0 or 1 is off.
+inline void set_sampling(lm_session *s, float temperature, int32_t top_k = 0, float top_p = 1.0f,
+                         uint64_t seed = 0, bool return_logits = false) {
+    lm_sampling_params p;
+    lm_sampling_params_init(&p);
+    p.temperature = temperature;
+    p.top_k = top_k;
+    p.top_p = top_p;
+    p.seed = seed;
+    if (return_logits) p.flags |= LM_SAMPLE_RETURN_LOGITS;
+    check(s, lm_session_set_sampling(s, &p));
+}
+
+// One decode step for several sessions of one model, each drawing its next
+// token with its own sampler (lm_session_decode_sample).  logits, when
+// given, is sized [n][vocab] and receives the rows of the sessions that
+// return theirs; the others are left as they were.
+inline std::vector<int32_t> decode_sample(const std::vector<lm_session *> &ss,
+                                          const std::vector<int32_t> &tokens, size_t vocab,
+                                          std::vector<float> *logits = nullptr) {
+    if (tokens.size() != ss.size()) throw Error(LM_ERR_INVALID_ARGUMENT, "sessions and tokens differ in number");
+    if (ss.empty()) return {};
+    std::vector<int32_t> next(ss.size());
+    if (logits) logits->resize(ss.size() * vocab);
+    check(ss[0], lm_session_decode_sample(ss.data(), ss.size(), tokens.data(), next.data(),
+                                          logits ? logits->data() : nullptr, logits ? logits->size() : 0));
+    return next;
+}
+
 inline CalibrationPtr calibrate(const lm_model *m, const std::vector<std::vector<int32_t>> &wins) {
     std::vector<const int32_t *> ptrs;
     std::vector<size_t> lens;
@@ -174,6 +205,16 @@ int main(int argc, char **argv) {
             int32_t next = lmx::argmax(logits.data(), V);
             std::printf(" %d", next);
             logits = lmx::decode(s.get(), next, V);
+        }
+        std::printf("\n");
+
+        // The library samples: temperature 0.8, top-k 40, nucleus 0.95, seed 42.
+        lmx::set_sampling(s.get(), 0.8f, 40, 0.95f, 42);
+        std::printf("sampled continuation:");
+        int32_t tok = lmx::argmax(logits.data(), V);
+        for (int i = 0; i < 8; i++) {
+            tok = lmx::decode_sample({s.get()}, {tok}, V)[0];
+            std::printf(" %d", tok);
         }
         std::printf("\n");
 

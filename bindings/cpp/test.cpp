@@ -221,6 +221,55 @@ static void test_longmamba(const fs::path &data) {
     s.reset();  // the session goes before the calibration it borrows
 }
 
+// decode_sample: greedy is the argmax of decode_batch's logits, and the
+// rows come back bit for bit; a seed and a position fix the draw; bad
+// parameters are errors that move nothing.
+static void test_sampling(const fs::path &data) {
+    lmx::ModelPtr m = lmx::load_model((data / "fixtures" / "m1-tiny-f32").string(), LM_BACKEND_CPU, 2);
+    const size_t V = static_cast<size_t>(lmx::model_info(m.get()).vocab_size);
+    lmx::SessionPtr a = lmx::new_session(m.get()), b = lmx::new_session(m.get());
+    lmx::SessionPtr a1 = lmx::new_session(m.get()), b1 = lmx::new_session(m.get());
+    for (lm_session *s : {a.get(), a1.get()}) lmx::prefill(s, {1, 2, 3}, 0, V);
+    for (lm_session *s : {b.get(), b1.get()}) lmx::prefill(s, {7}, 0, V);
+    lmx::set_sampling(a.get(), 0.0f, 0, 1.0f, 0, true);
+    lmx::set_sampling(b.get(), 0.0f, 0, 1.0f, 0, true);
+    std::vector<lm_session *> smp = {a.get(), b.get()}, bat = {a1.get(), b1.get()};
+    std::vector<int32_t> toks = {5, 9};
+    std::vector<float> rows, want(2 * V);
+    for (int step = 0; step < 3; step++) {
+        std::vector<int32_t> next = lmx::decode_sample(smp, toks, V, &rows);
+        lmx::check(a1.get(), lm_session_decode_batch(bat.data(), 2, toks.data(), want.data(), want.size()));
+        EXPECT(rows == want, "step %d: rows differ from decode_batch", step);
+        for (size_t i = 0; i < 2; i++)
+            EXPECT(next[i] == lmx::argmax(want.data() + i * V, V), "step %d session %zu", step, i);
+        toks = next;
+    }
+    // a seed and a position fix the draw: a fork of the state draws the same
+    lmx::set_sampling(a.get(), 50.0f, 0, 0.9f, 123);
+    lmx::set_sampling(a1.get(), 50.0f, 0, 0.9f, 123);
+    std::vector<unsigned char> blob(0);
+    size_t n = 0, w = 0;
+    lmx::check(a.get(), lm_session_state_size(a.get(), &n));
+    blob.resize(n);
+    lmx::check(a.get(), lm_session_state_save(a.get(), blob.data(), n, &w));
+    lmx::check(a1.get(), lm_session_state_load(a1.get(), blob.data(), n));
+    for (int step = 0; step < 8; step++) {
+        const int32_t x = lmx::decode_sample({a.get()}, {3}, V)[0];
+        const int32_t y = lmx::decode_sample({a1.get()}, {3}, V)[0];
+        EXPECT(x == y, "step %d: %d vs %d", step, x, y);
+    }
+    expect_status([&] { lmx::set_sampling(a.get(), 1.0f, -1); }, LM_ERR_OUT_OF_RANGE, "top_k < 0");
+    expect_status([&] { lmx::set_sampling(a.get(), NAN); }, LM_ERR_OUT_OF_RANGE, "NaN temperature");
+    EXPECT(std::strstr(lm_session_last_error(a.get()), "temperature") != nullptr, "%s",
+           lm_session_last_error(a.get()));
+    const int64_t pos = lm_session_position(a.get());
+    expect_status([&] { lmx::decode_sample(smp, {1, static_cast<int32_t>(V)}, V); }, LM_ERR_OUT_OF_RANGE,
+                  "token >= vocab");
+    expect_status([&] { lmx::decode_sample({a.get(), a.get()}, {1, 2}, V); }, LM_ERR_INVALID_ARGUMENT,
+                  "a session twice");
+    EXPECT(lm_session_position(a.get()) == pos, "failed calls moved the position");
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         std::fprintf(stderr, "usage: %s DATA_DIR\n", argv[0]);
@@ -232,6 +281,7 @@ int main(int argc, char **argv) {
         test_fixtures(data);
         test_errors(data);
         test_longmamba(data);
+        test_sampling(data);
     } catch (const std::exception &e) {
         std::fprintf(stderr, "unexpected exception: %s\n", e.what());
         return 1;

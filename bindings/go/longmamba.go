@@ -574,6 +574,8 @@ type Session struct {
 	calib *Calibration
 	vocab int
 	mode  Mode
+	// set by SetSampling: DecodeSample asks for this session's logits row
+	returnLogits bool
 }
 
 // NewSession creates a session in vanilla mode with zero state.
@@ -690,20 +692,10 @@ func (s *Session) DecodeInto(token int32, out []float32) error {
 	return s.check(C.lm_session_decode(s.ptr, C.int32_t(token), p, C.size_t(len(out))))
 }
 
-// DecodeBatch runs one decode step for several sessions of one model at
-// once (lm_session_decode_batch): sessions[i] consumes tokens[i].  It
-// returns the logits row by row (len(sessions) x vocab).  The CUDA backend
-// reads the weights once for the whole batch.
-func DecodeBatch(sessions []*Session, tokens []int32) ([]float32, error) {
-	if len(sessions) != len(tokens) {
-		return nil, &Error{Status: InvalidArgument,
-			Msg: fmt.Sprintf("%d sessions but %d tokens", len(sessions), len(tokens))}
-	}
-	if len(sessions) == 0 {
-		return nil, nil
-	}
-	// Lock each session once, in address order (no deadlock between
-	// overlapping batches); a session listed twice is refused first.
+// lockBatch takes each session of a batch once, in address order (no
+// deadlock between overlapping batches); a session listed twice or nil is
+// refused first.  The returned function unlocks them.
+func lockBatch(sessions []*Session) (func(), error) {
 	order := make([]*Session, len(sessions))
 	copy(order, sessions)
 	sort.Slice(order, func(i, j int) bool {
@@ -725,15 +717,45 @@ func DecodeBatch(sessions []*Session, tokens []int32) ([]float32, error) {
 			return nil, err
 		}
 	}
-	defer func() {
+	return func() {
 		for _, s := range order {
 			s.mu.Unlock()
 		}
-	}()
+	}, nil
+}
+
+// batchLens refuses a batch whose lengths differ.
+func batchLens(sessions []*Session, tokens []int32) error {
+	if len(sessions) != len(tokens) {
+		return &Error{Status: InvalidArgument,
+			Msg: fmt.Sprintf("%d sessions but %d tokens", len(sessions), len(tokens))}
+	}
+	return nil
+}
+
+// batchPtrs lists the C handles of locked sessions.
+func batchPtrs(sessions []*Session) []*C.lm_session {
 	ptrs := make([]*C.lm_session, len(sessions))
 	for i, s := range sessions {
 		ptrs[i] = s.ptr
 	}
+	return ptrs
+}
+
+// DecodeBatch runs one decode step for several sessions of one model at
+// once (lm_session_decode_batch): sessions[i] consumes tokens[i].  It
+// returns the logits row by row (len(sessions) x vocab).  The CUDA backend
+// reads the weights once for the whole batch.
+func DecodeBatch(sessions []*Session, tokens []int32) ([]float32, error) {
+	if err := batchLens(sessions, tokens); err != nil || len(sessions) == 0 {
+		return nil, err
+	}
+	unlock, err := lockBatch(sessions)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	ptrs := batchPtrs(sessions)
 	out := make([]float32, len(sessions)*sessions[0].vocab)
 	st := C.lm_session_decode_batch(&ptrs[0], C.size_t(len(ptrs)), i32ptr(tokens), f32ptr(out),
 		C.size_t(len(out)))
@@ -741,6 +763,82 @@ func DecodeBatch(sessions []*Session, tokens []int32) ([]float32, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// SamplingParams are lm_sampling_params: how DecodeSample draws a
+// session's next token (the rule in include/longmamba.h, "sampling the
+// next token").  The zero value is greedy.
+type SamplingParams struct {
+	Temperature  float32 // <= 0: greedy (argmax, ties to the lowest id)
+	TopK         int32   // keep the k highest logits; 0 = all
+	TopP         float32 // nucleus mass; 0 or 1 = off
+	Seed         uint64  // the draw at a position depends only on (seed, position)
+	ReturnLogits bool    // DecodeSample returns this session's logits row too
+}
+
+// SetSampling sets how DecodeSample draws this session's next token
+// (lm_session_set_sampling); nil means greedy.  Reset and LoadState keep
+// it.  Out-of-range values are OutOfRange errors naming the field.
+func (s *Session) SetSampling(p *SamplingParams) error {
+	if p == nil {
+		p = &SamplingParams{}
+	}
+	if err := s.lock(); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	var c C.lm_sampling_params
+	C.lm_sampling_params_init(&c)
+	c.temperature = C.float(p.Temperature)
+	c.top_k = C.int32_t(p.TopK)
+	c.top_p = C.float(p.TopP)
+	c.seed = C.uint64_t(p.Seed)
+	if p.ReturnLogits {
+		c.flags |= C.LM_SAMPLE_RETURN_LOGITS
+	}
+	if err := s.check(C.lm_session_set_sampling(s.ptr, &c)); err != nil {
+		return err
+	}
+	s.returnLogits = p.ReturnLogits
+	return nil
+}
+
+// DecodeSample runs one decode step for several sessions of one model,
+// each drawing its next token with its own sampler inside the library
+// (lm_session_decode_sample): sessions[i] consumes tokens[i].  It returns
+// the next tokens and, per session, its logits row when it samples with
+// ReturnLogits (else nil).  On an error no session moves.
+func DecodeSample(sessions []*Session, tokens []int32) ([]int32, [][]float32, error) {
+	if err := batchLens(sessions, tokens); err != nil || len(sessions) == 0 {
+		return nil, nil, err
+	}
+	unlock, err := lockBatch(sessions)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer unlock()
+	ptrs := batchPtrs(sessions)
+	n, vocab := len(sessions), sessions[0].vocab
+	var rows []float32
+	for _, s := range sessions {
+		if s.returnLogits {
+			rows = make([]float32, n*vocab)
+			break
+		}
+	}
+	next := make([]int32, n)
+	st := C.lm_session_decode_sample(&ptrs[0], C.size_t(n), i32ptr(tokens), i32ptr(next),
+		f32ptr(rows), C.size_t(len(rows)))
+	if err := sessions[0].check(st); err != nil {
+		return nil, nil, err
+	}
+	logits := make([][]float32, n)
+	for i, s := range sessions {
+		if s.returnLogits {
+			logits[i] = rows[i*vocab : (i+1)*vocab : (i+1)*vocab]
+		}
+	}
+	return next, logits, nil
 }
 
 // Advance feeds one token without computing logits.
@@ -752,7 +850,7 @@ func (s *Session) Advance(token int32) error {
 	return s.check(C.lm_session_decode(s.ptr, C.int32_t(token), nil, 0))
 }
 
-// Reset returns to zero state and position 0; the mode is kept.
+// Reset returns to zero state and position 0; the mode and the sampler are kept.
 func (s *Session) Reset() error {
 	if err := s.lock(); err != nil {
 		return err

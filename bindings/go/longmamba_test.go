@@ -344,6 +344,104 @@ func TestDecodeBatch(t *testing.T) {
 	}
 }
 
+// argmaxLow is the argmax with ties to the lowest id (greedy's rule).
+func argmaxLow(row []float32) int32 {
+	best := 0
+	for i, x := range row {
+		if x > row[best] {
+			best = i
+		}
+	}
+	return int32(best)
+}
+
+func TestDecodeSample(t *testing.T) {
+	m := tiny(t)
+	V := m.VocabSize()
+	var smp, bat [2]*lm.Session
+	for i := range smp {
+		smp[i], _ = m.NewSession(nil)
+		bat[i], _ = m.NewSession(nil)
+		defer smp[i].Close()
+		defer bat[i].Close()
+		p := []int32{1, 2, 3, 4}[:2+i]
+		_, err := smp[i].Prefill(p, 0)
+		must(t, err)
+		_, err = bat[i].Prefill(p, 0)
+		must(t, err)
+	}
+	must(t, smp[0].SetSampling(&lm.SamplingParams{ReturnLogits: true})) // greedy
+	toks := []int32{5, 9}
+	for step := 0; step < 3; step++ {
+		next, rows, err := lm.DecodeSample(smp[:], toks)
+		must(t, err)
+		want, err := lm.DecodeBatch(bat[:], toks)
+		must(t, err)
+		if rows[1] != nil || len(rows[0]) != V {
+			t.Fatalf("rows: %d and %v", len(rows[0]), rows[1] == nil)
+		}
+		for j := range rows[0] {
+			if rows[0][j] != want[j] { // the same batched step, bit for bit
+				t.Fatalf("step %d: logit %d is %g, decode_batch %g", step, j, rows[0][j], want[j])
+			}
+		}
+		for i := range next {
+			if next[i] != argmaxLow(want[i*V:(i+1)*V]) {
+				t.Fatalf("step %d session %d: %d is not the argmax", step, i, next[i])
+			}
+		}
+		toks = next
+	}
+	// the same seed and history draw the same tokens, another seed others
+	run := func(seed uint64) []int32 {
+		s, _ := m.NewSession(nil)
+		defer s.Close()
+		_, err := s.Prefill([]int32{4, 5, 6}, 0)
+		must(t, err)
+		must(t, s.SetSampling(&lm.SamplingParams{Temperature: 100, TopP: 0.95, Seed: seed}))
+		out, tok := []int32{}, int32(9)
+		for i := 0; i < 16; i++ {
+			next, _, err := lm.DecodeSample([]*lm.Session{s}, []int32{tok})
+			must(t, err)
+			tok = next[0]
+			out = append(out, tok)
+		}
+		return out
+	}
+	x, y, z := run(7), run(7), run(8)
+	differ := 0
+	for i := range x {
+		if x[i] != y[i] {
+			t.Fatalf("same seed, step %d: %d vs %d", i, x[i], y[i])
+		}
+		if x[i] != z[i] {
+			differ++
+		}
+	}
+	if differ < 8 {
+		t.Fatalf("seeds 7 and 8 differ at only %d of 16 steps", differ)
+	}
+	// errors name the field and move nothing
+	e := wantStatus(t, smp[0].SetSampling(&lm.SamplingParams{TopK: -1}), lm.OutOfRange)
+	if !strings.Contains(e.Msg, "top_k") {
+		t.Fatal(e.Msg)
+	}
+	e = wantStatus(t, smp[0].SetSampling(&lm.SamplingParams{TopP: 1.5}), lm.OutOfRange)
+	if !strings.Contains(e.Msg, "top_p") {
+		t.Fatal(e.Msg)
+	}
+	_, _, err := lm.DecodeSample(smp[:], []int32{1, int32(V)})
+	e = wantStatus(t, err, lm.OutOfRange)
+	if !strings.Contains(e.Msg, "tokens[1]") {
+		t.Fatal(e.Msg)
+	}
+	_, _, err = lm.DecodeSample([]*lm.Session{smp[0], smp[0]}, []int32{1, 2})
+	wantStatus(t, err, lm.InvalidArgument)
+	if p := smp[0].Position(); p != 5 {
+		t.Fatalf("position %d after the failed calls, want 5", p)
+	}
+}
+
 func TestGoroutinesAndLifetimes(t *testing.T) {
 	m, err := lm.LoadModel(fixture("m1-tiny-f32"), cpu)
 	must(t, err)

@@ -306,4 +306,5 @@ const lmi_backend_vt lmi_cpu_backend = {
     .state_read = cpu_state_read,
     .state_write = cpu_state_write,
     .forward_batch = cpu_forward_batch,
+    .sample_batch = NULL, /* the logits are on the host: session code samples them */
 };

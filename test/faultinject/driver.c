@@ -151,7 +151,8 @@ static void snap_free(snap *sn)
 }
 
 /* The session part shared by the scenarios: create, prefill over three
- * chunks with logits, decode, state save / load, reset, a batched step. */
+ * chunks with logits, decode, state save / load, reset, a batched step,
+ * a sampled batched step. */
 static void session_work(const lm_model *m, outcome *o, int *usable)
 {
     const int64_t V = m->dims.vocab;
@@ -221,6 +222,27 @@ static void session_work(const lm_model *m, outcome *o, int *usable)
             fold(o, lg, sizeof(float) * (size_t)(2 * V));
         else
             check_unchanged(s, &before, o, usable);
+        snap_free(&before);
+        /* The same pair sampled (top_k, top_p, s's row returned): a
+         * failure changes neither; the first call grows s's buffers. */
+        lm_sampling_params smp;
+        lm_sampling_params_init(&smp);
+        smp.temperature = 0.8f;
+        smp.top_k = 20;
+        smp.top_p = 0.9f;
+        smp.seed = 5;
+        smp.flags = LM_SAMPLE_RETURN_LOGITS;
+        int32_t next[2] = {0, 0};
+        before = snapshot(s);
+        if (ok(o, lm_session_set_sampling(s, &smp), "lm_session_set_sampling",
+               lm_session_last_error(s)) &&
+            ok(o, lm_session_decode_sample(pair, 2, tokens + 9, next, lg, (size_t)(2 * V)),
+               "lm_session_decode_sample", lm_session_last_error(s))) {
+            fold(o, next, sizeof next);
+            fold(o, lg, sizeof(float) * (size_t)V);
+        } else {
+            check_unchanged(s, &before, o, usable);
+        }
         snap_free(&before);
         lm_session_free(s2);
     }

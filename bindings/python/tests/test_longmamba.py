@@ -69,7 +69,8 @@ def test_struct_layouts_match_the_c_library():
                            (_capi.lm_scan_args, "lm_scan_args_init"),
                            (_capi.lm_session_params, "lm_session_params_init"),
                            (_capi.lm_longmamba_params, "lm_longmamba_params_init"),
-                           (_capi.lm_decimamba_params, "lm_decimamba_params_init")]:
+                           (_capi.lm_decimamba_params, "lm_decimamba_params_init"),
+                           (_capi.lm_sampling_params, "lm_sampling_params_init")]:
         s = struct_t()
         getattr(lib, init)(ctypes.byref(s))
         assert s.struct_size == ctypes.sizeof(struct_t), struct_t.__name__
@@ -80,6 +81,9 @@ def test_struct_layouts_match_the_c_library():
     s = _capi.lm_session_params()
     lib.lm_session_params_init(ctypes.byref(s))
     assert s.chunk_size == 0  # 0 = the backend's default (CPU 512, CUDA 16384)
+    p = _capi.lm_sampling_params()
+    lib.lm_sampling_params_init(ctypes.byref(p))
+    assert (p.temperature, p.top_k, p.top_p, p.seed, p.flags) == (0.0, 0, 1.0, 0, 0)  # greedy
 
 
 def test_missing_library_is_a_clear_error(tmp_path):
@@ -253,6 +257,64 @@ def test_decode_batch_equals_decode(tiny, array_mode):
         assert [s.position for s in bat] == [9, 14, 19]
     finally:
         for s in bat + one:
+            s.close()
+
+
+def test_decode_sample(tiny, array_mode):
+    rng = random.Random(5)
+    V = tiny.vocab_size
+    smp = [tiny.session() for _ in range(3)]
+    bat = [tiny.session() for _ in range(3)]
+    try:
+        for i in range(3):
+            p = [rng.randrange(V) for _ in range(3 + 4 * i)]
+            smp[i].prefill(p, n_logits=0)
+            bat[i].prefill(p, n_logits=0)
+            smp[i].set_sampling(return_logits=(i != 1))  # greedy
+        toks = [1, 2, 3]
+        for _ in range(4):  # greedy: the argmax of decode_batch's logits, the same logits
+            nxt, rows = lm.decode_sample(smp, toks)
+            want = [flat(r) for r in lm.decode_batch(bat, toks)]
+            nxt = [int(t) for t in flat(nxt)]
+            assert nxt == [max(range(V), key=lambda j: (w[j], -j)) for w in want]
+            assert rows[1] is None
+            assert flat(rows[0]) == want[0] and flat(rows[2]) == want[2]
+            toks = nxt
+        # the same seed and history draw the same tokens; another seed others
+        a, b, c = smp
+        for s, seed in ((a, 7), (b, 7), (c, 8)):
+            s.reset()
+            s.prefill([4, 5, 6], n_logits=0)
+            s.set_sampling(temperature=100.0, top_k=0, top_p=0.95, seed=seed)
+        seqs = [[], [], []]
+        for i, s in enumerate(smp):
+            t = 9
+            for _ in range(16):
+                (t,), _ = lm.decode_sample([s], [t])
+                t = int(t)
+                seqs[i].append(t)
+        assert seqs[0] == seqs[1]
+        assert sum(x != y for x, y in zip(seqs[0], seqs[2])) >= 8
+        assert [s.position for s in smp] == [19, 19, 19]
+        # errors: the field is named, nothing moves
+        for kw, word in ((dict(top_k=-1), "top_k"), (dict(top_p=1.5), "top_p"),
+                         (dict(temperature=float("nan")), "temperature")):
+            with pytest.raises(lm.LongMambaError) as ei:
+                a.set_sampling(**kw)
+            assert ei.value.status == lm.Status.OUT_OF_RANGE and word in str(ei.value)
+        with pytest.raises(lm.LongMambaError) as ei:
+            lm.decode_sample([a, a], [1, 2])
+        assert ei.value.status == lm.Status.INVALID_ARGUMENT and "twice" in str(ei.value)
+        with pytest.raises(lm.LongMambaError) as ei:
+            lm.decode_sample(smp, [1, 2, V])
+        assert ei.value.status == lm.Status.OUT_OF_RANGE and "tokens[2]" in str(ei.value)
+        with pytest.raises(ValueError):
+            lm.decode_sample(smp, [1, 2])
+        assert [s.position for s in smp] == [19, 19, 19]
+        nxt, rows = lm.decode_sample([], [])
+        assert len(nxt) == 0 and rows == []
+    finally:
+        for s in smp + bat:
             s.close()
 
 

@@ -14,7 +14,7 @@ from ._capi import LibraryNotFoundError, loaded_path
 from ._core import (Aggregation, Arch, Backend, Calibration, CalibrationInfo, DType,
                     LogLevel, LongMambaError, Mode, Model, ModelInfo, Session, Status, TensorFile,
                     TensorInfo, Tokenizer, backend_available, backend_status,
-                    classify_channels, decode_batch,
+                    classify_channels, decode_batch, decode_sample,
                     default_theta, numpy_enabled, scan_filtered, status_str, version,
                     version_string)
 
@@ -25,6 +25,6 @@ __all__ = [
     "LibraryNotFoundError", "LogLevel", "LongMambaError", "Mode", "Model", "ModelInfo", "Session",
     "Status", "TensorFile", "TensorInfo", "Tokenizer", "backend_available", "backend_status",
     "classify_channels",
-    "decode_batch", "default_theta", "loaded_path", "numpy_enabled", "scan_filtered", "status_str",
-    "version", "version_string",
+    "decode_batch", "decode_sample", "default_theta", "loaded_path", "numpy_enabled",
+    "scan_filtered", "status_str", "version", "version_string",
 ]

@@ -148,6 +148,21 @@ class lm_decimamba_params(Structure):
 
 LM_SESSION_ALLOW_TF32 = 1 << 0
 
+
+class lm_sampling_params(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("temperature", c_float),
+        ("top_k", c_int32),
+        ("top_p", c_float),
+        ("seed", c_uint64),
+        ("flags", c_uint32),
+    ]
+
+
+LM_SAMPLE_RETURN_LOGITS = 1 << 0
+
+
 class lm_tensor_info(Structure):
     _fields_ = [
         ("struct_size", c_uint32),
@@ -231,6 +246,10 @@ _PROTOTYPES = {
                                             POINTER(c_char), c_size_t]),
     "lm_tensor_file_read_i32": (lm_status, [_P, c_char_p, POINTER(c_int32), c_size_t,
                                             POINTER(c_char), c_size_t]),
+    "lm_sampling_params_init": (None, [POINTER(lm_sampling_params)]),
+    "lm_session_set_sampling": (lm_status, [_P, POINTER(lm_sampling_params)]),
+    "lm_session_decode_sample": (lm_status, [POINTER(_P), c_size_t, POINTER(c_int32),
+                                             POINTER(c_int32), POINTER(c_float), c_size_t]),
 }
 
 

@@ -1,6 +1,7 @@
 """The Pythonic layer over _capi: handles as classes, statuses as exceptions,
 NumPy arrays in and out when NumPy is installed (plain lists otherwise)."""
 
+import contextlib
 import ctypes
 import enum
 import operator
@@ -594,6 +595,23 @@ def classify_channels(calibration, theta):
     return calibration.classify_channels(theta)
 
 
+@contextlib.contextmanager
+def _batch_locks(sessions):
+    """Every session's lock, always taken in the same order (no deadlock with
+    another batch call over an overlapping set)."""
+    for s in sessions:
+        if not isinstance(s, Session):
+            raise TypeError("a batch takes Session objects")
+    locks = sorted({id(s): s._lock for s in sessions}.items())
+    for _, lk in locks:
+        lk.acquire()
+    try:
+        yield
+    finally:
+        for _, lk in reversed(locks):
+            lk.release()
+
+
 def decode_batch(sessions, tokens, logits=True):
     """One decode step for several sessions of one model at once
     (lm_session_decode_batch): sessions[i] consumes tokens[i].  Returns the
@@ -603,15 +621,7 @@ def decode_batch(sessions, tokens, logits=True):
     n = len(sessions)
     if n == 0:
         return None
-    for s in sessions:
-        if not isinstance(s, Session):
-            raise TypeError("decode_batch takes Session objects")
-    # Take every session's lock, always in the same order (no deadlock with
-    # another decode_batch over an overlapping set).
-    locks = sorted({id(s): s._lock for s in sessions}.items())
-    for _, lk in locks:
-        lk.acquire()
-    try:
+    with _batch_locks(sessions):
         ptrs = (ctypes.c_void_p * n)(*[s._handle() for s in sessions])
         tptr, nt, keep = _int32_in(tokens)
         if nt != n:
@@ -623,9 +633,35 @@ def decode_batch(sessions, tokens, logits=True):
         if st:
             sessions[0]._fail(st)
         return _shape_out(buf, (n, V)) if logits else None
-    finally:
-        for _, lk in reversed(locks):
-            lk.release()
+
+
+def decode_sample(sessions, tokens):
+    """One decode step for several sessions of one model, each drawing its
+    next token with its own sampler (Session.set_sampling) inside the
+    library (lm_session_decode_sample): sessions[i] consumes tokens[i].
+    Returns (next, logits): next[i] is sessions[i]'s token (int32), logits[i]
+    its logits row [vocab_size] when it samples with return_logits=True,
+    else None.  On an error no session moves."""
+    sessions = list(sessions)
+    n = len(sessions)
+    with _batch_locks(sessions):
+        handles = [s._handle() for s in sessions]
+        tptr, nt, keep = _int32_in(tokens)
+        if nt != n:
+            raise ValueError("%d sessions but %d tokens" % (n, nt))
+        if n == 0:
+            return _shape_out(_typed_out(c_int32, "int32", 0)[1], (0,)), []
+        ptrs = (ctypes.c_void_p * n)(*handles)
+        want = [s._return_logits for s in sessions]
+        V = sessions[0]._vocab
+        nptr, nbuf = _typed_out(c_int32, "int32", n)
+        lptr, lbuf = _typed_out(c_float, "float32", n * V) if any(want) else (None, None)
+        st = _lib().lm_session_decode_sample(ptrs, n, tptr, nptr, lptr, n * V if any(want) else 0)
+        del keep
+        if st:
+            sessions[0]._fail(st)
+        rows = _shape_out(lbuf, (n, V)) if any(want) else None
+        return _shape_out(nbuf, (n,)), [rows[i] if want[i] else None for i in range(n)]
 
 
 class Session(_Handle):
@@ -664,6 +700,7 @@ class Session(_Handle):
         self._vocab = model.info.vocab_size
         self._calib = None
         self.mode = Mode.VANILLA
+        self._return_logits = False
 
     def _free(self):
         with self._lock:
@@ -797,6 +834,34 @@ class Session(_Handle):
                 self._fail(st)
             self._set_calib(None)
             self.mode = Mode.DECIMAMBA
+
+    def set_sampling(self, temperature=0.0, top_k=0, top_p=1.0, seed=0, return_logits=False):
+        """How decode_sample draws this session's next token
+        (lm_session_set_sampling): temperature <= 0 is greedy (argmax, ties
+        to the lowest id); top_k 0 keeps every id; top_p 0 or 1 is off; the
+        draw at a position depends only on (seed, position).  With
+        return_logits, decode_sample returns this session's logits row too.
+        The defaults are greedy; reset and load_state keep the sampler."""
+        top_k, seed = operator.index(top_k), operator.index(seed)
+        if not _INT32_MIN <= top_k <= _INT32_MAX:
+            raise LongMambaError(Status.OUT_OF_RANGE, "top_k %d does not fit in int32" % top_k)
+        if not 0 <= seed < 1 << 64:
+            raise ValueError("seed must be in [0, 2**64)")
+        with self._lock:
+            h = self._handle()
+            lib = _lib()
+            p = _capi.lm_sampling_params()
+            lib.lm_sampling_params_init(byref(p))
+            p.temperature = float(temperature)
+            p.top_k = top_k
+            p.top_p = float(top_p)
+            p.seed = seed
+            if return_logits:
+                p.flags |= _capi.LM_SAMPLE_RETURN_LOGITS
+            st = lib.lm_session_set_sampling(h, byref(p))
+            if st:
+                self._fail(st)
+            self._return_logits = bool(return_logits)
 
     def state_size(self):
         """Bytes of the state blob."""

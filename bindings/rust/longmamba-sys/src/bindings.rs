@@ -4,6 +4,7 @@ pub const LM_VERSION_MAJOR: u32 = 0;
 pub const LM_VERSION_MINOR: u32 = 2;
 pub const LM_VERSION_PATCH: u32 = 0;
 pub const LM_VERSION_NUMBER: u32 = 200;
+pub const LM_TENSOR_MAX_DIMS: u32 = 8;
 pub type __uint8_t = ::std::os::raw::c_uchar;
 pub type __int32_t = ::std::os::raw::c_int;
 pub type __uint32_t = ::std::os::raw::c_uint;
@@ -44,7 +45,17 @@ pub type lm_arch = ::std::os::raw::c_uint;
 pub const LM_DTYPE_F32: lm_dtype = 0;
 pub const LM_DTYPE_F16: lm_dtype = 1;
 pub const LM_DTYPE_BF16: lm_dtype = 2;
+pub const LM_DTYPE_F64: lm_dtype = 3;
+pub const LM_DTYPE_I64: lm_dtype = 4;
+pub const LM_DTYPE_I32: lm_dtype = 5;
+pub const LM_DTYPE_I16: lm_dtype = 6;
+pub const LM_DTYPE_I8: lm_dtype = 7;
+pub const LM_DTYPE_U8: lm_dtype = 8;
+pub const LM_DTYPE_BOOL: lm_dtype = 9;
 pub type lm_dtype = ::std::os::raw::c_uint;
+extern "C" {
+    pub fn lm_dtype_name(dtype: lm_dtype) -> *const ::std::os::raw::c_char;
+}
 pub const LM_LOG_ERROR: lm_log_level = 0;
 pub const LM_LOG_WARN: lm_log_level = 1;
 pub const LM_LOG_INFO: lm_log_level = 2;
@@ -1660,6 +1671,9 @@ fn bindgen_test_layout_lm_longmamba_params() {
 extern "C" {
     pub fn lm_longmamba_params_init(params: *mut lm_longmamba_params);
 }
+extern "C" {
+    pub fn lm_longmamba_default_theta(arch: lm_arch) -> f64;
+}
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct lm_decimamba_params {
@@ -1876,6 +1890,152 @@ extern "C" {
         buf_bytes: usize,
     ) -> lm_status;
 }
+pub const LM_SAMPLE_RETURN_LOGITS: _bindgen_ty_2 = 1;
+pub type _bindgen_ty_2 = ::std::os::raw::c_uint;
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct lm_sampling_params {
+    pub struct_size: u32,
+    pub temperature: f32,
+    pub top_k: i32,
+    pub top_p: f32,
+    pub seed: u64,
+    pub flags: u32,
+}
+#[test]
+fn bindgen_test_layout_lm_sampling_params() {
+    assert_eq!(
+        ::std::mem::size_of::<lm_sampling_params>(),
+        32usize,
+        concat!("Size of: ", stringify!(lm_sampling_params))
+    );
+    assert_eq!(
+        ::std::mem::align_of::<lm_sampling_params>(),
+        8usize,
+        concat!("Alignment of ", stringify!(lm_sampling_params))
+    );
+    fn test_field_struct_size() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_sampling_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).struct_size) as usize - ptr as usize
+            },
+            0usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_sampling_params),
+                "::",
+                stringify!(struct_size)
+            )
+        );
+    }
+    test_field_struct_size();
+    fn test_field_temperature() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_sampling_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).temperature) as usize - ptr as usize
+            },
+            4usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_sampling_params),
+                "::",
+                stringify!(temperature)
+            )
+        );
+    }
+    test_field_temperature();
+    fn test_field_top_k() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_sampling_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).top_k) as usize - ptr as usize
+            },
+            8usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_sampling_params),
+                "::",
+                stringify!(top_k)
+            )
+        );
+    }
+    test_field_top_k();
+    fn test_field_top_p() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_sampling_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).top_p) as usize - ptr as usize
+            },
+            12usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_sampling_params),
+                "::",
+                stringify!(top_p)
+            )
+        );
+    }
+    test_field_top_p();
+    fn test_field_seed() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_sampling_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).seed) as usize - ptr as usize
+            },
+            16usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_sampling_params),
+                "::",
+                stringify!(seed)
+            )
+        );
+    }
+    test_field_seed();
+    fn test_field_flags() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_sampling_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).flags) as usize - ptr as usize
+            },
+            24usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_sampling_params),
+                "::",
+                stringify!(flags)
+            )
+        );
+    }
+    test_field_flags();
+}
+extern "C" {
+    pub fn lm_sampling_params_init(params: *mut lm_sampling_params);
+}
+extern "C" {
+    pub fn lm_session_set_sampling(
+        session: *mut lm_session,
+        params: *const lm_sampling_params,
+    ) -> lm_status;
+}
+extern "C" {
+    pub fn lm_session_decode_sample(
+        sessions: *const *mut lm_session,
+        n: usize,
+        tokens: *const i32,
+        next: *mut i32,
+        logits: *mut f32,
+        logits_cap: usize,
+    ) -> lm_status;
+}
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct lm_tokenizer {
@@ -1915,6 +2075,177 @@ extern "C" {
         text: *mut ::std::os::raw::c_char,
         cap: usize,
         n_bytes: *mut usize,
+        err: *mut ::std::os::raw::c_char,
+        err_cap: usize,
+    ) -> lm_status;
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct lm_tensor_file {
+    _unused: [u8; 0],
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct lm_tensor_info {
+    pub struct_size: u32,
+    pub dtype: lm_dtype,
+    pub ndim: i32,
+    pub shape: [i64; 8usize],
+    pub n_elements: i64,
+}
+#[test]
+fn bindgen_test_layout_lm_tensor_info() {
+    assert_eq!(
+        ::std::mem::size_of::<lm_tensor_info>(),
+        88usize,
+        concat!("Size of: ", stringify!(lm_tensor_info))
+    );
+    assert_eq!(
+        ::std::mem::align_of::<lm_tensor_info>(),
+        8usize,
+        concat!("Alignment of ", stringify!(lm_tensor_info))
+    );
+    fn test_field_struct_size() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_tensor_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).struct_size) as usize - ptr as usize
+            },
+            0usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_tensor_info),
+                "::",
+                stringify!(struct_size)
+            )
+        );
+    }
+    test_field_struct_size();
+    fn test_field_dtype() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_tensor_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).dtype) as usize - ptr as usize
+            },
+            4usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_tensor_info),
+                "::",
+                stringify!(dtype)
+            )
+        );
+    }
+    test_field_dtype();
+    fn test_field_ndim() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_tensor_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).ndim) as usize - ptr as usize
+            },
+            8usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_tensor_info),
+                "::",
+                stringify!(ndim)
+            )
+        );
+    }
+    test_field_ndim();
+    fn test_field_shape() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_tensor_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).shape) as usize - ptr as usize
+            },
+            16usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_tensor_info),
+                "::",
+                stringify!(shape)
+            )
+        );
+    }
+    test_field_shape();
+    fn test_field_n_elements() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_tensor_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).n_elements) as usize - ptr as usize
+            },
+            80usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_tensor_info),
+                "::",
+                stringify!(n_elements)
+            )
+        );
+    }
+    test_field_n_elements();
+}
+extern "C" {
+    pub fn lm_tensor_file_open(
+        path: *const ::std::os::raw::c_char,
+        out: *mut *mut lm_tensor_file,
+        err: *mut ::std::os::raw::c_char,
+        err_cap: usize,
+    ) -> lm_status;
+}
+extern "C" {
+    pub fn lm_tensor_file_free(file: *mut lm_tensor_file);
+}
+extern "C" {
+    pub fn lm_tensor_file_count(file: *const lm_tensor_file) -> usize;
+}
+extern "C" {
+    pub fn lm_tensor_file_name(
+        file: *const lm_tensor_file,
+        index: usize,
+    ) -> *const ::std::os::raw::c_char;
+}
+extern "C" {
+    pub fn lm_tensor_file_get_info(
+        file: *const lm_tensor_file,
+        name: *const ::std::os::raw::c_char,
+        info: *mut lm_tensor_info,
+        err: *mut ::std::os::raw::c_char,
+        err_cap: usize,
+    ) -> lm_status;
+}
+extern "C" {
+    pub fn lm_tensor_file_read_f64(
+        file: *const lm_tensor_file,
+        name: *const ::std::os::raw::c_char,
+        out: *mut f64,
+        cap: usize,
+        err: *mut ::std::os::raw::c_char,
+        err_cap: usize,
+    ) -> lm_status;
+}
+extern "C" {
+    pub fn lm_tensor_file_read_f32(
+        file: *const lm_tensor_file,
+        name: *const ::std::os::raw::c_char,
+        out: *mut f32,
+        cap: usize,
+        err: *mut ::std::os::raw::c_char,
+        err_cap: usize,
+    ) -> lm_status;
+}
+extern "C" {
+    pub fn lm_tensor_file_read_i32(
+        file: *const lm_tensor_file,
+        name: *const ::std::os::raw::c_char,
+        out: *mut i32,
+        cap: usize,
         err: *mut ::std::os::raw::c_char,
         err_cap: usize,
     ) -> lm_status;

@@ -32,6 +32,10 @@ mod tests {
             lm_decimamba_params_init(&mut d);
             assert_eq!(d.struct_size as usize, std::mem::size_of::<lm_decimamba_params>());
             assert_eq!(d.l_base, 2000);
+            let mut s: lm_sampling_params = std::mem::zeroed();
+            lm_sampling_params_init(&mut s);
+            assert_eq!(s.struct_size as usize, std::mem::size_of::<lm_sampling_params>());
+            assert_eq!((s.temperature, s.top_k, s.top_p, s.flags), (0.0, 0, 1.0, 0));
         }
     }
 }

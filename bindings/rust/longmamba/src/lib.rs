@@ -712,6 +712,24 @@ pub struct DeciMambaParams {
     pub protect: i64,
 }
 
+/// How [`Session::decode_sample`] draws a session's next token (the rule
+/// in `include/longmamba.h`, "sampling the next token").  The zero value
+/// (`Default`) is greedy.
+#[derive(Debug, Clone, Default)]
+pub struct SamplingParams {
+    /// <= 0: greedy (argmax, ties to the lowest id).
+    pub temperature: f32,
+    /// Keep the k highest logits; 0 = all.
+    pub top_k: i32,
+    /// Nucleus: keep the shortest prefix by descending probability whose
+    /// mass reaches `top_p`; 0 or 1 = off.
+    pub top_p: f32,
+    /// The draw at a position depends only on (seed, position).
+    pub seed: u64,
+    /// [`Session::decode_sample`] returns this session's logits row too.
+    pub return_logits: bool,
+}
+
 /// Session mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -729,6 +747,7 @@ pub struct Session<'a> {
     ptr: NonNull<sys::lm_session>,
     vocab: usize,
     mode: Mode,
+    returns_logits: bool,
     _model: PhantomData<&'a Model>,
     _calib: PhantomData<&'a Calibration>,
 }
@@ -757,6 +776,7 @@ impl<'a> Session<'a> {
             ptr,
             vocab: model.vocab_size(),
             mode: Mode::Vanilla,
+            returns_logits: false,
             _model: PhantomData,
             _calib: PhantomData,
         })
@@ -854,7 +874,72 @@ impl<'a> Session<'a> {
         Ok(out)
     }
 
-    /// Zero state, position 0; the mode is kept.
+    /// How [`Session::decode_sample`] draws this session's next token
+    /// (`lm_session_set_sampling`); kept across [`Session::reset`] and
+    /// [`Session::load_state`].  Out-of-range values are
+    /// `Status::OutOfRange`, naming the field.
+    pub fn set_sampling(&mut self, params: &SamplingParams) -> Result<()> {
+        let mut p: sys::lm_sampling_params = unsafe { std::mem::zeroed() };
+        unsafe { sys::lm_sampling_params_init(&mut p) };
+        p.temperature = params.temperature;
+        p.top_k = params.top_k;
+        p.top_p = params.top_p;
+        p.seed = params.seed;
+        if params.return_logits {
+            p.flags |= sys::LM_SAMPLE_RETURN_LOGITS;
+        }
+        let st = unsafe { sys::lm_session_set_sampling(self.ptr.as_ptr(), &p) };
+        self.check(st)?;
+        self.returns_logits = params.return_logits;
+        Ok(())
+    }
+
+    /// One decode step for several sessions of one model, each drawing its
+    /// next token with its own sampler inside the library
+    /// (`lm_session_decode_sample`): `sessions[i]` consumes `tokens[i]`.
+    /// Returns the next tokens and, per session, its logits row when it
+    /// samples with `return_logits` (else `None`).  On an error no session
+    /// moves.
+    #[allow(clippy::type_complexity)]
+    pub fn decode_sample(
+        sessions: &mut [&mut Session<'a>],
+        tokens: &[i32],
+    ) -> Result<(Vec<i32>, Vec<Option<Vec<f32>>>)> {
+        if sessions.len() != tokens.len() {
+            return Err(Error::new(
+                Status::InvalidArgument,
+                format!("{} sessions but {} tokens", sessions.len(), tokens.len()),
+            ));
+        }
+        if sessions.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let (n, vocab) = (sessions.len(), sessions[0].vocab);
+        let any = sessions.iter().any(|s| s.returns_logits);
+        let mut rows = if any { vec![0f32; n * vocab] } else { Vec::new() };
+        let lp = if any { rows.as_mut_ptr() } else { ptr::null_mut() };
+        let mut next = vec![0i32; n];
+        let ptrs: Vec<*mut sys::lm_session> = sessions.iter().map(|s| s.ptr.as_ptr()).collect();
+        let st = unsafe {
+            sys::lm_session_decode_sample(
+                ptrs.as_ptr(),
+                n,
+                tokens.as_ptr(),
+                next.as_mut_ptr(),
+                lp,
+                rows.len(),
+            )
+        };
+        sessions[0].check(st)?;
+        let logits = sessions
+            .iter()
+            .enumerate()
+            .map(|(i, s)| s.returns_logits.then(|| rows[i * vocab..(i + 1) * vocab].to_vec()))
+            .collect();
+        Ok((next, logits))
+    }
+
+    /// Zero state, position 0; the mode and the sampler are kept.
     pub fn reset(&mut self) -> Result<()> {
         let st = unsafe { sys::lm_session_reset(self.ptr.as_ptr()) };
         self.check(st)

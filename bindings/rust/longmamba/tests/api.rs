@@ -384,3 +384,56 @@ fn decode_batch_equals_decode() {
     assert_eq!(e.status(), Status::InvalidArgument);
     assert_eq!((a.position(), b.position()), (6, 4));
 }
+
+#[test]
+fn decode_sample_greedy_seeds_and_errors() {
+    let model = tiny();
+    let v = model.vocab_size();
+    let mut a = model.session().unwrap();
+    let mut b = model.session().unwrap();
+    let mut a1 = model.session().unwrap();
+    let mut b1 = model.session().unwrap();
+    for (s, p) in [(&mut a, &[1, 2, 3][..]), (&mut a1, &[1, 2, 3]), (&mut b, &[7]), (&mut b1, &[7])] {
+        s.prefill(p, 0).unwrap();
+    }
+    a.set_sampling(&SamplingParams { return_logits: true, ..Default::default() }).unwrap(); // greedy
+    let mut toks = [5, 9];
+    for _ in 0..3 {
+        let (next, rows) = Session::decode_sample(&mut [&mut a, &mut b], &toks).unwrap();
+        let want = Session::decode_batch(&mut [&mut a1, &mut b1], &toks).unwrap();
+        assert_eq!(rows[0].as_deref(), Some(&want[..v])); // the same step, bit for bit
+        assert!(rows[1].is_none());
+        for i in 0..2 {
+            assert_eq!(next[i] as usize, argmax(&want[i * v..(i + 1) * v]));
+        }
+        toks = [next[0], next[1]];
+    }
+    // same seed and history: same tokens; another seed: others
+    let hot = |seed| SamplingParams { temperature: 100.0, top_p: 0.95, seed, ..Default::default() };
+    let run = |seed: u64| {
+        let mut s = model.session().unwrap();
+        s.prefill(&[4, 5, 6], 0).unwrap();
+        s.set_sampling(&hot(seed)).unwrap();
+        let mut t = 9;
+        (0..16)
+            .map(|_| {
+                t = Session::decode_sample(&mut [&mut s], &[t]).unwrap().0[0];
+                t
+            })
+            .collect::<Vec<i32>>()
+    };
+    let (x, y, z) = (run(7), run(7), run(8));
+    assert_eq!(x, y);
+    assert!(x.iter().zip(&z).filter(|(p, q)| p != q).count() >= 8, "{x:?} {z:?}");
+    // errors name the field and move nothing
+    let e = a.set_sampling(&SamplingParams { top_k: -1, ..Default::default() }).unwrap_err();
+    assert_eq!(e.status(), Status::OutOfRange);
+    assert!(e.message().contains("top_k"), "{e}");
+    let e = a.set_sampling(&SamplingParams { top_p: 1.5, ..Default::default() }).unwrap_err();
+    assert!(e.status() == Status::OutOfRange && e.message().contains("top_p"), "{e}");
+    let e = Session::decode_sample(&mut [&mut a, &mut b], &[1, v as i32]).unwrap_err();
+    assert!(e.status() == Status::OutOfRange && e.message().contains("tokens[1]"), "{e}");
+    let e = Session::decode_sample(&mut [&mut a], &[1, 2]).unwrap_err();
+    assert_eq!(e.status(), Status::InvalidArgument);
+    assert_eq!((a.position(), b.position()), (6, 4));
+}
