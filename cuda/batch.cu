@@ -59,7 +59,29 @@ __global__ void bat_scan_kernel(const float *uf, const float *dt, const float *d
     y[s * E + e] = lmc_from_f32<T>((acc + D[e] * uu) * lmc_silu(z));
 }
 
+/* Each session's state array (through the pointer table) to / from its
+ * row of backup. */
+__global__ void bat_state_copy_kernel(float *const *ptr, int64_t floats, float *backup, int restore)
+{
+    const int64_t s = blockIdx.y;
+    float *st = ptr[s], *bk = backup + s * floats;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < floats; i += (int64_t)gridDim.x * blockDim.x) {
+        if (restore) st[i] = bk[i];
+        else bk[i] = st[i];
+    }
+}
+
 } // namespace
+
+extern "C" cudaError_t lmc_state_copy_batch(float *const *ptr, int64_t floats, float *backup, int64_t n, int restore,
+                                            cudaStream_t st)
+{
+    if (n <= 0 || floats <= 0) return cudaSuccess;
+    const int64_t blocks = (floats + 255) / 256;
+    const dim3 grid((unsigned)(blocks < 256 ? blocks : 256), (unsigned)n);
+    bat_state_copy_kernel<<<grid, 256, 0, st>>>(ptr, floats, backup, restore);
+    return cudaGetLastError();
+}
 
 extern "C" cudaError_t lmc_conv_step_batch(int dtype, const float *x, int64_t ldx, int64_t n, int64_t C, int K,
                                            float *const *conv_ptr, size_t layer_off, const float *w, const float *b,

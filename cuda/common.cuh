@@ -23,6 +23,7 @@
 
 extern "C" {
 #include "internal.h"
+#include "kernels.h"
 }
 
 typedef __nv_bfloat16 lmc_bf16;
@@ -169,6 +170,14 @@ typedef struct lmc_batch {
     float *logits;         /* [cap][V] */
     void *host;            /* pinned staging: tokens [cap] int32, then 2 x cap pointers */
     lmc_graph graph;
+    /* lm_session_decode_sample (allocated on its first use): device
+     * params [cap], next [cap] and the state backup [cap][conv + ssm];
+     * pinned params and next. */
+    void *sblob;
+    lmc_sample_param *params;
+    int32_t *next;
+    float *backup;
+    void *shost;
 } lmc_batch;
 
 typedef struct lmc_session {

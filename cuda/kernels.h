@@ -204,6 +204,12 @@ cudaError_t lmc_gated_norm(int dtype, const float *y, int64_t rows, int64_t E, i
 /* scores[t] = ||dl[t][:]||_2 over the H heads (double accumulation). */
 cudaError_t lmc_deci_scores_heads(const float *dl, int64_t L, int H, float *scores, cudaStream_t st);
 
+/* Copies each of n sessions' state array ptr[s][0..floats) into row s of
+ * backup ([n][floats]), or back when restore (lm_session_decode_sample
+ * undoes a step whose logits were not finite). */
+cudaError_t lmc_state_copy_batch(float *const *ptr, int64_t floats, float *backup, int64_t n, int restore,
+                                 cudaStream_t st);
+
 /* ---- sampling (sample.cu) --------------------------------------------- */
 
 /* Per row: the sampler of lm_sampling_params and the position the draw

@@ -41,13 +41,13 @@ __device__ __forceinline__ uint64_t splitmix64(uint64_t x)
 struct row_ctx {
     const float *l;
     int64_t V;
-    double lmax, inv_t;
+    double lmax, t;
     uint64_t floor;        /* candidates have key >= floor */
 };
 
 __device__ __forceinline__ double weight(const row_ctx &r, int64_t i)
 {
-    return exp(((double)r.l[i] - r.lmax) * r.inv_t);
+    return exp(((double)r.l[i] - r.lmax) / r.t);
 }
 
 /* Block sum of a double (all threads get it). */
@@ -157,7 +157,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const float *logits, i
         return;
     }
 
-    row_ctx r{l, V, (double)best, 1.0 / (double)p.temperature, 0};
+    row_ctx r{l, V, (double)best, (double)p.temperature, 0};
     if (p.top_k > 0 && p.top_k < V) /* the k-th key: k - 1 candidates above it */
         r.floor = radix_select(r, (double)(p.top_k - 1), true, true, bins);
     double mass = 0.0;

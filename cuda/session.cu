@@ -275,7 +275,9 @@ void batch_release(lmc_batch *Bt)
     if (!Bt) return;
     if (Bt->graph.exec) cudaGraphExecDestroy(Bt->graph.exec);
     free_dev(Bt->blob);
+    free_dev(Bt->sblob);
     if (Bt->host) cudaFreeHost(Bt->host);
+    if (Bt->shost) cudaFreeHost(Bt->shost);
     (void)cudaGetLastError();
     lmi_free(Bt);
 }
@@ -786,15 +788,17 @@ lm_status lmc_head(lmc_session *S, const lmc_model *M, const lmi_dims *d, const 
     return lmc_linear(S->blas, M->dt, M->lm_head, d->vocab, D, hn, D, rows, logits, LMC_F32, d->vocab, 0.f, tf32, e);
 }
 
-lm_status lmc_forward_batch(struct lm_session *const *ss, size_t n_sessions, const int32_t *tokens, float *logits,
-                            bool tf32, lmi_err *e)
+/* Stages the batch's inputs (tokens, state tables), runs `before` (e.g.
+ * the state backup), then the step for n sessions through the batch's
+ * graph; logits stay on the device (Bt->logits) when want_logits.  Does
+ * not synchronise. */
+template <typename Before>
+lm_status run_batch(struct lm_session *const *ss, int64_t n, const int32_t *tokens, bool tf32, bool want_logits,
+                    Before before, lmi_err *e)
 {
-    if (!ss || n_sessions == 0 || !tokens || !ss[0] || !ss[0]->bk)
-        return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "cuda backend: batched decode without sessions");
     const struct lm_model *m = ss[0]->model;
-    if (n_sessions > (size_t)INT32_MAX)
-        return lmi_fail(e, LM_ERR_UNSUPPORTED, "cuda backend: batch of %zu sessions too large", n_sessions);
-    const int64_t n = (int64_t)n_sessions;
+    if (n > (int64_t)INT32_MAX)
+        return lmi_fail(e, LM_ERR_UNSUPPORTED, "cuda backend: batch of %lld sessions too large", (long long)n);
     lmc_session *S = static_cast<lmc_session *>(ss[0]->bk);
     const lmc_arch *A = static_cast<const lmc_model *>(m->bk)->arch;
     LMC_CK(cudaSetDevice(S->device), "cudaSetDevice");
@@ -818,18 +822,31 @@ lm_status lmc_forward_batch(struct lm_session *const *ss, size_t n_sessions, con
            "batched decode: inputs");
     LMC_CK(cudaMemcpyAsync(Bt->ssm_ptr, hptr + n, (size_t)n * sizeof(float *), cudaMemcpyHostToDevice, st),
            "batched decode: inputs");
-    const bool want = logits != nullptr;
-    const lmc_graph_key k = {n, want ? n : 0, tf32, 0, 0};
-    lm_status ls = LM_OK;
-    if (graph_ready(&Bt->graph, &k, st, [&](lmi_err *ec) { return A->batch(m, S, n, want, tf32, ec); }) ==
+    LMC_CK(before(), "batched decode: before the step");
+    const lmc_graph_key k = {n, want_logits ? n : 0, tf32, 0, 0};
+    if (graph_ready(&Bt->graph, &k, st, [&](lmi_err *ec) { return A->batch(m, S, n, want_logits, tf32, ec); }) ==
         cudaSuccess) {
         const cudaError_t ce = cudaGraphLaunch(Bt->graph.exec, st);
-        if (ce != cudaSuccess) ls = lmc_cuda_fail(e, ce, "batched decode: graph launch");
-    } else {
-        ls = A->batch(m, S, n, want, tf32, e);
+        if (ce != cudaSuccess) return lmc_cuda_fail(e, ce, "batched decode: graph launch");
+        return LM_OK;
     }
+    return A->batch(m, S, n, want_logits, tf32, e);
+}
+
+lm_status lmc_forward_batch(struct lm_session *const *ss, size_t n_sessions, const int32_t *tokens, float *logits,
+                            bool tf32, lmi_err *e)
+{
+    if (!ss || n_sessions == 0 || !tokens || !ss[0] || !ss[0]->bk)
+        return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "cuda backend: batched decode without sessions");
+    const struct lm_model *m = ss[0]->model;
+    const int64_t n = (int64_t)n_sessions;
+    lmc_session *S = static_cast<lmc_session *>(ss[0]->bk);
+    const bool want = logits != nullptr;
+    lm_status ls = run_batch(ss, n, tokens, tf32, want, []() { return cudaSuccess; }, e);
+    cudaStream_t st = S->stream;
     if (ls == LM_OK && want) {
-        const cudaError_t ce = cudaMemcpyAsync(logits, Bt->logits, (size_t)n * (size_t)m->dims.vocab * sizeof(float),
+        const cudaError_t ce = cudaMemcpyAsync(logits, S->batch->logits,
+                                               (size_t)n * (size_t)m->dims.vocab * sizeof(float),
                                                cudaMemcpyDeviceToHost, st);
         if (ce != cudaSuccess) ls = lmc_cuda_fail(e, ce, "batched decode: logits download");
     }
@@ -839,7 +856,96 @@ lm_status lmc_forward_batch(struct lm_session *const *ss, size_t n_sessions, con
     return ls;
 }
 
+/* The sampling buffers of the batch (its cap), on first use. */
+lm_status sample_ensure(lmc_batch *Bt, const lmi_dims *d, lmi_err *e)
+{
+    if (Bt->sblob) return LM_OK;
+    const size_t cap = (size_t)Bt->cap, per = conv_floats(d) + ssm_floats(d);
+    const lmc_buf rows[] = {{(void **)&Bt->params, cap * sizeof(lmc_sample_param)},
+                            {(void **)&Bt->next, cap * sizeof(int32_t)},
+                            {(void **)&Bt->backup, cap * per * sizeof(float)}};
+    void *blob = nullptr, *host = nullptr;
+    cudaError_t ce = cudaMalloc(&blob, total_of(rows, 3));
+    if (ce == cudaSuccess) ce = cudaMallocHost(&host, cap * (sizeof(lmc_sample_param) + sizeof(int32_t)));
+    if (ce != cudaSuccess) {
+        if (blob) cudaFree(blob);
+        (void)cudaGetLastError();
+        return lmc_cuda_fail(e, ce, "sampling buffers");
+    }
+    carve(blob, rows, 3);
+    Bt->sblob = blob;
+    Bt->shost = host;
+    return LM_OK;
+}
+
+/* Both state parts of every session to the backup or back. */
+cudaError_t backup_states(lmc_batch *Bt, const lmi_dims *d, int64_t n, bool restore, cudaStream_t st)
+{
+    const size_t nc = conv_floats(d), ns = ssm_floats(d);
+    cudaError_t ce = lmc_state_copy_batch(Bt->conv_ptr, (int64_t)nc, Bt->backup, n, restore, st);
+    if (ce == cudaSuccess)
+        ce = lmc_state_copy_batch(Bt->ssm_ptr, (int64_t)ns, Bt->backup + (size_t)n * nc, n, restore, st);
+    return ce;
+}
+
+/* lm_session_decode_sample on the device: the batched step (its graph),
+ * then lmc_sample_rows over the logits left on the device; only the ids
+ * and the rows asked for come back.  The states are backed up first (one
+ * read and write of each), so a non-finite logit undoes the step. */
+lm_status lmc_sample_batch(struct lm_session *const *ss, size_t n_sessions, const int32_t *tokens, int32_t *next,
+                           float *logits, const uint8_t *want, lmi_err *e)
+{
+    if (!ss || n_sessions == 0 || !tokens || !next || !ss[0] || !ss[0]->bk)
+        return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "cuda backend: sampled step without sessions");
+    const struct lm_model *m = ss[0]->model;
+    const lmi_dims *d = &m->dims;
+    const int64_t n = (int64_t)n_sessions, V = d->vocab;
+    lmc_session *S = static_cast<lmc_session *>(ss[0]->bk);
+    LMC_CK(cudaSetDevice(S->device), "cudaSetDevice");
+    LMC_TRY(batch_ensure(S, m, n, e));
+    lmc_batch *Bt = S->batch;
+    LMC_TRY(sample_ensure(Bt, d, e));
+    lmc_sample_param *hp = static_cast<lmc_sample_param *>(Bt->shost);
+    int32_t *hnext = reinterpret_cast<int32_t *>(hp + Bt->cap);
+    bool tf32 = true;
+    for (int64_t i = 0; i < n; i++) {
+        const lmi_sampler *sp = &ss[i]->sampler;
+        hp[i] = lmc_sample_param{sp->temperature, sp->top_k, sp->top_p, sp->seed, ss[i]->pos + 1};
+        tf32 = tf32 && (ss[i]->flags & LM_SESSION_ALLOW_TF32) != 0;
+    }
+    cudaStream_t st = S->stream;
+    LMC_CK(cudaMemcpyAsync(Bt->params, hp, (size_t)n * sizeof *hp, cudaMemcpyHostToDevice, st), "sampling params");
+    /* the step with logits kept on the device (the pointer only marks "wanted") */
+    lm_status ls = run_batch(ss, n, tokens, tf32, true,
+                             [&]() -> cudaError_t { return backup_states(S->batch, d, n, false, st); }, e);
+    if (ls != LM_OK) {
+        cudaStreamSynchronize(st);
+        (void)cudaGetLastError();
+        return ls;
+    }
+    cudaError_t ce = lmc_sample_rows(Bt->logits, V, V, n, Bt->params, Bt->next, st);
+    if (ce == cudaSuccess) ce = cudaMemcpyAsync(hnext, Bt->next, (size_t)n * sizeof(int32_t), cudaMemcpyDeviceToHost, st);
+    for (int64_t i = 0; ce == cudaSuccess && logits && i < n; i++)
+        if (want[i])
+            ce = cudaMemcpyAsync(logits + (size_t)i * (size_t)V, Bt->logits + (size_t)i * (size_t)V,
+                                 (size_t)V * sizeof(float), cudaMemcpyDeviceToHost, st);
+    if (ce == cudaSuccess) ce = cudaStreamSynchronize(st);
+    if (ce != cudaSuccess) {
+        (void)cudaGetLastError();
+        return lmc_cuda_fail(e, ce, "sampled step");
+    }
+    for (int64_t i = 0; i < n; i++) {
+        if (hnext[i] >= 0 && hnext[i] < V) continue;
+        ce = backup_states(Bt, d, n, true, st);
+        if (ce == cudaSuccess) ce = cudaStreamSynchronize(st);
+        if (ce != cudaSuccess) return lmc_cuda_fail(e, ce, "sampled step: restoring the states");
+        return lmi_fail(e, LM_ERR_NUMERIC, "sessions[%lld]: a logit is not finite (NaN or infinite)", (long long)i);
+    }
+    memcpy(next, hnext, (size_t)n * sizeof(int32_t));
+    return LM_OK;
+}
+
 /* One table for every model: model->bk->arch picks the pipeline. */
 extern "C" const lmi_backend_vt lmi_cuda_backend = {"cuda", model_init, model_free, session_init, session_free,
                                                     session_reset, forward, state_read, state_write,
-                                                    lmc_forward_batch, nullptr};
+                                                    lmc_forward_batch, lmc_sample_batch};
