@@ -644,7 +644,9 @@ lm_status run_graph(lmc_fwd *c, int slot, bool *fallback, lmi_err *e)
     return LM_OK;
 }
 
-lm_status forward(struct lm_session *s, const lmi_forward *f, lmi_err *e)
+/* The forward pass without the logits download and the final sync: the
+ * logits of the last n_out rows stay in S->logits. */
+lm_status forward_async(struct lm_session *s, const lmi_forward *f, lmi_err *e)
 {
     if (!s || !f || !s->bk)
         return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "cuda backend: forward without a session");
@@ -684,8 +686,15 @@ lm_status forward(struct lm_session *s, const lmi_forward *f, lmi_err *e)
         (void)cudaGetLastError();
         return ls;
     }
+    return LM_OK;
+}
+
+lm_status forward(struct lm_session *s, const lmi_forward *f, lmi_err *e)
+{
+    LMC_TRY(forward_async(s, f, e));
+    const lmc_session *S = static_cast<const lmc_session *>(s->bk);
     if (f->n_out > 0)
-        LMC_CK(cudaMemcpyAsync(f->logits, S->logits, (size_t)f->n_out * (size_t)m->dims.vocab * sizeof(float),
+        LMC_CK(cudaMemcpyAsync(f->logits, S->logits, (size_t)f->n_out * (size_t)s->model->dims.vocab * sizeof(float),
                                cudaMemcpyDeviceToHost, S->stream), "logits download");
     LMC_CK(cudaStreamSynchronize(S->stream), "forward");
     return LM_OK;
@@ -888,10 +897,24 @@ cudaError_t backup_states(lmc_batch *Bt, const lmi_dims *d, int64_t n, bool rest
     return ce;
 }
 
-/* lm_session_decode_sample on the device: the batched step (its graph),
- * then lmc_sample_rows over the logits left on the device; only the ids
- * and the rows asked for come back.  The states are backed up first (one
- * read and write of each), so a non-finite logit undoes the step. */
+/* One session's state parts to / from row 0 of the backup. */
+cudaError_t backup_one(lmc_session *S, lmc_batch *Bt, const lmi_dims *d, bool restore)
+{
+    const size_t nc = conv_floats(d), ns = ssm_floats(d);
+    const cudaMemcpyKind k = cudaMemcpyDeviceToDevice;
+    cudaError_t ce = restore ? cudaMemcpyAsync(S->conv_state, Bt->backup, nc * 4, k, S->stream)
+                             : cudaMemcpyAsync(Bt->backup, S->conv_state, nc * 4, k, S->stream);
+    if (ce == cudaSuccess)
+        ce = restore ? cudaMemcpyAsync(S->ssm_state, Bt->backup + nc, ns * 4, k, S->stream)
+                     : cudaMemcpyAsync(Bt->backup + nc, S->ssm_state, ns * 4, k, S->stream);
+    return ce;
+}
+
+/* lm_session_decode_sample on the device: the step (one session: its own
+ * fused step graph; more: the batched step graph), then lmc_sample_rows
+ * over the logits left on the device; only the ids and the rows asked for
+ * come back.  The states are backed up first (one read and write of
+ * each), so a non-finite logit undoes the step. */
 lm_status lmc_sample_batch(struct lm_session *const *ss, size_t n_sessions, const int32_t *tokens, int32_t *next,
                            float *logits, const uint8_t *want, lmi_err *e)
 {
@@ -901,6 +924,7 @@ lm_status lmc_sample_batch(struct lm_session *const *ss, size_t n_sessions, cons
     const lmi_dims *d = &m->dims;
     const int64_t n = (int64_t)n_sessions, V = d->vocab;
     lmc_session *S = static_cast<lmc_session *>(ss[0]->bk);
+    cudaStream_t st = S->stream;
     LMC_CK(cudaSetDevice(S->device), "cudaSetDevice");
     LMC_TRY(batch_ensure(S, m, n, e));
     lmc_batch *Bt = S->batch;
@@ -913,21 +937,34 @@ lm_status lmc_sample_batch(struct lm_session *const *ss, size_t n_sessions, cons
         hp[i] = lmc_sample_param{sp->temperature, sp->top_k, sp->top_p, sp->seed, ss[i]->pos + 1};
         tf32 = tf32 && (ss[i]->flags & LM_SESSION_ALLOW_TF32) != 0;
     }
-    cudaStream_t st = S->stream;
     LMC_CK(cudaMemcpyAsync(Bt->params, hp, (size_t)n * sizeof *hp, cudaMemcpyHostToDevice, st), "sampling params");
-    /* the step with logits kept on the device (the pointer only marks "wanted") */
-    lm_status ls = run_batch(ss, n, tokens, tf32, true,
-                             [&]() -> cudaError_t { return backup_states(S->batch, d, n, false, st); }, e);
+    lm_status ls;
+    const float *dev_logits;
+    if (n == 1) {
+        LMC_CK(backup_one(S, Bt, d, false), "sampled step: state backup");
+        lmi_forward f;
+        memset(&f, 0, sizeof f);
+        f.tokens = tokens;
+        f.n_tokens = 1;
+        f.n_out = 1;
+        f.logits = reinterpret_cast<float *>(hnext); /* only marks them wanted: forward_async leaves them in S->logits */
+        f.allow_tf32 = tf32;
+        ls = forward_async(ss[0], &f, e);
+        dev_logits = S->logits;
+    } else {
+        ls = run_batch(ss, n, tokens, tf32, true, [&]() { return backup_states(Bt, d, n, false, st); }, e);
+        dev_logits = Bt->logits;
+    }
     if (ls != LM_OK) {
         cudaStreamSynchronize(st);
         (void)cudaGetLastError();
         return ls;
     }
-    cudaError_t ce = lmc_sample_rows(Bt->logits, V, V, n, Bt->params, Bt->next, st);
+    cudaError_t ce = lmc_sample_rows(dev_logits, V, V, n, Bt->params, Bt->next, st);
     if (ce == cudaSuccess) ce = cudaMemcpyAsync(hnext, Bt->next, (size_t)n * sizeof(int32_t), cudaMemcpyDeviceToHost, st);
     for (int64_t i = 0; ce == cudaSuccess && logits && i < n; i++)
         if (want[i])
-            ce = cudaMemcpyAsync(logits + (size_t)i * (size_t)V, Bt->logits + (size_t)i * (size_t)V,
+            ce = cudaMemcpyAsync(logits + (size_t)i * (size_t)V, dev_logits + (size_t)i * (size_t)V,
                                  (size_t)V * sizeof(float), cudaMemcpyDeviceToHost, st);
     if (ce == cudaSuccess) ce = cudaStreamSynchronize(st);
     if (ce != cudaSuccess) {
@@ -936,7 +973,7 @@ lm_status lmc_sample_batch(struct lm_session *const *ss, size_t n_sessions, cons
     }
     for (int64_t i = 0; i < n; i++) {
         if (hnext[i] >= 0 && hnext[i] < V) continue;
-        ce = backup_states(Bt, d, n, true, st);
+        ce = n == 1 ? backup_one(S, Bt, d, true) : backup_states(Bt, d, n, true, st);
         if (ce == cudaSuccess) ce = cudaStreamSynchronize(st);
         if (ce != cudaSuccess) return lmc_cuda_fail(e, ce, "sampled step: restoring the states");
         return lmi_fail(e, LM_ERR_NUMERIC, "sessions[%lld]: a logit is not finite (NaN or infinite)", (long long)i);

@@ -45,6 +45,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,7 +55,8 @@
 /* lm_session_params.chunk_size 0 = "CPU 512, CUDA 16384" (longmamba.h) */
 #define DEFAULT_CHUNK_CUDA 16384
 #define DEFAULT_CHUNK_CPU 512
-#define MAX_SESSIONS 64
+#define MAX_SESSIONS 64 /* host threads in the threaded decode */
+#define MAX_BATCH 256   /* sessions in one batched step */
 
 static double now(void)
 {
@@ -415,10 +417,11 @@ static void bench_decode(const bench_ctx *b, int n_sess, int64_t prompt_len, int
  * n_new - 1 batched steps, each followed by the host argmax of every row;
  * tokens/s = n * n_new / wall time of all of it, prompts included. */
 static lm_status batch_protocol(const bench_ctx *b, lm_session **ss, int n, int64_t prompt_len, int64_t n_new,
-                                double *steps, double *calls, float *lg, int32_t *prompt, char *err, size_t cap)
+                                double *steps, double *calls, float *lg, int32_t *prompt, bool sample, char *err,
+                                size_t cap)
 {
     const int64_t V = b->info.vocab_size;
-    int32_t tok[MAX_SESSIONS];
+    int32_t tok[MAX_BATCH], next[MAX_BATCH];
     lm_status st = LM_OK;
     for (int i = 0; i < n && st == LM_OK; i++) {
         fill_tokens(prompt, prompt_len, V, 1000u + (uint64_t)i);
@@ -428,51 +431,59 @@ static lm_status batch_protocol(const bench_ctx *b, lm_session **ss, int n, int6
     }
     for (int64_t k = 1; st == LM_OK && k < n_new; k++) {
         const double ts = now();
-        st = lm_session_decode_batch(ss, (size_t)n, tok, lg, (size_t)n * (size_t)V);
+        st = sample ? lm_session_decode_sample(ss, (size_t)n, tok, next, NULL, 0)
+                    : lm_session_decode_batch(ss, (size_t)n, tok, lg, (size_t)n * (size_t)V);
         const double tc = now();
-        for (int i = 0; st == LM_OK && i < n; i++) tok[i] = argmax(lg + (size_t)i * (size_t)V, V);
+        for (int i = 0; st == LM_OK && i < n; i++) tok[i] = sample ? next[i] : argmax(lg + (size_t)i * (size_t)V, V);
         if (steps) steps[k - 1] = now() - ts;
         if (calls) calls[k - 1] = tc - ts;
-        if (st != LM_OK) snprintf(err, cap, "decode_batch: %s", lm_session_last_error(ss[0]));
+        if (st != LM_OK)
+            snprintf(err, cap, "%s: %s", sample ? "decode_sample" : "decode_batch", lm_session_last_error(ss[0]));
     }
     return st;
 }
 
-static void bench_decode_batch(const bench_ctx *b, int n, int64_t prompt_len, int64_t n_new)
+/* sample: lm_session_decode_sample (greedy on the device, ids back: keys
+ * decode_b<n>_sampled); else lm_session_decode_batch + host argmax. */
+static void bench_decode_batch(const bench_ctx *b, int n, int64_t prompt_len, int64_t n_new, bool sample)
 {
     char key[64], label[96], skey[64], slabel[96], note[256], err[512] = "";
-    snprintf(key, sizeof key, "decode_b%d", n);
-    snprintf(skey, sizeof skey, "decode_b%d_step", n);
-    snprintf(label, sizeof label, "decode batch %d, %lld+%lld, wall", n, (long long)prompt_len, (long long)n_new);
-    snprintf(slabel, sizeof slabel, "decode batch %d, per step (median)", n);
+    const char *tag = sample ? "_sampled" : "";
+    snprintf(key, sizeof key, "decode_b%d%s", n, tag);
+    snprintf(skey, sizeof skey, "decode_b%d%s_step", n, tag);
+    snprintf(label, sizeof label, "decode batch %d%s, %lld+%lld, wall", n, sample ? " sampled" : "",
+             (long long)prompt_len, (long long)n_new);
+    snprintf(slabel, sizeof slabel, "decode batch %d%s, per step (median)", n, sample ? " sampled" : "");
     const int64_t V = b->info.vocab_size;
-    lm_session *ss[MAX_SESSIONS] = {0};
+    lm_session **ss = calloc((size_t)n, sizeof *ss);
     double *steps = malloc(sizeof(double) * (size_t)n_new), *calls = malloc(sizeof(double) * (size_t)n_new);
     float *lg = malloc(sizeof(float) * (size_t)n * (size_t)V);
     int32_t *prompt = malloc(sizeof(int32_t) * (size_t)prompt_len);
-    lm_status st = steps && calls && lg && prompt ? LM_OK : LM_ERR_NO_MEMORY;
-    for (int i = 0; i < n && st == LM_OK; i++) st = new_session(b, 0, &ss[i], err, sizeof err);
+    lm_status st = ss && steps && calls && lg && prompt ? LM_OK : LM_ERR_NO_MEMORY;
+    /* chunk = the prompt: many sessions need no 16k-token scratch each */
+    for (int i = 0; i < n && st == LM_OK; i++) st = new_session(b, prompt_len, &ss[i], err, sizeof err);
     /* warm-up (graph capture, buffers), then every session back to 0 */
-    if (st == LM_OK) st = batch_protocol(b, ss, n, prompt_len, 8, NULL, NULL, lg, prompt, err, sizeof err);
+    if (st == LM_OK) st = batch_protocol(b, ss, n, prompt_len, 8, NULL, NULL, lg, prompt, sample, err, sizeof err);
     for (int i = 0; i < n && st == LM_OK; i++) st = lm_session_reset(ss[i]);
     double wall = 0.0;
     if (st == LM_OK) {
         const double t0 = now();
-        st = batch_protocol(b, ss, n, prompt_len, n_new, steps, calls, lg, prompt, err, sizeof err);
+        st = batch_protocol(b, ss, n, prompt_len, n_new, steps, calls, lg, prompt, sample, err, sizeof err);
         wall = now() - t0;
     }
-    for (int i = 0; i < n; i++) lm_session_free(ss[i]);
+    for (int i = 0; ss && i < n; i++) lm_session_free(ss[i]);
     if (st != LM_OK) {
         row_fail(b->shape, key, label, "tok/s", st, err);
     } else {
         const double med = median(steps, (size_t)(n_new - 1));
-        snprintf(note, sizeof note, "%.1f ms; %d prompts, then lm_session_decode_batch + host argmax", wall * 1e3, n);
+        snprintf(note, sizeof note, "%.1f ms; %d prompts, then %s", wall * 1e3, n,
+                 sample ? "lm_session_decode_sample (greedy on the device)" : "lm_session_decode_batch + host argmax");
         row(b->shape, key, label, (double)n * (double)n_new / wall, "tok/s", note);
         const double medc = median(calls, (size_t)(n_new - 1));
-        snprintf(note, sizeof note, "= %.0f tok/s; the lm_session_decode_batch call alone (logits to host): %.3f ms",
-                 (double)n / med, medc * 1e3);
+        snprintf(note, sizeof note, "= %.0f tok/s; the call alone: %.3f ms", (double)n / med, medc * 1e3);
         row(b->shape, skey, slabel, med * 1e3, "ms", note);
     }
+    free(ss);
     free(steps);
     free(calls);
     free(lg);
@@ -719,9 +730,16 @@ int main(int argc, char **argv)
             if (Llm > 0) bench_longmamba(&b, tok, Llm);
             bench_decode(&b, 1, prompt_len, n_new);
             if (n_sess > 1) {
-                bench_decode_batch(&b, n_sess, prompt_len, n_new);
+                bench_decode_batch(&b, n_sess, prompt_len, n_new, false);
                 bench_decode(&b, n_sess, prompt_len, n_new);
             }
+            /* sampled on the device: batch 1, the session count, and the
+             * larger batches of the decode-speed table */
+            const int sampled[] = {1, n_sess, 64, 256};
+            for (size_t k = 0; k < sizeof sampled / sizeof sampled[0]; k++)
+                if (sampled[k] >= 1 && sampled[k] <= MAX_BATCH && (k < 2 || sampled[k] > n_sess) &&
+                    (k != 1 || n_sess > 1))
+                    bench_decode_batch(&b, sampled[k], prompt_len, n_new, true);
         }
         free(tok);
         free(b.logits);

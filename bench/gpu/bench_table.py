@@ -89,6 +89,15 @@ def main(argv):
     if not rows:
         print("(no benchmark rows)")
         return 0
+    # The peers pick the next token on the device, as our "sampled" rows
+    # do: they stand beside those rows too.
+    for (shape, key), r in list(rows.items()):
+        if "_sampled" not in key:
+            continue
+        plain = rows.get((shape, key.replace("_sampled", "")), {})
+        for peer in ("mamba_ssm", "hf"):
+            if peer in plain and peer not in r:
+                r[peer] = plain[peer]
     W = 26
     # every side but ours is a column: the peers first, then any other
     # (e.g. "before": the same benchmark built from an earlier commit)
