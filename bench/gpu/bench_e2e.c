@@ -736,7 +736,8 @@ int main(int argc, char **argv)
             /* sampled on the device: batch 1, the session count, and the
              * larger batches of the decode-speed table */
             const int sampled[] = {1, n_sess, 64, 256};
-            for (size_t k = 0; k < sizeof sampled / sizeof sampled[0]; k++)
+            const char *ev = getenv("LM_BENCH_SAMPLED"); /* "0": skip (gpu_compare.sh) */
+            for (size_t k = 0; !(ev && !strcmp(ev, "0")) && k < sizeof sampled / sizeof sampled[0]; k++)
                 if (sampled[k] >= 1 && sampled[k] <= MAX_BATCH && (k < 2 || sampled[k] > n_sess) &&
                     (k != 1 || n_sess > 1))
                     bench_decode_batch(&b, sampled[k], prompt_len, n_new, true);
