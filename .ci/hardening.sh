@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # .ci/hardening.sh - the reliability legs (docs/RELIABILITY.md), called by
 # .ci/run after the main legs; each builds in its own directory:
-#   1. fuzzing      fuzz/run.sh: six libFuzzer targets, FUZZ_SECONDS each
+#   1. fuzzing      fuzz/run.sh: seven libFuzzer targets, FUZZ_SECONDS each
 #                   (default 30), two at a time; any crash fails
 #   2. ABI          abi/check.sh: abidiff against abi/libongmamba.abi
 #   3. TSan         .ci/tsan.sh: the 8-thread stress test under ThreadSanitizer

@@ -2,7 +2,9 @@
  * make_seeds.c - writes the binary seed files of the committed corpus:
  * small safetensors images (fuzz/corpus/safetensors) and calibration
  * files for the m1-tiny-f32 fixture (fuzz/corpus/calibration).  The text
- * seeds (JSON, configs, tokenizer input) are plain files written by hand.
+ * seeds (JSON, configs, tokenizer input) are plain files written by hand;
+ * the GGUF seeds (fuzz/corpus/gguf) are written by
+ * scripts/make_fixture_gguf.py (with llama.cpp's gguf-py).
  *
  *   build/fuzz/make_seeds fuzz/corpus
  */

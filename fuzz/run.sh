@@ -19,7 +19,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 secs=${1:-60}
 shift || true
-all=(json safetensors config calibration tokenizer_load tokenizer_encode)
+all=(json safetensors config calibration tokenizer_load tokenizer_encode gguf)
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=("${all[@]}")
 build=${FUZZ_BUILD:-$root/build-fuzz}
@@ -49,7 +49,7 @@ echo "== building fuzz targets with $cc in $build"
 t0=$(date +%s)
 objs=()
 pids=()
-srcs=$(cd "$root" && ls lib/*.c lib/format/*.c lib/tokenizer/*.c lib/cpu/*.c)
+srcs=$(cd "$root" && ls lib/*.c lib/format/*.c lib/tokenizer/*.c lib/cpu/*.c lib/arch/*.c lib/mode/*.c)
 for s in $srcs; do
     o="$build/obj/$(echo "$s" | tr '/' '_').o"
     objs+=("$o")

@@ -184,7 +184,10 @@ typedef struct lm_model_params {
 LM_API void lm_model_params_init(lm_model_params *params);
 
 /* Loads a model directory (config.json + model.safetensors, or shards with
- * model.safetensors.index.json) in Hugging Face or mamba_ssm naming.
+ * model.safetensors.index.json) in Hugging Face or mamba_ssm naming, or a
+ * GGUF file (a regular file named *.gguf or starting with the GGUF magic)
+ * as llama.cpp's convert_hf_to_gguf.py writes Mamba-1 / Mamba-2 models,
+ * with F32, F16 or BF16 tensors (other ggml types: LM_ERR_UNSUPPORTED).
  * params may be NULL.  On failure *out is NULL and err holds the reason. */
 LM_API lm_status lm_model_load(const char *dir, const lm_model_params *params,
                                lm_model **out, char *err, size_t err_cap);
@@ -517,7 +520,13 @@ typedef struct lm_tokenizer lm_tokenizer;
  * LM_ERR_UNSUPPORTED; malformed files LM_ERR_FORMAT (duplicate ids, merges
  * of unknown tokens), absent model/vocab/merges LM_ERR_MISSING, a
  * directory without tokenizer.json LM_ERR_MISSING, unreadable files
- * LM_ERR_IO. */
+ * LM_ERR_IO.
+ * path may also be a GGUF file (named *.gguf or starting with the GGUF
+ * magic): its tokenizer.ggml.* metadata as llama.cpp's converter writes
+ * it for a "gpt2" (byte-level BPE) model with pre-tokenizer "gpt-2" or
+ * "mpt" (GPT-NeoX's, with NFC); the ids are those of the tokenizer.json it
+ * was converted from.  No tokenizer in the file: LM_ERR_MISSING; another
+ * tokenizer model or pre-tokenizer: LM_ERR_UNSUPPORTED. */
 LM_API lm_status lm_tokenizer_load(const char *path, lm_tokenizer **out, char *err, size_t err_cap);
 LM_API void lm_tokenizer_free(lm_tokenizer *tok);
 /* Number of ids (vocabulary plus added tokens, i.e. max id + 1). */

@@ -240,6 +240,10 @@ typedef struct lmi_mixer_ops {
     /* Reads the mixer's tensors (names: prefix + "in_proj.weight", ...). */
     lm_status (*load)(struct lmi_loader *ld, const struct lmi_cfg *c, const char *prefix,
                       lmi_layer *L);
+    /* The same from a GGUF file, in llama.cpp's names and layouts
+     * (prefix "blk.N.": "ssm_in.weight", ...).  NULL: no GGUF form. */
+    lm_status (*load_gguf)(struct lmi_loader *ld, const struct lmi_cfg *c, const char *prefix,
+                           lmi_layer *L);
     /* Floats of one layer's state part at position pos (fixed-size for
      * Mamba mixers; a KV cache grows with pos). */
     size_t (*state_floats)(const lmi_dims *d, lmi_state_part part, int64_t pos);
@@ -273,7 +277,7 @@ struct lm_model {
     lmi_weight lm_head;      /* [V][d]; the embedding (same data) when tied */
     lmi_layer *layers;       /* [n_layer] */
 
-    lmi_mapping *maps;       /* mmapped safetensors files */
+    lmi_mapping *maps;       /* mmapped safetensors / GGUF files */
     size_t n_maps;
     void **owned;            /* converted tensors and A arrays */
     size_t n_owned, cap_owned;

@@ -1,5 +1,6 @@
 /*
- * model_load.c - lm_model_load: config.json + safetensors -> lm_model.
+ * model_load.c - lm_model_load: config.json + safetensors, or a GGUF
+ * file, -> lm_model.
  *
  * Steps: read config.json (Hugging Face or mamba_ssm field names, Mamba-1
  * or Mamba-2), open model.safetensors or every shard named by
@@ -12,6 +13,11 @@
  * always fp32 (small arrays the scans read as fp32).  Then the backend is
  * chosen and its model_init runs.
  *
+ * A GGUF file takes the same steps from its metadata and llama.cpp's
+ * tensor names (each architecture row and mixer says how: gguf_dims,
+ * load_gguf); lmi_take is shared, reading either format's tensors in row
+ * major (PyTorch) order.
+ *
  * Every error path ends in lm_model_free on the partly built model, which
  * therefore accepts any state a failed load can leave behind.
  */
@@ -19,6 +25,7 @@
 #include "internal.h"
 #include "format/json.h"
 #include "format/safetensors.h"
+#include "format/gguf.h"
 #include "model_load.h"
 #include "arch/arch.h"
 
@@ -481,6 +488,13 @@ static const lmi_st_tensor *find_tensor(const lmi_loader *ld, const char *name, 
     return NULL;
 }
 
+static bool has_tensor(const lmi_loader *ld, const char *name)
+{
+    if (ld->gguf)
+        return lmi_gguf_find_tensor(ld->gguf, name) != NULL;
+    return find_tensor(ld, name, NULL) != NULL;
+}
+
 static lm_status own(lm_model *m, void *p, lmi_err *e)
 {
     if (m->n_owned == m->cap_owned) {
@@ -522,77 +536,168 @@ static uint64_t fnv_i64(uint64_t h, int64_t v)
     return fnv_bytes(h, b, 8);
 }
 
-static uint64_t fnv_tensor(uint64_t h, const lmi_st_tensor *t)
+static uint64_t fnv_stored(uint64_t h, const lmi_stored *t)
 {
-    uint8_t dt = (uint8_t)t->dtype;
-    h = fnv_bytes(h, &dt, 1);
+    h = fnv_bytes(h, &t->tag, 1);
     return fnv_bytes(h, t->data, t->nbytes);
 }
-
 
 static lmi_wtype wtype_of(lmi_st_dtype dt)
 {
     return dt == LMI_ST_F16 ? LMI_W_F16 : dt == LMI_ST_BF16 ? LMI_W_BF16 : LMI_W_F32;
 }
 
+/* A stored tensor in the terms lmi_take works in, whatever the format. */
+typedef struct found {
+    lmi_wtype type;
+    uint8_t tag;                    /* fingerprint byte (lmi_stored) */
+    int ndim;
+    int64_t shape[LMI_ST_MAX_DIMS]; /* row major */
+    const uint8_t *data;            /* in a mapping; not necessarily aligned */
+    size_t nbytes, nel;
+    bool *in_place;                 /* set when a weight points into that mapping */
+} found;
+
+/* The ggml types a GGUF weight may have: the one place where a stored type
+ * of GGUF files is recognised. */
+static lm_status gguf_wtype(const lmi_gguf_tensor *t, found *f, lmi_err *e)
+{
+    switch (t->type) {
+    case LMI_GGML_F32: f->type = LMI_W_F32, f->tag = LMI_ST_F32; return LM_OK;
+    case LMI_GGML_F16: f->type = LMI_W_F16, f->tag = LMI_ST_F16; return LM_OK;
+    case LMI_GGML_BF16: f->type = LMI_W_BF16, f->tag = LMI_ST_BF16; return LM_OK;
+    case LMI_GGML_Q8_0:
+        /* Q8_0 plugs in here with the 8-bit weight type: f->type its
+         * lmi_wtype (rows of 34-byte blocks: an fp16 scale and 32 int8;
+         * ne[0] is a multiple of 32, checked by the reader), f->tag a
+         * fingerprint byte past the lmi_st_dtype values, and lmi_take's
+         * alignment / element-size arithmetic in block terms. */
+    default: {
+        const char *nm = lmi_gguf_type_name(t->type);
+        return lmi_fail(e, LM_ERR_UNSUPPORTED, "tensor %s has type %s; supported: F32, F16, BF16",
+                        t->name, nm ? nm : "?");
+    }
+    }
+}
+
+/* Looks `name` up; *present false (and LM_OK) when absent. */
+static lm_status locate(lmi_loader *ld, const char *name, found *f, bool *present)
+{
+    memset(f, 0, sizeof *f);
+    *present = false;
+    if (ld->gguf) {
+        const lmi_gguf_tensor *t = lmi_gguf_find_tensor(ld->gguf, name);
+        if (!t)
+            return LM_OK;
+        *present = true;
+        lm_status st = gguf_wtype(t, f, ld->e);
+        if (st != LM_OK)
+            return st;
+        /* GGUF lists extents fastest first: reversed, they are PyTorch's. */
+        f->ndim = t->ndim;
+        for (int k = 0; k < t->ndim; k++)
+            f->shape[k] = t->ne[t->ndim - 1 - k];
+        f->data = t->data;
+        f->nbytes = t->nbytes;
+        f->in_place = &ld->gguf_in_place;
+    } else {
+        size_t fi = 0;
+        const lmi_st_tensor *t = find_tensor(ld, name, &fi);
+        if (!t)
+            return LM_OK;
+        *present = true;
+        if (t->dtype != LMI_ST_F32 && t->dtype != LMI_ST_F16 && t->dtype != LMI_ST_BF16)
+            return lmi_fail(ld->e, LM_ERR_UNSUPPORTED,
+                            "tensor %s has dtype %s; only F32, F16 and BF16 are supported", name,
+                            lmi_st_dtype_name(t->dtype));
+        f->type = wtype_of(t->dtype);
+        f->tag = (uint8_t)t->dtype;
+        f->ndim = t->ndim;
+        memcpy(f->shape, t->shape, sizeof f->shape);
+        f->data = t->data;
+        f->nbytes = t->nbytes;
+        f->in_place = &ld->in_place[fi];
+    }
+    f->nel = 1;
+    for (int k = 0; k < f->ndim; k++)
+        f->nel *= (size_t)f->shape[k]; /* fits: the readers checked the byte count */
+    return LM_OK;
+}
+
+/* n elements of a stored type to fp32; src may be unaligned. */
+static void stored_to_f32(lmi_wtype type, const uint8_t *src, size_t n, float *out)
+{
+    uint16_t h;
+    for (size_t k = 0; k < n; k++) {
+        switch (type) {
+        case LMI_W_F16:
+            memcpy(&h, src + 2 * k, 2);
+            out[k] = lmi_f16_to_f32(h);
+            break;
+        case LMI_W_BF16:
+            memcpy(&h, src + 2 * k, 2);
+            out[k] = lmi_bf16_to_f32(h);
+            break;
+        default:
+            memcpy(out + k, src + 4 * k, 4);
+            break;
+        }
+    }
+}
+
 /* Fetches tensor `name` with the given shape, in its stored type.  Absent
  * and not required: out->data = NULL.  LMI_TAKE_F32: fp32 whatever the stored
  * type (converted copies for 16-bit); LMI_TAKE_COPY: an owned, writable copy. */
 lm_status lmi_take(lmi_loader *ld, const char *name, int ndim, const int64_t *shape, int flags,
-                      lmi_weight *out, const lmi_st_tensor **raw)
+                   lmi_weight *out, lmi_stored *raw)
 {
     lmi_err *e = ld->e;
     memset(out, 0, sizeof *out);
     if (raw)
-        *raw = NULL;
-    size_t fi = 0;
-    const lmi_st_tensor *t = find_tensor(ld, name, &fi);
-    if (!t) {
+        memset(raw, 0, sizeof *raw);
+    found t;
+    bool present = false;
+    lm_status st = locate(ld, name, &t, &present);
+    if (st != LM_OK)
+        return st;
+    if (!present) {
         if (flags & LMI_TAKE_REQUIRED)
             return lmi_fail(e, LM_ERR_MISSING, "tensor %s is missing from %s", name, ld->where);
         return LM_OK;
     }
-    if (t->dtype != LMI_ST_F32 && t->dtype != LMI_ST_F16 && t->dtype != LMI_ST_BF16)
-        return lmi_fail(e, LM_ERR_UNSUPPORTED,
-                        "tensor %s has dtype %s; only F32, F16 and BF16 are supported", name,
-                        lmi_st_dtype_name(t->dtype));
-    bool same = t->ndim == ndim;
+    bool same = t.ndim == ndim;
     for (int k = 0; same && k < ndim; k++)
-        same = t->shape[k] == shape[k];
+        same = t.shape[k] == shape[k];
     if (!same) {
         char got[160], want[160];
         return lmi_fail(e, LM_ERR_SHAPE, "tensor %s has shape %s, expected %s", name,
-                        shape_str(got, sizeof got, t->ndim, t->shape),
+                        shape_str(got, sizeof got, t.ndim, t.shape),
                         shape_str(want, sizeof want, ndim, shape));
     }
-    const size_t es = lmi_st_dtype_size(t->dtype);
-    const size_t nel = t->nbytes / es;
-    const lmi_wtype type = (flags & LMI_TAKE_F32) ? LMI_W_F32 : wtype_of(t->dtype);
+    const size_t es = lmi_wtype_size(t.type);
+    const lmi_wtype type = (flags & LMI_TAKE_F32) ? LMI_W_F32 : t.type;
     out->type = type;
     out->rows = ndim >= 2 ? shape[0] : 1;
-    out->cols = out->rows > 0 ? (int64_t)nel / out->rows : 0;
-    if (wtype_of(t->dtype) == type && ((uintptr_t)t->data % es) == 0 && !(flags & LMI_TAKE_COPY)) {
+    out->cols = out->rows > 0 ? (int64_t)t.nel / out->rows : 0;
+    if (t.type == type && ((uintptr_t)t.data % es) == 0 && !(flags & LMI_TAKE_COPY)) {
         /* Zero copy: the mapping is read-only, the model never writes weights. */
-        out->data = t->data;
-        ld->in_place[fi] = true;
+        out->data = t.data;
+        *t.in_place = true;
     } else {
-        void *buf = lmi_alloc_raw(nel, lmi_wtype_size(type));
+        void *buf = lmi_alloc_raw(t.nel, lmi_wtype_size(type));
         if (!buf)
             return lmi_fail(e, LM_ERR_NO_MEMORY, "out of memory converting tensor %s", name);
-        lm_status st = own(ld->m, buf, e);
-        if (st != LM_OK)
+        if ((st = own(ld->m, buf, e)) != LM_OK)
             return st;
         if (type == LMI_W_F32)
-            st = lmi_st_to_f32(t, buf, e);
-        else if (nel)
-            memcpy(buf, t->data, t->nbytes); /* unaligned 16-bit: one copy, same type */
-        if (st != LM_OK)
-            return st;
+            stored_to_f32(t.type, t.data, t.nel, buf);
+        else if (t.nel)
+            memcpy(buf, t.data, t.nbytes); /* unaligned 16-bit: one copy, same type */
         out->data = buf;
     }
-    ld->m->n_params += (int64_t)nel;
+    ld->m->n_params += (int64_t)t.nel;
     if (raw)
-        *raw = t;
+        *raw = (lmi_stored){t.data, t.nbytes, t.tag};
     return LM_OK;
 }
 
@@ -622,11 +727,12 @@ lm_status lmi_make_A(float *a, size_t n, const char *name, lmi_err *e)
     return LM_OK;
 }
 
-/* Bias flags absent from config.json follow the checkpoint (layer 0). */
+/* Bias flags absent from config.json (always, for GGUF) follow the
+ * checkpoint (layer 0). */
 static void resolve_flag(const lmi_loader *ld, int *flag, const char *name)
 {
     if (*flag < 0)
-        *flag = find_tensor(ld, name, NULL) != NULL;
+        *flag = has_tensor(ld, name);
 }
 
 lm_status lmi_take_bias(lmi_loader *ld, const char *name, bool flag, const char *field,
@@ -634,19 +740,45 @@ lm_status lmi_take_bias(lmi_loader *ld, const char *name, bool flag, const char 
 {
     memset(out, 0, sizeof *out);
     if (flag) return lmi_take(ld, name, 1, &n, LMI_TAKE_REQUIRED, out, NULL);
-    if (find_tensor(ld, name, NULL))
+    if (has_tensor(ld, name)) {
+        if (ld->gguf) /* the flags come from layer 0's tensors */
+            return lmi_fail(ld->e, LM_ERR_SHAPE, "tensor %s is present but layer 0 has no %s", name,
+                            strcmp(field, "use_bias") == 0 ? "ssm_in.bias" : "ssm_conv1d.bias");
         return lmi_fail(ld->e, LM_ERR_SHAPE, "tensor %s is present but the config has %s=false",
                         name, field);
+    }
     return LM_OK;
 }
 
-void lmi_loader_hash(lmi_loader *ld, const lmi_st_tensor *t)
+void lmi_loader_hash(lmi_loader *ld, const lmi_stored *t)
 {
-    ld->fnv = fnv_tensor(ld->fnv, t);
+    ld->fnv = fnv_stored(ld->fnv, t);
 }
 
+/* Where the tensors every model has are, per format. */
+typedef struct tensor_names {
+    const char *embed[2];       /* the first present is the embedding */
+    const char *norm_f;
+    const char *lm_head;        /* absent: tied */
+    const char *layer;          /* layer i's names: layer + i + ... */
+    const char *layer_norm;     /* ... + layer_norm */
+    const char *mixer;          /* ... + mixer + the mixer's own names */
+    const char *in_bias0;       /* layer 0's biases: the bias flags' default */
+    const char *conv_bias0;
+} tensor_names;
+
+static const tensor_names hf_names = {
+    {"backbone.embeddings.weight", "backbone.embedding.weight"}, /* HF, mamba_ssm */
+    "backbone.norm_f.weight", "lm_head.weight", "backbone.layers.", ".norm.weight", ".mixer.",
+    "backbone.layers.0.mixer.in_proj.bias", "backbone.layers.0.mixer.conv1d.bias"};
+
+/* llama.cpp's names (gguf-py MODEL_TENSOR / TENSOR_NAMES). */
+static const tensor_names gguf_names = {
+    {"token_embd.weight", NULL}, "output_norm.weight", "output.weight", "blk.",
+    ".attn_norm.weight", ".", "blk.0.ssm_in.bias", "blk.0.ssm_conv1d.bias"};
+
 /* Layer i: its norm, then the tensors of its mixer (the row's pattern). */
-static lm_status load_layer(lmi_loader *ld, const lmi_cfg *c, int64_t i)
+static lm_status load_layer(lmi_loader *ld, const lmi_cfg *c, const tensor_names *tn, int64_t i)
 {
     lm_model *m = ld->m;
     const lmi_arch *a = lmi_arch_find(m->dims.arch);
@@ -656,12 +788,15 @@ static lm_status load_layer(lmi_loader *ld, const lmi_cfg *c, int64_t i)
     const lmi_mixer_ops *mx = lmi_mixer_find(L->kind);
     if (!mx) return lmi_fail(ld->e, LM_ERR_UNSUPPORTED, "layer %lld: unknown mixer kind %d",
                              (long long)i, (int)L->kind);
+    if (ld->gguf && !mx->load_gguf)
+        return lmi_fail(ld->e, LM_ERR_UNSUPPORTED, "layer %lld: %s layers have no GGUF form",
+                        (long long)i, mx->name);
     int64_t s_d[1] = {m->dims.d_model};
-    snprintf(n, sizeof n, "backbone.layers.%lld.norm.weight", (long long)i);
+    snprintf(n, sizeof n, "%s%lld%s", tn->layer, (long long)i, tn->layer_norm);
     lm_status st = lmi_take(ld, n, 1, s_d, LMI_TAKE_REQUIRED, &L->norm_w, NULL);
     if (st != LM_OK) return st;
-    snprintf(n, sizeof n, "backbone.layers.%lld.mixer.", (long long)i);
-    return mx->load(ld, c, n, L);
+    snprintf(n, sizeof n, "%s%lld%s", tn->layer, (long long)i, tn->mixer);
+    return ld->gguf ? mx->load_gguf(ld, c, n, L) : mx->load(ld, c, n, L);
 }
 
 /* Opens model.safetensors, or the shards listed in the index. */
@@ -785,53 +920,39 @@ static void close_files(lmi_loader *ld)
     ld->n_files = 0;
 }
 
-static lm_dtype model_dtype(lmi_st_dtype dt)
-{
-    return dt == LMI_ST_F16 ? LM_DTYPE_F16 : dt == LMI_ST_BF16 ? LM_DTYPE_BF16 : LM_DTYPE_F32;
-}
-
-static lm_status load_weights(lmi_loader *ld, const lmi_cfg *c_in, const char *dir)
+/* The tensors every model has, then each layer's, in the names of the
+ * open format; dims and flags from the configuration. */
+static lm_status load_tensors(lmi_loader *ld, const lmi_cfg *c_in, const tensor_names *tn)
 {
     lm_model *m = ld->m;
     lmi_err *e = ld->e;
     lmi_cfg c = *c_in;
     lm_status st;
-    char *where = NULL;
-    st = open_files(ld, dir, &where);
-    if (st != LM_OK)
-        return st;
-    /* `where` names the file in messages; keep only the base name. */
-    const char *slash = strrchr(where, '/');
-    char wbuf[256];
-    snprintf(wbuf, sizeof wbuf, "%s", slash ? slash + 1 : where);
-    lmi_free(where);
-    ld->where = wbuf;
-
-    m->maps = lmi_alloc(ld->n_files, sizeof *m->maps);
-    if (!m->maps)
-        return lmi_fail(e, LM_ERR_NO_MEMORY, "out of memory");
-
     lmi_dims *d = &m->dims;
     *d = c.d;
-    /* Embedding: HF "embeddings", mamba_ssm "embedding". */
-    const char *emb_name = "backbone.embeddings.weight";
-    const lmi_st_tensor *et = find_tensor(ld, emb_name, NULL);
-    if (!et) {
-        emb_name = "backbone.embedding.weight";
-        et = find_tensor(ld, emb_name, NULL);
+    const char *emb_name = NULL;
+    found et;
+    bool present = false;
+    for (int k = 0; k < 2 && !present && tn->embed[k]; k++) {
+        emb_name = tn->embed[k];
+        if ((st = locate(ld, emb_name, &et, &present)))
+            return st;
     }
-    if (!et)
-        return lmi_fail(e, LM_ERR_MISSING,
-                        "tensor backbone.embeddings.weight (or backbone.embedding.weight) is "
-                        "missing from %s",
+    if (!present) {
+        if (tn->embed[1])
+            return lmi_fail(e, LM_ERR_MISSING, "tensor %s (or %s) is missing from %s",
+                            tn->embed[0], tn->embed[1], ld->where);
+        return lmi_fail(e, LM_ERR_MISSING, "tensor %s is missing from %s", tn->embed[0],
                         ld->where);
-    int64_t rows = et->ndim == 2 ? et->shape[0] : 0;
+    }
+    int64_t rows = et.ndim == 2 ? et.shape[0] : 0;
     if (c.vocab_expected > 0)
         rows = c.vocab_expected;
     if (rows < 1)
         rows = 1;
     d->vocab = rows;
-    m->dtype = model_dtype(et->dtype);
+    m->dtype = et.type == LMI_W_F16 ? LM_DTYPE_F16 : et.type == LMI_W_BF16 ? LM_DTYPE_BF16
+                                                                            : LM_DTYPE_F32;
 
     ld->fnv = FNV_OFFSET;
     const int64_t dims_hashed[] = {d->arch,    d->d_model,  d->d_inner, d->d_state,
@@ -843,13 +964,15 @@ static lm_status load_weights(lmi_loader *ld, const lmi_cfg *c_in, const char *d
     int64_t s_vd[2] = {d->vocab, d->d_model}, s_d[1] = {d->d_model};
     if ((st = lmi_take(ld, emb_name, 2, s_vd, LMI_TAKE_REQUIRED, &m->embed, NULL)))
         return st;
-    const lmi_st_tensor *rnorm = NULL;
-    if ((st = lmi_take(ld, "backbone.norm_f.weight", 1, s_d, LMI_TAKE_REQUIRED, &m->norm_f, &rnorm)))
+    lmi_stored rnorm;
+    if ((st = lmi_take(ld, tn->norm_f, 1, s_d, LMI_TAKE_REQUIRED, &m->norm_f, &rnorm)))
         return st;
     /* transformers: tie_word_embeddings means lm_head *is* the embedding,
-     * whatever a stored lm_head.weight holds; an absent head is tied too. */
+     * whatever a stored lm_head.weight holds; an absent head is tied too
+     * (GGUF: the converter drops output.weight when it equals the
+     * embedding). */
     if (!d->tied) {
-        if ((st = lmi_take(ld, "lm_head.weight", 2, s_vd, 0, &m->lm_head, NULL)))
+        if ((st = lmi_take(ld, tn->lm_head, 2, s_vd, 0, &m->lm_head, NULL)))
             return st;
         if (!m->lm_head.data)
             d->tied = true;
@@ -857,8 +980,8 @@ static lm_status load_weights(lmi_loader *ld, const lmi_cfg *c_in, const char *d
     if (d->tied)
         m->lm_head = m->embed;
 
-    resolve_flag(ld, &c.use_bias, "backbone.layers.0.mixer.in_proj.bias");
-    resolve_flag(ld, &c.use_conv_bias, "backbone.layers.0.mixer.conv1d.bias");
+    resolve_flag(ld, &c.use_bias, tn->in_bias0);
+    resolve_flag(ld, &c.use_conv_bias, tn->conv_bias0);
     d->use_bias = c.use_bias == 1;
     d->use_conv_bias = c.use_conv_bias == 1;
 
@@ -866,11 +989,32 @@ static lm_status load_weights(lmi_loader *ld, const lmi_cfg *c_in, const char *d
     if (!m->layers)
         return lmi_fail(e, LM_ERR_NO_MEMORY, "out of memory");
     for (int64_t i = 0; i < d->n_layer; i++)
-        if ((st = load_layer(ld, &c, i)))
+        if ((st = load_layer(ld, &c, tn, i)))
             return st;
-    ld->fnv = fnv_tensor(ld->fnv, rnorm);
+    ld->fnv = fnv_stored(ld->fnv, &rnorm);
     m->fingerprint = ld->fnv;
+    return LM_OK;
+}
 
+static lm_status load_weights(lmi_loader *ld, const lmi_cfg *c, const char *dir)
+{
+    lm_model *m = ld->m;
+    char *where = NULL;
+    lm_status st = open_files(ld, dir, &where);
+    if (st != LM_OK)
+        return st;
+    /* `where` names the file in messages; keep only the base name. */
+    const char *slash = strrchr(where, '/');
+    char wbuf[256];
+    snprintf(wbuf, sizeof wbuf, "%s", slash ? slash + 1 : where);
+    lmi_free(where);
+    ld->where = wbuf;
+
+    m->maps = lmi_alloc(ld->n_files, sizeof *m->maps);
+    if (!m->maps)
+        return lmi_fail(ld->e, LM_ERR_NO_MEMORY, "out of memory");
+    if ((st = load_tensors(ld, c, &hf_names)))
+        return st;
     /* Keep the mappings that tensors point into; release the others. */
     for (size_t k = 0; k < ld->n_files; k++) {
         if (!ld->in_place[k])
@@ -879,6 +1023,172 @@ static lm_status load_weights(lmi_loader *ld, const lmi_cfg *c_in, const char *d
         ld->files[k].map.addr = NULL;
     }
     return LM_OK;
+}
+
+/* ---- GGUF ---------------------------------------------------------------------- */
+
+lm_status lmi_gguf_cfg_int(const lmi_cfg *c, const lmi_gguf_file *g, const char *arch,
+                           const char *key, int64_t dflt, int64_t lo, int64_t hi, int64_t *out,
+                           lmi_err *e)
+{
+    char full[160];
+    snprintf(full, sizeof full, "%s.%s", arch, key);
+    if (!lmi_gguf_find_kv(g, full)) {
+        if (dflt < 0)
+            return lmi_fail(e, LM_ERR_MISSING, "%s has no metadata key %s", c->path, full);
+        *out = dflt;
+        return LM_OK;
+    }
+    uint64_t v = 0;
+    lmi_err ge = {{0}};
+    lm_status st = lmi_gguf_get_uint(g, full, &v, &ge);
+    if (st != LM_OK)
+        return lmi_fail(e, st, "%s: %s", c->path, ge.msg);
+    if (v < (uint64_t)lo || v > (uint64_t)hi)
+        return lmi_fail(e, LM_ERR_UNSUPPORTED, "%s: %s = %llu is outside [%lld, %lld]", c->path,
+                        full, (unsigned long long)v, (long long)lo, (long long)hi);
+    *out = (int64_t)v;
+    return LM_OK;
+}
+
+/* An F32 value as the decimal it most likely was: the converter wrote the
+ * config's epsilon (1e-5, a double) as float32; the shortest decimal that
+ * rounds to the same float gives back the double, so the RMSNorm sees the
+ * same epsilon as from config.json. */
+static double shortest_decimal(float f)
+{
+    char buf[48];
+    for (int prec = 1; prec <= 9; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, (double)f);
+        double v = strtod(buf, NULL);
+        if ((float)v == f)
+            return v;
+    }
+    return f;
+}
+
+/* general.architecture picks the row; the keys every architecture shares,
+ * then the row's own, then its derived dimensions. */
+static lm_status gguf_config(const lmi_gguf_file *g, lmi_cfg *c, lmi_err *e)
+{
+    memset(&c->d, 0, sizeof c->d);
+    c->use_bias = c->use_conv_bias = -1; /* from layer 0's tensors */
+    c->vocab_expected = 0;
+    lmi_err ge = {{0}};
+    lmi_gguf_str an;
+    lm_status st = lmi_gguf_get_str(g, "general.architecture", &an, &ge);
+    if (st != LM_OK)
+        return lmi_fail(e, st, "%s: %s", c->path, ge.msg);
+    const lmi_arch *a = NULL;
+    for (size_t k = 0; k < N_ROWS(arch_table) && !a; k++) {
+        const char *ga = arch_table[k]->gguf_arch;
+        if (ga && strlen(ga) == an.len && memcmp(ga, an.p, an.len) == 0)
+            a = arch_table[k];
+    }
+    if (!a)
+        return lmi_fail(e, LM_ERR_UNSUPPORTED,
+                        "%s: general.architecture \"%.*s\" is not supported (only \"mamba\" and "
+                        "\"mamba2\")",
+                        c->path, (int)(an.len > 64 ? 64 : an.len), an.p);
+    lmi_dims *d = &c->d;
+    d->arch = a->arch;
+    const char *arch = a->gguf_arch;
+    if ((st = lmi_gguf_cfg_int(c, g, arch, "embedding_length", -1, 1, 1 << 20, &d->d_model, e)) ||
+        (st = lmi_gguf_cfg_int(c, g, arch, "block_count", -1, 1, 4096, &d->n_layer, e)) ||
+        (st = lmi_gguf_cfg_int(c, g, arch, "ssm.conv_kernel", -1, 1, 64, &d->d_conv, e)) ||
+        (st = lmi_gguf_cfg_int(c, g, arch, "ssm.inner_size", -1, 1, 1 << 22, &d->d_inner, e)) ||
+        (st = lmi_gguf_cfg_int(c, g, arch, "ssm.state_size", -1, 1, 4096, &d->d_state, e)))
+        return st;
+    char key[160];
+    snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", arch);
+    const lmi_gguf_kv *ek = lmi_gguf_find_kv(g, key);
+    if (!ek)
+        return lmi_fail(e, LM_ERR_MISSING, "%s has no metadata key %s", c->path, key);
+    if ((st = lmi_gguf_get_float(g, key, &d->eps, &ge)))
+        return lmi_fail(e, st, "%s: %s", c->path, ge.msg);
+    if (ek->type == LMI_GGUF_F32)
+        d->eps = shortest_decimal((float)d->eps);
+    d->tied = false; /* decided by output.weight */
+    /* The vocabulary is the token list's length; the embedding must have
+     * that many rows (llama.cpp's rule). */
+    if (lmi_gguf_find_kv(g, "tokenizer.ggml.tokens")) {
+        uint64_t n = 0;
+        const uint8_t *first;
+        if ((st = lmi_gguf_get_arr(g, "tokenizer.ggml.tokens", LMI_GGUF_STRING, &n, &first, &ge)))
+            return lmi_fail(e, st, "%s: %s", c->path, ge.msg);
+        if (n < 1 || n > INT32_MAX)
+            return lmi_fail(e, LM_ERR_UNSUPPORTED, "%s: tokenizer.ggml.tokens lists %llu tokens",
+                            c->path, (unsigned long long)n);
+        c->vocab_expected = (int64_t)n;
+    }
+    if ((st = a->gguf_dims(c, g, arch, e)))
+        return st;
+    if (!(d->eps > 0 && d->eps < 1))
+        return lmi_fail(e, LM_ERR_FORMAT, "%s: layer norm epsilon %g is not in (0, 1)", c->path,
+                        d->eps);
+    return a->finish(c, e);
+}
+
+lm_status lmi_model_from_gguf(lmi_gguf_file *g, const char *where, lm_model **out, lmi_err *e)
+{
+    if (out)
+        *out = NULL;
+    if (!g || !out)
+        return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "lmi_model_from_gguf: NULL argument");
+    const char *slash = where ? strrchr(where, '/') : NULL;
+    char wbuf[256];
+    snprintf(wbuf, sizeof wbuf, "%s", slash ? slash + 1 : where ? where : "GGUF file");
+    lmi_cfg c;
+    memset(&c, 0, sizeof c);
+    c.path = wbuf;
+    lm_status st = gguf_config(g, &c, e);
+    if (st != LM_OK)
+        return st;
+    lm_model *m = lmi_alloc(1, sizeof *m);
+    if (!m)
+        return lmi_fail(e, LM_ERR_NO_MEMORY, "out of memory");
+    lmi_loader ld = {.m = m, .e = e, .gguf = g, .where = wbuf};
+    m->maps = lmi_alloc(1, sizeof *m->maps);
+    st = m->maps ? load_tensors(&ld, &c, &gguf_names)
+                 : lmi_fail(e, LM_ERR_NO_MEMORY, "out of memory");
+    if (st != LM_OK) {
+        lm_model_free(m);
+        return st;
+    }
+    /* The model keeps the mapping when a weight points into it. */
+    if (ld.gguf_in_place && g->map.addr) {
+        m->maps[m->n_maps++] = g->map;
+        g->map.addr = NULL;
+    }
+    *out = m;
+    return LM_OK;
+}
+
+/* A regular file is read as GGUF when its name ends in .gguf or it starts
+ * with the magic. */
+static bool is_gguf_file(const char *path)
+{
+    size_t n = strlen(path);
+    if (n >= 5 && strcmp(path + n - 5, ".gguf") == 0)
+        return true;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    uint8_t head[4];
+    ssize_t got = read(fd, head, sizeof head);
+    close(fd);
+    return got == 4 && lmi_gguf_magic(head, 4);
+}
+
+static lm_status read_gguf(const char *path, lm_model **out, lmi_err *e)
+{
+    lmi_gguf_file g;
+    lm_status st = lmi_gguf_open(path, &g, e);
+    if (st != LM_OK)
+        return st;
+    st = lmi_model_from_gguf(&g, path, out, e);
+    lmi_gguf_close(&g);
+    return st;
 }
 
 /* ---- the public entry points ------------------------------------------------- */
@@ -922,8 +1232,11 @@ lm_status lmi_model_read(const char *dir, lm_model **out, lmi_err *e)
         return lmi_fail(e, err == ENOENT ? LM_ERR_MISSING : LM_ERR_IO, "%s: %s", dir,
                         strerror_r(err, eb, sizeof eb));
     }
+    if (S_ISREG(sb.st_mode) && is_gguf_file(dir))
+        return read_gguf(dir, out, e);
     if (!S_ISDIR(sb.st_mode))
-        return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "%s is not a model directory", dir);
+        return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "%s is neither a model directory nor a GGUF file",
+                        dir);
 
     lmi_cfg c;
     memset(&c, 0, sizeof c);

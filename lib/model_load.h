@@ -5,6 +5,7 @@
 #define LMI_MODEL_LOAD_H
 
 #include "internal.h"
+#include "format/gguf.h"
 
 /* Reads dir/config.json and the weights into a new model with dims,
  * weights, dtype, n_params and fingerprint filled, but no backend
@@ -17,8 +18,28 @@
  * and the dt bias (Mamba-1 dt_proj.bias, Mamba-2 dt_bias) one byte with the
  * lmi_st_dtype followed by the tensor's stored bytes; then the same for
  * backbone.norm_f.weight.  Re-sharding a checkpoint keeps it; converting
- * its dtype changes it. */
+ * its dtype changes it.
+ *
+ * dir may also be a GGUF file (a regular file named *.gguf or starting
+ * with the magic): lmi_model_from_gguf. */
 lm_status lmi_model_read(const char *dir, lm_model **out, lmi_err *e);
+
+/* Reads a model from a parsed GGUF file in llama.cpp's conventions
+ * (general.architecture "mamba" / "mamba2", <arch>.embedding_length,
+ * .block_count, .ssm.*, .attention.layer_norm_rms_epsilon; vocabulary =
+ * length of tokenizer.ggml.tokens when present; token_embd, output_norm,
+ * output (absent: tied), blk.N.attn_norm and the mixer's blk.N.ssm_*).
+ * Weights point into g's image when aligned, and the model then takes
+ * g's mapping (g->map.addr becomes NULL); close g afterwards either way.
+ * where names the file in messages.  The GGUF fuzz target's entry.
+ *
+ * fingerprint: as above, the same dims, then per layer ssm_a (A itself,
+ * the converter stores -exp(A_log)), ssm_d and ssm_dt.bias, then
+ * output_norm.weight, each as one tag byte (the lmi_st_dtype of its
+ * element type: F32 0, F16 1, BF16 2) and its stored bytes.  So a GGUF
+ * file and the safetensors checkpoint it came from have different
+ * fingerprints (A_log vs A, and the converter stores norms as F32). */
+lm_status lmi_model_from_gguf(lmi_gguf_file *g, const char *where, lm_model **out, lmi_err *e);
 
 /* Parses config.json text (Hugging Face or mamba_ssm form) into dims, with
  * the checks lmi_model_read applies before it opens any weights; the

@@ -1,8 +1,13 @@
 /*
  * tokenizer.c - the public tokenizer API: loading tokenizer.json from a
- * file or model directory, encode, decode.  The parts are in lib/tokenizer/.
+ * file or model directory, or a GGUF file's tokenizer; encode, decode.
+ * The parts are in lib/tokenizer/.
  */
 #include "tokenizer/tok.h"
+#include "format/gguf.h"
+
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <errno.h>
 #include <stdio.h>
@@ -44,6 +49,32 @@ static lm_status read_file(const char *path, char **out, size_t *size, lmi_err *
     return LM_OK;
 }
 
+/* A regular file named *.gguf or starting with the GGUF magic. */
+static bool is_gguf(const char *path, const struct stat *sb)
+{
+    if (!S_ISREG(sb->st_mode)) return false;
+    size_t n = strlen(path);
+    if (n >= 5 && strcmp(path + n - 5, ".gguf") == 0) return true;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    uint8_t head[4];
+    ssize_t got = read(fd, head, sizeof head);
+    close(fd);
+    return got == 4 && lmi_gguf_magic(head, 4);
+}
+
+static lm_status load_gguf(const char *path, lm_tokenizer **out, lmi_err *e)
+{
+    lmi_gguf_file g;
+    lm_status st = lmi_gguf_open(path, &g, e);
+    if (st != LM_OK) return st;
+    lmi_err te = {{0}};
+    st = lmi_tok_from_gguf(&g, out, &te);
+    lmi_gguf_close(&g);
+    if (st != LM_OK) return lmi_fail(e, st, "%s: %s", path, te.msg);
+    return LM_OK;
+}
+
 lm_status lm_tokenizer_load(const char *path, lm_tokenizer **out, char *err, size_t err_cap)
 {
     lmi_err e = {{0}};
@@ -55,6 +86,10 @@ lm_status lm_tokenizer_load(const char *path, lm_tokenizer **out, char *err, siz
     }
     struct stat sb;
     char *file = NULL;
+    if (stat(path, &sb) == 0 && is_gguf(path, &sb)) {
+        st = load_gguf(path, out, &e);
+        goto done;
+    }
     if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
         /* A model directory: its tokenizer.json. */
         size_t n = strlen(path);

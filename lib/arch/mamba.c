@@ -1,7 +1,7 @@
 /*
  * arch/mamba.c - the tensors both Mamba mixers share: in_proj, conv1d and
  * out_proj (each with its optional bias), and the A / D / dt-bias trio
- * that enters the model fingerprint.
+ * that enters the model fingerprint; in Hugging Face and in GGUF form.
  */
 #include "arch/arch.h"
 #include "arch/mamba.h"
@@ -42,7 +42,7 @@ lm_status lmi_mamba_load_decay(lmi_loader *ld, const char *prefix, const char *d
                                lmi_mamba_weights *w)
 {
     const int req = LMI_TAKE_REQUIRED;
-    const lmi_st_tensor *rA = NULL, *rD = NULL, *rdt = NULL;
+    lmi_stored rA, rD, rdt;
     char n[192];
     lm_status st;
     int64_t s_n[1] = {n_d};
@@ -59,9 +59,77 @@ lm_status lmi_mamba_load_decay(lmi_loader *ld, const char *prefix, const char *d
     if ((st = lmi_check_finite(lmi_weight_f32(&w->D), (size_t)n_d, n, ld->e)))
         return st;
     /* fingerprint: A_log, D, dt bias (model_load.h) */
-    lmi_loader_hash(ld, rA);
-    lmi_loader_hash(ld, rD);
-    lmi_loader_hash(ld, rdt);
+    lmi_loader_hash(ld, &rA);
+    lmi_loader_hash(ld, &rD);
+    lmi_loader_hash(ld, &rdt);
+    return LM_OK;
+}
+
+/* ---- GGUF (llama.cpp's convert_hf_to_gguf.py layouts) ------------------------ */
+
+lm_status lmi_mamba_gguf_io(lmi_loader *ld, const lmi_cfg *c, const char *prefix,
+                            int64_t in_rows, lmi_mamba_weights *w)
+{
+    const lmi_dims *d = &c->d;
+    const int64_t D = d->d_model, E = d->d_inner, K = d->d_conv;
+    const int req = LMI_TAKE_REQUIRED;
+    char n[192];
+    lm_status st;
+    int64_t s_in[2] = {in_rows, D};
+    if ((st = lmi_take(ld, TN(n, "%sssm_in.weight", prefix), 2, s_in, req, &w->in_w, NULL)))
+        return st;
+    if ((st = lmi_take_bias(ld, TN(n, "%sssm_in.bias", prefix), c->use_bias == 1, "use_bias",
+                            in_rows, &w->in_b)))
+        return st;
+    /* the converter squeezes conv1d [C][1][K] to [C][K]: same bytes */
+    int64_t s_conv[2] = {d->conv_dim, K};
+    if ((st = lmi_take(ld, TN(n, "%sssm_conv1d.weight", prefix), 2, s_conv, req, &w->conv_w,
+                       NULL)))
+        return st;
+    if ((st = lmi_take_bias(ld, TN(n, "%sssm_conv1d.bias", prefix), c->use_conv_bias == 1,
+                            "use_conv_bias", d->conv_dim, &w->conv_b)))
+        return st;
+    int64_t s_out[2] = {D, E};
+    if ((st = lmi_take(ld, TN(n, "%sssm_out.weight", prefix), 2, s_out, req, &w->out_w, NULL)))
+        return st;
+    return lmi_take_bias(ld, TN(n, "%sssm_out.bias", prefix), c->use_bias == 1, "use_bias", D,
+                         &w->out_b);
+}
+
+lm_status lmi_mamba_gguf_decay(lmi_loader *ld, const char *prefix, int ndim_a,
+                               const int64_t *shape_a, int ndim_d, const int64_t *shape_d,
+                               int64_t n_dt, lmi_mamba_weights *w)
+{
+    const int req = LMI_TAKE_REQUIRED;
+    lmi_stored rA, rD, rdt;
+    char n[192];
+    lm_status st;
+    if ((st = lmi_take(ld, TN(n, "%sssm_dt.bias", prefix), 1, &n_dt, req | LMI_TAKE_F32, &w->dt_b,
+                       &rdt)))
+        return st;
+    /* ssm_a holds A = -exp(A_log) already (the converter applies it) */
+    if ((st = lmi_take(ld, TN(n, "%sssm_a", prefix), ndim_a, shape_a, req | LMI_TAKE_F32, &w->A,
+                       &rA)))
+        return st;
+    const float *a = lmi_weight_f32(&w->A);
+    const size_t na = (size_t)lmi_weight_numel(&w->A);
+    if ((st = lmi_check_finite(a, na, n, ld->e)))
+        return st;
+    for (size_t k = 0; k < na; k++)
+        if (a[k] > 0.0f)
+            return lmi_fail(ld->e, LM_ERR_FORMAT,
+                            "tensor %s has a positive value (%g) at index %zu: expected "
+                            "A = -exp(A_log), as llama.cpp's converter stores it",
+                            n, (double)a[k], k);
+    if ((st = lmi_take(ld, TN(n, "%sssm_d", prefix), ndim_d, shape_d, req | LMI_TAKE_F32, &w->D,
+                       &rD)))
+        return st;
+    if ((st = lmi_check_finite(lmi_weight_f32(&w->D), (size_t)lmi_weight_numel(&w->D), n, ld->e)))
+        return st;
+    /* fingerprint: A, D, dt bias (model_load.h) */
+    lmi_loader_hash(ld, &rA);
+    lmi_loader_hash(ld, &rD);
+    lmi_loader_hash(ld, &rdt);
     return LM_OK;
 }
 

@@ -17,6 +17,17 @@ lm_status lmi_mamba_load_io(lmi_loader *ld, const lmi_cfg *c, const char *prefix
 lm_status lmi_mamba_load_decay(lmi_loader *ld, const char *prefix, const char *dt_name,
                                int ndim_a, const int64_t *shape_a, int64_t n_d,
                                lmi_mamba_weights *w);
+/* GGUF (llama.cpp names under prefix "blk.N."): ssm_in [in_rows][d],
+ * ssm_conv1d [conv_dim][K] (squeezed), ssm_out [d][E], each with the bias
+ * layer 0 says it has. */
+lm_status lmi_mamba_gguf_io(lmi_loader *ld, const lmi_cfg *c, const char *prefix,
+                            int64_t in_rows, lmi_mamba_weights *w);
+/* GGUF ssm_dt.bias [n_dt], ssm_a (A itself, = -exp(A_log): checked finite
+ * and <= 0) and ssm_d, in the given shapes: fp32, hashed into the
+ * fingerprint in the order A, D, dt bias. */
+lm_status lmi_mamba_gguf_decay(lmi_loader *ld, const char *prefix, int ndim_a,
+                               const int64_t *shape_a, int ndim_d, const int64_t *shape_d,
+                               int64_t n_dt, lmi_mamba_weights *w);
 /* conv window [conv_dim][K-1] and SSM state [E][N], fixed size. */
 size_t lmi_mamba_state_floats(const lmi_dims *d, lmi_state_part part, int64_t pos);
 

@@ -66,6 +66,45 @@ static lm_status m1_load(lmi_loader *ld, const lmi_cfg *c, const char *prefix, l
     return lmi_mamba_load_decay(ld, prefix, "dt_proj.bias", 2, s_a, E, w);
 }
 
+/* GGUF: blk.N.ssm_x.weight [R+2N][E], ssm_dt.weight [E][R] and .bias [E],
+ * ssm_a = A [E][N], ssm_d [E] (llama.cpp's names; extents reversed). */
+static lm_status m1_load_gguf(lmi_loader *ld, const lmi_cfg *c, const char *prefix, lmi_layer *L)
+{
+    const lmi_dims *d = &c->d;
+    const int64_t E = d->d_inner, N = d->d_state, R = d->dt_rank;
+    lmi_mamba_weights *w = &L->mamba;
+    char n[192];
+    lm_status st;
+    if ((st = lmi_mamba_gguf_io(ld, c, prefix, 2 * E, w))) return st;
+    int64_t s_x[2] = {R + 2 * N, E}, s_dt[2] = {E, R}, s_a[2] = {E, N};
+    snprintf(n, sizeof n, "%sssm_x.weight", prefix);
+    if ((st = lmi_take(ld, n, 2, s_x, LMI_TAKE_REQUIRED, &w->x_w, NULL))) return st;
+    snprintf(n, sizeof n, "%sssm_dt.weight", prefix);
+    if ((st = lmi_take(ld, n, 2, s_dt, LMI_TAKE_REQUIRED, &w->dt_w, NULL))) return st;
+    return lmi_mamba_gguf_decay(ld, prefix, 2, s_a, 1, &E, E, w);
+}
+
+/* GGUF metadata (convert_hf_to_gguf.py MambaModel): mamba.ssm.time_step_rank;
+ * mamba.ssm.dt_b_c_rms true is Falcon-Mamba (RMSNorm on dt, B, C). */
+static lm_status m1_gguf_dims(lmi_cfg *c, const lmi_gguf_file *g, const char *arch, lmi_err *e)
+{
+    lmi_dims *d = &c->d;
+    lm_status st;
+    if ((st = lmi_gguf_cfg_int(c, g, arch, "ssm.time_step_rank", -1, 1, 1 << 20, &d->dt_rank, e)))
+        return st;
+    char key[96];
+    snprintf(key, sizeof key, "%s.ssm.dt_b_c_rms", arch);
+    bool rms = false;
+    lmi_err ge = {{0}};
+    if (lmi_gguf_find_kv(g, key) && (st = lmi_gguf_get_bool(g, key, &rms, &ge)))
+        return lmi_fail(e, st, "%s: %s", c->path, ge.msg);
+    if (rms)
+        return lmi_fail(e, LM_ERR_UNSUPPORTED,
+                        "%s: %s is true (Falcon-Mamba's RMSNorm on dt, B and C): not supported",
+                        c->path, key);
+    return LM_OK;
+}
+
 /* Channel c's decay rates: row c of A [E][N]. */
 static void m1_channel_A(const lmi_dims *d, const lmi_layer *L, int64_t c, const float **A_row,
                          int64_t *N, double *A_head)
@@ -79,6 +118,7 @@ const lmi_mixer_ops lmi_mixer_mamba1 = {
     .kind = LMI_MIXER_MAMBA1,
     .name = "Mamba-1",
     .load = m1_load,
+    .load_gguf = m1_load_gguf,
     .state_floats = lmi_mamba_state_floats,
     .channel_A = m1_channel_A,
 };
@@ -96,4 +136,6 @@ const lmi_arch lmi_arch_mamba1 = {
     .parse_ssm = m1_parse_ssm,
     .finish = m1_finish,
     .mixer_of = m1_mixer_of,
+    .gguf_arch = "mamba",
+    .gguf_dims = m1_gguf_dims,
 };

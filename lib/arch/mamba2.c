@@ -5,6 +5,7 @@
 #include "arch/arch.h"
 #include "arch/mamba.h"
 
+#include <math.h>
 #include <stdio.h>
 
 static lm_status m2_parse_hf(lmi_cfg *c, const lmi_json *j, lmi_err *e)
@@ -88,6 +89,52 @@ static lm_status m2_load(lmi_loader *ld, const lmi_cfg *c, const char *prefix, l
     return lmi_take(ld, n, 1, s_e, LMI_TAKE_REQUIRED, &w->gnorm_w, NULL);
 }
 
+/* GGUF: blk.N.ssm_dt.bias [H], ssm_a = A and ssm_d as [H][1] (the converter
+ * adds a unit extent), ssm_norm.weight as [G][E/G] (grouped): the same
+ * bytes as the flat vectors, flattened after the shape check. */
+static lm_status m2_load_gguf(lmi_loader *ld, const lmi_cfg *c, const char *prefix, lmi_layer *L)
+{
+    const lmi_dims *d = &c->d;
+    const int64_t E = d->d_inner, H = d->n_heads, G = d->n_groups;
+    lmi_mamba_weights *w = &L->mamba;
+    char n[192];
+    lm_status st;
+    if ((st = lmi_mamba_gguf_io(ld, c, prefix, 2 * E + 2 * G * d->d_state + H, w)))
+        return st;
+    int64_t s_h1[2] = {H, 1}, s_norm[2] = {G, E / G};
+    if ((st = lmi_mamba_gguf_decay(ld, prefix, 2, s_h1, 2, s_h1, H, w))) return st;
+    snprintf(n, sizeof n, "%sssm_norm.weight", prefix);
+    if ((st = lmi_take(ld, n, 2, s_norm, LMI_TAKE_REQUIRED, &w->gnorm_w, NULL))) return st;
+    lmi_weight_flatten(&w->A);
+    lmi_weight_flatten(&w->D);
+    lmi_weight_flatten(&w->gnorm_w);
+    return LM_OK;
+}
+
+/* GGUF metadata (convert_hf_to_gguf.py Mamba2Model): the heads are
+ * mamba2.ssm.time_step_rank (d_inner / head_dim), the groups
+ * mamba2.ssm.group_count.  GGUF has no chunk size (an execution detail
+ * here) nor time_step_limit (llama.cpp clamps nothing): (0, +inf). */
+static lm_status m2_gguf_dims(lmi_cfg *c, const lmi_gguf_file *g, const char *arch, lmi_err *e)
+{
+    lmi_dims *d = &c->d;
+    lm_status st;
+    if ((st = lmi_gguf_cfg_int(c, g, arch, "ssm.time_step_rank", -1, 1, 1 << 16, &d->n_heads, e)))
+        return st;
+    if ((st = lmi_gguf_cfg_int(c, g, arch, "ssm.group_count", -1, 1, 1 << 16, &d->n_groups, e)))
+        return st;
+    if (d->d_inner % d->n_heads != 0)
+        return lmi_fail(e, LM_ERR_FORMAT,
+                        "%s: %s.ssm.inner_size %lld is not a multiple of the %lld heads "
+                        "(%s.ssm.time_step_rank)",
+                        c->path, arch, (long long)d->d_inner, (long long)d->n_heads, arch);
+    d->head_dim = d->d_inner / d->n_heads;
+    d->ssd_chunk = 256;
+    d->dt_limit_lo = 0.0;
+    d->dt_limit_hi = INFINITY;
+    return LM_OK;
+}
+
 /* A channel is a head with one scalar A. */
 static void m2_channel_A(const lmi_dims *d, const lmi_layer *L, int64_t c, const float **A_row,
                          int64_t *N, double *A_head)
@@ -102,6 +149,7 @@ const lmi_mixer_ops lmi_mixer_mamba2 = {
     .kind = LMI_MIXER_MAMBA2,
     .name = "Mamba-2",
     .load = m2_load,
+    .load_gguf = m2_load_gguf,
     .state_floats = lmi_mamba_state_floats,
     .channel_A = m2_channel_A,
 };
@@ -119,4 +167,6 @@ const lmi_arch lmi_arch_mamba2 = {
     .parse_ssm = m2_parse_ssm,
     .finish = m2_finish,
     .mixer_of = m2_mixer_of,
+    .gguf_arch = "mamba2",
+    .gguf_dims = m2_gguf_dims,
 };

@@ -87,7 +87,7 @@ static size_t pow2_at_least(size_t n)
 
 /* ---- added-token trie ----------------------------------------------------- */
 
-static lm_status trie_add(lmi_tok_trie *tr, const uint8_t *s, size_t n, int32_t token, lmi_err *e)
+lm_status lmi_tok_trie_add(lmi_tok_trie *tr, const uint8_t *s, size_t n, int32_t token, lmi_err *e)
 {
     if (!tr->nodes) {
         tr->cap = 64;
@@ -125,7 +125,7 @@ static lm_status trie_add(lmi_tok_trie *tr, const uint8_t *s, size_t n, int32_t 
         cur = child;
     }
     if (tr->nodes[cur].token >= 0 && tr->nodes[cur].token != token)
-        return lmi_fail(e, LM_ERR_FORMAT, "tokenizer.json: added tokens %d and %d have the same content",
+        return lmi_fail(e, LM_ERR_FORMAT, "tokenizer: added tokens %d and %d have the same content",
                         tr->nodes[cur].token, token);
     tr->nodes[cur].token = token;
     return LM_OK;
@@ -341,35 +341,80 @@ static lm_status load_vocab(loader *L)
         if (src[id]) memcpy(t->str_blob + t->str_off[id], v->keys[src[id] - 1], len[id]);
         t->str_off[id + 1] = t->str_off[id] + (src[id] ? len[id] : 0);
     }
-    t->vocab_mask = pow2_at_least(v->len * 2) - 1;
+    for (size_t id = 0; id < n_ids; id++)
+        if (src[id]) t->defined[id] = 1;
+    st = lmi_tok_vocab_index(t, v->len, "tokenizer.json: vocab token", L->e);
+out:
+    lmi_free(len);
+    lmi_free(src);
+    return st;
+}
+
+lm_status lmi_tok_vocab_index(lm_tokenizer *t, size_t n_strings, const char *what, lmi_err *e)
+{
+    t->vocab_mask = pow2_at_least(n_strings * 2) - 1;
     t->vocab_slots = lmi_alloc(t->vocab_mask + 1, sizeof *t->vocab_slots);
-    if (!t->vocab_slots) {
-        st = lmi_fail(L->e, LM_ERR_NO_MEMORY, "tokenizer: out of memory (vocab)");
-        goto out;
-    }
+    if (!t->vocab_slots) return lmi_fail(e, LM_ERR_NO_MEMORY, "tokenizer: out of memory (vocab)");
     memset(t->vocab_slots, 0xff, (t->vocab_mask + 1) * sizeof *t->vocab_slots);
-    for (size_t id = 0; id < n_ids; id++) {
-        if (!src[id]) continue;
+    for (size_t id = 0; id < (size_t)t->n_ids; id++) {
+        if (t->defined[id] != 1) continue;
         size_t n;
         const char *s = tok_str(t, (int32_t)id, &n);
         size_t i = (size_t)str_hash(s, n) & t->vocab_mask;
         while (t->vocab_slots[i] >= 0) {
             size_t m;
             const char *x = tok_str(t, t->vocab_slots[i], &m);
-            if (m == n && memcmp(x, s, n) == 0) {
-                st = lmi_fail(L->e, LM_ERR_FORMAT, "tokenizer.json: vocab token \"%.*s\" repeats",
-                              (int)(n > 64 ? 64 : n), s);
-                goto out;
-            }
+            if (m == n && memcmp(x, s, n) == 0)
+                return lmi_fail(e, LM_ERR_FORMAT, "%s \"%.*s\" repeats", what,
+                                (int)(n > 64 ? 64 : n), s);
             i = (i + 1) & t->vocab_mask;
         }
         t->vocab_slots[i] = (int32_t)id;
-        t->defined[id] = 1;
     }
-out:
-    lmi_free(len);
-    lmi_free(src);
-    return st;
+    return LM_OK;
+}
+
+lm_status lmi_tok_merges_alloc(lm_tokenizer *t, size_t n, lmi_err *e)
+{
+    if (n >= UINT32_MAX / 2)
+        return lmi_fail(e, LM_ERR_FORMAT, "tokenizer: too many merges (%zu)", n);
+    t->merge_mask = pow2_at_least(n * 2 + 2) - 1;
+    t->merges = lmi_alloc_raw(t->merge_mask + 1, sizeof *t->merges);
+    if (!t->merges) return lmi_fail(e, LM_ERR_NO_MEMORY, "tokenizer: out of memory (merges)");
+    for (size_t i = 0; i <= t->merge_mask; i++) t->merges[i].key = LMI_TOK_EMPTY;
+    return LM_OK;
+}
+
+lm_status lmi_tok_merge_add(lm_tokenizer *t, size_t r, const char *a, size_t la, const char *b,
+                            size_t lb, const char *what, lmi_err *e)
+{
+    int32_t ia = lmi_tok_vocab_find(t, a, la), ib = lmi_tok_vocab_find(t, b, lb);
+    if (ia < 0 || ib < 0)
+        return lmi_fail(e, LM_ERR_FORMAT, "%s %zu uses \"%.*s\", not in vocab", what, r,
+                        (int)(ia < 0 ? (la > 64 ? 64 : la) : (lb > 64 ? 64 : lb)), ia < 0 ? a : b);
+    /* The merged string, on the stack when short (it almost always is). */
+    char small[256];
+    char *joined = la + lb <= sizeof small ? small : lmi_alloc_raw(la + lb, 1);
+    if (!joined) return lmi_fail(e, LM_ERR_NO_MEMORY, "tokenizer: out of memory (merges)");
+    memcpy(joined, a, la);
+    memcpy(joined + la, b, lb);
+    int32_t id = lmi_tok_vocab_find(t, joined, la + lb);
+    lm_status st = LM_OK;
+    if (id < 0)
+        st = lmi_fail(e, LM_ERR_FORMAT, "%s %zu result \"%.*s\" is not in vocab", what, r,
+                      (int)(la + lb > 64 ? 64 : la + lb), joined);
+    if (joined != small) lmi_free(joined);
+    if (st != LM_OK) return st;
+    /* A repeated pair takes the later rank (tokenizers collects the
+     * merges into a map). */
+    uint64_t key = (uint64_t)(uint32_t)ia << 32 | (uint32_t)ib;
+    size_t i = (size_t)((key * 0x9E3779B97F4A7C15ull) >> 20) & t->merge_mask;
+    while (t->merges[i].key != LMI_TOK_EMPTY && t->merges[i].key != key)
+        i = (i + 1) & t->merge_mask;
+    t->merges[i].key = key;
+    t->merges[i].rank = (uint32_t)r;
+    t->merges[i].id = id;
+    return LM_OK;
 }
 
 static lm_status load_merges(loader *L, const lmi_json *merges)
@@ -377,16 +422,8 @@ static lm_status load_merges(loader *L, const lmi_json *merges)
     lm_tokenizer *t = L->t;
     if (merges->type != LMI_JSON_ARRAY)
         return lmi_fail(L->e, LM_ERR_FORMAT, "tokenizer.json: model.merges is not an array");
-    if (merges->len >= UINT32_MAX / 2)
-        return lmi_fail(L->e, LM_ERR_FORMAT, "tokenizer.json: too many merges");
-    t->merge_mask = pow2_at_least(merges->len * 2 + 2) - 1;
-    t->merges = lmi_alloc_raw(t->merge_mask + 1, sizeof *t->merges);
-    if (!t->merges) return lmi_fail(L->e, LM_ERR_NO_MEMORY, "tokenizer: out of memory (merges)");
-    for (size_t i = 0; i <= t->merge_mask; i++) t->merges[i].key = LMI_TOK_EMPTY;
-
-    char *joined = NULL;
-    size_t joined_cap = 0;
-    lm_status st = LM_OK;
+    lm_status st = lmi_tok_merges_alloc(t, merges->len, L->e);
+    if (st) return st;
     for (size_t r = 0; r < merges->len; r++) {
         const lmi_json *m = &merges->items[r];
         const char *a, *b;
@@ -394,11 +431,9 @@ static lm_status load_merges(loader *L, const lmi_json *merges)
         if (m->type == LMI_JSON_STRING) {
             /* "a b": split at the first space, as tokenizers does. */
             const char *sp = memchr(m->str, ' ', m->len);
-            if (!sp) {
-                st = lmi_fail(L->e, LM_ERR_FORMAT, "tokenizer.json: merge %zu \"%.64s\" is not \"a b\"",
-                              r, m->str);
-                break;
-            }
+            if (!sp)
+                return lmi_fail(L->e, LM_ERR_FORMAT,
+                                "tokenizer.json: merge %zu \"%.64s\" is not \"a b\"", r, m->str);
             a = m->str;
             la = (size_t)(sp - m->str);
             b = sp + 1;
@@ -410,47 +445,12 @@ static lm_status load_merges(loader *L, const lmi_json *merges)
             b = m->items[1].str;
             lb = m->items[1].len;
         } else {
-            st = lmi_fail(L->e, LM_ERR_FORMAT,
-                          "tokenizer.json: merge %zu is neither \"a b\" nor [\"a\", \"b\"]", r);
-            break;
+            return lmi_fail(L->e, LM_ERR_FORMAT,
+                            "tokenizer.json: merge %zu is neither \"a b\" nor [\"a\", \"b\"]", r);
         }
-        int32_t ia = lmi_tok_vocab_find(t, a, la), ib = lmi_tok_vocab_find(t, b, lb);
-        if (ia < 0 || ib < 0) {
-            st = lmi_fail(L->e, LM_ERR_FORMAT, "tokenizer.json: merge %zu uses \"%.*s\", not in vocab",
-                          r, (int)(ia < 0 ? (la > 64 ? 64 : la) : (lb > 64 ? 64 : lb)),
-                          ia < 0 ? a : b);
-            break;
-        }
-        if (la + lb > joined_cap) {
-            lmi_free(joined);
-            joined_cap = (la + lb) * 2 + 16;
-            joined = lmi_alloc_raw(joined_cap, 1);
-            if (!joined) {
-                st = lmi_fail(L->e, LM_ERR_NO_MEMORY, "tokenizer: out of memory (merges)");
-                break;
-            }
-        }
-        memcpy(joined, a, la);
-        memcpy(joined + la, b, lb);
-        int32_t id = lmi_tok_vocab_find(t, joined, la + lb);
-        if (id < 0) {
-            st = lmi_fail(L->e, LM_ERR_FORMAT,
-                          "tokenizer.json: merge %zu result \"%.*s\" is not in vocab", r,
-                          (int)(la + lb > 64 ? 64 : la + lb), joined);
-            break;
-        }
-        /* A repeated pair takes the later rank (tokenizers collects the
-         * merges into a map). */
-        uint64_t key = (uint64_t)(uint32_t)ia << 32 | (uint32_t)ib;
-        size_t i = (size_t)((key * 0x9E3779B97F4A7C15ull) >> 20) & t->merge_mask;
-        while (t->merges[i].key != LMI_TOK_EMPTY && t->merges[i].key != key)
-            i = (i + 1) & t->merge_mask;
-        t->merges[i].key = key;
-        t->merges[i].rank = (uint32_t)r;
-        t->merges[i].id = id;
+        if ((st = lmi_tok_merge_add(t, r, a, la, b, lb, "tokenizer.json: merge", L->e))) return st;
     }
-    lmi_free(joined);
-    return st;
+    return LM_OK;
 }
 
 static lm_status load_added(loader *L)
@@ -500,10 +500,10 @@ static lm_status load_added(loader *L)
             if (lmi_utf8_valid_prefix((const uint8_t *)c->str, c->len) != c->len)
                 return lmi_fail(L->e, LM_ERR_FORMAT, "tokenizer.json: added token %d is not UTF-8", id);
             if ((st = lmi_tok_nfc_alloc((const uint8_t *)c->str, c->len, &nf, &nfl, L->e))) return st;
-            st = trie_add(tr, nf, nfl, id, L->e);
+            st = lmi_tok_trie_add(tr, nf, nfl, id, L->e);
             lmi_free(nf);
         } else {
-            st = trie_add(tr, (const uint8_t *)c->str, c->len, id, L->e);
+            st = lmi_tok_trie_add(tr, (const uint8_t *)c->str, c->len, id, L->e);
         }
         if (st) return st;
         t->n_added++;
@@ -643,14 +643,20 @@ static lm_status build(loader *L, const lmi_json *root)
             return lmi_fail(e, LM_ERR_FORMAT, "tokenizer.json: unk_token \"%.64s\" is not in vocab",
                             unk->str);
     }
+    if ((st = load_added(L))) return st;
+    return lmi_tok_finish(t, e);
+}
+
+lm_status lmi_tok_finish(lm_tokenizer *t, lmi_err *e)
+{
     for (int b = 0; b < 256; b++) {
         uint8_t u[4];
         t->byte_char[b] = lmi_tok_byte_char((uint8_t)b);
         size_t n = lmi_utf8_put(t->byte_char[b], u);
         t->byte_id[b] = lmi_tok_vocab_find(t, (const char *)u, n);
     }
-    if ((st = load_added(L))) return st;
-    if ((st = build_decode(t, e))) return st;
+    lm_status st = build_decode(t, e);
+    if (st) return st;
 
     if (t->use_regex) {
         /* GPT-2's split pattern; PCRE2 with UTF and Unicode properties
@@ -688,24 +694,36 @@ static void gctx_free(void *p, void *user)
     lmi_free(p);
 }
 
+lm_tokenizer *lmi_tok_new(lmi_err *e)
+{
+    lm_tokenizer *t = lmi_alloc(1, sizeof *t);
+    if (!t) {
+        lmi_fail(e, LM_ERR_NO_MEMORY, "tokenizer: out of memory");
+        return NULL;
+    }
+    t->unk_id = -1;
+    t->re_gctx = pcre2_general_context_create(gctx_alloc, gctx_free, NULL);
+    if (!t->re_gctx) {
+        lmi_fail(e, LM_ERR_NO_MEMORY, "tokenizer: out of memory (regex)");
+        lmi_free(t);
+        return NULL;
+    }
+    return t;
+}
+
 lm_status lmi_tok_from_json(const char *json, size_t size, lm_tokenizer **out, lmi_err *e)
 {
     *out = NULL;
     lmi_json *root = NULL;
     lm_status st = lmi_json_parse(json, size, &root, e);
     if (st) return st;
-    lm_tokenizer *t = lmi_alloc(1, sizeof *t);
+    lm_tokenizer *t = lmi_tok_new(e);
     if (!t) {
         lmi_json_free(root);
-        return lmi_fail(e, LM_ERR_NO_MEMORY, "tokenizer: out of memory");
+        return LM_ERR_NO_MEMORY;
     }
-    t->re_gctx = pcre2_general_context_create(gctx_alloc, gctx_free, NULL);
-    if (!t->re_gctx) {
-        st = lmi_fail(e, LM_ERR_NO_MEMORY, "tokenizer: out of memory (regex)");
-    } else {
-        loader L = {.t = t, .e = e};
-        st = build(&L, root);
-    }
+    loader L = {.t = t, .e = e};
+    st = build(&L, root);
     lmi_json_free(root);
     if (st) {
         lmi_tok_destroy(t);

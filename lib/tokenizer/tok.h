@@ -86,6 +86,34 @@ struct lm_tokenizer {
 /* Builds a tokenizer from tokenizer.json text. */
 lm_status lmi_tok_from_json(const char *json, size_t size, lm_tokenizer **out, lmi_err *e);
 void lmi_tok_destroy(lm_tokenizer *t);
+
+/* The steps a builder from another source (lib/tokenizer/gguf.c) shares
+ * with the tokenizer.json one: */
+/* An empty tokenizer (unk_id -1) with its regex allocator; NULL (e says
+ * why) on failure.  Free with lmi_tok_destroy. */
+lm_tokenizer *lmi_tok_new(lmi_err *e);
+/* The string -> id table over the ids with defined[id] == 1, their
+ * strings in str_blob / str_off already; n_strings of them.  A repeated
+ * string is LM_ERR_FORMAT ("<what> "x" repeats"). */
+lm_status lmi_tok_vocab_index(lm_tokenizer *t, size_t n_strings, const char *what, lmi_err *e);
+/* The merge table for n merges, then merge r: (a, b) -> the id of a + b;
+ * a, b and a + b must be in the vocab (messages start with what). */
+lm_status lmi_tok_merges_alloc(lm_tokenizer *t, size_t n, lmi_err *e);
+lm_status lmi_tok_merge_add(lm_tokenizer *t, size_t r, const char *a, size_t la, const char *b,
+                            size_t lb, const char *what, lmi_err *e);
+/* Adds an added token's content to a trie. */
+lm_status lmi_tok_trie_add(lmi_tok_trie *tr, const uint8_t *s, size_t n, int32_t token, lmi_err *e);
+/* Byte tables, the decode table and the split regex, once the vocab,
+ * merges and added tokens are in. */
+lm_status lmi_tok_finish(lm_tokenizer *t, lmi_err *e);
+
+/* ---- lib/tokenizer/gguf.c ------------------------------------------------ */
+
+struct lmi_gguf_file;
+/* Builds a tokenizer from a GGUF file's tokenizer.ggml.* metadata
+ * (llama.cpp's "gpt2" byte-level BPE).  No tokenizer.ggml.model:
+ * LM_ERR_MISSING; another model or pre-tokenizer: LM_ERR_UNSUPPORTED. */
+lm_status lmi_tok_from_gguf(const struct lmi_gguf_file *g, lm_tokenizer **out, lmi_err *e);
 /* Model id of a byte-level token string, or -1. */
 int32_t lmi_tok_vocab_find(const lm_tokenizer *t, const char *s, size_t len);
 /* Hash table probe for a merge of (left, right), or NULL. */

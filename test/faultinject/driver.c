@@ -337,12 +337,13 @@ out:
     free(lg);
 }
 
-/* Tokenizer: load, encode, decode. */
+/* Tokenizer: load, encode, decode (g_fixture: a file under test/data, or
+ * NULL for tiny-a.json). */
 static void sc_tokenizer(outcome *o, int *usable)
 {
     (void)usable;
     char path[512], err[512] = "";
-    snprintf(path, sizeof path, "%s/tokenizer/tiny-a.json", LM_TEST_DATA);
+    snprintf(path, sizeof path, "%s/%s", LM_TEST_DATA, g_fixture ? g_fixture : "tokenizer/tiny-a.json");
     lm_tokenizer *t = NULL;
     if (!ok(o, lm_tokenizer_load(path, &t, err, sizeof err), "lm_tokenizer_load", err)) return;
     static const char text[] = "Hello <|sp|>x caf\xc3\xa9 na\xc3\xafve, e\xcc\x81 12345 \xff!";
@@ -496,6 +497,8 @@ int main(int argc, char **argv)
         {"model-m2", "m2-groups-f32", sc_model},
         {"modes", NULL, sc_modes},
         {"tokenizer", NULL, sc_tokenizer},
+        {"model-gguf", "gguf/m2-tiny-f32.gguf", sc_model}, /* vocab 96, as the token ids need */
+        {"tokenizer-gguf", "fixtures/gguf/m1-tok.gguf", sc_tokenizer},
         {"scan", NULL, sc_scan},
     };
     const size_t n_all = sizeof all / sizeof all[0];

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -269,6 +270,16 @@ int cli_load_calibration(const char *path, const lm_model *model, lm_calibration
 
 cli_text_kind cli_model_text_kind(const char *dir, int64_t vocab)
 {
+    struct stat sb;
+    if (stat(dir, &sb) == 0 && S_ISREG(sb.st_mode)) {
+        /* a GGUF file: its own tokenizer when it has one */
+        lm_tokenizer *tok = NULL;
+        if (lm_tokenizer_load(dir, &tok, NULL, 0) == LM_OK) {
+            lm_tokenizer_free(tok);
+            return CLI_TEXT_TOKENIZER;
+        }
+        return vocab == 256 ? CLI_TEXT_BYTES : CLI_TEXT_NONE;
+    }
     if (cli_has_file(dir, "tokenizer.json"))
         return CLI_TEXT_TOKENIZER;
     if (vocab == 256 || (vocab > 256 && cli_byte_level_config(dir)))

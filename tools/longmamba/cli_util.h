@@ -82,7 +82,7 @@ int cli_load_calibration(const char *path, const lm_model *model, lm_calibration
 /* ---- text to token ids ----------------------------------------------------------- */
 
 /* How text becomes token ids for a model: its dir/tokenizer.json if there
- * is one, else raw bytes for a byte-level model (vocabulary 256, or more
+ * is one (for a GGUF file: its tokenizer.ggml.* when present), else raw bytes for a byte-level model (vocabulary 256, or more
  * with "byte_level": true in config.json), else not at all. */
 typedef enum cli_text_kind { CLI_TEXT_NONE, CLI_TEXT_BYTES, CLI_TEXT_TOKENIZER } cli_text_kind;
 cli_text_kind cli_model_text_kind(const char *dir, int64_t vocab);

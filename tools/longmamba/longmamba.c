@@ -5,9 +5,11 @@
  * Links only the public library.  Exit status: 0 success, 1 failure (an
  * error, or a check over tolerance), 2 usage error.
  */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "cli_opt.h"
@@ -18,8 +20,8 @@ static const char usage_text[] =
     "usage: longmamba COMMAND [ARGS]   (longmamba COMMAND --help for its options)\n"
     "\n"
     "commands:\n"
-    "  info MODEL_DIR   architecture, sizes, dtype, vocabulary, parameters, backend,\n"
-    "                   fingerprint\n"
+    "  info MODEL       architecture, sizes, dtype, vocabulary, parameters, backend,\n"
+    "                   fingerprint (MODEL: a model directory or a GGUF file)\n"
     "  check MODEL_DIR REFERENCE.safetensors\n"
     "                   all-position logits of each input_ids row against logits_f64\n"
     "  generate MODEL_DIR (--prompt TEXT | --prompt-file FILE | --prompt-ids \"1 2 3\")\n"
@@ -79,16 +81,20 @@ static void print_info(const char *dir, const lm_model_info *info)
     printf("threads:      %d\n", (int)info->n_threads);
     printf("fingerprint:  %016llx\n", (unsigned long long)info->fingerprint);
     cli_text_kind tk = cli_model_text_kind(dir, info->vocab_size);
-    printf("tokenizer:    %s\n", tk == CLI_TEXT_TOKENIZER ? "tokenizer.json"
+    struct stat sb;
+    const bool file = stat(dir, &sb) == 0 && S_ISREG(sb.st_mode);
+    printf("format:       %s\n", file ? "GGUF" : "safetensors");
+    printf("tokenizer:    %s\n", tk == CLI_TEXT_TOKENIZER ? (file ? "GGUF (tokenizer.ggml.*)" : "tokenizer.json")
                                  : tk == CLI_TEXT_BYTES   ? "bytes"
                                                           : "none (use --prompt-ids)");
 }
 
 static int cmd_info(int argc, char **argv)
 {
-    static const cli_cmd cmd = {"info", "info MODEL_DIR [--backend B] [--threads N]",
+    static const cli_cmd cmd = {"info", "info MODEL [--backend B] [--threads N]",
                                 "Architecture, sizes, dtype, vocabulary, parameters, backend,\n"
-                                "fingerprint and how text is read.\n",
+                                "fingerprint and how text is read.  MODEL is a model directory\n"
+                                "(config.json + safetensors) or a GGUF file.\n",
                                 NULL, 0};
     model_opts mo = {LM_BACKEND_AUTO, 0, 0};
     const cli_opt opts[] = {CLI_OPT_BACKEND(&mo.backend), CLI_OPT_THREADS(&mo.threads)};
@@ -98,7 +104,7 @@ static int cmd_info(int argc, char **argv)
     if (rc)
         return rc == CLI_PARSE_HELP ? 0 : rc;
     if (!dir)
-        return cli_opt_usage(&cmd, "MODEL_DIR is required");
+        return cli_opt_usage(&cmd, "MODEL is required");
 
     lm_model *model = NULL;
     lm_model_info info;

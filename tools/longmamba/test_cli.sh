@@ -174,6 +174,45 @@ for dir in "$fixtures"/*/; do
 done
 echo "fixtures checked: $n_fix"
 
+# ---- GGUF files of the fixtures (test/data/fixtures/gguf) --------------------
+# Each holds the weights of the fixture of the same name (m1-tiny-f16: of
+# m1-tiny-f32, rounded to F16), so `check` against that fixture's reference
+# passes with the default tolerance.
+n_gguf=0
+for f in "$fixtures"/gguf/*.gguf; do
+    [ -f "$f" ] || continue
+    n_gguf=$((n_gguf + 1))
+    name=$(basename "$f" .gguf)
+    expect 0 "info $name.gguf" -- "$cli" info "$f" --backend cpu
+    grep_out "^format:       GGUF$" "info $name.gguf says GGUF"
+    grep_out "^fingerprint:  [0-9a-f]\{16\}$" "info $name.gguf prints a fingerprint"
+    ref="$fixtures/$name/reference.safetensors"
+    if [ -f "$ref" ]; then
+        expect 0 "check $name.gguf against its fixture's reference" -- "$cli" check "$f" "$ref" --backend cpu
+    fi
+done
+if [ -f "$fixtures/gguf/m1-tiny-f16.gguf" ]; then
+    expect 0 "check m1-tiny-f16.gguf (F16 weights) at a 16-bit tolerance" -- "$cli" check "$fixtures/gguf/m1-tiny-f16.gguf" "$fixtures/m1-tiny-f32/reference.safetensors" --backend cpu --tol 1e-2
+fi
+if [ -f "$fixtures/gguf/m1-tok.gguf" ]; then
+    expect 0 "info m1-tok.gguf" -- "$cli" info "$fixtures/gguf/m1-tok.gguf" --backend cpu
+    grep_out "^tokenizer:    GGUF" "m1-tok.gguf reads text through its own tokenizer"
+    txt='The whale, the whale! <|endoftext|> 1234 naïve'
+    expect 0 "tokenize with tokenizer.json" -- "$cli" tokenize "$fixtures/m1-tok" --text "$txt"
+    cp "$tmp/out" "$tmp/tok_json"
+    expect 0 "tokenize with the GGUF tokenizer" -- "$cli" tokenize "$fixtures/gguf/m1-tok.gguf" --text "$txt"
+    if cmp -s "$tmp/tok_json" "$tmp/out"; then ok "GGUF and tokenizer.json give the same ids"; else bad "GGUF and tokenizer.json ids differ"; fi
+    expect 0 "generate from text on m1-tok.gguf" -- "$cli" generate "$fixtures/gguf/m1-tok.gguf" --backend cpu --prompt "The whale" -n 4 --seed 3
+fi
+expect 1 "generate text on a GGUF file without a tokenizer" -- "$cli" generate "$fixtures/gguf/m1-tiny-f32.gguf" --prompt hi
+printf 'GGUF\003\000\000\000' >"$tmp/short.gguf"
+expect 1 "info on a truncated GGUF file" -- "$cli" info "$tmp/short.gguf"
+grep_out "truncated" "truncated GGUF message"
+printf 'GGUX\003\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000' >"$tmp/magic.gguf"
+expect 1 "info on a file with a bad magic" -- "$cli" info "$tmp/magic.gguf"
+grep_out "bad magic" "bad magic message"
+echo "GGUF files checked: $n_gguf"
+
 # ---- a byte-level model: text in, bytes streamed out --------------------------
 # Random weights (stdlib only), vocabulary 264 = 256 bytes + 8 padding rows,
 # marked "byte_level" in config.json.
