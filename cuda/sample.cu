@@ -25,7 +25,7 @@ constexpr int kThreads = 1024;
 
 __device__ __forceinline__ uint64_t sample_key(float l, int64_t i)
 {
-    uint32_t b = __float_as_uint(l);
+    uint32_t b = __float_as_uint(l == 0.f ? 0.f : l); /* -0 ties with +0, as on the host */
     b = (b & 0x80000000u) ? ~b : (b | 0x80000000u); /* monotone in l */
     return ((uint64_t)b << 32) | (uint64_t)(0xFFFFFFFFu - (uint32_t)i);
 }
