@@ -80,6 +80,7 @@ const lmi_mixer_ops lmi_mixer_mamba1 = {
     .name = "Mamba-1",
     .load = m1_load,
     .state_floats = lmi_mamba_state_floats,
+    .linears = lmi_mamba_linears,
     .channel_A = m1_channel_A,
 };
 

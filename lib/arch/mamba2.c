@@ -103,6 +103,7 @@ const lmi_mixer_ops lmi_mixer_mamba2 = {
     .name = "Mamba-2",
     .load = m2_load,
     .state_floats = lmi_mamba_state_floats,
+    .linears = lmi_mamba_linears,
     .channel_A = m2_channel_A,
 };
 
