@@ -10,10 +10,21 @@
  * one least disturbed by other work on the machine).  Decode: 128-token
  * prompt, then decode_steps (default 64) single-token steps with logits,
  * timed together (prompt excluded).
+ *
+ *   bench_cpu [n_threads] [decode_steps] formats
+ *
+ * only the decode table by weight format: the same random model as F32,
+ * as F16 (every matrix and the embedding rounded to binary16, as a stored
+ * F16 checkpoint) and as Q8_0 quantised from that F16 (lm_model_params
+ * weights = LM_WEIGHTS_Q8_0: in_proj, x_proj, out_proj; the tied
+ * embedding/head and dt_proj stay F16), at 1 and 2 threads (our threads
+ * and OpenBLAS's); best of 3 runs of decode_steps steps.  It also runs
+ * after the main table when no third argument is given.
  */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,10 +45,85 @@ static void die(const char *what, lm_status st, const lm_session *s)
     exit(1);
 }
 
+/* Bytes of host weights one decode step reads (matrices and head; the
+ * embedding row and the vectors are noise). */
+static double step_bytes(const lm_model *m)
+{
+    double b = (double)m->lm_head.rows * (double)lmi_weight_row_bytes(&m->lm_head);
+    for (int64_t l = 0; l < m->dims.n_layer; l++) {
+        const lmi_mamba_weights *w = &m->layers[l].mamba;
+        const lmi_weight *mats[4] = {&w->in_w, &w->x_w, &w->dt_w, &w->out_w};
+        for (int k = 0; k < 4; k++) b += (double)mats[k]->rows * (double)lmi_weight_row_bytes(mats[k]);
+    }
+    return b;
+}
+
+static void set_threads(lm_model *m, int t)
+{
+    m->n_threads = t;
+#ifdef OPENBLAS_VERSION
+    openblas_set_num_threads(t);
+#endif
+}
+
+/* Decode tokens/s of the mamba-130m shape by weight format, 1 and 2 threads. */
+static void decode_by_format(tm_config c, long steps, const int32_t *tok)
+{
+    static const struct {
+        const char *name;
+        lmi_wtype wtype;
+        lm_weight_format weights;
+    } fmts[3] = {{"F32", LMI_W_F32, LM_WEIGHTS_AS_STORED},
+                 {"F16", LMI_W_F16, LM_WEIGHTS_AS_STORED},
+                 {"Q8_0 (from F16)", LMI_W_F16, LM_WEIGHTS_Q8_0}};
+    const int64_t V = c.vocab;
+    float *logits = malloc(sizeof(float) * (size_t)V);
+    printf("\ndecode by weight format (128-token prompt, then %ld steps with logits; best of 3)\n\n",
+           steps);
+    printf("| %-16s | threads | MB read / token | ms / token | tokens/s |\n", "weights");
+    printf("|------------------|--------:|----------------:|-----------:|---------:|\n");
+    for (int f = 0; f < 3; f++) {
+        char err[256];
+        c.wtype = fmts[f].wtype;
+        c.weights = fmts[f].weights;
+        lm_model *m = tm_model_build(&c, err, sizeof err);
+        if (!m) {
+            fprintf(stderr, "bench_cpu: %s\n", err);
+            exit(1);
+        }
+        for (int t = 1; t <= 2; t++) {
+            set_threads(m, t);
+            lm_session *s = NULL;
+            lm_status st = lm_session_create(m, NULL, &s, err, sizeof err);
+            if (st != LM_OK) die(err, st, NULL);
+            double best = 1e30;
+            for (int rep = 0; rep < 3; rep++) {
+                lm_session_reset(s);
+                st = lm_session_prefill(s, tok, 128, 1, logits, (size_t)V);
+                if (st != LM_OK) die("prefill", st, s);
+                const double a = now();
+                for (long i = 0; i < steps; i++) {
+                    st = lm_session_decode(s, tok[128 + i % 1024], logits, (size_t)V);
+                    if (st != LM_OK) die("decode", st, s);
+                }
+                const double b = now();
+                if (b - a < best) best = b - a;
+            }
+            printf("| %-16s | %7d | %15.1f | %10.2f | %8.1f |\n", fmts[f].name, t,
+                   step_bytes(m) / 1e6, 1e3 * best / (double)steps, (double)steps / best);
+            fflush(stdout);
+            lm_session_free(s);
+        }
+        tm_model_free(m);
+    }
+    free(logits);
+}
+
 int main(int argc, char **argv)
 {
     long nt = argc > 1 ? atol(argv[1]) : sysconf(_SC_NPROCESSORS_ONLN);
     long steps = argc > 2 ? atol(argv[2]) : 64;
+    const bool formats_only = argc > 3 && strcmp(argv[3], "formats") == 0;
     if (nt < 1) nt = 1;
     if (steps < 1) steps = 64;
     tm_config c = {
@@ -46,6 +132,14 @@ int main(int argc, char **argv)
         .seed = 1, .n_threads = (int32_t)nt,
     };
     char err[256];
+    if (formats_only) {
+        int32_t *ft = malloc(sizeof(int32_t) * 2048);
+        tu_rng fr = {99};
+        for (int i = 0; i < 2048; i++) ft[i] = (int32_t)(((tu_rng_sym(&fr) + 1.0) * 0.5) * 50277.0);
+        decode_by_format(c, steps, ft);
+        free(ft);
+        return 0;
+    }
     double t0 = now();
     lm_model *m = tm_model_build(&c, err, sizeof err);
     if (!m) {
@@ -163,6 +257,7 @@ int main(int argc, char **argv)
     }
     lm_session_free(s);
     tm_model_free(m);
+    decode_by_format(c, steps, tok);
     free(tok);
     free(logits);
     return 0;

@@ -171,6 +171,21 @@ LM_API const char *lm_backend_name(lm_backend backend);
 
 typedef struct lm_model lm_model;
 
+/* How the model holds its weights in memory (lm_model_params.weights). */
+typedef enum lm_weight_format {
+    /* Every tensor in its stored type (F32, F16, BF16), read in place. */
+    LM_WEIGHTS_AS_STORED = 0,
+    /* The matrices of the linear layers (in_proj, x_proj, out_proj, and
+     * lm_head unless tied to the embedding) quantised at load to 8-bit
+     * blocks in GGML's Q8_0 layout: per 32 inputs a binary16 scale
+     * d = max|w| / 127 and 32 int8 q = round_to_nearest_even(w / d),
+     * |q| <= 127 (README: "8-bit weights").  The embedding, dt_proj and
+     * every vector stay as stored; so does a matrix whose input size is
+     * not a multiple of 32.  Activations stay fp32.  A CUDA model gets
+     * these values widened (no memory saved there).  Added after 0.2.0. */
+    LM_WEIGHTS_Q8_0 = 1
+} lm_weight_format;
+
 typedef struct lm_model_params {
     uint32_t struct_size;
     lm_backend backend;      /* default AUTO */
@@ -179,6 +194,7 @@ typedef struct lm_model_params {
     lm_log_fn log_fn;        /* NULL = no logging */
     void *log_user;
     lm_log_level log_level;  /* most verbose level delivered; default ERROR */
+    lm_weight_format weights; /* default LM_WEIGHTS_AS_STORED (added after 0.2.0) */
 } lm_model_params;
 
 LM_API void lm_model_params_init(lm_model_params *params);
@@ -213,6 +229,7 @@ typedef struct lm_model_info {
     int32_t tied_embeddings; /* 1 if lm_head is the embedding */
     int32_t n_threads;
     uint64_t fingerprint;    /* identifies the weights; calibrations record it */
+    lm_weight_format weights; /* as loaded (lm_model_params.weights); added after 0.2.0 */
 } lm_model_info;
 
 LM_API lm_status lm_model_get_info(const lm_model *model, lm_model_info *info);

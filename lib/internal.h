@@ -70,29 +70,41 @@ typedef struct lmi_dims {
 
 /* ---- weights ----------------------------------------------------------- */
 
-/* Storage type of a weight tensor in host memory.  Room is left for an
- * 8-bit block format (a row is then a whole number of blocks: use
- * lmi_weight_row_bytes, not cols * element size). */
+/* Storage type of a weight tensor in host memory.  A row of a block type
+ * is a whole number of blocks: use lmi_weight_row_bytes, not cols times
+ * an element size. */
 typedef enum lmi_wtype {
     LMI_W_F32 = 0,
     LMI_W_F16 = 1,
     LMI_W_BF16 = 2,
+    /* GGML's Q8_0, byte for byte (so a GGUF Q8_0 tensor can be used in
+     * place): a row of cols (a multiple of 32) is cols / 32 blocks of
+     * { binary16 d, little endian; int8 q[32] } = 34 bytes, no padding;
+     * element j of a block is d * q[j].  Made by lmi_weight_quantize_q8_0. */
+    LMI_W_Q8_0 = 3,
 } lmi_wtype;
+
+#define LMI_Q8_0_BLOCK 32        /* elements per block */
+#define LMI_Q8_0_BLOCK_BYTES 34  /* bytes per block: d, then q[32] */
 
 /* One weight tensor as the model holds it: in its stored type, pointing
  * into the read-only mapping of the checkpoint when the data is aligned
- * for that type, else one copy (same type) owned by the model.  Matrices
- * are [rows = out][cols = in], row major; vectors have rows = 1; conv1d
- * weights are [conv_dim][K].  data == NULL: absent (e.g. no bias). */
+ * for that type, else one copy (same type) owned by the model; or, when
+ * the model was loaded with LM_WEIGHTS_Q8_0, a linear layer's matrix as
+ * LMI_W_Q8_0 blocks owned by the model.  Matrices are [rows = out][cols =
+ * in], row major; vectors have rows = 1; conv1d weights are [conv_dim][K].
+ * data == NULL: absent (e.g. no bias). */
 typedef struct lmi_weight {
     const void *data;
     lmi_wtype type;
     int64_t rows, cols;
 } lmi_weight;
 
+/* Bytes of one element of a per-element type (F32, F16, BF16); a block
+ * type has no element size (0): see lmi_weight_row_bytes. */
 static inline size_t lmi_wtype_size(lmi_wtype t)
 {
-    return t == LMI_W_F32 ? 4 : 2;
+    return t == LMI_W_F32 ? 4 : t == LMI_W_Q8_0 ? 0 : 2;
 }
 
 static inline int64_t lmi_weight_numel(const lmi_weight *w)
@@ -102,6 +114,8 @@ static inline int64_t lmi_weight_numel(const lmi_weight *w)
 
 static inline size_t lmi_weight_row_bytes(const lmi_weight *w)
 {
+    if (w->type == LMI_W_Q8_0)
+        return (size_t)(w->cols / LMI_Q8_0_BLOCK) * LMI_Q8_0_BLOCK_BYTES;
     return (size_t)w->cols * lmi_wtype_size(w->type);
 }
 
@@ -163,6 +177,12 @@ static inline float lmi_weight_at(const lmi_weight *w, int64_t i)
 {
     uint16_t h;
     switch (w->type) {
+    case LMI_W_Q8_0: {
+        /* rows are whole blocks, so flat element i is in flat block i / 32 */
+        const uint8_t *b = (const uint8_t *)w->data + (i / LMI_Q8_0_BLOCK) * LMI_Q8_0_BLOCK_BYTES;
+        h = (uint16_t)(b[0] | (b[1] << 8));
+        return lmi_f16_to_f32(h) * (float)(int8_t)b[2 + i % LMI_Q8_0_BLOCK];
+    }
     case LMI_W_F16:
         __builtin_memcpy(&h, (const uint16_t *)w->data + i, 2);
         return lmi_f16_to_f32(h);
@@ -180,9 +200,31 @@ static inline float lmi_weight_at(const lmi_weight *w, int64_t i)
  * other code (the CUDA upload) reads host weights. */
 void lmi_weight_convert(const lmi_weight *w, int64_t first, int64_t n, lm_dtype to, void *dst);
 
+/* fp32 -> binary16, round to nearest even (overflow to inf, NaN stays a
+ * quiet NaN); exact inverse of lmi_f16_to_f32 on its image. */
+uint16_t lmi_f32_to_f16(float f);
+
+/* A row-major [rows][cols] weight (any per-element type, cols a multiple
+ * of 32) -> Q8_0 blocks at dst (rows * lmi_weight_row_bytes of the result).
+ * Per block of 32 inputs w[j] (widened exactly to fp32):
+ *   d = max_j |w[j]| / 127, computed in double and rounded once to
+ *       binary16 (round to nearest even; a block of zeros gets d = +0;
+ *       a d above the largest finite binary16 saturates to 65504);
+ *   q[j] = round_to_nearest_even(w[j] / d) with the quotient in double,
+ *       clamped to [-127, 127] (d rounded down can put |w| / d just above
+ *       127); q[j] = 0 wherever d = 0 (zero blocks and blocks whose
+ *       max |w| / 127 is below half the smallest binary16 subnormal).
+ * -128 is never produced.  LM_ERR_NUMERIC (naming `name` and the element)
+ * for a NaN or infinite weight; LM_ERR_SHAPE when cols is not a multiple
+ * of 32. */
+lm_status lmi_weight_quantize_q8_0(const lmi_weight *w, void *dst, const char *name, lmi_err *e);
+
 /* n binary16 / bfloat16 values -> fp32 (F16C where the CPU has it). */
 void lmi_f16_row_to_f32(const uint16_t *src, float *dst, int64_t n);
 void lmi_bf16_row_to_f32(const uint16_t *src, float *dst, int64_t n);
+/* n_blocks Q8_0 blocks -> 32 * n_blocks fp32 values d * q[j] (exact: an
+ * 11-bit d times an 8-bit q fits fp32's 24 bits). */
+void lmi_q8_0_row_to_f32(const void *blocks, float *dst, int64_t n_blocks);
 
 /* ---- layers and mixers ---------------------------------------------------
  * A model is a list of layers: x += mixer(RMSNorm(x)).  Each layer has a
@@ -252,7 +294,13 @@ typedef struct lmi_mixer_ops {
      * a head).  NULL: the kind has no LongMamba channels. */
     void (*channel_A)(const lmi_dims *d, const lmi_layer *L, int64_t c, const float **A_row,
                       int64_t *N, double *A_head);
+    /* The layer's linear-layer matrices that a load-time weight format
+     * (LM_WEIGHTS_Q8_0) may replace: writes at most LMI_MAX_LINEARS
+     * pointers into L (and short names for messages), returns how many. */
+    size_t (*linears)(lmi_layer *L, lmi_weight **w, const char **names);
 } lmi_mixer_ops;
+
+#define LMI_MAX_LINEARS 8
 
 extern const lmi_mixer_ops lmi_mixer_mamba1;   /* lib/arch/mamba1.c */
 extern const lmi_mixer_ops lmi_mixer_mamba2;   /* lib/arch/mamba2.c */
@@ -270,6 +318,7 @@ typedef struct lmi_mapping {
 struct lm_model {
     lmi_dims dims;
     lm_dtype dtype;          /* storage dtype (of the largest tensors) */
+    lm_weight_format weights; /* as loaded: LM_WEIGHTS_Q8_0 quantised the linears */
     int64_t n_params;
     uint64_t fingerprint;
     lmi_weight embed;        /* [V][d] */
@@ -279,7 +328,7 @@ struct lm_model {
 
     lmi_mapping *maps;       /* mmapped safetensors / GGUF files */
     size_t n_maps;
-    void **owned;            /* converted tensors and A arrays */
+    void **owned;            /* converted or quantised tensors and A arrays (NULL: freed) */
     size_t n_owned, cap_owned;
 
     lm_backend backend;      /* CPU or CUDA, never AUTO */
@@ -414,7 +463,7 @@ extern const lmi_backend_vt lmi_cpu_backend;
  * directly, so LMI_CUDA_MODULE_VERSION must be bumped whenever this table,
  * the vtable or those structs change; the loader also compares their
  * sizes as a cheap guard against a module from another build. */
-#define LMI_CUDA_MODULE_VERSION 4u
+#define LMI_CUDA_MODULE_VERSION 5u /* 4: decode_sample in the vtable; 5: LMI_W_Q8_0 weights */
 #define LMI_CUDA_MODULE_ENTRY "lmi_cuda_module_v1"
 #define LMI_CUDA_MODULE_FILE "libongmamba-cuda.so"
 #define LMI_CUDA_MODULE_ENV "LONGMAMBA_CUDA_MODULE"

@@ -40,6 +40,12 @@ lm_status lmi_model_read(const char *dir, lm_model **out, lmi_err *e);
  * file and the safetensors checkpoint it came from have different
  * fingerprints (A_log vs A, and the converter stores norms as F32). */
 lm_status lmi_model_from_gguf(lmi_gguf_file *g, const char *where, lm_model **out, lmi_err *e);
+/* Puts the model's weights into format f (lm_model_params.weights):
+ * LM_WEIGHTS_Q8_0 quantises every mixer's linears (lmi_mixer_ops.linears)
+ * and an untied lm_head whose input size is a multiple of 32 into Q8_0
+ * buffers the model owns, and lets go of their stored bytes.  Before the
+ * backend's model_init. */
+lm_status lmi_model_set_weights(lm_model *m, lm_weight_format f, lmi_err *e);
 
 /* Parses config.json text (Hugging Face or mamba_ssm form) into dims, with
  * the checks lmi_model_read applies before it opens any weights; the

@@ -133,6 +133,26 @@ lm_status lmi_mamba_gguf_decay(lmi_loader *ld, const char *prefix, int ndim_a,
     return LM_OK;
 }
 
+size_t lmi_mamba_linears(lmi_layer *L, lmi_weight **w, const char **names)
+{
+    /* dt_proj stays as stored: it is ~3% of the layer's matrices ([E][R],
+     * R = d/16), so 8 bits would save little, and its output is Δ, which
+     * goes through softplus into exp(Δ·A), the decay of every state, where
+     * an error compounds along the sequence.  (On the bundled model
+     * quantising it too cost under 0.01% of perplexity: README, "8-bit
+     * weights"; the rule is for models where that is not so.) */
+    lmi_mamba_weights *m = &L->mamba;
+    lmi_weight *const all[3] = {&m->in_w, &m->x_w, &m->out_w};
+    static const char *const nm[3] = {"in_proj", "x_proj", "out_proj"};
+    size_t n = 0;
+    for (size_t k = 0; k < 3; k++) {
+        if (!all[k]->data) continue; /* Mamba-2 has no x_proj */
+        w[n] = all[k];
+        names[n++] = nm[k];
+    }
+    return n;
+}
+
 size_t lmi_mamba_state_floats(const lmi_dims *d, lmi_state_part part, int64_t pos)
 {
     (void)pos; /* fixed size */

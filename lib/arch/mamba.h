@@ -28,6 +28,8 @@ lm_status lmi_mamba_gguf_io(lmi_loader *ld, const lmi_cfg *c, const char *prefix
 lm_status lmi_mamba_gguf_decay(lmi_loader *ld, const char *prefix, int ndim_a,
                                const int64_t *shape_a, int ndim_d, const int64_t *shape_d,
                                int64_t n_dt, lmi_mamba_weights *w);
+/* in_proj, x_proj (Mamba-1) and out_proj: lmi_mixer_ops.linears. */
+size_t lmi_mamba_linears(lmi_layer *L, lmi_weight **w, const char **names);
 /* conv window [conv_dim][K-1] and SSM state [E][N], fixed size. */
 size_t lmi_mamba_state_floats(const lmi_dims *d, lmi_state_part part, int64_t pos);
 

@@ -120,6 +120,7 @@ const lmi_mixer_ops lmi_mixer_mamba1 = {
     .load = m1_load,
     .load_gguf = m1_load_gguf,
     .state_floats = lmi_mamba_state_floats,
+    .linears = lmi_mamba_linears,
     .channel_A = m1_channel_A,
 };
 

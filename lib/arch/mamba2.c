@@ -151,6 +151,7 @@ const lmi_mixer_ops lmi_mixer_mamba2 = {
     .load = m2_load,
     .load_gguf = m2_load_gguf,
     .state_floats = lmi_mamba_state_floats,
+    .linears = lmi_mamba_linears,
     .channel_A = m2_channel_A,
 };
 

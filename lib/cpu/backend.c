@@ -33,7 +33,7 @@ static const lmi_cpu_mixer *cpu_mixer(lmi_mixer_kind kind)
 
 typedef struct cpu_model {
     void **layer_data;   /* [n_layer] each mixer's per-layer data */
-    bool has16;          /* some matrix is F16 / BF16: sessions need the tile scratch */
+    bool has16;          /* some matrix is not F32 (16-bit, Q8_0): sessions need the tile scratch */
     bool uses[CPU_KINDS];
 } cpu_model;
 

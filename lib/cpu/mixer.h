@@ -26,7 +26,8 @@ typedef struct lmi_cpu_mixer {
     lmi_mixer_kind kind;
     /* At model init: checks dims and weights of layer L, builds its model
      * data (*data, freed with lmi_free) and says whether any of its
-     * matrices is 16-bit (sessions then need the tile scratch). */
+     * matrices is not F32 (16-bit or Q8_0: sessions then need the tile
+     * scratch). */
     lm_status (*init_layer)(const lm_model *m, const lmi_layer *L, int64_t index, void **data,
                             bool *has16, lmi_err *e);
     /* Scratch of this kind for T tokens: grows *scratch (the old one stays

@@ -11,6 +11,12 @@
  * f16 / bf16 to fp32 is exact, so the math is that of an fp32 copy of the
  * stored values; only the summation order of the 16-bit GEMV differs from
  * OpenBLAS's.
+ *
+ * Q8_0 blocks (LMI_W_Q8_0) go the same two ways: the decode GEMV reads the
+ * int8 blocks (1.06 bytes per weight) and sums d * dot(q, x) per block in
+ * fp32, the activations staying fp32; a chunk widens tiles to the exact
+ * fp32 values d * q for OpenBLAS.  AVX-512 VNNI has nothing to offer here:
+ * its dot products need int8 activations.
  */
 #include "cpu/ops.h"
 #include "cpu/mixer.h"
@@ -128,7 +134,149 @@ static void gemv16(const lmi_weight *W, const float *x, float *y, float beta, in
     lmi_cpu_parallel_for(threads, W->rows, 64, fn, &j);
 }
 
-/* ---- 16-bit GEMM by tiles ----------------------------------------------- */
+/* ---- Q8_0 GEMV ------------------------------------------------------------ */
+
+static inline float q8_scale(const uint8_t *blk)
+{
+    return lmi_f16_to_f32((uint16_t)(blk[0] | (blk[1] << 8)));
+}
+
+#ifdef HAVE_AVX2_GEMV
+/* 8 int8 -> 8 fp32 */
+GEMV_TARGET static inline __m256 q8_load8(const uint8_t *p)
+{
+    const __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)p);
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+}
+
+/* d of a block, broadcast (F16C) */
+GEMV_TARGET static inline __m256 q8_d8(const uint8_t *blk)
+{
+    uint16_t h;
+    memcpy(&h, blk, 2);
+    return _mm256_cvtph_ps(_mm_set1_epi16((short)h));
+}
+
+/* dot(q, x) of one block as 8 partial sums: one mul and three FMAs (the
+ * blocks' chains are independent; only the d-scaled sums are chained) */
+GEMV_TARGET static inline __m256 q8_dot_avx2(const uint8_t *blk, const float *x)
+{
+    const uint8_t *q = blk + 2;
+    __m256 s = _mm256_mul_ps(q8_load8(q), _mm256_loadu_ps(x));
+    s = _mm256_fmadd_ps(q8_load8(q + 8), _mm256_loadu_ps(x + 8), s);
+    s = _mm256_fmadd_ps(q8_load8(q + 16), _mm256_loadu_ps(x + 16), s);
+    return _mm256_fmadd_ps(q8_load8(q + 24), _mm256_loadu_ps(x + 24), s);
+}
+
+GEMV_TARGET static void gemv_q8_rows_avx2(void *ctx, int64_t begin, int64_t end)
+{
+    const gemv_job *j = ctx;
+    const int64_t nb = j->W->cols / LMI_Q8_0_BLOCK;
+    const size_t rb = lmi_weight_row_bytes(j->W);
+    const uint8_t *base = j->W->data;
+    const float *x = j->x;
+    for (int64_t o = begin; o < end; o++) {
+        const uint8_t *r = base + (size_t)o * rb;
+        /* two accumulators: the d-scaled FMA chain is the latency path */
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+        int64_t b = 0;
+        for (; b + 2 <= nb; b += 2) {
+            const uint8_t *k0 = r + b * LMI_Q8_0_BLOCK_BYTES;
+            const uint8_t *k1 = k0 + LMI_Q8_0_BLOCK_BYTES;
+            a0 = _mm256_fmadd_ps(q8_dot_avx2(k0, x + b * 32), q8_d8(k0), a0);
+            a1 = _mm256_fmadd_ps(q8_dot_avx2(k1, x + b * 32 + 32), q8_d8(k1), a1);
+        }
+        if (b < nb) {
+            const uint8_t *k0 = r + b * LMI_Q8_0_BLOCK_BYTES;
+            a0 = _mm256_fmadd_ps(q8_dot_avx2(k0, x + b * 32), q8_d8(k0), a0);
+        }
+        store(j->y + o, hsum(_mm256_add_ps(a0, a1)), j->beta);
+    }
+}
+
+#define GEMV512_TARGET __attribute__((target("avx512f,avx2,fma,f16c")))
+
+/* 16 int8 -> 16 fp32 */
+GEMV512_TARGET static inline __m512 q8_load16(const uint8_t *p)
+{
+    const __m128i b = _mm_loadu_si128((const __m128i *)(const void *)p);
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b));
+}
+
+GEMV512_TARGET static void gemv_q8_rows_avx512(void *ctx, int64_t begin, int64_t end)
+{
+    const gemv_job *j = ctx;
+    const int64_t nb = j->W->cols / LMI_Q8_0_BLOCK;
+    const size_t rb = lmi_weight_row_bytes(j->W);
+    const uint8_t *base = j->W->data;
+    const float *x = j->x;
+    for (int64_t o = begin; o < end; o++) {
+        const uint8_t *r = base + (size_t)o * rb;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *k = r + b * LMI_Q8_0_BLOCK_BYTES;
+            const float *xb = x + b * 32;
+            __m512 s = _mm512_mul_ps(q8_load16(k + 2), _mm512_loadu_ps(xb));
+            s = _mm512_fmadd_ps(q8_load16(k + 18), _mm512_loadu_ps(xb + 16), s);
+            uint16_t h;
+            memcpy(&h, k, 2);
+            const __m512 d = _mm512_cvtph_ps(_mm256_set1_epi16((short)h));
+            if (b & 1)
+                a1 = _mm512_fmadd_ps(s, d, a1);
+            else
+                a0 = _mm512_fmadd_ps(s, d, a0);
+        }
+        store(j->y + o, _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)), j->beta);
+    }
+}
+#endif
+
+/* Portable: per block dot(q, x) in fp32, times d. */
+LMI_CPU_CLONES
+static void gemv_q8_rows_generic(void *ctx, int64_t begin, int64_t end)
+{
+    const gemv_job *j = ctx;
+    const int64_t nb = j->W->cols / LMI_Q8_0_BLOCK;
+    const size_t rb = lmi_weight_row_bytes(j->W);
+    const uint8_t *base = j->W->data;
+    for (int64_t o = begin; o < end; o++) {
+        const uint8_t *r = base + (size_t)o * rb;
+        float acc = 0.0f;
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *k = r + b * LMI_Q8_0_BLOCK_BYTES;
+            const int8_t *q = (const int8_t *)(k + 2);
+            const float *xb = j->x + b * LMI_Q8_0_BLOCK;
+            float s = 0.0f;
+            LMI_SIMD_SUM(s)
+            for (int i = 0; i < LMI_Q8_0_BLOCK; i++) s += (float)q[i] * xb[i];
+            acc += q8_scale(k) * s;
+        }
+        store(j->y + o, acc, j->beta);
+    }
+}
+
+bool lmi_gemv_q8_0(const lmi_weight *W, const float *x, float *y, float beta, int nt, lmi_isa isa)
+{
+    gemv_job j = {.W = W, .x = x, .y = y, .beta = beta};
+    lmi_range_fn fn = NULL;
+#ifdef HAVE_AVX2_GEMV
+    const bool has512 = lmi_cpu_avx512f(), has2 = lmi_cpu_avx2_fma_f16c();
+    if ((isa == LMI_ISA_AUTO || isa == LMI_ISA_AVX512) && has512)
+        fn = gemv_q8_rows_avx512;
+    else if ((isa == LMI_ISA_AUTO && has2) || (isa == LMI_ISA_AVX2 && has2))
+        fn = gemv_q8_rows_avx2;
+#endif
+    if (isa == LMI_ISA_AUTO || isa == LMI_ISA_PORTABLE) {
+        if (!fn) fn = gemv_q8_rows_generic;
+    }
+    if (!fn) return false;
+    /* as gemv16: threads from ~1 M weights */
+    const int threads = W->rows * W->cols >= ((int64_t)1 << 20) ? nt : 1;
+    lmi_cpu_parallel_for(threads, W->rows, 64, fn, &j);
+    return true;
+}
+
+/* ---- GEMM by tiles (16-bit and Q8_0) ------------------------------------- */
 
 typedef struct widen_job {
     const lmi_weight *W;
@@ -140,15 +288,17 @@ static void widen_rows(void *ctx, int64_t begin, int64_t end)
 {
     const widen_job *j = ctx;
     const int64_t n = j->W->cols;
-    const uint16_t *src = (const uint16_t *)j->W->data + (j->row0 + begin) * n;
+    const void *src =
+        (const char *)j->W->data + (size_t)(j->row0 + begin) * lmi_weight_row_bytes(j->W);
     float *dst = j->dst + begin * n;
-    if (j->W->type == LMI_W_BF16)
-        lmi_bf16_row_to_f32(src, dst, (end - begin) * n);
-    else
-        lmi_f16_row_to_f32(src, dst, (end - begin) * n);
+    switch (j->W->type) {
+    case LMI_W_BF16: lmi_bf16_row_to_f32(src, dst, (end - begin) * n); break;
+    case LMI_W_Q8_0: lmi_q8_0_row_to_f32(src, dst, (end - begin) * (n / LMI_Q8_0_BLOCK)); break;
+    default: lmi_f16_row_to_f32(src, dst, (end - begin) * n); break;
+    }
 }
 
-static void gemm16(const float *X, int64_t ldx, int64_t T, const lmi_weight *W, float *Y,
+static void gemm_tiles(const float *X, int64_t ldx, int64_t T, const lmi_weight *W, float *Y,
                    int64_t ldy, float beta, float *tile, int nt)
 {
     const int64_t n_out = W->rows, n_in = W->cols;
@@ -177,10 +327,12 @@ void lmi_linear(const float *X, int64_t ldx, int64_t T, const lmi_weight *W, con
     else if (w32)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)n_out, (int)n_in, 1.0f,
                     X, (int)ldx, w32, (int)n_in, beta, Y, (int)ldy);
+    else if (T == 1 && W->type == LMI_W_Q8_0)
+        (void)lmi_gemv_q8_0(W, X, Y, beta, nt, LMI_ISA_AUTO);
     else if (T == 1)
         gemv16(W, X, Y, beta, nt);
     else
-        gemm16(X, ldx, T, W, Y, ldy, beta, tile, nt);
+        gemm_tiles(X, ldx, T, W, Y, ldy, beta, tile, nt);
     if (b && b->data) {
         const float *b32 = lmi_weight_f32(b);
         for (int64_t t = 0; t < T; t++) {

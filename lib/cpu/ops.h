@@ -11,16 +11,31 @@
 #include "internal.h"
 
 /* Floats of the per-session weight-tile scratch lmi_linear needs for
- * 16-bit weights over several tokens (models of dims d). */
+ * 16-bit or Q8_0 weights over several tokens (models of dims d). */
 size_t lmi_ops_tile_floats(const lmi_dims *d);
 
 /* Y[T][out] = beta * Y + X[T][in] @ W[out][in]^T (+ b), beta 0 or 1
  * (0: Y is not read).  F32 weights: OpenBLAS GEMV (T == 1) / GEMM.
  * F16 / BF16: T == 1 a direct GEMV reading the 16-bit rows; else tiles
  * of rows widened into `tile` (lmi_ops_tile_floats) and OpenBLAS GEMM.
- * nt: threads for the 16-bit GEMV and tile conversion. */
+ * Q8_0: T == 1 a GEMV over the int8 blocks (fp32 sums of d * dot(q, x));
+ * else tiles widened to d * q, as for 16 bits.
+ * nt: threads for those GEMVs and the tile conversion. */
 void lmi_linear(const float *X, int64_t ldx, int64_t T, const lmi_weight *W, const lmi_weight *b,
                 float *Y, int64_t ldy, float beta, float *tile, int nt);
+
+/* The Q8_0 GEMV of lmi_linear (T == 1) with a chosen instruction set, so
+ * that tests reach every kernel: y[o] = beta * y[o] + sum over blocks of
+ * d * dot(q, x), in fp32.  LMI_ISA_AUTO: the best this CPU runs (what
+ * lmi_linear uses).  false, touching nothing, when the CPU or the build
+ * lacks the set. */
+typedef enum lmi_isa {
+    LMI_ISA_AUTO = 0,
+    LMI_ISA_PORTABLE = 1,  /* plain C (compiler-vectorised clones) */
+    LMI_ISA_AVX2 = 2,      /* AVX2 + FMA + F16C */
+    LMI_ISA_AVX512 = 3,    /* AVX-512F */
+} lmi_isa;
+bool lmi_gemv_q8_0(const lmi_weight *W, const float *x, float *y, float beta, int nt, lmi_isa isa);
 
 /* out[n] = w[w_off + i] * (x[i] / sqrt(mean(x^2) + eps)); the mean, the
  * eps and the square root in double, one rounding to fp32 (the float64

@@ -48,6 +48,11 @@ static inline int lmi_cpu_avx2_fma_f16c(void)
 {
     return lmi_cpu_f16c() && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
+/* AVX-512F too (the runtime's check includes the OS saving ZMM state). */
+static inline int lmi_cpu_avx512f(void)
+{
+    return lmi_cpu_avx2_fma_f16c() && __builtin_cpu_supports("avx512f");
+}
 #endif
 
 /* "#pragma omp simd" only where OpenMP is on (no unknown-pragma noise). */

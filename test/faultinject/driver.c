@@ -79,6 +79,8 @@ static void make_tokens(int64_t V)
     for (int i = 0; i < 1200; i++) tokens[i] = (int32_t)tu_rng_int(&r, 0, V - 1);
 }
 
+static lm_weight_format g_weights; /* of the model scenarios */
+
 static lm_model *load(const char *fixture, outcome *o)
 {
     char path[512], err[512] = "";
@@ -87,6 +89,7 @@ static lm_model *load(const char *fixture, outcome *o)
     lm_model_params_init(&p);
     p.backend = LM_BACKEND_CPU;
     p.n_threads = 1;
+    p.weights = g_weights;
     lm_model *m = NULL;
     if (!ok(o, lm_model_load(path, &p, &m, err, sizeof err), "lm_model_load", err)) return NULL;
     return m;
@@ -268,6 +271,14 @@ static void sc_model(outcome *o, int *usable)
     if (!m) return;
     session_work(m, o, usable);
     lm_model_free(m);
+}
+
+/* The same with the linear layers quantised to Q8_0 at load. */
+static void sc_model_q8(outcome *o, int *usable)
+{
+    g_weights = LM_WEIGHTS_Q8_0;
+    sc_model(o, usable);
+    g_weights = LM_WEIGHTS_AS_STORED;
 }
 
 static lm_model *g_model; /* loaded unarmed, for the scenarios below */
@@ -495,6 +506,7 @@ int main(int argc, char **argv)
         {"model-bf16", "m1-bf16", sc_model},
         {"model-sharded", "m1-sharded-f32", sc_model},
         {"model-m2", "m2-groups-f32", sc_model},
+        {"model-q8", "m1-bf16", sc_model_q8},
         {"modes", NULL, sc_modes},
         {"tokenizer", NULL, sc_tokenizer},
         {"model-gguf", "gguf/m2-tiny-f32.gguf", sc_model}, /* vocab 96, as the token ids need */

@@ -1,5 +1,6 @@
 /* testmodel.c - random in-memory Mamba-1 models (see testmodel.h). */
 #include "testmodel.h"
+#include "model_load.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -67,9 +68,29 @@ void tm_model_free(lm_model *m)
     tm_owned *o = (tm_owned *)m;
     for (size_t i = 0; i < o->n_extra; i++)
         free(o->extra[i]);
+    /* what lmi_model_set_weights made */
+    for (size_t i = 0; i < m->n_owned; i++)
+        lmi_free(m->owned[i]);
+    lmi_free(m->owned);
     free(o->extra);
     free(m->layers);
     free(o);
+}
+
+/* w (fp32 draws) -> binary16 in an array of o's. */
+static bool to_f16(tm_owned *o, lmi_weight *w)
+{
+    if (!w->data || w->type != LMI_W_F32)
+        return true;
+    const size_t n = (size_t)lmi_weight_numel(w);
+    uint16_t *h = (uint16_t *)tm_arr(o, (n + 1) / 2);
+    if (!h)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        h[i] = lmi_f32_to_f16(((const float *)w->data)[i]);
+    w->data = h;
+    w->type = LMI_W_F16;
+    return true;
 }
 
 lm_model *tm_model_build(const tm_config *c, char *err, size_t err_cap)
@@ -166,9 +187,36 @@ lm_model *tm_model_build(const tm_config *c, char *err, size_t err_cap)
         tm_model_free(m);
         return NULL;
     }
+    if (c->wtype == LMI_W_F16) {
+        const bool tied_head = m->lm_head.data == m->embed.data;
+        ok = to_f16(o, &m->embed);
+        if (tied_head)
+            m->lm_head = m->embed;
+        else
+            ok = ok && to_f16(o, &m->lm_head);
+        for (int64_t l = 0; ok && l < c->n_layer; l++) {
+            lmi_mamba_weights *w = &m->layers[l].mamba;
+            ok = to_f16(o, &w->in_w) && to_f16(o, &w->x_w) && to_f16(o, &w->dt_w) &&
+                 to_f16(o, &w->out_w);
+        }
+        m->dtype = LM_DTYPE_F16;
+    }
+    if (!ok) {
+        snprintf(err, err_cap, "out of memory");
+        m->vt = NULL;
+        tm_model_free(m);
+        return NULL;
+    }
     m->n_params = 0;
     lmi_err e = {{0}};
-    lm_status st = m->vt->model_init(m, &e);
+    lm_status st = lmi_model_set_weights(m, c->weights, &e);
+    if (st != LM_OK) {
+        snprintf(err, err_cap, "set_weights: %s", e.msg);
+        m->vt = NULL;
+        tm_model_free(m);
+        return NULL;
+    }
+    st = m->vt->model_init(m, &e);
     if (st != LM_OK) {
         snprintf(err, err_cap, "model_init: %s", e.msg);
         tm_model_free(m);

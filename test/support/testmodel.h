@@ -19,6 +19,12 @@ typedef struct tm_config {
     bool tied;     /* lm_head is the embedding */
     uint64_t seed; /* weights and fingerprint */
     int32_t n_threads;
+    /* Storage of the matrices and the embedding: LMI_W_F32 (default) or
+     * LMI_W_F16 (the fp32 draws rounded to binary16, as a stored F16
+     * checkpoint would hold them). */
+    lmi_wtype wtype;
+    /* Then lmi_model_set_weights, as lm_model_load with this format. */
+    lm_weight_format weights;
 } tm_config;
 
 /* The odd sizes the CPU tests use: d 40, E 80, N 8, R 3, K 3, 2 layers,

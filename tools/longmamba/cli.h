@@ -17,6 +17,7 @@ typedef struct model_opts {
     lm_backend backend;
     long long threads;
     long long chunk;
+    lm_weight_format weights;
 } model_opts;
 
 /* "mamba1", "mamba2" (longmamba.c). */

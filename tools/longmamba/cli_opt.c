@@ -129,3 +129,15 @@ int cli_opt_backend(void *dest, const char *value)
 {
     return cli_parse_backend(value, dest);
 }
+
+int cli_opt_weights(void *dest, const char *value)
+{
+    lm_weight_format *w = dest;
+    if (strcmp(value, "stored") == 0)
+        *w = LM_WEIGHTS_AS_STORED;
+    else if (strcmp(value, "q8_0") == 0)
+        *w = LM_WEIGHTS_Q8_0;
+    else
+        return 0;
+    return 1;
+}

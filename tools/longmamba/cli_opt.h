@@ -68,8 +68,10 @@ int cli_opt_usage(const cli_cmd *cmd, const char *fmt, ...)
 void cli_opt_help(FILE *f, const cli_cmd *cmd, const cli_opt *const *tables, const int *n_opts,
                   int n_tables);
 
-/* OPT_FN parsers: "auto" | "cpu" | "cuda" into an lm_backend. */
+/* OPT_FN parsers: "auto" | "cpu" | "cuda" into an lm_backend;
+ * "stored" | "q8_0" into an lm_weight_format. */
 int cli_opt_backend(void *dest, const char *value);
+int cli_opt_weights(void *dest, const char *value);
 
 /* The options every model command takes (model_opts fields). */
 #define CLI_OPT_BACKEND(dest)                                                                      \
@@ -81,6 +83,12 @@ int cli_opt_backend(void *dest, const char *value);
     {                                                                                              \
         "--threads", NULL, OPT_INT, (dest), "an integer in [0, 4096]", 0, 4096,                    \
             .arg = "N", .help = "CPU threads (default 0: every online core)"                       \
+    }
+#define CLI_OPT_WEIGHTS(dest)                                                                      \
+    {                                                                                              \
+        "--weights", NULL, OPT_FN, (dest), "stored or q8_0",                                       \
+            .fn = cli_opt_weights, .arg = "W",                                                     \
+            .help = "stored, or q8_0: linear layers quantised to 8 bits at load (default stored)"  \
     }
 #define CLI_OPT_CHUNK(dest)                                                                        \
     {                                                                                              \

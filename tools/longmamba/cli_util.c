@@ -217,13 +217,14 @@ int32_t *cli_read_token_file(const char *path, int64_t vocab, size_t *n_out)
 
 /* ---- models ---------------------------------------------------------------------- */
 
-int cli_load_model(const char *dir, lm_backend backend, long long threads, lm_model **model,
-                   lm_model_info *info)
+int cli_load_model(const char *dir, lm_backend backend, long long threads, lm_weight_format weights,
+                   lm_model **model, lm_model_info *info)
 {
     lm_model_params mp;
     lm_model_params_init(&mp);
     mp.backend = backend;
     mp.n_threads = (int32_t)threads;
+    mp.weights = weights;
     char err[512] = "";
     *model = NULL;
     lm_status st = lm_model_load(dir, &mp, model, err, sizeof err);

@@ -66,11 +66,11 @@ int32_t *cli_read_token_file(const char *path, int64_t vocab, size_t *n_out);
 
 /* ---- models -------------------------------------------------------------------- */
 
-/* Loads dir with the backend and thread count (0 = library default) and
- * fills *info.  0 on success; 1 after "cannot load model: ..." (nothing to
- * free). */
-int cli_load_model(const char *dir, lm_backend backend, long long threads, lm_model **model,
-                   lm_model_info *info);
+/* Loads dir with the backend, thread count (0 = library default) and
+ * weight format, and fills *info.  0 on success; 1 after "cannot load
+ * model: ..." (nothing to free). */
+int cli_load_model(const char *dir, lm_backend backend, long long threads, lm_weight_format weights,
+                   lm_model **model, lm_model_info *info);
 /* One session with the chunk size (0 = default) and an optional prefill
  * progress callback.  0 on success; 1 after "cannot create a session: ...". */
 int cli_create_session(lm_model *model, long long chunk, lm_progress_fn progress, void *user,

@@ -16,7 +16,8 @@
 
 static const cli_cmd check_cmd = {
     "check",
-    "check MODEL_DIR REFERENCE.safetensors [--tol X] [--backend B] [--threads N] [--chunk N]",
+    "check MODEL_DIR REFERENCE.safetensors [--tol X] [--backend B] [--threads N]\n"
+    "           [--weights W] [--chunk N]",
     "Runs each row of input_ids (int32 [B,L]) as one prefill and compares the\n"
     "all-position logits with logits_f64 (float64 [B,L,V]); prints the relative\n"
     "error ||out-ref||/||ref|| of each row and, last, max_rel_err=...; exit 0 iff\n"
@@ -153,13 +154,14 @@ static int compare_rows(lm_session *s, const reference *r, double tol, float *go
 
 int cmd_check(int argc, char **argv)
 {
-    model_opts mo = {LM_BACKEND_AUTO, 0, 0};
+    model_opts mo = {LM_BACKEND_AUTO, 0, 0, LM_WEIGHTS_AS_STORED};
     double tol = 1e-4;
     const cli_opt opts[] = {{"--tol", NULL, OPT_NUM, &tol, "a positive number", .lo = 0.0,
                              .hi = INFINITY, .lo_open = 1, .arg = "X",
                              .help = "tolerance on the relative error (default 1e-4)"},
                             CLI_OPT_BACKEND(&mo.backend),
                             CLI_OPT_THREADS(&mo.threads),
+                            CLI_OPT_WEIGHTS(&mo.weights),
                             CLI_OPT_CHUNK(&mo.chunk)};
     const char *pos[2] = {NULL, NULL};
     int n_pos = 0;
@@ -176,7 +178,7 @@ int cmd_check(int argc, char **argv)
     float *got = NULL;
     lm_model_info info;
     rc = 1;
-    if (load_reference(pos[1], &r) || cli_load_model(pos[0], mo.backend, mo.threads, &model, &info))
+    if (load_reference(pos[1], &r) || cli_load_model(pos[0], mo.backend, mo.threads, mo.weights, &model, &info))
         goto out;
     if (info.vocab_size != r.V) {
         cli_fail("reference has vocabulary %lld but the model has %lld rows", (long long)r.V,

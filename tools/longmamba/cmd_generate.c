@@ -165,7 +165,7 @@ static const cli_cmd gen_cmd = {
     "generate MODEL_DIR (--prompt TEXT | --prompt-file FILE | --prompt-ids \"1 2 3\")\n"
     "           [-n N] [--temp T] [--top-k K] [--top-p P] [--seed S] [--bytes]\n"
     "           [--longmamba CALIB.safetensors [--theta X] [--scale B]] [--decimamba]\n"
-    "           [--backend B] [--threads N] [--chunk N]",
+    "           [--backend B] [--threads N] [--weights W] [--chunk N]",
     "Streams N new tokens.  Text prompts use the model's tokenizer.json, or raw\n"
     "bytes for a byte-level model (vocabulary 256, \"byte_level\": true in\n"
     "config.json, or --bytes); --prompt-ids prints ids.\n",
@@ -201,6 +201,7 @@ static int gen_parse(gen_opts *g, sampler *sp, int argc, char **argv)
          .help = "DeciMamba with the library's defaults"},
         CLI_OPT_BACKEND(&g->mo.backend),
         CLI_OPT_THREADS(&g->mo.threads),
+        CLI_OPT_WEIGHTS(&g->mo.weights),
         CLI_OPT_CHUNK(&g->mo.chunk)};
     int n_pos = 0;
     int rc = cli_opt_parse1(&gen_cmd, opts, CLI_N(opts), argc, argv, &g->dir, 1, &n_pos);
@@ -429,7 +430,7 @@ static int read_prompt(const gen_opts *g, prompt *p)
 
 int cmd_generate(int argc, char **argv)
 {
-    gen_opts g = {{LM_BACKEND_AUTO, 0, 0}, NULL, NULL, NULL, NULL, NULL, 0, 0, 64, 42, 0.0, 0.0};
+    gen_opts g = {{LM_BACKEND_AUTO, 0, 0, LM_WEIGHTS_AS_STORED}, NULL, NULL, NULL, NULL, NULL, 0, 0, 64, 42, 0.0, 0.0};
     sampler sp = {0.8, 0, 0.95, {42}, NULL, NULL};
     int rc = gen_parse(&g, &sp, argc, argv);
     if (rc)
@@ -443,7 +444,7 @@ int cmd_generate(int argc, char **argv)
     if ((rc = read_prompt(&g, &p)) != 0)
         goto out;
     rc = 1;
-    if (cli_load_model(g.dir, g.mo.backend, g.mo.threads, &model, &info) ||
+    if (cli_load_model(g.dir, g.mo.backend, g.mo.threads, g.mo.weights, &model, &info) ||
         make_prompt(&g, &info, &p) || cli_create_session(model, g.mo.chunk, NULL, NULL, &s) ||
         set_mode(&g, model, s, &calib))
         goto out;

@@ -35,7 +35,7 @@ static const cli_cmd calibrate_cmd = {
     "calibrate",
     "calibrate MODEL_DIR (--text FILE | --tokens FILE) -o CALIB.safetensors\n"
     "           [--window N] [--count M] [--clamp SC] [--agg max|mean]\n"
-    "           [--backend cpu|cuda|auto] [--threads N]",
+    "           [--backend cpu|cuda|auto] [--threads N] [--weights stored|q8_0]",
     "Runs M vanilla prefills of N tokens taken evenly spaced\n"
     "through the calibration text, and saves per layer and channel the\n"
     "cumulative log-decay and the token-filter thresholds of every length\n"
@@ -44,7 +44,8 @@ static const cli_cmd calibrate_cmd = {
 
 static const cli_cmd channels_cmd = {
     "channels",
-    "channels MODEL_DIR CALIB.safetensors [--theta X] [--backend cpu|cuda|auto] [--threads N]",
+    "channels MODEL_DIR CALIB.safetensors [--theta X] [--backend cpu|cuda|auto] [--threads N]\n"
+    "           [--weights W]",
     "Prints how many channels of each layer are global (cumulative decay over the\n"
     "calibration length > theta).\n",
     cli_theta_help, 0};
@@ -124,7 +125,7 @@ static int calib_parse(calib_opts *o, int argc, char **argv)
         {"--agg", NULL, OPT_FN, &o->agg, "max or mean", .fn = parse_agg, .arg = "A",
          .help = "aggregate windows by elementwise max (default) or mean"},
         CLI_OPT_BACKEND(&o->mo.backend),
-        CLI_OPT_THREADS(&o->mo.threads)};
+        CLI_OPT_THREADS(&o->mo.threads), CLI_OPT_WEIGHTS(&o->mo.weights)};
     int n_pos = 0;
     int rc = cli_opt_parse1(&calibrate_cmd, opts, CLI_N(opts), argc, argv, &o->dir, 1, &n_pos);
     if (rc)
@@ -217,13 +218,13 @@ int cmd_calibrate(int argc, char **argv)
                     DEFAULT_COUNT,
                     0.0,
                     LM_CALIB_AGG_MAX,
-                    {LM_BACKEND_AUTO, 0, 0}};
+                    {LM_BACKEND_AUTO, 0, 0, LM_WEIGHTS_AS_STORED}};
     int rc = calib_parse(&o, argc, argv);
     if (rc)
         return rc == CLI_PARSE_HELP ? 0 : rc;
     lm_model *model = NULL;
     lm_model_info info;
-    if (cli_load_model(o.dir, o.mo.backend, o.mo.threads, &model, &info))
+    if (cli_load_model(o.dir, o.mo.backend, o.mo.threads, o.mo.weights, &model, &info))
         return 1;
     size_t n_tok = 0;
     int32_t *ids = o.text ? read_text_file(o.text, o.dir, info.vocab_size, &n_tok)
@@ -321,12 +322,12 @@ int cmd_channels(int argc, char **argv)
 {
     double theta = 0.0;
     /* the model is only needed for its identity */
-    model_opts mo = {LM_BACKEND_CPU, 0, 0};
+    model_opts mo = {LM_BACKEND_CPU, 0, 0, LM_WEIGHTS_AS_STORED};
     const cli_opt opts[] = {{"--theta", NULL, OPT_NUM, &theta, "a number > 0", .lo = 0.0,
                              .hi = INFINITY, .lo_open = 1, .arg = "X",
                              .help = "global iff decay > X (default: the library's, below)"},
                             CLI_OPT_BACKEND(&mo.backend),
-                            CLI_OPT_THREADS(&mo.threads)};
+                            CLI_OPT_THREADS(&mo.threads), CLI_OPT_WEIGHTS(&mo.weights)};
     const char *pos[2] = {NULL, NULL};
     int n_pos = 0;
     int rc = cli_opt_parse1(&channels_cmd, opts, CLI_N(opts), argc, argv, pos, 2, &n_pos);
@@ -337,7 +338,7 @@ int cmd_channels(int argc, char **argv)
 
     lm_model *model = NULL;
     lm_model_info info;
-    if (cli_load_model(pos[0], mo.backend, mo.threads, &model, &info))
+    if (cli_load_model(pos[0], mo.backend, mo.threads, mo.weights, &model, &info))
         return 1;
     lm_calibration *cal = NULL;
     rc = cli_load_calibration(pos[1], model, &cal) ||

@@ -20,7 +20,7 @@ static const cli_cmd passkey_cmd = {
     "           [--filler FILE] [--trials N] [--seed S] [--json]\n"
     "           [--theta X] [--scale B] [--trigger N]\n"
     "           [--deci-layers L1,L2,...] [--deci-lbase N] [--deci-beta X] [--deci-min N]\n"
-    "           [--backend cpu|cuda|auto] [--threads N] [--chunk N] [--verbose]",
+    "           [--backend cpu|cuda|auto] [--threads N] [--weights stored|q8_0] [--chunk N] [--verbose]",
     "Pass-key retrieval.  Each prompt has exactly L tokens: filler text with the\n"
     "needle \" The pass key is K. Remember it. K is the pass key. \" (K a random\n"
     "5-digit key) starting at depth D of the room before the end (0 = first\n"

@@ -20,7 +20,7 @@ static const cli_cmd ppl_cmd = {
     "           [--windows N | N1,N2,...] [--align-end] [--score-last M] [--json]\n"
     "           [--theta X] [--scale B] [--trigger N]\n"
     "           [--deci-layers L1,L2,...] [--deci-lbase N] [--deci-beta X] [--deci-min N]\n"
-    "           [--backend cpu|cuda|auto] [--threads N] [--chunk N] [--verbose]",
+    "           [--backend cpu|cuda|auto] [--threads N] [--weights stored|q8_0] [--chunk N] [--verbose]",
     "Perplexity at each context length W (LONGMAMBA.md §6, PG-19 protocol).  In\n"
     "every document (each --text or --tokens file) window i reads the W tokens\n"
     "from i*stride, stride = max((len - W - 1) / N, 10), at most N windows per\n"
@@ -319,7 +319,8 @@ static void ppl_json(FILE *f, ppl_run *r, const eval_ctx *c)
     json_str_or_null(f, c->calib ? r->o.calib_path : NULL);
     fprintf(f, ",\n \"score_last\": %lld, \"align_end\": %s, \"backend\": \"%s\", ", r->score_last,
             r->align_end ? "true" : "false", lm_backend_name(c->info.backend));
-    fprintf(f, "\"threads\": %d, ", (int)c->info.n_threads);
+    fprintf(f, "\"threads\": %d, \"weights\": \"%s\", ", (int)c->info.n_threads,
+            c->info.weights == LM_WEIGHTS_Q8_0 ? "q8_0" : "stored");
     print_mode_params(f, &r->o, &c->info);
     fprintf(f, ",\n \"documents\": [");
     for (int di = 0; di < r->n_docs; di++) {

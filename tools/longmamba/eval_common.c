@@ -214,6 +214,7 @@ void eval_shared_opts(eval_opts *o, cli_opt t[EVAL_N_SHARED])
         {"--verbose", NULL, OPT_FLAG, &o->verbose, .help = "one line per (mode, length) on stderr"},
         CLI_OPT_BACKEND(&o->backend),
         CLI_OPT_THREADS(&o->threads),
+        CLI_OPT_WEIGHTS(&o->weights),
         CLI_OPT_CHUNK(&o->chunk)};
     memcpy(t, shared, sizeof shared);
 }
@@ -258,7 +259,7 @@ void eval_ctx_free(eval_ctx *c)
 int eval_ctx_open(eval_ctx *c, const eval_opts *o, progress *prog)
 {
     memset(c, 0, sizeof *c);
-    if (cli_load_model(o->dir, o->backend, o->threads, &c->model, &c->info))
+    if (cli_load_model(o->dir, o->backend, o->threads, o->weights, &c->model, &c->info))
         return 1;
     int need_calib = 0;
     for (int k = 0; k < o->n_modes; k++)

@@ -43,11 +43,12 @@ typedef struct eval_opts {
     long long deci_lbase, deci_min;
     double deci_beta;
     lm_backend backend;
+    lm_weight_format weights;
     long long threads, chunk;
     int json, verbose;
 } eval_opts;
 
-#define EVAL_N_SHARED 14
+#define EVAL_N_SHARED 15
 void eval_opts_init(eval_opts *o);
 /* The shared options' table, pointing into o. */
 void eval_shared_opts(eval_opts *o, cli_opt t[EVAL_N_SHARED]);

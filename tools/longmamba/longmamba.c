@@ -57,7 +57,8 @@ static void print_info(const char *dir, const lm_model_info *info)
     /* the stored type: the CPU backend keeps the weights in it (no fp32
      * copy); the CUDA backend uploads F32 as F32 and 16-bit as BF16 */
     printf("dtype:        %s (weights %s)\n", lm_dtype_name(info->dtype),
-           info->backend == LM_BACKEND_CPU ? "kept as stored in host memory"
+           info->weights == LM_WEIGHTS_Q8_0 ? "as stored but the linear layers, Q8_0"
+           : info->backend == LM_BACKEND_CPU ? "kept as stored in host memory"
            : info->dtype == LM_DTYPE_F32   ? "F32 on the GPU"
                                            : "BF16 on the GPU");
     printf("d_model:      %lld\n", (long long)info->d_model);
@@ -77,6 +78,9 @@ static void print_info(const char *dir, const lm_model_info *info)
     printf("parameters:   %lld (%.2f M)\n", (long long)info->n_params,
            (double)info->n_params / 1e6);
     printf("tied head:    %s\n", info->tied_embeddings ? "yes" : "no");
+    printf("weights:      %s\n", info->weights == LM_WEIGHTS_Q8_0
+                                      ? "q8_0 (linear layers quantised to 8-bit blocks at load)"
+                                      : "stored");
     printf("backend:      %s\n", lm_backend_name(info->backend));
     printf("threads:      %d\n", (int)info->n_threads);
     printf("fingerprint:  %016llx\n", (unsigned long long)info->fingerprint);
@@ -91,13 +95,14 @@ static void print_info(const char *dir, const lm_model_info *info)
 
 static int cmd_info(int argc, char **argv)
 {
-    static const cli_cmd cmd = {"info", "info MODEL [--backend B] [--threads N]",
+    static const cli_cmd cmd = {"info", "info MODEL [--backend B] [--threads N] [--weights W]",
                                 "Architecture, sizes, dtype, vocabulary, parameters, backend,\n"
                                 "fingerprint and how text is read.  MODEL is a model directory\n"
                                 "(config.json + safetensors) or a GGUF file.\n",
                                 NULL, 0};
-    model_opts mo = {LM_BACKEND_AUTO, 0, 0};
-    const cli_opt opts[] = {CLI_OPT_BACKEND(&mo.backend), CLI_OPT_THREADS(&mo.threads)};
+    model_opts mo = {LM_BACKEND_AUTO, 0, 0, LM_WEIGHTS_AS_STORED};
+    const cli_opt opts[] = {CLI_OPT_BACKEND(&mo.backend), CLI_OPT_THREADS(&mo.threads),
+                            CLI_OPT_WEIGHTS(&mo.weights)};
     const char *dir = NULL;
     int n_pos = 0;
     int rc = cli_opt_parse1(&cmd, opts, CLI_N(opts), argc, argv, &dir, 1, &n_pos);
@@ -108,7 +113,7 @@ static int cmd_info(int argc, char **argv)
 
     lm_model *model = NULL;
     lm_model_info info;
-    if (cli_load_model(dir, mo.backend, mo.threads, &model, &info))
+    if (cli_load_model(dir, mo.backend, mo.threads, mo.weights, &model, &info))
         return 1;
     print_info(dir, &info);
     lm_model_free(model);

@@ -27,6 +27,8 @@ expect 2 "info with two directories" -- "$cli" info a b
 expect 2 "bad --backend" -- "$cli" info somewhere --backend tpu
 expect 2 "bad --threads" -- "$cli" info somewhere --threads 1x
 expect 2 "--threads without value" -- "$cli" info somewhere --threads
+expect 2 "bad --weights" -- "$cli" info somewhere --weights q4_0
+grep_out "stored or q8_0" "--weights names its values"
 expect 2 "check with one argument" -- "$cli" check somewhere
 expect 2 "check with negative --tol" -- "$cli" check a b --tol -1
 expect 2 "check with NaN --tol" -- "$cli" check a b --tol nan
@@ -156,6 +158,11 @@ for dir in "$fixtures"/*/; do
     expect 0 "embed_minimal $name" -- "$embed" "$dir" "0123"
     if grep -q '^\([0-9]\+ \)\{15\}[0-9]\+$' "$tmp/out"; then ok "embed_minimal prints 16 ids"; else bad "embed_minimal output"; fi
     if [ "$name" = m1-tiny-f32 ]; then
+        # 8-bit linear layers: near the reference, but not equal to it.
+        expect 0 "info $name --weights q8_0" -- "$cli" info "$dir" --backend cpu --weights q8_0
+        grep_out "^weights:      q8_0" "info names the Q8_0 format"
+        expect 0 "check $name --weights q8_0 --tol 1e-2" -- "$cli" check "$dir" "$dir/reference.safetensors" --backend cpu --weights q8_0 --tol 1e-2
+        expect 1 "check $name --weights q8_0 --tol 1e-5" -- "$cli" check "$dir" "$dir/reference.safetensors" --backend cpu --weights q8_0 --tol 1e-5
         expect 1 "generate text on a model without tokenizer" -- "$cli" generate "$dir" --prompt hi
         grep_out "use --prompt-ids" "no-tokenizer message"
         expect 1 "--bytes on a 96-row vocabulary" -- "$cli" generate "$dir" --prompt hi --bytes
