@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE
 #include "format/gguf.h"
+#include "format/mapfile.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -514,52 +515,26 @@ lm_status lmi_gguf_open(const char *path, lmi_gguf_file *f, lmi_err *e)
     memset(f, 0, sizeof *f);
     if (!path)
         return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "gguf: NULL path");
-    char eb[128];
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int err = errno;
-        return lmi_fail(e, err == ENOENT ? LM_ERR_MISSING : LM_ERR_IO, "%s: cannot open: %s", path,
-                        strerror_r(err, eb, sizeof eb));
-    }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int err = errno;
-        close(fd);
-        return lmi_fail(e, LM_ERR_IO, "%s: cannot stat: %s", path, strerror_r(err, eb, sizeof eb));
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        close(fd);
-        return lmi_fail(e, LM_ERR_IO, "%s: not a regular file", path);
-    }
-    if (sb.st_size < 24) {
-        /* Too short to map usefully: read what is there for the message. */
-        uint8_t head[24];
-        ssize_t n = read(fd, head, sizeof head);
-        close(fd);
-        if (n >= 0 && !lmi_gguf_magic(head, (size_t)n))
+    lmi_mapping m;
+    lm_status st = lmi_map_file(path, &m, e);
+    if (st != LM_OK)
+        return st;
+    if (m.size < 24) {
+        const bool magic = lmi_gguf_magic(m.addr, m.size);
+        const size_t n = m.size;
+        lmi_unmap_file(&m);
+        if (!magic)
             return lmi_fail(e, LM_ERR_FORMAT, "%s: bad magic: not a GGUF file", path);
         return lmi_fail(e, LM_ERR_FORMAT, "%s: truncated file: %lld bytes, a GGUF header needs 24",
-                        path, (long long)sb.st_size);
+                        path, (long long)n);
     }
-    if ((uint64_t)sb.st_size > SIZE_MAX) {
-        close(fd);
-        return lmi_fail(e, LM_ERR_IO, "%s: file too large to map", path);
-    }
-    size_t size = (size_t)sb.st_size;
-    void *addr = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int map_err = errno;
-    close(fd);
-    if (addr == MAP_FAILED)
-        return lmi_fail(e, LM_ERR_IO, "%s: cannot map: %s", path,
-                        strerror_r(map_err, eb, sizeof eb));
     lmi_err pe = {{0}};
-    lm_status st = lmi_gguf_parse(addr, size, f, &pe);
+    st = lmi_gguf_parse(m.addr, m.size, f, &pe);
     if (st != LM_OK) {
-        munmap(addr, size);
+        lmi_unmap_file(&m);
         return lmi_fail(e, st, "%s: %s", path, pe.msg);
     }
-    f->map.addr = addr;
-    f->map.size = size;
+    f->map = m;
     return LM_OK;
 }
 

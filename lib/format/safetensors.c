@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include "format/safetensors.h"
 #include "format/json.h"
+#include "format/mapfile.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -307,47 +308,22 @@ lm_status lmi_st_open(const char *path, lmi_st_file *f, lmi_err *e)
     memset(f, 0, sizeof *f);
     if (!path)
         return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "safetensors: NULL path");
-    char eb[128];
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int err = errno;
-        return lmi_fail(e, err == ENOENT ? LM_ERR_MISSING : LM_ERR_IO, "%s: cannot open: %s", path,
-                        strerror_r(err, eb, sizeof eb));
-    }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int err = errno;
-        close(fd);
-        return lmi_fail(e, LM_ERR_IO, "%s: cannot stat: %s", path, strerror_r(err, eb, sizeof eb));
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        close(fd);
-        return lmi_fail(e, LM_ERR_IO, "%s: not a regular file", path);
-    }
-    if (sb.st_size < 8) {
-        close(fd);
+    lmi_mapping m;
+    lm_status st = lmi_map_file(path, &m, e);
+    if (st != LM_OK)
+        return st;
+    if (m.size < 8) {
+        lmi_unmap_file(&m);
         return lmi_fail(e, LM_ERR_FORMAT, "%s: file is %lld bytes, too short for safetensors", path,
-                        (long long)sb.st_size);
+                        (long long)m.size);
     }
-    if ((uint64_t)sb.st_size > SIZE_MAX) {
-        close(fd);
-        return lmi_fail(e, LM_ERR_IO, "%s: file too large to map", path);
-    }
-    size_t size = (size_t)sb.st_size;
-    void *addr = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int map_err = errno;
-    close(fd);
-    if (addr == MAP_FAILED)
-        return lmi_fail(e, LM_ERR_IO, "%s: cannot map: %s", path,
-                        strerror_r(map_err, eb, sizeof eb));
     lmi_err pe = {{0}};
-    lm_status st = lmi_st_parse(addr, size, f, &pe);
+    st = lmi_st_parse(m.addr, m.size, f, &pe);
     if (st != LM_OK) {
-        munmap(addr, size);
+        lmi_unmap_file(&m);
         return lmi_fail(e, st, "%s: %s", path, pe.msg);
     }
-    f->map.addr = addr;
-    f->map.size = size;
+    f->map = m;
     return LM_OK;
 }
 

@@ -1,0 +1,60 @@
+/*
+ * format/mapfile.c - a whole regular file mapped read-only, for the
+ * checkpoint readers (safetensors.c, gguf.c): one place for the open /
+ * stat / map steps and their messages.
+ */
+#define _GNU_SOURCE
+#include "format/mapfile.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+lm_status lmi_map_file(const char *path, lmi_mapping *out, lmi_err *e)
+{
+    memset(out, 0, sizeof *out);
+    char eb[128];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int err = errno;
+        return lmi_fail(e, err == ENOENT ? LM_ERR_MISSING : LM_ERR_IO, "%s: cannot open: %s", path,
+                        strerror_r(err, eb, sizeof eb));
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        int err = errno;
+        close(fd);
+        return lmi_fail(e, LM_ERR_IO, "%s: cannot stat: %s", path, strerror_r(err, eb, sizeof eb));
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        return lmi_fail(e, LM_ERR_IO, "%s: not a regular file", path);
+    }
+    if ((uint64_t)sb.st_size > SIZE_MAX) {
+        close(fd);
+        return lmi_fail(e, LM_ERR_IO, "%s: file too large to map", path);
+    }
+    const size_t size = (size_t)sb.st_size;
+    if (size == 0) { /* nothing to map: the caller reports it as too short */
+        close(fd);
+        return LM_OK;
+    }
+    void *addr = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    int map_err = errno;
+    close(fd);
+    if (addr == MAP_FAILED)
+        return lmi_fail(e, LM_ERR_IO, "%s: cannot map: %s", path, strerror_r(map_err, eb, sizeof eb));
+    out->addr = addr;
+    out->size = size;
+    return LM_OK;
+}
+
+void lmi_unmap_file(lmi_mapping *m)
+{
+    if (m->addr) munmap(m->addr, m->size);
+    memset(m, 0, sizeof *m);
+}
