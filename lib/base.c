@@ -64,3 +64,21 @@ void lmi_log(lm_log_fn fn, void *user, lm_log_level max_level, lm_log_level leve
     va_end(ap);
     fn(user, level, buf);
 }
+
+const void *lmi_find_by_name(const void *items, size_t stride, size_t name_off,
+                             const size_t *order, size_t n, const char *key)
+{
+    if (!items || !order || !key) return NULL;
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        const size_t mid = lo + (hi - lo) / 2;
+        const char *item = (const char *)items + order[mid] * stride;
+        const char *name;
+        memcpy(&name, item + name_off, sizeof name);
+        const int c = strcmp(name, key);
+        if (c == 0) return item;
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return NULL;
+}

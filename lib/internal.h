@@ -35,6 +35,14 @@ lm_status lmi_fail(lmi_err *e, lm_status st, const char *fmt, ...)
 /* Copies e's message to a caller (err, cap) buffer; both may be NULL/0. */
 void lmi_err_copy(const lmi_err *e, char *err, size_t cap);
 
+/* ---- lookup by name ---------------------------------------------------- */
+
+/* The item of items[] (each `stride` bytes, its name a char * at byte
+ * name_off) whose name is key, found by binary search through order (n
+ * indices sorted by name); NULL when none.  The readers' index lookups. */
+const void *lmi_find_by_name(const void *items, size_t stride, size_t name_off,
+                             const size_t *order, size_t n, const char *key);
+
 /* ---- allocation -------------------------------------------------------- */
 
 /* All library allocations go through these so that fault injection can

@@ -559,40 +559,16 @@ void lmi_gguf_close(lmi_gguf_file *f)
 
 const lmi_gguf_kv *lmi_gguf_find_kv(const lmi_gguf_file *f, const char *key)
 {
-    if (!f || !key || !f->kv_by_key)
-        return NULL;
-    size_t lo = 0, hi = f->n_kv;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        const lmi_gguf_kv *kv = &f->kv[f->kv_by_key[mid]];
-        int c = strcmp(kv->key, key);
-        if (c == 0)
-            return kv;
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
+    if (!f) return NULL;
+    return lmi_find_by_name(f->kv, sizeof *f->kv, offsetof(lmi_gguf_kv, key), f->kv_by_key, f->n_kv,
+                            key);
 }
 
 const lmi_gguf_tensor *lmi_gguf_find_tensor(const lmi_gguf_file *f, const char *name)
 {
-    if (!f || !name || !f->by_name)
-        return NULL;
-    size_t lo = 0, hi = f->n_tensors;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        const lmi_gguf_tensor *t = &f->tensors[f->by_name[mid]];
-        int c = strcmp(t->name, name);
-        if (c == 0)
-            return t;
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
+    if (!f) return NULL;
+    return lmi_find_by_name(f->tensors, sizeof *f->tensors, offsetof(lmi_gguf_tensor, name),
+                            f->by_name, f->n_tensors, name);
 }
 
 static lm_status find_typed(const lmi_gguf_file *f, const char *key, const void *dst,

@@ -329,21 +329,9 @@ lm_status lmi_st_open(const char *path, lmi_st_file *f, lmi_err *e)
 
 const lmi_st_tensor *lmi_st_find(const lmi_st_file *f, const char *name)
 {
-    if (!f || !name || !f->by_name)
-        return NULL;
-    size_t lo = 0, hi = f->n_tensors;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        const lmi_st_tensor *t = &f->tensors[f->by_name[mid]];
-        int c = strcmp(t->name, name);
-        if (c == 0)
-            return t;
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
+    if (!f) return NULL;
+    return lmi_find_by_name(f->tensors, sizeof *f->tensors, offsetof(lmi_st_tensor, name), f->by_name,
+                            f->n_tensors, name);
 }
 
 const char *lmi_st_meta(const lmi_st_file *f, const char *key)
