@@ -287,13 +287,12 @@ struct lmi_cfg;
 typedef struct lmi_mixer_ops {
     lmi_mixer_kind kind;
     const char *name;
-    /* Reads the mixer's tensors (names: prefix + "in_proj.weight", ...). */
+    /* Reads the mixer's tensors (names: prefix + "in_proj.weight", ...);
+     * from a GGUF file in llama.cpp's names and layouts (prefix "blk.N.":
+     * "ssm_in.weight", ...). */
     lm_status (*load)(struct lmi_loader *ld, const struct lmi_cfg *c, const char *prefix,
                       lmi_layer *L);
-    /* The same from a GGUF file, in llama.cpp's names and layouts
-     * (prefix "blk.N.": "ssm_in.weight", ...).  NULL: no GGUF form. */
-    lm_status (*load_gguf)(struct lmi_loader *ld, const struct lmi_cfg *c, const char *prefix,
-                           lmi_layer *L);
+    bool gguf; /* load knows the GGUF names; false: no GGUF form */
     /* Floats of one layer's state part at position pos (fixed-size for
      * Mamba mixers; a KV cache grows with pos). */
     size_t (*state_floats)(const lmi_dims *d, lmi_state_part part, int64_t pos);

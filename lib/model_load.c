@@ -14,9 +14,9 @@
  * chosen and its model_init runs.
  *
  * A GGUF file takes the same steps from its metadata and llama.cpp's
- * tensor names (each architecture row and mixer says how: gguf_dims,
- * load_gguf); lmi_take is shared, reading either format's tensors in row
- * major (PyTorch) order.
+ * tensor names (each architecture row and mixer says how: gguf_dims, and
+ * the GGUF names in the mixer's table of tensors); lmi_take is shared,
+ * reading either format's tensors in row major (PyTorch) order.
  *
  * Every error path ends in lm_model_free on the partly built model, which
  * therefore accepts any state a failed load can leave behind.
@@ -26,12 +26,12 @@
 #include "format/json.h"
 #include "format/safetensors.h"
 #include "format/gguf.h"
+#include "format/mapfile.h"
 #include "model_load.h"
 #include "arch/arch.h"
 
 #include <dlfcn.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,60 +78,11 @@ static bool file_exists(const char *path)
     return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
-/* Reads a whole (small) file. */
-static lm_status read_small_file(const char *path, char **out, size_t *len, lmi_err *e)
-{
-    char eb[128];
-    *out = NULL;
-    *len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int err = errno;
-        return lmi_fail(e, err == ENOENT ? LM_ERR_MISSING : LM_ERR_IO, "%s: cannot open: %s", path,
-                        strerror_r(err, eb, sizeof eb));
-    }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return lmi_fail(e, LM_ERR_IO, "%s: not a regular file", path);
-    }
-    if ((uint64_t)sb.st_size > CONFIG_MAX_BYTES) {
-        close(fd);
-        return lmi_fail(e, LM_ERR_FORMAT, "%s: %lld bytes is too large for a JSON config", path,
-                        (long long)sb.st_size);
-    }
-    size_t n = (size_t)sb.st_size;
-    char *buf = lmi_alloc_raw(n + 1, 1);
-    if (!buf) {
-        close(fd);
-        return lmi_fail(e, LM_ERR_NO_MEMORY, "out of memory reading %s", path);
-    }
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, buf + got, n - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            int err = r < 0 ? errno : EIO;
-            close(fd);
-            lmi_free(buf);
-            return lmi_fail(e, LM_ERR_IO, "%s: read failed: %s", path,
-                            strerror_r(err, eb, sizeof eb));
-        }
-        got += (size_t)r;
-    }
-    close(fd);
-    buf[n] = '\0';
-    *out = buf;
-    *len = n;
-    return LM_OK;
-}
-
 static lm_status read_json_file(const char *path, lmi_json **out, lmi_err *e)
 {
     char *text = NULL;
     size_t len = 0;
-    lm_status st = read_small_file(path, &text, &len, e);
+    lm_status st = lmi_read_file(path, CONFIG_MAX_BYTES, "a JSON config", &text, &len, e);
     if (st != LM_OK)
         return st;
     lmi_err je = {{0}};
@@ -788,7 +739,7 @@ static lm_status load_layer(lmi_loader *ld, const lmi_cfg *c, const tensor_names
     const lmi_mixer_ops *mx = lmi_mixer_find(L->kind);
     if (!mx) return lmi_fail(ld->e, LM_ERR_UNSUPPORTED, "layer %lld: unknown mixer kind %d",
                              (long long)i, (int)L->kind);
-    if (ld->gguf && !mx->load_gguf)
+    if (ld->gguf && !mx->gguf)
         return lmi_fail(ld->e, LM_ERR_UNSUPPORTED, "layer %lld: %s layers have no GGUF form",
                         (long long)i, mx->name);
     int64_t s_d[1] = {m->dims.d_model};
@@ -796,7 +747,7 @@ static lm_status load_layer(lmi_loader *ld, const lmi_cfg *c, const tensor_names
     lm_status st = lmi_take(ld, n, 1, s_d, LMI_TAKE_REQUIRED, &L->norm_w, NULL);
     if (st != LM_OK) return st;
     snprintf(n, sizeof n, "%s%lld%s", tn->layer, (long long)i, tn->mixer);
-    return ld->gguf ? mx->load_gguf(ld, c, n, L) : mx->load(ld, c, n, L);
+    return mx->load(ld, c, n, L);
 }
 
 /* Opens model.safetensors, or the shards listed in the index. */
@@ -1164,22 +1115,6 @@ lm_status lmi_model_from_gguf(lmi_gguf_file *g, const char *where, lm_model **ou
     return LM_OK;
 }
 
-/* A regular file is read as GGUF when its name ends in .gguf or it starts
- * with the magic. */
-static bool is_gguf_file(const char *path)
-{
-    size_t n = strlen(path);
-    if (n >= 5 && strcmp(path + n - 5, ".gguf") == 0)
-        return true;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return false;
-    uint8_t head[4];
-    ssize_t got = read(fd, head, sizeof head);
-    close(fd);
-    return got == 4 && lmi_gguf_magic(head, 4);
-}
-
 static lm_status read_gguf(const char *path, lm_model **out, lmi_err *e)
 {
     lmi_gguf_file g;
@@ -1313,7 +1248,7 @@ lm_status lmi_model_read(const char *dir, lm_model **out, lmi_err *e)
         return lmi_fail(e, err == ENOENT ? LM_ERR_MISSING : LM_ERR_IO, "%s: %s", dir,
                         strerror_r(err, eb, sizeof eb));
     }
-    if (S_ISREG(sb.st_mode) && is_gguf_file(dir))
+    if (S_ISREG(sb.st_mode) && lmi_gguf_probe(dir))
         return read_gguf(dir, out, e);
     if (!S_ISDIR(sb.st_mode))
         return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "%s is neither a model directory nor a GGUF file",

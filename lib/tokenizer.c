@@ -5,62 +5,23 @@
  */
 #include "tokenizer/tok.h"
 #include "format/gguf.h"
+#include "format/mapfile.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <errno.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 
 /* tokenizer.json is a few MB; anything much larger is not one. */
 #define LMI_TOK_MAX_FILE ((size_t)1 << 30)
 
+/* An unreadable tokenizer.json is LM_ERR_IO, an absent one included
+ * (longmamba.h). */
 static lm_status read_file(const char *path, char **out, size_t *size, lmi_err *e)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return lmi_fail(e, LM_ERR_IO, "tokenizer: cannot open %s: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fclose(f);
-        return lmi_fail(e, LM_ERR_IO, "tokenizer: %s is not a regular file", path);
-    }
-    if ((uint64_t)sb.st_size > LMI_TOK_MAX_FILE) {
-        fclose(f);
-        return lmi_fail(e, LM_ERR_FORMAT, "tokenizer: %s is %lld bytes, too large for tokenizer.json",
-                        path, (long long)sb.st_size);
-    }
-    size_t n = (size_t)sb.st_size;
-    char *buf = lmi_alloc_raw(n + 1, 1);
-    if (!buf) {
-        fclose(f);
-        return lmi_fail(e, LM_ERR_NO_MEMORY, "tokenizer: out of memory reading %s", path);
-    }
-    size_t got = n ? fread(buf, 1, n, f) : 0;
-    int bad = ferror(f);
-    fclose(f);
-    if (got != n || bad) {
-        lmi_free(buf);
-        return lmi_fail(e, LM_ERR_IO, "tokenizer: cannot read %s", path);
-    }
-    *out = buf;
-    *size = n;
+    lmi_err fe = {{0}};
+    lm_status st = lmi_read_file(path, LMI_TOK_MAX_FILE, "tokenizer.json", out, size, &fe);
+    if (st != LM_OK)
+        return lmi_fail(e, st == LM_ERR_MISSING ? LM_ERR_IO : st, "tokenizer: %s", fe.msg);
     return LM_OK;
-}
-
-/* A regular file named *.gguf or starting with the GGUF magic. */
-static bool is_gguf(const char *path, const struct stat *sb)
-{
-    if (!S_ISREG(sb->st_mode)) return false;
-    size_t n = strlen(path);
-    if (n >= 5 && strcmp(path + n - 5, ".gguf") == 0) return true;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return false;
-    uint8_t head[4];
-    ssize_t got = read(fd, head, sizeof head);
-    close(fd);
-    return got == 4 && lmi_gguf_magic(head, 4);
 }
 
 static lm_status load_gguf(const char *path, lm_tokenizer **out, lmi_err *e)
@@ -86,7 +47,7 @@ lm_status lm_tokenizer_load(const char *path, lm_tokenizer **out, char *err, siz
     }
     struct stat sb;
     char *file = NULL;
-    if (stat(path, &sb) == 0 && is_gguf(path, &sb)) {
+    if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode) && lmi_gguf_probe(path)) {
         st = load_gguf(path, out, &e);
         goto done;
     }

@@ -1,135 +1,114 @@
 /*
- * arch/mamba.c - the tensors both Mamba mixers share: in_proj, conv1d and
- * out_proj (each with its optional bias), and the A / D / dt-bias trio
- * that enters the model fingerprint; in Hugging Face and in GGUF form.
+ * arch/mamba.c - reading a Mamba mixer's tensors from a table of rows, in
+ * Hugging Face or GGUF names: the shared in_proj, conv1d and out_proj
+ * (each with its optional bias), then the mixer's own rows, among them the
+ * A / D / dt-bias trio that enters the model fingerprint.
  */
 #include "arch/arch.h"
 #include "arch/mamba.h"
 
 #include <stdio.h>
+#include <string.h>
 
-#define TN(buf, fmt, ...) (snprintf((buf), sizeof(buf), (fmt), __VA_ARGS__), (buf))
-
-lm_status lmi_mamba_load_io(lmi_loader *ld, const lmi_cfg *c, const char *prefix,
-                            int64_t in_rows, lmi_mamba_weights *w)
+/* GGUF's ssm_a holds A = -exp(A_log) already (the converter applies it):
+ * finite and <= 0. */
+static lm_status check_A(const lmi_weight *A, const char *name, lmi_err *e)
 {
-    const lmi_dims *d = &c->d;
-    const int64_t D = d->d_model, E = d->d_inner, K = d->d_conv;
-    const int req = LMI_TAKE_REQUIRED;
-    char n[192];
-    lm_status st;
-    int64_t s_in[2] = {in_rows, D};
-    if ((st = lmi_take(ld, TN(n, "%sin_proj.weight", prefix), 2, s_in, req, &w->in_w, NULL)))
-        return st;
-    if ((st = lmi_take_bias(ld, TN(n, "%sin_proj.bias", prefix), c->use_bias == 1, "use_bias",
-                            in_rows, &w->in_b)))
-        return st;
-    int64_t s_conv[3] = {d->conv_dim, 1, K};
-    if ((st = lmi_take(ld, TN(n, "%sconv1d.weight", prefix), 3, s_conv, req, &w->conv_w, NULL)))
-        return st;
-    if ((st = lmi_take_bias(ld, TN(n, "%sconv1d.bias", prefix), c->use_conv_bias == 1,
-                            "use_conv_bias", d->conv_dim, &w->conv_b)))
-        return st;
-    int64_t s_out[2] = {D, E};
-    if ((st = lmi_take(ld, TN(n, "%sout_proj.weight", prefix), 2, s_out, req, &w->out_w, NULL)))
-        return st;
-    return lmi_take_bias(ld, TN(n, "%sout_proj.bias", prefix), c->use_bias == 1, "use_bias", D,
-                         &w->out_b);
-}
-
-lm_status lmi_mamba_load_decay(lmi_loader *ld, const char *prefix, const char *dt_name,
-                               int ndim_a, const int64_t *shape_a, int64_t n_d,
-                               lmi_mamba_weights *w)
-{
-    const int req = LMI_TAKE_REQUIRED;
-    lmi_stored rA, rD, rdt;
-    char n[192];
-    lm_status st;
-    int64_t s_n[1] = {n_d};
-    if ((st = lmi_take(ld, TN(n, "%s%s", prefix, dt_name), 1, s_n, req | LMI_TAKE_F32, &w->dt_b,
-                       &rdt)))
-        return st;
-    if ((st = lmi_take(ld, TN(n, "%sA_log", prefix), ndim_a, shape_a,
-                       req | LMI_TAKE_COPY | LMI_TAKE_F32, &w->A, &rA)))
-        return st;
-    if ((st = lmi_make_A((float *)(uintptr_t)w->A.data, (size_t)lmi_weight_numel(&w->A), n, ld->e)))
-        return st;
-    if ((st = lmi_take(ld, TN(n, "%sD", prefix), 1, s_n, req | LMI_TAKE_F32, &w->D, &rD)))
-        return st;
-    if ((st = lmi_check_finite(lmi_weight_f32(&w->D), (size_t)n_d, n, ld->e)))
-        return st;
-    /* fingerprint: A_log, D, dt bias (model_load.h) */
-    lmi_loader_hash(ld, &rA);
-    lmi_loader_hash(ld, &rD);
-    lmi_loader_hash(ld, &rdt);
-    return LM_OK;
-}
-
-/* ---- GGUF (llama.cpp's convert_hf_to_gguf.py layouts) ------------------------ */
-
-lm_status lmi_mamba_gguf_io(lmi_loader *ld, const lmi_cfg *c, const char *prefix,
-                            int64_t in_rows, lmi_mamba_weights *w)
-{
-    const lmi_dims *d = &c->d;
-    const int64_t D = d->d_model, E = d->d_inner, K = d->d_conv;
-    const int req = LMI_TAKE_REQUIRED;
-    char n[192];
-    lm_status st;
-    int64_t s_in[2] = {in_rows, D};
-    if ((st = lmi_take(ld, TN(n, "%sssm_in.weight", prefix), 2, s_in, req, &w->in_w, NULL)))
-        return st;
-    if ((st = lmi_take_bias(ld, TN(n, "%sssm_in.bias", prefix), c->use_bias == 1, "use_bias",
-                            in_rows, &w->in_b)))
-        return st;
-    /* the converter squeezes conv1d [C][1][K] to [C][K]: same bytes */
-    int64_t s_conv[2] = {d->conv_dim, K};
-    if ((st = lmi_take(ld, TN(n, "%sssm_conv1d.weight", prefix), 2, s_conv, req, &w->conv_w,
-                       NULL)))
-        return st;
-    if ((st = lmi_take_bias(ld, TN(n, "%sssm_conv1d.bias", prefix), c->use_conv_bias == 1,
-                            "use_conv_bias", d->conv_dim, &w->conv_b)))
-        return st;
-    int64_t s_out[2] = {D, E};
-    if ((st = lmi_take(ld, TN(n, "%sssm_out.weight", prefix), 2, s_out, req, &w->out_w, NULL)))
-        return st;
-    return lmi_take_bias(ld, TN(n, "%sssm_out.bias", prefix), c->use_bias == 1, "use_bias", D,
-                         &w->out_b);
-}
-
-lm_status lmi_mamba_gguf_decay(lmi_loader *ld, const char *prefix, int ndim_a,
-                               const int64_t *shape_a, int ndim_d, const int64_t *shape_d,
-                               int64_t n_dt, lmi_mamba_weights *w)
-{
-    const int req = LMI_TAKE_REQUIRED;
-    lmi_stored rA, rD, rdt;
-    char n[192];
-    lm_status st;
-    if ((st = lmi_take(ld, TN(n, "%sssm_dt.bias", prefix), 1, &n_dt, req | LMI_TAKE_F32, &w->dt_b,
-                       &rdt)))
-        return st;
-    /* ssm_a holds A = -exp(A_log) already (the converter applies it) */
-    if ((st = lmi_take(ld, TN(n, "%sssm_a", prefix), ndim_a, shape_a, req | LMI_TAKE_F32, &w->A,
-                       &rA)))
-        return st;
-    const float *a = lmi_weight_f32(&w->A);
-    const size_t na = (size_t)lmi_weight_numel(&w->A);
-    if ((st = lmi_check_finite(a, na, n, ld->e)))
-        return st;
-    for (size_t k = 0; k < na; k++)
+    const float *a = lmi_weight_f32(A);
+    const size_t na = (size_t)lmi_weight_numel(A);
+    lm_status st = lmi_check_finite(a, na, name, e);
+    for (size_t k = 0; k < na && st == LM_OK; k++)
         if (a[k] > 0.0f)
-            return lmi_fail(ld->e, LM_ERR_FORMAT,
-                            "tensor %s has a positive value (%g) at index %zu: expected "
-                            "A = -exp(A_log), as llama.cpp's converter stores it",
-                            n, (double)a[k], k);
-    if ((st = lmi_take(ld, TN(n, "%sssm_d", prefix), ndim_d, shape_d, req | LMI_TAKE_F32, &w->D,
-                       &rD)))
-        return st;
-    if ((st = lmi_check_finite(lmi_weight_f32(&w->D), (size_t)lmi_weight_numel(&w->D), n, ld->e)))
-        return st;
-    /* fingerprint: A, D, dt bias (model_load.h) */
-    lmi_loader_hash(ld, &rA);
-    lmi_loader_hash(ld, &rD);
-    lmi_loader_hash(ld, &rdt);
+            st = lmi_fail(e, LM_ERR_FORMAT,
+                          "tensor %s has a positive value (%g) at index %zu: expected "
+                          "A = -exp(A_log), as llama.cpp's converter stores it",
+                          name, (double)a[k], k);
+    return st;
+}
+
+/* Extents of a table shape: those before the first 0. */
+static int shape_ndim(const int64_t shape[3])
+{
+    int n = 0;
+    while (n < 3 && shape[n] > 0) n++;
+    return n;
+}
+
+/* One row of a table, by the naming of ld's file; *raw: the stored tensor,
+ * for the fingerprint. */
+static lm_status take_tensor(lmi_loader *ld, const lmi_cfg *c, const char *prefix,
+                             const lmi_mamba_tensor *t, lmi_stored *raw)
+{
+    const bool gguf = ld->gguf != NULL;
+    const int64_t *s = gguf && t->gguf_shape[0] ? t->gguf_shape : t->shape;
+    const int nd = shape_ndim(s);
+    const int req = LMI_TAKE_REQUIRED, f32 = LMI_TAKE_REQUIRED | LMI_TAKE_F32;
+    char n[192];
+    snprintf(n, sizeof n, "%s%s", prefix, gguf ? t->gguf : t->hf);
+    lm_status st = LM_OK;
+    switch (t->role) {
+    case LMI_MT_WEIGHT:
+        st = lmi_take(ld, n, nd, s, req, t->w, raw);
+        break;
+    case LMI_MT_BIAS:
+        st = lmi_take_bias(ld, n, c->use_bias == 1, "use_bias", s[0], t->w);
+        break;
+    case LMI_MT_CONV_BIAS:
+        st = lmi_take_bias(ld, n, c->use_conv_bias == 1, "use_conv_bias", s[0], t->w);
+        break;
+    case LMI_MT_DT_BIAS:
+        st = lmi_take(ld, n, nd, s, f32, t->w, raw);
+        break;
+    case LMI_MT_A: /* HF: A_log, made A in place on an owned copy */
+        st = lmi_take(ld, n, nd, s, gguf ? f32 : f32 | LMI_TAKE_COPY, t->w, raw);
+        if (st == LM_OK)
+            st = gguf ? check_A(t->w, n, ld->e)
+                      : lmi_make_A((float *)(uintptr_t)t->w->data,
+                                   (size_t)lmi_weight_numel(t->w), n, ld->e);
+        break;
+    case LMI_MT_D:
+        st = lmi_take(ld, n, nd, s, f32, t->w, raw);
+        if (st == LM_OK)
+            st = lmi_check_finite(lmi_weight_f32(t->w), (size_t)lmi_weight_numel(t->w), n, ld->e);
+        break;
+    }
+    /* A vector GGUF stores as a matrix ([H][1], [G][E/G]) is read flat, as
+     * its Hugging Face form (the backends read vectors flat). */
+    if (st == LM_OK && gguf && shape_ndim(t->shape) == 1) lmi_weight_flatten(t->w);
+    return st;
+}
+
+lm_status lmi_mamba_load(lmi_loader *ld, const lmi_cfg *c, const char *prefix, int64_t n_in,
+                         const lmi_mamba_tensor *own, size_t n_own, lmi_mamba_weights *w)
+{
+    const lmi_dims *d = &c->d;
+    const int64_t D = d->d_model, E = d->d_inner, C = d->conv_dim, K = d->d_conv;
+    /* The tensors both mixers have, read first; GGUF squeezes conv1d
+     * [C][1][K] to [C][K] (same bytes). */
+    /* clang-format off */
+    const lmi_mamba_tensor io[] = {
+        /* weight, role, Hugging Face name and shape, GGUF name and shape ({0}: same) */
+        {&w->in_w,   LMI_MT_WEIGHT,    "in_proj.weight",  {n_in, D}, "ssm_in.weight",     {0}},
+        {&w->in_b,   LMI_MT_BIAS,      "in_proj.bias",    {n_in},    "ssm_in.bias",       {0}},
+        {&w->conv_w, LMI_MT_WEIGHT,    "conv1d.weight",   {C, 1, K}, "ssm_conv1d.weight", {C, K}},
+        {&w->conv_b, LMI_MT_CONV_BIAS, "conv1d.bias",     {C},       "ssm_conv1d.bias",   {0}},
+        {&w->out_w,  LMI_MT_WEIGHT,    "out_proj.weight", {D, E},    "ssm_out.weight",    {0}},
+        {&w->out_b,  LMI_MT_BIAS,      "out_proj.bias",   {D},       "ssm_out.bias",      {0}},
+    };
+    /* clang-format on */
+    const size_t n_io = sizeof io / sizeof io[0];
+    lmi_stored raw[LMI_MT_D + 1]; /* the last taken of each role */
+    memset(raw, 0, sizeof raw);
+    lm_status st = LM_OK;
+    for (size_t k = 0; k < n_io + n_own && st == LM_OK; k++) {
+        const lmi_mamba_tensor *t = k < n_io ? &io[k] : &own[k - n_io];
+        st = take_tensor(ld, c, prefix, t, &raw[t->role]);
+    }
+    if (st != LM_OK) return st;
+    /* fingerprint: A (A_log in HF form), D, dt bias (model_load.h) */
+    lmi_loader_hash(ld, &raw[LMI_MT_A]);
+    lmi_loader_hash(ld, &raw[LMI_MT_D]);
+    lmi_loader_hash(ld, &raw[LMI_MT_DT_BIAS]);
     return LM_OK;
 }
 

@@ -7,27 +7,38 @@
 
 #include "arch/arch.h"
 
-/* in_proj [in_rows][d], conv1d [conv_dim][1][K], out_proj [d][E], each
- * with the bias the config (or layer 0 of the checkpoint) says it has. */
-lm_status lmi_mamba_load_io(lmi_loader *ld, const lmi_cfg *c, const char *prefix,
-                            int64_t in_rows, lmi_mamba_weights *w);
-/* The dt bias (named dt_name), A = -exp(A_log) of shape_a and D [n_d]:
- * fp32, checked finite, hashed into the fingerprint in that order:
- * A_log, D, dt bias. */
-lm_status lmi_mamba_load_decay(lmi_loader *ld, const char *prefix, const char *dt_name,
-                               int ndim_a, const int64_t *shape_a, int64_t n_d,
-                               lmi_mamba_weights *w);
-/* GGUF (llama.cpp names under prefix "blk.N."): ssm_in [in_rows][d],
- * ssm_conv1d [conv_dim][K] (squeezed), ssm_out [d][E], each with the bias
- * layer 0 says it has. */
-lm_status lmi_mamba_gguf_io(lmi_loader *ld, const lmi_cfg *c, const char *prefix,
-                            int64_t in_rows, lmi_mamba_weights *w);
-/* GGUF ssm_dt.bias [n_dt], ssm_a (A itself, = -exp(A_log): checked finite
- * and <= 0) and ssm_d, in the given shapes: fp32, hashed into the
- * fingerprint in the order A, D, dt bias. */
-lm_status lmi_mamba_gguf_decay(lmi_loader *ld, const char *prefix, int ndim_a,
-                               const int64_t *shape_a, int ndim_d, const int64_t *shape_d,
-                               int64_t n_dt, lmi_mamba_weights *w);
+/* How a tensor of a Mamba mixer (MT) is read and checked, beyond its shape. */
+typedef enum lmi_mamba_role {
+    LMI_MT_WEIGHT,    /* required, in its stored type */
+    LMI_MT_BIAS,      /* present iff use_bias (lmi_take_bias) */
+    LMI_MT_CONV_BIAS, /* present iff use_conv_bias */
+    LMI_MT_DT_BIAS,   /* fp32 */
+    LMI_MT_A,         /* fp32 A = -exp(A_log): HF stores A_log, GGUF A itself */
+    LMI_MT_D,         /* fp32, finite */
+} lmi_mamba_role;
+
+/* One tensor of a Mamba mixer under both namings; the names follow the
+ * layer's prefix ("backbone.layers.N.mixer." or GGUF's "blk.N.").  A shape
+ * is row major (PyTorch order: lmi_take reverses GGUF's extents), its
+ * extents >= 1 (the config's checks) and 0 past its last one.  GGUF
+ * (llama.cpp's convert_hf_to_gguf.py) reshapes a few tensors without
+ * moving a byte: gguf_shape says how ({0}: as shape). */
+typedef struct lmi_mamba_tensor {
+    lmi_weight *w;
+    lmi_mamba_role role;
+    const char *hf;
+    int64_t shape[3];
+    const char *gguf;
+    int64_t gguf_shape[3];
+} lmi_mamba_tensor;
+
+/* Reads a Mamba mixer's tensors by the naming of ld's file: in_proj
+ * [n_in][d], conv1d and out_proj with the biases the config (or layer 0)
+ * says they have, then the mixer's own rows in order.  A, D and the dt
+ * bias are fp32, checked, and hashed into the fingerprint in the order A,
+ * D, dt bias (model_load.h); each own table has one row of each. */
+lm_status lmi_mamba_load(lmi_loader *ld, const lmi_cfg *c, const char *prefix, int64_t n_in,
+                         const lmi_mamba_tensor *own, size_t n_own, lmi_mamba_weights *w);
 /* in_proj, x_proj (Mamba-1) and out_proj: lmi_mixer_ops.linears. */
 size_t lmi_mamba_linears(lmi_layer *L, lmi_weight **w, const char **names);
 /* conv window [conv_dim][K-1] and SSM state [E][N], fixed size. */

@@ -50,38 +50,23 @@ static lmi_mixer_kind m1_mixer_of(const lmi_dims *d, int64_t i)
     return LMI_MIXER_MAMBA1;
 }
 
+/* After in_proj [2E][d], conv1d and out_proj (lmi_mamba_load). */
 static lm_status m1_load(lmi_loader *ld, const lmi_cfg *c, const char *prefix, lmi_layer *L)
 {
     const lmi_dims *d = &c->d;
     const int64_t E = d->d_inner, N = d->d_state, R = d->dt_rank;
     lmi_mamba_weights *w = &L->mamba;
-    char n[192];
-    lm_status st;
-    if ((st = lmi_mamba_load_io(ld, c, prefix, 2 * E, w))) return st;
-    int64_t s_x[2] = {R + 2 * N, E}, s_dt[2] = {E, R}, s_a[2] = {E, N};
-    snprintf(n, sizeof n, "%sx_proj.weight", prefix);
-    if ((st = lmi_take(ld, n, 2, s_x, LMI_TAKE_REQUIRED, &w->x_w, NULL))) return st;
-    snprintf(n, sizeof n, "%sdt_proj.weight", prefix);
-    if ((st = lmi_take(ld, n, 2, s_dt, LMI_TAKE_REQUIRED, &w->dt_w, NULL))) return st;
-    return lmi_mamba_load_decay(ld, prefix, "dt_proj.bias", 2, s_a, E, w);
-}
-
-/* GGUF: blk.N.ssm_x.weight [R+2N][E], ssm_dt.weight [E][R] and .bias [E],
- * ssm_a = A [E][N], ssm_d [E] (llama.cpp's names; extents reversed). */
-static lm_status m1_load_gguf(lmi_loader *ld, const lmi_cfg *c, const char *prefix, lmi_layer *L)
-{
-    const lmi_dims *d = &c->d;
-    const int64_t E = d->d_inner, N = d->d_state, R = d->dt_rank;
-    lmi_mamba_weights *w = &L->mamba;
-    char n[192];
-    lm_status st;
-    if ((st = lmi_mamba_gguf_io(ld, c, prefix, 2 * E, w))) return st;
-    int64_t s_x[2] = {R + 2 * N, E}, s_dt[2] = {E, R}, s_a[2] = {E, N};
-    snprintf(n, sizeof n, "%sssm_x.weight", prefix);
-    if ((st = lmi_take(ld, n, 2, s_x, LMI_TAKE_REQUIRED, &w->x_w, NULL))) return st;
-    snprintf(n, sizeof n, "%sssm_dt.weight", prefix);
-    if ((st = lmi_take(ld, n, 2, s_dt, LMI_TAKE_REQUIRED, &w->dt_w, NULL))) return st;
-    return lmi_mamba_gguf_decay(ld, prefix, 2, s_a, 1, &E, E, w);
+    /* clang-format off */
+    const lmi_mamba_tensor own[] = {
+        /* weight, role, Hugging Face name and shape, GGUF name and shape ({0}: same) */
+        {&w->x_w,  LMI_MT_WEIGHT,  "x_proj.weight",  {R + 2 * N, E}, "ssm_x.weight",  {0}},
+        {&w->dt_w, LMI_MT_WEIGHT,  "dt_proj.weight", {E, R},         "ssm_dt.weight", {0}},
+        {&w->dt_b, LMI_MT_DT_BIAS, "dt_proj.bias",   {E},            "ssm_dt.bias",   {0}},
+        {&w->A,    LMI_MT_A,       "A_log",          {E, N},         "ssm_a",         {0}},
+        {&w->D,    LMI_MT_D,       "D",              {E},            "ssm_d",         {0}},
+    };
+    /* clang-format on */
+    return lmi_mamba_load(ld, c, prefix, 2 * E, own, sizeof own / sizeof own[0], w);
 }
 
 /* GGUF metadata (convert_hf_to_gguf.py MambaModel): mamba.ssm.time_step_rank;
@@ -118,7 +103,7 @@ const lmi_mixer_ops lmi_mixer_mamba1 = {
     .kind = LMI_MIXER_MAMBA1,
     .name = "Mamba-1",
     .load = m1_load,
-    .load_gguf = m1_load_gguf,
+    .gguf = true,
     .state_floats = lmi_mamba_state_floats,
     .linears = lmi_mamba_linears,
     .channel_A = m1_channel_A,

@@ -6,7 +6,6 @@
 #include "arch/mamba.h"
 
 #include <math.h>
-#include <stdio.h>
 
 static lm_status m2_parse_hf(lmi_cfg *c, const lmi_json *j, lmi_err *e)
 {
@@ -74,41 +73,25 @@ static lmi_mixer_kind m2_mixer_of(const lmi_dims *d, int64_t i)
     return LMI_MIXER_MAMBA2;
 }
 
+/* After in_proj [2E+2GN+H][d], conv1d and out_proj (lmi_mamba_load).
+ * GGUF adds a unit extent to A and D ([H][1]) and groups the norm
+ * ([G][E/G]): the same bytes as the flat vectors. */
 static lm_status m2_load(lmi_loader *ld, const lmi_cfg *c, const char *prefix, lmi_layer *L)
-{
-    const lmi_dims *d = &c->d;
-    const int64_t E = d->d_inner, H = d->n_heads;
-    lmi_mamba_weights *w = &L->mamba;
-    char n[192];
-    lm_status st;
-    if ((st = lmi_mamba_load_io(ld, c, prefix, 2 * E + 2 * d->n_groups * d->d_state + H, w)))
-        return st;
-    int64_t s_h[1] = {H}, s_e[1] = {E};
-    if ((st = lmi_mamba_load_decay(ld, prefix, "dt_bias", 1, s_h, H, w))) return st;
-    snprintf(n, sizeof n, "%snorm.weight", prefix);
-    return lmi_take(ld, n, 1, s_e, LMI_TAKE_REQUIRED, &w->gnorm_w, NULL);
-}
-
-/* GGUF: blk.N.ssm_dt.bias [H], ssm_a = A and ssm_d as [H][1] (the converter
- * adds a unit extent), ssm_norm.weight as [G][E/G] (grouped): the same
- * bytes as the flat vectors, flattened after the shape check. */
-static lm_status m2_load_gguf(lmi_loader *ld, const lmi_cfg *c, const char *prefix, lmi_layer *L)
 {
     const lmi_dims *d = &c->d;
     const int64_t E = d->d_inner, H = d->n_heads, G = d->n_groups;
     lmi_mamba_weights *w = &L->mamba;
-    char n[192];
-    lm_status st;
-    if ((st = lmi_mamba_gguf_io(ld, c, prefix, 2 * E + 2 * G * d->d_state + H, w)))
-        return st;
-    int64_t s_h1[2] = {H, 1}, s_norm[2] = {G, E / G};
-    if ((st = lmi_mamba_gguf_decay(ld, prefix, 2, s_h1, 2, s_h1, H, w))) return st;
-    snprintf(n, sizeof n, "%sssm_norm.weight", prefix);
-    if ((st = lmi_take(ld, n, 2, s_norm, LMI_TAKE_REQUIRED, &w->gnorm_w, NULL))) return st;
-    lmi_weight_flatten(&w->A);
-    lmi_weight_flatten(&w->D);
-    lmi_weight_flatten(&w->gnorm_w);
-    return LM_OK;
+    /* clang-format off */
+    const lmi_mamba_tensor own[] = {
+        /* weight, role, Hugging Face name and shape, GGUF name and shape ({0}: same) */
+        {&w->dt_b,    LMI_MT_DT_BIAS, "dt_bias",     {H}, "ssm_dt.bias",     {0}},
+        {&w->A,       LMI_MT_A,       "A_log",       {H}, "ssm_a",           {H, 1}},
+        {&w->D,       LMI_MT_D,       "D",           {H}, "ssm_d",           {H, 1}},
+        {&w->gnorm_w, LMI_MT_WEIGHT,  "norm.weight", {E}, "ssm_norm.weight", {G, E / G}},
+    };
+    /* clang-format on */
+    return lmi_mamba_load(ld, c, prefix, 2 * E + 2 * G * d->d_state + H, own,
+                          sizeof own / sizeof own[0], w);
 }
 
 /* GGUF metadata (convert_hf_to_gguf.py Mamba2Model): the heads are
@@ -149,7 +132,7 @@ const lmi_mixer_ops lmi_mixer_mamba2 = {
     .kind = LMI_MIXER_MAMBA2,
     .name = "Mamba-2",
     .load = m2_load,
-    .load_gguf = m2_load_gguf,
+    .gguf = true,
     .state_floats = lmi_mamba_state_floats,
     .linears = lmi_mamba_linears,
     .channel_A = m2_channel_A,

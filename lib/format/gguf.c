@@ -84,6 +84,20 @@ bool lmi_gguf_magic(const uint8_t *buf, size_t size)
     return buf && size >= 4 && memcmp(buf, "GGUF", 4) == 0;
 }
 
+bool lmi_gguf_probe(const char *path)
+{
+    size_t n = strlen(path);
+    if (n >= 5 && strcmp(path + n - 5, ".gguf") == 0)
+        return true;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    uint8_t head[4];
+    ssize_t got = read(fd, head, sizeof head);
+    close(fd);
+    return got == 4 && lmi_gguf_magic(head, 4);
+}
+
 /* ---- the cursor ---------------------------------------------------------------- */
 
 typedef struct rd {

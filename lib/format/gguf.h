@@ -99,6 +99,9 @@ const char *lmi_gguf_vtype_name(uint32_t vtype);
 
 /* True when buf starts with the GGUF magic. */
 bool lmi_gguf_magic(const uint8_t *buf, size_t size);
+/* True when the regular file path is to be read as GGUF: its name ends in
+ * .gguf, or it starts with the magic (lm_model_load, lm_tokenizer_load). */
+bool lmi_gguf_probe(const char *path);
 
 /* mmap + validate; path is used in messages.  On failure f is zeroed. */
 lm_status lmi_gguf_open(const char *path, lmi_gguf_file *f, lmi_err *e);

@@ -1,6 +1,7 @@
 /*
  * format/mapfile.c - a whole regular file mapped read-only, for the
- * checkpoint readers (safetensors.c, gguf.c): one place for the open /
+ * checkpoint readers (safetensors.c, gguf.c), or read into memory, for
+ * config.json, shard indexes and tokenizer.json: one place for the open /
  * stat / map steps and their messages.
  */
 #define _GNU_SOURCE
@@ -57,4 +58,32 @@ void lmi_unmap_file(lmi_mapping *m)
 {
     if (m->addr) munmap(m->addr, m->size);
     memset(m, 0, sizeof *m);
+}
+
+lm_status lmi_read_file(const char *path, size_t max, const char *what, char **out, size_t *len,
+                        lmi_err *e)
+{
+    *out = NULL;
+    *len = 0;
+    lmi_mapping m;
+    lm_status st = lmi_map_file(path, &m, e);
+    if (st != LM_OK)
+        return st;
+    if (m.size > max) {
+        lmi_unmap_file(&m);
+        return lmi_fail(e, LM_ERR_FORMAT, "%s: %lld bytes is too large for %s", path,
+                        (long long)m.size, what);
+    }
+    char *buf = lmi_alloc_raw(m.size + 1, 1);
+    if (!buf) {
+        lmi_unmap_file(&m);
+        return lmi_fail(e, LM_ERR_NO_MEMORY, "out of memory reading %s", path);
+    }
+    if (m.size)
+        memcpy(buf, m.addr, m.size);
+    buf[m.size] = '\0';
+    *out = buf;
+    *len = m.size;
+    lmi_unmap_file(&m);
+    return LM_OK;
 }

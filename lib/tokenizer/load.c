@@ -350,11 +350,10 @@ out:
     return st;
 }
 
-lm_status lmi_tok_vocab_index(lm_tokenizer *t, size_t n_strings, const char *what, lmi_err *e)
+/* Hashes every model id (defined == 1) into t->vocab_slots by its string;
+ * a string seen twice is an error named by `what`. */
+static lm_status vocab_fill(lm_tokenizer *t, const char *what, lmi_err *e)
 {
-    t->vocab_mask = pow2_at_least(n_strings * 2) - 1;
-    t->vocab_slots = lmi_alloc(t->vocab_mask + 1, sizeof *t->vocab_slots);
-    if (!t->vocab_slots) return lmi_fail(e, LM_ERR_NO_MEMORY, "tokenizer: out of memory (vocab)");
     memset(t->vocab_slots, 0xff, (t->vocab_mask + 1) * sizeof *t->vocab_slots);
     for (size_t id = 0; id < (size_t)t->n_ids; id++) {
         if (t->defined[id] != 1) continue;
@@ -372,6 +371,14 @@ lm_status lmi_tok_vocab_index(lm_tokenizer *t, size_t n_strings, const char *wha
         t->vocab_slots[i] = (int32_t)id;
     }
     return LM_OK;
+}
+
+lm_status lmi_tok_vocab_index(lm_tokenizer *t, size_t n_strings, const char *what, lmi_err *e)
+{
+    t->vocab_mask = pow2_at_least(n_strings * 2) - 1;
+    t->vocab_slots = lmi_alloc(t->vocab_mask + 1, sizeof *t->vocab_slots);
+    if (!t->vocab_slots) return lmi_fail(e, LM_ERR_NO_MEMORY, "tokenizer: out of memory (vocab)");
+    return vocab_fill(t, what, e);
 }
 
 lm_status lmi_tok_merges_alloc(lm_tokenizer *t, size_t n, lmi_err *e)
@@ -546,17 +553,9 @@ static lm_status load_added(loader *L)
     t->str_off[0] = 0;
     lmi_free(len);
     lmi_free(src);
-    /* The string table hashes model ids by their offsets: rebuild it. */
-    memset(t->vocab_slots, 0xff, (t->vocab_mask + 1) * sizeof *t->vocab_slots);
-    for (size_t id = 0; id < (size_t)t->n_ids; id++) {
-        if (t->defined[id] != 1) continue;
-        size_t n;
-        const char *s = tok_str(t, (int32_t)id, &n);
-        size_t i = (size_t)str_hash(s, n) & t->vocab_mask;
-        while (t->vocab_slots[i] >= 0) i = (i + 1) & t->vocab_mask;
-        t->vocab_slots[i] = (int32_t)id;
-    }
-    return LM_OK;
+    /* The string table hashes model ids by their offsets: rebuild it (the
+     * same strings, found distinct when it was built). */
+    return vocab_fill(t, "tokenizer.json: vocab token", L->e);
 }
 
 /* ByteLevel decoder: a token whose every character is in the byte
