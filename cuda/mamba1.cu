@@ -26,6 +26,10 @@ namespace {
 lm_status check(const struct lm_model *m, lmi_err *e)
 {
     const lmi_dims *d = &m->dims;
+    if (d->bcdt_rms_eps > 0.0)
+        return lmi_fail(e, LM_ERR_UNSUPPORTED,
+                        "cuda backend: Falcon-Mamba (RMS normalisation of dt, B and C) is not "
+                        "supported yet; use the cpu backend");
     if (d->d_state < 1 || d->d_state > LMC_SCAN_MAX_N)
         return lmi_fail(e, LM_ERR_UNSUPPORTED, "cuda backend: d_state %lld not in [1, %d]",
                         (long long)d->d_state, LMC_SCAN_MAX_N);

@@ -74,6 +74,9 @@ typedef struct lmi_dims {
     double dt_limit_lo;  /* Mamba-2 time_step_limit (0, +inf by default) */
     double dt_limit_hi;
     int64_t ssd_chunk;   /* Mamba-2 chunk_size from config */
+    double bcdt_rms_eps; /* Mamba-1: > 0 normalises dt_low, B and C (each its own
+                          * RMS, no weight, this epsilon) after x_proj, as
+                          * Falcon-Mamba does (mixer_rms_eps); 0: not */
 } lmi_dims;
 
 /* ---- weights ----------------------------------------------------------- */

@@ -315,7 +315,8 @@ static lm_status parse_ssm(const lmi_arch *a, lmi_cfg *c, const lmi_json *j, lmi
 /* ---- the tables ----------------------------------------------------------------- */
 
 /* One row per architecture (lib/arch/<name>.c). */
-static const lmi_arch *const arch_table[] = {&lmi_arch_mamba1, &lmi_arch_mamba2};
+static const lmi_arch *const arch_table[] = {&lmi_arch_mamba1, &lmi_arch_mamba2,
+                                             &lmi_arch_falcon_mamba};
 /* One row per mixer kind. */
 static const lmi_mixer_ops *const mixer_table[] = {&lmi_mixer_mamba1, &lmi_mixer_mamba2};
 
@@ -351,7 +352,8 @@ static lm_status find_arch(const lmi_cfg *c, const lmi_json *j, bool ssm_form, c
         if (!*out)
             return lmi_fail(
                 e, LM_ERR_UNSUPPORTED,
-                "%s: model_type \"%.64s\" is not supported (only \"mamba\" and \"mamba2\")",
+                "%s: model_type \"%.64s\" is not supported (only \"mamba\", \"mamba2\" and "
+                "\"falcon_mamba\")",
                 c->path, mt->str);
         return LM_OK;
     }
@@ -370,7 +372,7 @@ static lm_status find_arch(const lmi_cfg *c, const lmi_json *j, bool ssm_form, c
         const lmi_json *s = lmi_json_get(j, "ssm_cfg");
         const lmi_json *layer = s ? lmi_json_get(s, "layer") : NULL;
         for (size_t k = 0; k < N_ROWS(arch_table); k++)
-            if (layer ? lmi_json_str_is(layer, arch_table[k]->ssm_layer)
+            if (layer ? arch_table[k]->ssm_layer && lmi_json_str_is(layer, arch_table[k]->ssm_layer)
                       : arch_table[k]->ssm_layer_default)
                 *out = arch_table[k];
         if (!*out)
@@ -911,6 +913,11 @@ static lm_status load_tensors(lmi_loader *ld, const lmi_cfg *c_in, const tensor_
                                    d->n_heads, d->head_dim, d->n_groups};
     for (size_t k = 0; k < sizeof dims_hashed / sizeof dims_hashed[0]; k++)
         ld->fnv = fnv_i64(ld->fnv, dims_hashed[k]);
+    if (d->bcdt_rms_eps > 0.0) { /* Falcon-Mamba; other models keep their fingerprints */
+        int64_t bits;
+        memcpy(&bits, &d->bcdt_rms_eps, sizeof bits);
+        ld->fnv = fnv_i64(ld->fnv, bits);
+    }
 
     int64_t s_vd[2] = {d->vocab, d->d_model}, s_d[1] = {d->d_model};
     if ((st = lmi_take(ld, emb_name, 2, s_vd, LMI_TAKE_REQUIRED, &m->embed, NULL)))

@@ -14,7 +14,8 @@
  *
  * fingerprint: 64-bit FNV-1a over, in order, the little-endian int64 values
  * arch, d_model, d_inner, d_state, dt_rank, d_conv, n_layer, vocab,
- * n_heads, head_dim, n_groups; then for each layer, for each of A_log, D
+ * n_heads, head_dim, n_groups (Falcon-Mamba: then the bits of its
+ * mixer_rms_eps as a binary64, as an int64); then for each layer, for each of A_log, D
  * and the dt bias (Mamba-1 dt_proj.bias, Mamba-2 dt_bias) one byte with the
  * lmi_st_dtype followed by the tensor's stored bytes; then the same for
  * backbone.norm_f.weight.  Re-sharding a checkpoint keeps it; converting

@@ -149,8 +149,15 @@ def hf_logits(model_dir, ids, exact):
 
 # ------------------------------------- independent NumPy forward (checking)
 
+def rms_unit(v, eps):
+    """Falcon-Mamba's weightless RMS normalisation over the last axis."""
+    return v / np.sqrt((v * v).mean(-1, keepdims=True) + eps)
+
+
 def numpy_forward(tensors, hp, ids):
-    """Mamba-1 forward in float64 from docs/MAMBA.md §1.  tensors: HF names."""
+    """Mamba-1 forward in float64 from docs/MAMBA.md §1.  tensors: HF names.
+    hp["mixer_rms_eps"] (Falcon-Mamba, make_fixtures_falcon.py): dt_low, B
+    and C each normalised by their RMS after x_proj."""
     w = {k: v.double().numpy() for k, v in tensors.items()}
     K, N, R = hp["conv_kernel"], hp["state_size"], hp["time_step_rank"]
     eps = hp["layer_norm_epsilon"]
@@ -175,6 +182,9 @@ def numpy_forward(tensors, hp, ids):
         u = silu(u)
         dbc = u @ w[p + "mixer.x_proj.weight"].T
         dt_low, Bm, Cm = dbc[..., :R], dbc[..., R:R + N], dbc[..., R + N:R + 2 * N]
+        if hp.get("mixer_rms_eps"):
+            e2 = hp["mixer_rms_eps"]
+            dt_low, Bm, Cm = rms_unit(dt_low, e2), rms_unit(Bm, e2), rms_unit(Cm, e2)
         delta = softplus(dt_low @ w[p + "mixer.dt_proj.weight"].T + w[p + "mixer.dt_proj.bias"])
         A = -np.exp(w[p + "mixer.A_log"])                 # [E, N]
         D = w[p + "mixer.D"]

@@ -212,9 +212,9 @@ END_TEST
 
 /* ---- session level: a real model (fixture m1-odd-f32) -------------------- */
 
-START_TEST(decimamba_matches_reference)
+static void decimamba_matches_reference_on(const char *dir)
 {
-    lm_model *m = load_fixture();
+    lm_model *m = load_fixture_at(dir);
     int64_t V = m->dims.vocab, nl = m->dims.n_layer;
     double *ref = malloc(sizeof(double) * (size_t)V), *ref2 = malloc(sizeof(double) * (size_t)V);
     double *budget = malloc(sizeof(double) * (size_t)nl),
@@ -305,6 +305,19 @@ START_TEST(decimamba_matches_reference)
     lm_session_free(s);
     lm_model_free(m);
 }
+
+START_TEST(decimamba_matches_reference)
+{
+    decimamba_matches_reference_on(FIXTURE);
+}
+END_TEST
+
+/* The same on Falcon-Mamba (Δ after its dt/B/C normalisation is what the
+ * hook sees; the reference forward applies the normalisation). */
+START_TEST(decimamba_falcon)
+{
+    decimamba_matches_reference_on(LM_TEST_DATA "/fixtures/fm-odd-f32");
+}
 END_TEST
 
 /* ---- suite ------------------------------------------------------------------ */
@@ -316,6 +329,6 @@ int main(void)
               (const TTest *[]){deci_keep_count_examples, deci_select_examples,
                                 deci_select_matches_brute_force, NULL});
     add_tcase(s, "modes", 0, (const TTest *[]){decimamba_mode_validation, NULL});
-    add_tcase(s, "session", 120, (const TTest *[]){decimamba_matches_reference, NULL});
+    add_tcase(s, "session", 120, (const TTest *[]){decimamba_matches_reference, decimamba_falcon, NULL});
     return run_suite(s);
 }

@@ -838,7 +838,25 @@ START_TEST(bad_configs)
         {"[1, 2]", LM_ERR_FORMAT, "not a JSON object"},
         {"", LM_ERR_FORMAT, "config.json"},
         {"{\"model_type\": \"llama\", \"hidden_size\": 8}", LM_ERR_UNSUPPORTED, "\"llama\""},
-        {"{\"model_type\": \"falcon_mamba\"}", LM_ERR_UNSUPPORTED, "falcon_mamba"},
+        {"{\"model_type\": \"falcon\"}", LM_ERR_UNSUPPORTED, "falcon_mamba"},
+        /* Falcon-Mamba: mixer_rms_eps is required, a number in (0, 1) */
+        {"{\"model_type\": \"falcon_mamba\", \"hidden_size\": 8, \"num_hidden_layers\": 2}",
+         LM_ERR_MISSING, "mixer_rms_eps"},
+        {"{\"architectures\": [\"FalconMambaForCausalLM\"], \"hidden_size\": 8,"
+         " \"num_hidden_layers\": 2, \"mixer_rms_eps\": null}",
+         LM_ERR_MISSING, "mixer_rms_eps"},
+        {"{\"model_type\": \"falcon_mamba\", \"hidden_size\": 8, \"num_hidden_layers\": 2,"
+         " \"mixer_rms_eps\": 0}",
+         LM_ERR_FORMAT, "mixer_rms_eps"},
+        {"{\"model_type\": \"falcon_mamba\", \"hidden_size\": 8, \"num_hidden_layers\": 2,"
+         " \"mixer_rms_eps\": -1e-6}",
+         LM_ERR_FORMAT, "mixer_rms_eps"},
+        {"{\"model_type\": \"falcon_mamba\", \"hidden_size\": 8, \"num_hidden_layers\": 2,"
+         " \"mixer_rms_eps\": 1.5}",
+         LM_ERR_FORMAT, "mixer_rms_eps"},
+        {"{\"model_type\": \"falcon_mamba\", \"hidden_size\": 8, \"num_hidden_layers\": 2,"
+         " \"mixer_rms_eps\": \"1e-6\"}",
+         LM_ERR_FORMAT, "mixer_rms_eps"},
         {"{\"architectures\": [\"GPT2LMHeadModel\"]}", LM_ERR_UNSUPPORTED, "architectures"},
         {"{\"foo\": 1}", LM_ERR_UNSUPPORTED, "Mamba"},
         {"{\"model_type\": 3}", LM_ERR_FORMAT, "model_type"},
@@ -1152,6 +1170,8 @@ static const fixture_facts facts[] = {
     {"m1-bf16", 32, 64, 16, 2, 4, 2, 128, 1, LM_DTYPE_BF16},
     {"m1-sharded-f32", 48, 96, 16, 3, 4, 3, 100, 1, LM_DTYPE_F32},
     {"m1-mambassm-f32", 32, 64, 16, 2, 4, 2, 104, 1, LM_DTYPE_F32},
+    {"fm-odd-f32", 36, 72, 6, 3, 3, 3, 83, 1, LM_DTYPE_F32},
+    {"fm-bias-f32", 44, 88, 10, 5, 4, 2, 71, 0, LM_DTYPE_F32},
 };
 
 START_TEST(fixtures_load)
@@ -1265,6 +1285,16 @@ static void ref_forward(const lm_model *m, const int32_t *ids, int64_t L, double
                     acc += (double)lmi_weight_at(&W->mamba.x_w, r * E + e) * u[e];
                 xdbl[r] = acc;
             }
+            if (d->bcdt_rms_eps > 0) /* Falcon-Mamba: rms_forward of dt_low, B, C */
+                for (int64_t g = 0; g < 3; g++) {
+                    const int64_t o = g == 0 ? 0 : R + (g - 1) * N, n = g == 0 ? R : N;
+                    double ss = 0;
+                    for (int64_t k = 0; k < n; k++)
+                        ss += xdbl[o + k] * xdbl[o + k];
+                    const double inv = 1.0 / sqrt(ss / (double)n + d->bcdt_rms_eps);
+                    for (int64_t k = 0; k < n; k++)
+                        xdbl[o + k] *= inv;
+                }
             double *hs = ssm + l * E * N;
             for (int64_t e = 0; e < E; e++) {
                 double v = lmi_weight_at(&W->mamba.dt_b, e);

@@ -157,9 +157,9 @@ END_TEST
 
 /* ---- session level: a real model (fixture m1-odd-f32) -------------------- */
 
-START_TEST(longmamba_filtering_matches_reference)
+static void longmamba_filtering_matches_reference_on(const char *dir)
 {
-    lm_model *m = load_fixture();
+    lm_model *m = load_fixture_at(dir);
     int64_t V = m->dims.vocab, E = m->dims.d_inner, nl = m->dims.n_layer;
     int32_t *toks = tu_tokens(42, 300, V);
     double *ref = malloc(sizeof(double) * (size_t)V), *ref_van = malloc(sizeof(double) * (size_t)V);
@@ -256,6 +256,19 @@ START_TEST(longmamba_filtering_matches_reference)
     lm_calibration_free(c);
     lm_calibration_free(rc);
     lm_model_free(m);
+}
+
+START_TEST(longmamba_filtering_matches_reference)
+{
+    longmamba_filtering_matches_reference_on(FIXTURE);
+}
+END_TEST
+
+/* The same on Falcon-Mamba (Δ after its dt/B/C normalisation is what the
+ * hook sees; the reference forward applies the normalisation). */
+START_TEST(longmamba_filtering_falcon)
+{
+    longmamba_filtering_matches_reference_on(LM_TEST_DATA "/fixtures/fm-odd-f32");
 }
 END_TEST
 
@@ -448,7 +461,8 @@ int main(void)
               (const TTest *[]){longmamba_mode_validation_and_prepare, mamba2_default_theta, NULL});
     add_tcase(s, "session", 120,
               (const TTest *[]){
-                  longmamba_filtering_matches_reference, longmamba_below_trigger_is_vanilla,
+                  longmamba_filtering_matches_reference, longmamba_filtering_falcon,
+                  longmamba_below_trigger_is_vanilla,
                   longmamba_zero_thresholds_is_vanilla, decode_after_filtered_prefill_is_vanilla,
                   chunked_prefill_with_hint_equals_one_shot, set_mode_on_real_session, NULL});
     return run_suite(s);

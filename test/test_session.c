@@ -760,6 +760,103 @@ START_TEST(fixtures_match_transformers)
 }
 END_TEST
 
+/* Relative L2 error of n fp32 logits against n float64 ones stored
+ * little endian at ref (a reference.safetensors row). */
+static double rel_err_f64(const float *got, const uint8_t *ref, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double r;
+        memcpy(&r, ref + i * 8, 8);
+        num += ((double)got[i] - r) * ((double)got[i] - r);
+        den += r * r;
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+/* Falcon-Mamba (its dt/B/C normalisation in the chunk forward and in the
+ * batched one-token step): one-shot, chunked, token-by-token decode and
+ * batched decode all give the float64 reference's logits. */
+START_TEST(falcon_decode_and_chunks_match_reference)
+{
+    const char *names[] = {"fm-odd-f32", "fm-bias-f32"};
+    for (size_t k = 0; k < 2; k++) {
+        char path[512], refp[600];
+        snprintf(path, sizeof path, "%s/fixtures/%s", LM_TEST_DATA, names[k]);
+        snprintf(refp, sizeof refp, "%s/reference.safetensors", path);
+        lm_model_params mp;
+        lm_model_params_init(&mp);
+        mp.backend = LM_BACKEND_CPU;
+        mp.n_threads = 2;
+        lm_model *m = NULL;
+        char err[512];
+        ck_assert_msg(lm_model_load(path, &mp, &m, err, sizeof err) == LM_OK, "%s: %s", names[k], err);
+        ck_assert(m->dims.bcdt_rms_eps > 0);
+        lmi_st_file rf;
+        lmi_err e = {{0}};
+        ck_assert_msg(lmi_st_open(refp, &rf, &e) == LM_OK, "%s", e.msg);
+        const lmi_st_tensor *ids = lmi_st_find(&rf, "input_ids");
+        const lmi_st_tensor *lg = lmi_st_find(&rf, "logits_f64");
+        ck_assert(ids && lg);
+        const int64_t B = ids->shape[0], L = ids->shape[1], V = lg->shape[2];
+        const uint8_t *ref = lg->data;
+        float *out = malloc(sizeof(float) * (size_t)(L * V));
+        float *rows = malloc(sizeof(float) * (size_t)(B * V));
+        int32_t *row = malloc(sizeof(int32_t) * (size_t)L);
+        double w_one = 0, w_chunk = 0, w_dec = 0, w_bat = 0;
+        const int64_t chunks[] = {0, 1, 5};
+        for (int64_t b = 0; b < B; b++) {
+            memcpy(row, ids->data + (size_t)(b * L) * 4, (size_t)L * 4);
+            const uint8_t *rb = ref + (size_t)(b * L * V) * 8;
+            for (int c = 0; c < 3; c++) {
+                lm_session *s = new_session(m, chunks[c]);
+                ck_assert_int_eq(lm_session_prefill(s, row, (size_t)L, (size_t)L, out, (size_t)(L * V)), LM_OK);
+                const double er = rel_err_f64(out, rb, (size_t)(L * V));
+                if (c == 0) w_one = fmax(w_one, er);
+                else w_chunk = fmax(w_chunk, er);
+                lm_session_free(s);
+            }
+            lm_session *s = new_session(m, 0);
+            ck_assert_int_eq(lm_session_prefill(s, row, 1, 1, out, (size_t)V), LM_OK);
+            w_dec = fmax(w_dec, rel_err_f64(out, rb, (size_t)V));
+            for (int64_t t = 1; t < L; t++) {
+                ck_assert_int_eq(lm_session_decode(s, row[t], out, (size_t)V), LM_OK);
+                w_dec = fmax(w_dec, rel_err_f64(out, rb + (size_t)(t * V) * 8, (size_t)V));
+            }
+            lm_session_free(s);
+        }
+        /* the batched step: every row of the reference at once */
+        lm_session **ss = malloc(sizeof(lm_session *) * (size_t)B);
+        int32_t *tok = malloc(sizeof(int32_t) * (size_t)B);
+        for (int64_t b = 0; b < B; b++) {
+            ss[b] = new_session(m, 0);
+            tok[b] = ((const int32_t *)(const void *)ids->data)[b * L];
+            ck_assert_int_eq(lm_session_prefill(ss[b], &tok[b], 1, 0, NULL, 0), LM_OK);
+        }
+        for (int64_t t = 1; t < L; t++) {
+            for (int64_t b = 0; b < B; b++)
+                memcpy(&tok[b], ids->data + (size_t)(b * L + t) * 4, 4);
+            ck_assert_int_eq(lm_session_decode_batch(ss, (size_t)B, tok, rows, (size_t)(B * V)), LM_OK);
+            for (int64_t b = 0; b < B; b++)
+                w_bat = fmax(w_bat, rel_err_f64(rows + b * V, ref + (size_t)((b * L + t) * V) * 8,
+                                                (size_t)V));
+        }
+        for (int64_t b = 0; b < B; b++) lm_session_free(ss[b]);
+        printf("falcon %-12s rel err: one-shot %.3g, chunks 1/5 %.3g, decode %.3g, batched decode %.3g\n",
+               names[k], w_one, w_chunk, w_dec, w_bat);
+        ck_assert_msg(w_one <= 1e-5 && w_chunk <= 1e-5 && w_dec <= 1e-5 && w_bat <= 1e-5,
+                      "%s: %.3g %.3g %.3g %.3g", names[k], w_one, w_chunk, w_dec, w_bat);
+        free(ss);
+        free(tok);
+        free(out);
+        free(rows);
+        free(row);
+        lmi_st_close(&rf);
+        lm_model_free(m);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("session");
@@ -771,6 +868,8 @@ int main(void)
                           state_blob_errors, abort_keeps_state, length_hint,
                           decimamba_session_matches_double, NULL});
     tcase_add_checked_fixture(tc, setup, teardown);
-    add_tcase(s, "fixtures", 300, (const TTest *[]){fixtures_match_transformers, NULL});
+    add_tcase(s, "fixtures", 300,
+              (const TTest *[]){fixtures_match_transformers, falcon_decode_and_chunks_match_reference,
+                                NULL});
     return run_suite(s);
 }

@@ -103,7 +103,7 @@ typedef struct lmi_arch {
     const char *name;               /* in messages */
     const char *model_type;         /* Hugging Face config "model_type" */
     const char *hf_classes[3];      /* "architectures" entries (NULL-padded) */
-    const char *ssm_layer;          /* mamba_ssm config: ssm_cfg.layer */
+    const char *ssm_layer;          /* mamba_ssm config: ssm_cfg.layer (NULL: no such form) */
     bool ssm_layer_default;         /* the one meant when ssm_cfg.layer is absent */
     bool hf_tied_default;           /* tie_word_embeddings when absent */
     double default_theta;           /* LongMamba θ when the caller passes 0 */
@@ -130,6 +130,7 @@ lm_status lmi_gguf_cfg_int(const lmi_cfg *c, const lmi_gguf_file *g, const char 
 
 extern const lmi_arch lmi_arch_mamba1;   /* lib/arch/mamba1.c */
 extern const lmi_arch lmi_arch_mamba2;   /* lib/arch/mamba2.c */
+extern const lmi_arch lmi_arch_falcon_mamba; /* lib/arch/falcon_mamba.c */
 
 /* The row of an lm_arch value, or NULL. */
 const lmi_arch *lmi_arch_find(lm_arch arch);

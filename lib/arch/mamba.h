@@ -44,4 +44,12 @@ size_t lmi_mamba_linears(lmi_layer *L, lmi_weight **w, const char **names);
 /* conv window [conv_dim][K-1] and SSM state [E][N], fixed size. */
 size_t lmi_mamba_state_floats(const lmi_dims *d, lmi_state_part part, int64_t pos);
 
+/* Mamba-1's Hugging Face config keys (state_size, intermediate_size or
+ * expand, time_step_rank), derived dimensions and layer pattern
+ * (lib/arch/mamba1.c), shared with the rows of its variants
+ * (lib/arch/falcon_mamba.c). */
+lm_status lmi_m1_parse_hf(lmi_cfg *c, const lmi_json *j, lmi_err *e);
+lm_status lmi_m1_finish(lmi_cfg *c, lmi_err *e);
+lmi_mixer_kind lmi_m1_mixer_of(const lmi_dims *d, int64_t i);
+
 #endif

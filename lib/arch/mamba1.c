@@ -8,7 +8,7 @@
 #include <math.h>
 #include <stdio.h>
 
-static lm_status m1_parse_hf(lmi_cfg *c, const lmi_json *j, lmi_err *e)
+lm_status lmi_m1_parse_hf(lmi_cfg *c, const lmi_json *j, lmi_err *e)
 {
     lmi_dims *d = &c->d;
     lm_status st;
@@ -30,7 +30,7 @@ static lm_status m1_parse_ssm(lmi_cfg *c, const lmi_json *s, lmi_err *e)
     return lmi_cfg_dt_rank(c, s, "dt_rank", d->d_model, &d->dt_rank, e);
 }
 
-static lm_status m1_finish(lmi_cfg *c, lmi_err *e)
+lm_status lmi_m1_finish(lmi_cfg *c, lmi_err *e)
 {
     (void)e;
     lmi_dims *d = &c->d;
@@ -43,7 +43,7 @@ static lm_status m1_finish(lmi_cfg *c, lmi_err *e)
     return LM_OK;
 }
 
-static lmi_mixer_kind m1_mixer_of(const lmi_dims *d, int64_t i)
+lmi_mixer_kind lmi_m1_mixer_of(const lmi_dims *d, int64_t i)
 {
     (void)d;
     (void)i;
@@ -118,10 +118,10 @@ const lmi_arch lmi_arch_mamba1 = {
     .ssm_layer_default = true,
     .hf_tied_default = true,
     .default_theta = 1e-3, /* LONGMAMBA.md §7: the authors' 1e-30 made 41-64% global and hurt */
-    .parse_hf = m1_parse_hf,
+    .parse_hf = lmi_m1_parse_hf,
     .parse_ssm = m1_parse_ssm,
-    .finish = m1_finish,
-    .mixer_of = m1_mixer_of,
+    .finish = lmi_m1_finish,
+    .mixer_of = lmi_m1_mixer_of,
     .gguf_arch = "mamba",
     .gguf_dims = m1_gguf_dims,
 };

@@ -1,6 +1,7 @@
 /*
  * cpu/mamba1.c - the Mamba-1 mixer on the CPU (MAMBA.md §1): in_proj to
- * x | z, causal conv + SiLU, x_proj to dt_low | B | C, dt_proj, the
+ * x | z, causal conv + SiLU, x_proj to dt_low | B | C (Falcon-Mamba:
+ * each normalised by its RMS, lmi_dims.bcdt_rms_eps), dt_proj, the
  * selective scan with the D skip and the SiLU(z) gate (lmi_cpu_scan_m1,
  * which also applies the LongMamba filter where Δ is read), out_proj into
  * the residual stream.
@@ -37,6 +38,20 @@ static void softplus_rows(float *dt, const float *bias, int64_t T, int64_t E)
         float *r = dt + t * E;
         LMI_SIMD
         for (int64_t e = 0; e < E; e++) r[e] = lmi_softplusf(r[e] + (bias ? bias[e] : 0.0f));
+    }
+}
+
+/* Falcon-Mamba (d->bcdt_rms_eps > 0): dt_low, B and C of each x_proj row
+ * [T][R+2N] normalised in place, each by its own RMS (transformers'
+ * rms_forward on time_step, B and C, before dt_proj and the scan). */
+static void bcdt_rms_rows(float *xdbl, int64_t T, const lmi_dims *d)
+{
+    const int64_t R = d->dt_rank, N = d->d_state, nx = R + 2 * N;
+    for (int64_t t = 0; t < T; t++) {
+        float *r = xdbl + t * nx;
+        lmi_rms_unit_row(r, R, d->bcdt_rms_eps);
+        lmi_rms_unit_row(r + R, N, d->bcdt_rms_eps);
+        lmi_rms_unit_row(r + R + N, N, d->bcdt_rms_eps);
     }
 }
 
@@ -117,6 +132,7 @@ static lm_status m1_forward(const lmi_cpu_layer *c, void *scratch, const lmi_for
     lmi_conv_chunk(sc->head, state[LMI_STATE_CONV], sc->xz, 2 * E, T, c->data, sc->u, E, K, nt);
     /* x_dbl = self.x_proj(x);  dt, B, C = split(x_dbl, [R, N, N]) */
     lmi_linear(sc->u, E, T, &w->x_w, NULL, sc->xdbl, nx, 0.0f, c->tile, nt);
+    if (d->bcdt_rms_eps > 0.0) bcdt_rms_rows(sc->xdbl, T, d);
     /* dt = self.dt_proj.weight @ dt  (bias and softplus below or in the scan) */
     lmi_linear(sc->xdbl, nx, T, &w->dt_w, NULL, sc->dt, E, 0.0f, c->tile, nt);
     if (explicit_delta) {
@@ -166,6 +182,7 @@ static lm_status m1_step_batch(const lmi_cpu_layer *c, void *scratch,
         lmi_conv_chunk(sc->head, state[i][LMI_STATE_CONV], sc->xz + i * 2 * E, 2 * E, 1, c->data,
                        sc->u + i * E, E, K, 1);
     lmi_linear(sc->u, E, n, &w->x_w, NULL, sc->xdbl, nx, 0.0f, c->tile, nt);
+    if (d->bcdt_rms_eps > 0.0) bcdt_rms_rows(sc->xdbl, n, d);
     lmi_linear(sc->xdbl, nx, n, &w->dt_w, NULL, sc->dt, E, 0.0f, c->tile, nt);
     for (int64_t i = 0; i < n; i++) {
         lmi_scan_m1 sa = {

@@ -375,6 +375,12 @@ void lmi_rmsnorm_row(const float *x, const lmi_weight *w, int64_t w_off, float *
     }
 }
 
+void lmi_rms_unit_row(float *x, int64_t n, double eps)
+{
+    const float inv = (float)(1.0 / sqrt(sum_squares(x, n) / (double)n + eps));
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
 /* Single-threaded on purpose: it is ~0.1% of a layer. */
 void lmi_rmsnorm(const float *x, const lmi_weight *w, float *out, int64_t T, int64_t d, double eps)
 {

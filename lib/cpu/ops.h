@@ -44,6 +44,9 @@ void lmi_rmsnorm_row(const float *x, const lmi_weight *w, int64_t w_off, float *
                      double eps);
 /* T rows of d. */
 void lmi_rmsnorm(const float *x, const lmi_weight *w, float *out, int64_t T, int64_t d, double eps);
+/* x[i] / sqrt(mean(x^2) + eps) in place over n floats, no weight (the sum
+ * of squares in double as lmi_rmsnorm_row): transformers' rms_forward. */
+void lmi_rms_unit_row(float *x, int64_t n, double eps);
 
 /* Conv weights as the conv reads them: wT [K + 1][C] fp32, rows k < K the
  * taps (wT[k][c] = w[c][k]), row K the bias (zeros when absent). */

@@ -120,14 +120,19 @@ void fake_model(lm_model *m, const lm_calibration *c)
 
 lm_model *load_fixture(void)
 {
+    return load_fixture_at(FIXTURE);
+}
+
+lm_model *load_fixture_at(const char *dir)
+{
     lm_model_params mp;
     lm_model_params_init(&mp);
     mp.backend = LM_BACKEND_CPU;
     mp.n_threads = 2;
     lm_model *m = NULL;
     char err[512];
-    lm_status st = lm_model_load(FIXTURE, &mp, &m, err, sizeof err);
-    ck_assert_msg(st == LM_OK, "load %s: %s", FIXTURE, err);
+    lm_status st = lm_model_load(dir, &mp, &m, err, sizeof err);
+    ck_assert_msg(st == LM_OK, "load %s: %s", dir, err);
     return m;
 }
 
@@ -251,6 +256,18 @@ void ref_forward(const lm_model *m, const int32_t *toks, int64_t L0, ref_mode *m
                     Bm[t * N + r - R] = acc;
                 else
                     Cm[t * N + r - R - N] = acc;
+            }
+            if (d->bcdt_rms_eps > 0) { /* Falcon-Mamba: each of dt_low, B, C by its RMS */
+                double *part[3] = {dtl, Bm + t * N, Cm + t * N};
+                const int64_t len[3] = {R, N, N};
+                for (int g = 0; g < 3; g++) {
+                    double ss = 0;
+                    for (int64_t k = 0; k < len[g]; k++)
+                        ss += part[g][k] * part[g][k];
+                    const double inv = 1 / sqrt(ss / (double)len[g] + d->bcdt_rms_eps);
+                    for (int64_t k = 0; k < len[g]; k++)
+                        part[g][k] *= inv;
+                }
             }
             for (int64_t e = 0; e < E; e++) {
                 double acc = lmi_weight_at(&ly->mamba.dt_b, e);

@@ -28,6 +28,8 @@ void fake_model(lm_model *m, const lm_calibration *c);
 #define FIXTURE LM_TEST_DATA "/fixtures/m1-odd-f32"
 
 lm_model *load_fixture(void);
+/* Another fixture directory (e.g. the Falcon-Mamba fm-odd-f32). */
+lm_model *load_fixture_at(const char *dir);
 lm_session *new_session(const lm_model *m, int64_t chunk);
 /* Logits of the last position after a prefill of `toks` from zero state
  * (malloc'd [vocab]). */
@@ -52,7 +54,8 @@ typedef struct ref_mode {
 } ref_mode;
 
 /* Logits (V doubles) of the last position of `toks` from zero state,
- * MAMBA.md §1 in double, with the LONGMAMBA.md §4-5 modifications. */
+ * MAMBA.md §1 in double (Falcon-Mamba's dt/B/C norm when the model has
+ * it), with the LONGMAMBA.md §4-5 modifications. */
 void ref_forward(const lm_model *m, const int32_t *toks, int64_t L0, ref_mode *md, double *logits);
 /* max |lib - ref| <= 1e-5 * max |ref| (fp32 against float64) */
 void check_vs_ref(const float *lib, const double *ref, int64_t V, const char *what);
