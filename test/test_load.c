@@ -1291,9 +1291,9 @@ static void ref_forward(const lm_model *m, const int32_t *ids, int64_t L, double
                     double ss = 0;
                     for (int64_t k = 0; k < n; k++)
                         ss += xdbl[o + k] * xdbl[o + k];
-                    const double inv = 1.0 / sqrt(ss / (double)n + d->bcdt_rms_eps);
+                    const double rinv = 1.0 / sqrt(ss / (double)n + d->bcdt_rms_eps);
                     for (int64_t k = 0; k < n; k++)
-                        xdbl[o + k] *= inv;
+                        xdbl[o + k] *= rinv;
                 }
             double *hs = ssm + l * E * N;
             for (int64_t e = 0; e < E; e++) {
