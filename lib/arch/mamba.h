@@ -9,7 +9,9 @@
 
 /* How a tensor of a Mamba mixer (MT) is read and checked, beyond its shape. */
 typedef enum lmi_mamba_role {
-    LMI_MT_WEIGHT,    /* required, in its stored type */
+    LMI_MT_WEIGHT,    /* required, in its stored type (F32, F16, BF16) */
+    LMI_MT_LINEAR,    /* required, a linear layer's matrix: any stored type,
+                         block types (GGUF Q8_0) included */
     LMI_MT_BIAS,      /* present iff use_bias (lmi_take_bias) */
     LMI_MT_CONV_BIAS, /* present iff use_conv_bias */
     LMI_MT_DT_BIAS,   /* fp32 */
@@ -43,5 +45,9 @@ lm_status lmi_mamba_load(lmi_loader *ld, const lmi_cfg *c, const char *prefix, i
 size_t lmi_mamba_linears(lmi_layer *L, lmi_weight **w, const char **names);
 /* conv window [conv_dim][K-1] and SSM state [E][N], fixed size. */
 size_t lmi_mamba_state_floats(const lmi_dims *d, lmi_state_part part, int64_t pos);
+
+/* lmi_mixer_ops.weights of both Mamba mixers. */
+size_t lmi_mamba_weights_list(const lmi_layer *L, const lmi_weight **w, const char **names,
+                              bool *linear);
 
 #endif
