@@ -189,7 +189,18 @@ typedef enum lm_weight_format {
 typedef struct lm_model_params {
     uint32_t struct_size;
     lm_backend backend;      /* default AUTO */
-    int32_t n_threads;       /* CPU threads; 0 = number of online cores */
+    int32_t n_threads;       /* CPU threads; 0 = number of online cores.  Bounds the
+                                threads the library starts itself in each call (its
+                                parallel loops, the scans, calibration's OpenMP loop):
+                                with 1, a call starts none.  Not the BLAS library's:
+                                OpenBLAS runs the fp32 GEMMs/GEMVs (prefill chunks,
+                                F32 weights) on its own pool, whose size is
+                                process-wide (OPENBLAS_NUM_THREADS, or
+                                openblas_set_num_threads(), which the library never
+                                calls: it would change every BLAS user in the process
+                                and race with other models' calls); its default is
+                                every core, even for n_threads 1.  For n threads in
+                                all, set both (README: "Threads and ownership"). */
     int32_t device;          /* CUDA device ordinal; default 0 */
     lm_log_fn log_fn;        /* NULL = no logging */
     void *log_user;
