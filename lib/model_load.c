@@ -630,7 +630,8 @@ lm_status lmi_take(lmi_loader *ld, const char *name, int ndim, const int64_t *sh
                         shape_str(want, sizeof want, ndim, shape));
     }
     const size_t es = lmi_wtype_size(t.type);
-    if (es == 0 && (!(flags & LMI_TAKE_LINEAR) || ndim != 2 || (flags & (LMI_TAKE_F32 | LMI_TAKE_COPY))))
+    if (es == 0 &&
+        (!(flags & LMI_TAKE_LINEAR) || ndim != 2 || (flags & (LMI_TAKE_F32 | LMI_TAKE_COPY))))
         return lmi_fail(e, LM_ERR_UNSUPPORTED,
                         "tensor %s is stored as Q8_0, which only the matrices of linear layers "
                         "may be; this one must be F32, F16 or BF16",
@@ -644,8 +645,9 @@ lm_status lmi_take(lmi_loader *ld, const char *name, int ndim, const int64_t *sh
          * used in place; its byte count was checked by the reader. */
         const lmi_weight chk = {NULL, type, out->rows, out->cols};
         if (out->rows < 0 || (uint64_t)lmi_weight_row_bytes(&chk) * (uint64_t)out->rows != t.nbytes)
-            return lmi_fail(e, LM_ERR_FORMAT, "tensor %s: %zu bytes of Q8_0 data for shape %lld x %lld",
-                            name, t.nbytes, (long long)out->rows, (long long)out->cols);
+            return lmi_fail(e, LM_ERR_FORMAT,
+                            "tensor %s: %zu bytes of Q8_0 data for shape %lld x %lld", name,
+                            t.nbytes, (long long)out->rows, (long long)out->cols);
         out->data = t.data;
         *t.in_place = true;
     } else if (t.type == type && ((uintptr_t)t.data % es) == 0 && !(flags & LMI_TAKE_COPY)) {

@@ -1371,8 +1371,8 @@ START_TEST(q8_0_file)
     ck_assert_msg(d_qf < 1e-2 * scale && d_qf > 0, "LM_WEIGHTS_Q8_0 vs fp32: %g", d_qf);
     /* and nearer each other than either is to fp32: the two roundings
      * disagree on a few q only */
-    ck_assert_msg(d_gq < 0.5 * fmin(d_gf, d_qf), "GGUF Q8_0 vs LM_WEIGHTS_Q8_0: %g (vs fp32 %g, %g)",
-                  d_gq, d_gf, d_qf);
+    ck_assert_msg(d_gq < 0.5 * fmin(d_gf, d_qf),
+                  "GGUF Q8_0 vs LM_WEIGHTS_Q8_0: %g (vs fp32 %g, %g)", d_gq, d_gf, d_qf);
     free(lg);
     free(lq);
     free(lf);
@@ -1512,19 +1512,25 @@ START_TEST(weight_info_api)
     gguf_fixture(gp, sizeof gp, "m1-odd-f32.gguf");
     lm_model *m = load_cpu(gp);
     size_t n = 99;
-    EXPECT(lm_model_weight_count(NULL, &n, err, sizeof err), LM_ERR_INVALID_ARGUMENT, "model is NULL", err);
+    EXPECT(lm_model_weight_count(NULL, &n, err, sizeof err),
+           LM_ERR_INVALID_ARGUMENT, "model is NULL", err);
     ck_assert_uint_eq(n, 0);
-    EXPECT(lm_model_weight_count(m, NULL, err, sizeof err), LM_ERR_INVALID_ARGUMENT, "count is NULL", err);
+    EXPECT(lm_model_weight_count(m, NULL, err, sizeof err),
+           LM_ERR_INVALID_ARGUMENT, "count is NULL", err);
     ck_assert_int_eq(lm_model_weight_count(m, &n, NULL, 0), LM_OK);
     /* 3 + per layer: norm, in_proj, in_proj.bias, conv1d, x_proj, dt_proj,
      * dt_bias, A, D, out_proj, out_proj.bias (no conv bias) */
     ck_assert_uint_eq(n, 3 + (size_t)info_of(m).n_layer * 11);
     lm_weight_info w = {.struct_size = sizeof w};
-    EXPECT(lm_model_weight_info(NULL, 0, &w, err, sizeof err), LM_ERR_INVALID_ARGUMENT, "model is NULL", err);
-    EXPECT(lm_model_weight_info(m, 0, NULL, err, sizeof err), LM_ERR_INVALID_ARGUMENT, "info is NULL", err);
-    EXPECT(lm_model_weight_info(m, n, &w, err, sizeof err), LM_ERR_OUT_OF_RANGE, "past the model's weights", err);
+    EXPECT(lm_model_weight_info(NULL, 0, &w, err, sizeof err),
+           LM_ERR_INVALID_ARGUMENT, "model is NULL", err);
+    EXPECT(lm_model_weight_info(m, 0, NULL, err, sizeof err),
+           LM_ERR_INVALID_ARGUMENT, "info is NULL", err);
+    EXPECT(lm_model_weight_info(m, n, &w, err, sizeof err),
+           LM_ERR_OUT_OF_RANGE, "past the model's weights", err);
     w.struct_size = 4;
-    EXPECT(lm_model_weight_info(m, 0, &w, err, sizeof err), LM_ERR_INVALID_ARGUMENT, "struct_size 4", err);
+    EXPECT(lm_model_weight_info(m, 0, &w, err, sizeof err),
+           LM_ERR_INVALID_ARGUMENT, "struct_size 4", err);
     /* a short struct: fields past it untouched */
     lm_weight_info s;
     memset(&s, 0xAB, sizeof s);
@@ -1558,8 +1564,9 @@ START_TEST(weight_info_api)
         }
     }
     const lmi_mamba_weights *l0 = &m->layers[0].mamba;
-    ck_assert_uint_eq(bf, 2 * 2 * (uint64_t)(lmi_weight_numel(&l0->in_w) + lmi_weight_numel(&l0->x_w) +
-                                             lmi_weight_numel(&l0->dt_w) + lmi_weight_numel(&l0->out_w)));
+    const int64_t per_layer = lmi_weight_numel(&l0->in_w) + lmi_weight_numel(&l0->x_w) +
+                              lmi_weight_numel(&l0->dt_w) + lmi_weight_numel(&l0->out_w);
+    ck_assert_uint_eq(bf, 2 /* layers */ * 2 /* bytes */ * (uint64_t)per_layer);
     lm_model_free(m);
 }
 END_TEST

@@ -217,6 +217,16 @@ done
 if [ -f "$fixtures/gguf/m1-tiny-f16.gguf" ]; then
     expect 0 "check m1-tiny-f16.gguf (F16 weights) at a 16-bit tolerance" -- "$cli" check "$fixtures/gguf/m1-tiny-f16.gguf" "$fixtures/m1-tiny-f32/reference.safetensors" --backend cpu --tol 1e-2
 fi
+if [ -f "$fixtures/gguf/m1-tiny-q8_0.gguf" ]; then
+    # Q8_0 linear layers quantised by gguf-py, used in place: near the
+    # fp32 reference, not equal to it.
+    q8g="$fixtures/gguf/m1-tiny-q8_0.gguf"
+    expect 0 "info m1-tiny-q8_0.gguf" -- "$cli" info "$q8g" --backend cpu
+    grep_out "^  in_proj  *x2  *Q8_0 mapped  *8704 bytes$" "info: GGUF Q8_0 in_proj mapped from the file"
+    grep_out "^weights total:  43152 bytes (43152 mapped from the file, 0 allocated)$" "info: a Q8_0 GGUF allocates no weight"
+    expect 0 "check m1-tiny-q8_0.gguf --tol 1e-2" -- "$cli" check "$q8g" "$fixtures/m1-tiny-f32/reference.safetensors" --backend cpu --tol 1e-2
+    expect 1 "check m1-tiny-q8_0.gguf --tol 1e-5" -- "$cli" check "$q8g" "$fixtures/m1-tiny-f32/reference.safetensors" --backend cpu --tol 1e-5
+fi
 if [ -f "$fixtures/gguf/m1-tok.gguf" ]; then
     expect 0 "info m1-tok.gguf" -- "$cli" info "$fixtures/gguf/m1-tok.gguf" --backend cpu
     grep_out "^tokenizer:    GGUF" "m1-tok.gguf reads text through its own tokenizer"
