@@ -189,7 +189,18 @@ typedef enum lm_weight_format {
 typedef struct lm_model_params {
     uint32_t struct_size;
     lm_backend backend;      /* default AUTO */
-    int32_t n_threads;       /* CPU threads; 0 = number of online cores */
+    int32_t n_threads;       /* CPU threads; 0 = number of online cores.  Bounds the
+                                threads the library starts itself in each call (its
+                                parallel loops, the scans, calibration's OpenMP loop):
+                                with 1, a call starts none.  Not the BLAS library's:
+                                OpenBLAS runs the fp32 GEMMs/GEMVs (prefill chunks,
+                                F32 weights) on its own pool, whose size is
+                                process-wide (OPENBLAS_NUM_THREADS, or
+                                openblas_set_num_threads(), which the library never
+                                calls: it would change every BLAS user in the process
+                                and race with other models' calls); its default is
+                                every core, even for n_threads 1.  For n threads in
+                                all, set both (README: "Threads and ownership"). */
     int32_t device;          /* CUDA device ordinal; default 0 */
     lm_log_fn log_fn;        /* NULL = no logging */
     void *log_user;
@@ -203,7 +214,11 @@ LM_API void lm_model_params_init(lm_model_params *params);
  * model.safetensors.index.json) in Hugging Face or mamba_ssm naming, or a
  * GGUF file (a regular file named *.gguf or starting with the GGUF magic)
  * as llama.cpp's convert_hf_to_gguf.py writes Mamba-1 / Mamba-2 models,
- * with F32, F16 or BF16 tensors (other ggml types: LM_ERR_UNSUPPORTED).
+ * with F32, F16 or BF16 tensors, and Q8_0 for the matrices of linear
+ * layers (embedding, in_proj, x_proj, dt_proj, out_proj, output), used in
+ * place as LM_WTYPE_Q8_0 with no requantisation (0.3).  A Q8_0 norm, conv,
+ * A, D or bias, and other ggml types, are LM_ERR_UNSUPPORTED naming the
+ * tensor and its type.
  * params may be NULL.  On failure *out is NULL and err holds the reason. */
 LM_API lm_status lm_model_load(const char *dir, const lm_model_params *params,
                                lm_model **out, char *err, size_t err_cap);
@@ -212,7 +227,9 @@ LM_API void lm_model_free(lm_model *model);
 typedef struct lm_model_info {
     uint32_t struct_size;    /* set by the caller; fields past it are not written */
     lm_arch arch;
-    lm_dtype dtype;          /* storage dtype of the checkpoint's weights */
+    lm_dtype dtype;          /* storage dtype of the checkpoint's weights (its embedding's;
+                                F32 for a Q8_0 embedding: lm_model_weight_info has each
+                                tensor's type) */
     lm_backend backend;      /* backend the model runs on (never AUTO) */
     int64_t d_model;
     int64_t d_inner;
@@ -233,6 +250,51 @@ typedef struct lm_model_info {
 } lm_model_info;
 
 LM_API lm_status lm_model_get_info(const lm_model *model, lm_model_info *info);
+
+/* ---- the weights as the model holds them (0.3) ------------------------- */
+
+/* Host storage type of one weight tensor. */
+typedef enum lm_weight_type {
+    LM_WTYPE_F32 = 0,
+    LM_WTYPE_F16 = 1,
+    LM_WTYPE_BF16 = 2,
+    LM_WTYPE_Q8_0 = 3    /* GGML's Q8_0: per 32 values a binary16 scale and 32 int8 (34 bytes) */
+} lm_weight_type;
+
+/* Static name: "F32", "F16", "BF16", "Q8_0" ("unknown" otherwise).  (0.3) */
+LM_API const char *lm_weight_type_name(lm_weight_type type);
+
+typedef struct lm_weight_info {
+    uint32_t struct_size;    /* set by the caller; fields past it are not written */
+    const char *name;        /* static: "embedding", "norm_f", "lm_head"; in a layer "norm",
+                                "in_proj", "in_proj.bias", "conv1d", "conv1d.bias", "x_proj",
+                                "dt_proj", "dt_bias", "A", "D", "gated_norm", "out_proj",
+                                "out_proj.bias" */
+    int64_t layer;           /* the layer, or -1 for embedding, norm_f, lm_head */
+    lm_weight_type type;     /* as held in host memory (after lm_model_params.weights) */
+    int32_t linear;          /* 1: a linear layer's matrix (may be Q8_0) */
+    int64_t rows, cols;      /* matrices [out][in]; vectors 1 x n; conv1d [channels][K];
+                                A of Mamba-1 [d_inner][d_state] */
+    uint64_t bytes;          /* host bytes of its data */
+    int32_t mapped;          /* 1: read in place from the model file's read-only mapping
+                                (pages shared with the page cache); 0: memory the model
+                                allocated (converted, quantised, unaligned or derived) */
+    int32_t shared;          /* 1: the same data as an earlier entry (lm_head tied to the
+                                embedding): not to be counted twice */
+} lm_weight_info;
+
+/* Number of weight tensors the model holds (the entries of
+ * lm_model_weight_info): embedding, norm_f, lm_head (listed even when
+ * tied), then per layer its norm and its mixer's tensors that are present.
+ * LM_ERR_INVALID_ARGUMENT for a NULL argument.  (0.3) */
+LM_API lm_status lm_model_weight_count(const lm_model *model, size_t *count, char *err,
+                                       size_t err_cap);
+/* Entry `index` (< lm_model_weight_count) in the order above: what the
+ * host holds (a CUDA model's device copies are not described).
+ * LM_ERR_INVALID_ARGUMENT for NULL or a struct_size below the 0.3 struct's
+ * first two fields, LM_ERR_OUT_OF_RANGE for an index past the list.  (0.3) */
+LM_API lm_status lm_model_weight_info(const lm_model *model, size_t index, lm_weight_info *info,
+                                      char *err, size_t err_cap);
 
 /* ---- calibration (LongMamba step 1 and 2 statistics) ------------------- */
 

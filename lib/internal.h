@@ -308,9 +308,16 @@ typedef struct lmi_mixer_ops {
      * (LM_WEIGHTS_Q8_0) may replace: writes at most LMI_MAX_LINEARS
      * pointers into L (and short names for messages), returns how many. */
     size_t (*linears)(lmi_layer *L, lmi_weight **w, const char **names);
+    /* Every weight of the layer's mixer that is present (data != NULL), in
+     * a fixed order: at most LMI_MAX_MIXER_WEIGHTS entries, with a static
+     * short name ("in_proj", "conv1d.bias", ...) and whether the backends
+     * read it through lmi_linear (so a block type such as Q8_0 may hold
+     * it); returns how many (lm_model_weight_info). */
+    size_t (*weights)(const lmi_layer *L, const lmi_weight **w, const char **names, bool *linear);
 } lmi_mixer_ops;
 
 #define LMI_MAX_LINEARS 8
+#define LMI_MAX_MIXER_WEIGHTS 16
 
 extern const lmi_mixer_ops lmi_mixer_mamba1;   /* lib/arch/mamba1.c */
 extern const lmi_mixer_ops lmi_mixer_mamba2;   /* lib/arch/mamba2.c */

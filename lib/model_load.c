@@ -520,15 +520,19 @@ static lm_status gguf_wtype(const lmi_gguf_tensor *t, found *f, lmi_err *e)
     case LMI_GGML_F16: f->type = LMI_W_F16, f->tag = LMI_ST_F16; return LM_OK;
     case LMI_GGML_BF16: f->type = LMI_W_BF16, f->tag = LMI_ST_BF16; return LM_OK;
     case LMI_GGML_Q8_0:
-        /* Q8_0 plugs in here with the 8-bit weight type: f->type its
-         * lmi_wtype (rows of 34-byte blocks: an fp16 scale and 32 int8;
-         * ne[0] is a multiple of 32, checked by the reader), f->tag a
-         * fingerprint byte past the lmi_st_dtype values, and lmi_take's
-         * alignment / element-size arithmetic in block terms. */
+        /* GGML's Q8_0 is LMI_W_Q8_0 byte for byte: used in place.  The
+         * reader checked that ne[0] is a multiple of 32 and that the byte
+         * count (rows * ne[0] / 32 * 34) lies inside the file; lmi_take
+         * accepts it only for linear layers (LMI_TAKE_LINEAR).  The tag is
+         * past the lmi_st_dtype values; no hashed tensor may be Q8_0. */
+        f->type = LMI_W_Q8_0, f->tag = LMI_ST_BOOL + 1;
+        return LM_OK;
     default: {
         const char *nm = lmi_gguf_type_name(t->type);
-        return lmi_fail(e, LM_ERR_UNSUPPORTED, "tensor %s has type %s; supported: F32, F16, BF16",
-                        t->name, nm ? nm : "?");
+        return lmi_fail(e, LM_ERR_UNSUPPORTED,
+                        "tensor %s has type %s (ggml type %u); supported: F32, F16, BF16, and "
+                        "Q8_0 for the matrices of linear layers",
+                        t->name, nm ? nm : "unknown", (unsigned)t->type);
     }
     }
 }
@@ -628,11 +632,27 @@ lm_status lmi_take(lmi_loader *ld, const char *name, int ndim, const int64_t *sh
                         shape_str(want, sizeof want, ndim, shape));
     }
     const size_t es = lmi_wtype_size(t.type);
+    if (es == 0 &&
+        (!(flags & LMI_TAKE_LINEAR) || ndim != 2 || (flags & (LMI_TAKE_F32 | LMI_TAKE_COPY))))
+        return lmi_fail(e, LM_ERR_UNSUPPORTED,
+                        "tensor %s is stored as Q8_0, which only the matrices of linear layers "
+                        "may be; this one must be F32, F16 or BF16",
+                        name);
     const lmi_wtype type = (flags & LMI_TAKE_F32) ? LMI_W_F32 : t.type;
     out->type = type;
     out->rows = ndim >= 2 ? shape[0] : 1;
     out->cols = out->rows > 0 ? (int64_t)t.nel / out->rows : 0;
-    if (t.type == type && ((uintptr_t)t.data % es) == 0 && !(flags & LMI_TAKE_COPY)) {
+    if (es == 0) {
+        /* A block type (Q8_0: the kernels read its bytes unaligned) is
+         * used in place; its byte count was checked by the reader. */
+        const lmi_weight chk = {NULL, type, out->rows, out->cols};
+        if (out->rows < 0 || (uint64_t)lmi_weight_row_bytes(&chk) * (uint64_t)out->rows != t.nbytes)
+            return lmi_fail(e, LM_ERR_FORMAT,
+                            "tensor %s: %zu bytes of Q8_0 data for shape %lld x %lld", name,
+                            t.nbytes, (long long)out->rows, (long long)out->cols);
+        out->data = t.data;
+        *t.in_place = true;
+    } else if (t.type == type && ((uintptr_t)t.data % es) == 0 && !(flags & LMI_TAKE_COPY)) {
         /* Zero copy: the mapping is read-only, the model never writes weights. */
         out->data = t.data;
         *t.in_place = true;
@@ -920,7 +940,10 @@ static lm_status load_tensors(lmi_loader *ld, const lmi_cfg *c_in, const tensor_
     }
 
     int64_t s_vd[2] = {d->vocab, d->d_model}, s_d[1] = {d->d_model};
-    if ((st = lmi_take(ld, emb_name, 2, s_vd, LMI_TAKE_REQUIRED, &m->embed, NULL)))
+    /* The embedding is read a row at a time through lmi_weight_convert and,
+     * tied, is the lm_head: any type, Q8_0 included. */
+    if ((st = lmi_take(ld, emb_name, 2, s_vd, LMI_TAKE_REQUIRED | LMI_TAKE_LINEAR, &m->embed,
+                       NULL)))
         return st;
     lmi_stored rnorm;
     if ((st = lmi_take(ld, tn->norm_f, 1, s_d, LMI_TAKE_REQUIRED, &m->norm_f, &rnorm)))
@@ -930,7 +953,7 @@ static lm_status load_tensors(lmi_loader *ld, const lmi_cfg *c_in, const tensor_
      * (GGUF: the converter drops output.weight when it equals the
      * embedding). */
     if (!d->tied) {
-        if ((st = lmi_take(ld, tn->lm_head, 2, s_vd, 0, &m->lm_head, NULL)))
+        if ((st = lmi_take(ld, tn->lm_head, 2, s_vd, LMI_TAKE_LINEAR, &m->lm_head, NULL)))
             return st;
         if (!m->lm_head.data)
             d->tied = true;
@@ -1430,4 +1453,125 @@ lm_status lm_model_get_info(const lm_model *m, lm_model_info *info)
     size_t n = info->struct_size < sizeof full ? info->struct_size : sizeof full;
     memcpy(info, &full, n);
     return LM_OK;
+}
+
+/* ---- weights as the model holds them ----------------------------------------- */
+
+/* Entry `index` of the model's weight list: embedding, final norm, lm_head,
+ * then per layer its norm and its mixer's weights. */
+static bool weight_at(const lm_model *m, size_t index, lm_weight_info *o, const lmi_weight **wp)
+{
+    const lmi_weight *top[3] = {&m->embed, &m->norm_f, &m->lm_head};
+    static const char *const top_names[3] = {"embedding", "norm_f", "lm_head"};
+    static const bool top_linear[3] = {true, false, true};
+    if (index < 3) {
+        *wp = top[index];
+        o->name = top_names[index];
+        o->layer = -1;
+        o->linear = top_linear[index];
+        o->shared = index == 2 && m->lm_head.data == m->embed.data;
+        return true;
+    }
+    size_t k = index - 3;
+    for (int64_t l = 0; m->layers && l < m->dims.n_layer; l++) {
+        const lmi_layer *L = &m->layers[l];
+        if (k == 0) {
+            *wp = &L->norm_w;
+            o->name = "norm";
+            o->layer = l;
+            o->linear = 0;
+            o->shared = 0;
+            return true;
+        }
+        k--;
+        const lmi_mixer_ops *mx = lmi_mixer_find(L->kind);
+        if (!mx || !mx->weights) continue;
+        const lmi_weight *w[LMI_MAX_MIXER_WEIGHTS];
+        const char *nm[LMI_MAX_MIXER_WEIGHTS];
+        bool lin[LMI_MAX_MIXER_WEIGHTS];
+        const size_t n = mx->weights(L, w, nm, lin);
+        if (k < n) {
+            *wp = w[k];
+            o->name = nm[k];
+            o->layer = l;
+            o->linear = lin[k];
+            o->shared = 0;
+            return true;
+        }
+        k -= n;
+    }
+    return false;
+}
+
+lm_status lm_model_weight_count(const lm_model *model, size_t *count, char *err, size_t err_cap)
+{
+    lmi_err e = {{0}};
+    lm_status st = LM_OK;
+    if (count) *count = 0;
+    if (!model || !count) {
+        st = lmi_fail(&e, LM_ERR_INVALID_ARGUMENT, "lm_model_weight_count: %s is NULL",
+                      model ? "count" : "model");
+    } else {
+        lm_weight_info tmp;
+        const lmi_weight *w;
+        size_t n = 0;
+        while (weight_at(model, n, &tmp, &w)) n++;
+        *count = n;
+    }
+    lmi_err_copy(st == LM_OK ? NULL : &e, err, err_cap);
+    return st;
+}
+
+lm_status lm_model_weight_info(const lm_model *model, size_t index, lm_weight_info *info,
+                               char *err, size_t err_cap)
+{
+    lmi_err e = {{0}};
+    lm_status st = LM_OK;
+    lm_weight_info full;
+    memset(&full, 0, sizeof full);
+    const lmi_weight *w = NULL;
+    if (!model || !info)
+        st = lmi_fail(&e, LM_ERR_INVALID_ARGUMENT, "lm_model_weight_info: %s is NULL",
+                      model ? "info" : "model");
+    else if (info->struct_size < offsetof(lm_weight_info, name) + sizeof info->name)
+        st = lmi_fail(&e, LM_ERR_INVALID_ARGUMENT,
+                      "lm_model_weight_info: info->struct_size %u is too small (set it to "
+                      "sizeof(lm_weight_info))",
+                      (unsigned)info->struct_size);
+    else if (!weight_at(model, index, &full, &w))
+        st = lmi_fail(&e, LM_ERR_OUT_OF_RANGE,
+                      "lm_model_weight_info: index %zu is past the model's weights "
+                      "(lm_model_weight_count)",
+                      index);
+    if (st == LM_OK) {
+        full.struct_size = info->struct_size;
+        full.type = w->type == LMI_W_F16    ? LM_WTYPE_F16
+                    : w->type == LMI_W_BF16 ? LM_WTYPE_BF16
+                    : w->type == LMI_W_Q8_0 ? LM_WTYPE_Q8_0
+                                            : LM_WTYPE_F32;
+        full.rows = w->rows;
+        full.cols = w->cols;
+        full.bytes = (uint64_t)w->rows * (uint64_t)lmi_weight_row_bytes(w);
+        const uintptr_t p = (uintptr_t)w->data;
+        full.mapped = 0;
+        for (size_t k = 0; k < model->n_maps; k++) {
+            const uintptr_t a = (uintptr_t)model->maps[k].addr;
+            if (model->maps[k].addr && p >= a && p < a + model->maps[k].size) full.mapped = 1;
+        }
+        size_t n = info->struct_size < sizeof full ? info->struct_size : sizeof full;
+        memcpy(info, &full, n);
+    }
+    lmi_err_copy(st == LM_OK ? NULL : &e, err, err_cap);
+    return st;
+}
+
+const char *lm_weight_type_name(lm_weight_type type)
+{
+    switch (type) {
+    case LM_WTYPE_F32: return "F32";
+    case LM_WTYPE_F16: return "F16";
+    case LM_WTYPE_BF16: return "BF16";
+    case LM_WTYPE_Q8_0: return "Q8_0";
+    }
+    return "unknown";
 }

@@ -20,7 +20,8 @@ following the converter:
   - conv1d weight [C, 1, K] squeezed to [C, K]; Mamba-2: A and D reshaped
     to [H, 1], the gated-norm weight to [n_groups, d_inner / n_groups]
   - BF16 / F16 sources become float32 first; then the output type
-    (--outtype f32 / f16 / bf16): 1-D tensors, *_norm.weight, ssm_conv1d
+    (--outtype f32 / f16 / bf16, or q8_0 for m1-tiny-q8_0.gguf: see
+    Converter.out_type): 1-D tensors, *_norm.weight, ssm_conv1d
     and every tensor whose name does not end in ".weight" stay F32, the
     other matrices take the output type
   - metadata: general.architecture, general.name, <arch>.context_length
@@ -118,6 +119,18 @@ class Converter:
         if data.ndim <= 1 or gguf_name.endswith("_norm.weight"):
             return T.F32
         if ".ssm_conv1d." in gguf_name or not hf_name.endswith(".weight"):
+            return T.F32
+        if self.outtype == "q8_0":
+            # The matrices LM_WEIGHTS_Q8_0 quantises (in_proj, x_proj,
+            # out_proj, an untied output) when their rows are whole blocks;
+            # the rest F32, so the file and the safetensors fixture loaded
+            # with LM_WEIGHTS_Q8_0 differ only in how each quantiser rounds.
+            # (llama.cpp's converter would quantise token_embd as well and
+            # write dt_proj, whose rows of 2 are no whole block, as F16.)
+            linear = (".ssm_in.", ".ssm_x.", ".ssm_out.")
+            if (any(k in gguf_name for k in linear) or gguf_name == "output.weight") \
+                    and data.ndim == 2 and data.shape[1] % 32 == 0:
+                return T.Q8_0
             return T.F32
         return {"f32": T.F32, "f16": T.F16, "bf16": T.BF16}[self.outtype]
 
@@ -247,7 +260,8 @@ class Converter:
         w.add_name(name)
         self.hparams(w)
         ftype = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-                 "bf16": gguf.LlamaFileType.MOSTLY_BF16}[self.outtype]
+                 "bf16": gguf.LlamaFileType.MOSTLY_BF16,
+                 "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[self.outtype]
         w.add_file_type(ftype)
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
         if os.path.exists(os.path.join(self.dir, "tokenizer.json")):
@@ -256,6 +270,12 @@ class Converter:
             t = self.out_type(new, hf, data)
             if t == T.F32:
                 w.add_tensor(new, np.ascontiguousarray(data, dtype=np.float32))
+            elif t == T.Q8_0:
+                # gguf-py's own quantiser (ggml's quantize_row_q8_0_ref, bit
+                # for bit): d = max|w| / 127 in float32 stored as float16,
+                # q = round-half-away(w * (1 / d)) with the float32 d.
+                q = gguf.quants.quantize(np.ascontiguousarray(data, dtype=np.float32), T.Q8_0)
+                w.add_tensor(new, q, raw_dtype=T.Q8_0)  # byte shape: [rows][cols / 32 * 34]
             elif t == T.F16:
                 w.add_tensor(new, data.astype(np.float16))  # round to nearest even
             else:
@@ -272,6 +292,7 @@ FILES = [
     ("m1-odd-f32", "mamba", "f32", "m1-odd-f32.gguf"),
     ("m1-bf16", "mamba", "bf16", "m1-bf16.gguf"),
     ("m1-tiny-f32", "mamba", "f16", "m1-tiny-f16.gguf"),
+    ("m1-tiny-f32", "mamba", "q8_0", "m1-tiny-q8_0.gguf"),
     ("m2-tiny-f32", "mamba2", "f32", "m2-tiny-f32.gguf"),
     ("m2-groups-f32", "mamba2", "f32", "m2-groups-f32.gguf"),
     ("m2-bf16", "mamba2", "bf16", "m2-bf16.gguf"),
@@ -281,11 +302,23 @@ FILES = [
 
 # ---- fuzz seeds: tiny random models and a file of every value type -------
 
-def tiny_model(path, arch, tokenizer):
-    rng = np.random.default_rng(20261207 + (arch == "mamba2"))
+def tiny_model(path, arch, tokenizer, q8=False):
+    """q8: d_model 32 and the embedding, ssm_in, ssm_x and ssm_out as Q8_0
+    (gguf-py's quantiser), the one seed with a block type."""
+    rng = np.random.default_rng(20261207 + (arch == "mamba2") + 2 * q8)
     r = lambda *s: rng.standard_normal(s).astype(np.float32) * 0.5  # noqa: E731
-    d, e, n, k, v = 4, 8, 2, 2, 8
+    d, e, n, k, v = (32, 32, 2, 2, 8) if q8 else (4, 8, 2, 2, 8)
+    q8_names = ("token_embd.weight", "blk.0.ssm_in.weight", "blk.0.ssm_x.weight",
+                "blk.0.ssm_out.weight") if q8 else ()
     w = gguf.GGUFWriter(path, arch)
+    add = w.add_tensor
+
+    def add_tensor(name, data):
+        if name in q8_names:
+            add(name, gguf.quants.quantize(data.astype(np.float32), T.Q8_0), raw_dtype=T.Q8_0)
+        else:
+            add(name, data)
+    w.add_tensor = add_tensor
     w.add_embedding_length(d)
     w.add_block_count(1)
     w.add_ssm_conv_kernel(k)
@@ -373,6 +406,7 @@ def main():
         print(f"{path}: {os.path.getsize(path)} bytes")
     for fname, fn in [("tiny-m1.gguf", lambda p: tiny_model(p, "mamba", True)),
                       ("tiny-m2.gguf", lambda p: tiny_model(p, "mamba2", False)),
+                      ("tiny-m1-q8_0.gguf", lambda p: tiny_model(p, "mamba", False, q8=True)),
                       ("all-types.gguf", all_types)]:
         path = os.path.join(a.seeds, fname)
         fn(path)

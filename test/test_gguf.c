@@ -1062,18 +1062,21 @@ START_TEST(model_errors)
     char err[512];
     gb b;
 
-    /* types other than F32 / F16 / BF16 */
+    /* types other than F32 / F16 / BF16 / Q8_0 (Q8_0: q8_0_errors) */
     gb_from(&b, "m1-tiny-f32.gguf");
     gb_t *t = gb_t_find(&b, "blk.0.ssm_in.weight"); /* ne [32, 128] */
-    gb_t_retype(t, LMI_GGML_Q8_0, 128 * 34);
+    gb_t_retype(t, 2 /* Q4_0: blocks of 32, 18 bytes */, 128 * 18);
     EXPECT(gb_load(&b, err, sizeof err), LM_ERR_UNSUPPORTED,
-           "tensor blk.0.ssm_in.weight has type Q8_0; supported: F32, F16, BF16", err);
+           "tensor blk.0.ssm_in.weight has type Q4_0 (ggml type 2); supported: F32, F16, BF16, "
+           "and Q8_0 for the matrices of linear layers",
+           err);
     gb_free(&b);
     gb_from(&b, "m1-tiny-f32.gguf");
     t = gb_t_find(&b, "token_embd.weight");
     t->ne[0] = 256; /* Q4_K needs whole blocks of 256 */
     gb_t_retype(t, 12, 96 * 144);
-    EXPECT(gb_load(&b, err, sizeof err), LM_ERR_UNSUPPORTED, "has type Q4_K", err);
+    EXPECT(gb_load(&b, err, sizeof err), LM_ERR_UNSUPPORTED,
+           "tensor token_embd.weight has type Q4_K (ggml type 12)", err);
     t->ne[0] = 32;
     gb_t_retype(t, 28 /* F64 */, 96 * 32 * 8);
     EXPECT(gb_load(&b, err, sizeof err), LM_ERR_UNSUPPORTED, "has type F64", err);
@@ -1265,6 +1268,309 @@ START_TEST(unaligned_data_is_copied)
 }
 END_TEST
 
+/* ---- Q8_0 tensors ------------------------------------------------------------ */
+
+static lm_model *load_cpu_weights(const char *path, lm_weight_format f)
+{
+    lm_model_params p;
+    lm_model_params_init(&p);
+    p.backend = LM_BACKEND_CPU;
+    p.n_threads = 1;
+    p.weights = f;
+    lm_model *m = NULL;
+    char err[512] = "";
+    ck_assert_msg(lm_model_load(path, &p, &m, err, sizeof err) == LM_OK, "%s: %s", path, err);
+    return m;
+}
+
+/* The entry of lm_model_weight_info for (layer, name). */
+static lm_weight_info weight_named(const lm_model *m, int64_t layer, const char *name)
+{
+    size_t n = 0;
+    char err[256];
+    ck_assert_int_eq(lm_model_weight_count(m, &n, err, sizeof err), LM_OK);
+    for (size_t k = 0; k < n; k++) {
+        lm_weight_info w = {.struct_size = sizeof w};
+        ck_assert_int_eq(lm_model_weight_info(m, k, &w, err, sizeof err), LM_OK);
+        if (w.layer == layer && strcmp(w.name, name) == 0)
+            return w;
+    }
+    ck_abort_msg("no weight %s in layer %lld", name, (long long)layer);
+    return (lm_weight_info){0};
+}
+
+/* m1-tiny-q8_0.gguf: m1-tiny-f32's in_proj, x_proj and out_proj quantised
+ * by gguf-py (ggml's reference rounding), the rest F32.  Its Q8_0 tensors
+ * are used in place (no requantisation).  Against the safetensors fixture
+ * loaded with LM_WEIGHTS_Q8_0 the blocks are not byte-identical: ggml
+ * computes q = roundf(w * (1 / d32)) with the float32 d32 = max|w| / 127
+ * (before d is rounded to binary16), rounding halves away from zero; ours
+ * q = round_half_even(w / d16) with the binary16 d16 stored in the block.
+ * The scales agree (both round max|w| / 127 once to binary16 here), and
+ * q differs by at most 1 where w / d lies near a half-integer, so the
+ * logits differ by far less than either differs from fp32. */
+START_TEST(q8_0_file)
+{
+    char gp[512], dp[512], refp[600];
+    gguf_fixture(gp, sizeof gp, "m1-tiny-q8_0.gguf");
+    fixture(dp, sizeof dp, "m1-tiny-f32");
+    lm_model *mg = load_cpu(gp);
+    lm_model *mq = load_cpu_weights(dp, LM_WEIGHTS_Q8_0);
+    lm_model *mf = load_cpu(dp);
+
+    /* in place: Q8_0, mapped from the file; the library's own: allocated */
+    static const char *const lin[3] = {"in_proj", "x_proj", "out_proj"};
+    size_t n_blocks = 0, n_d_diff = 0, n_q_diff = 0;
+    for (int64_t l = 0; l < 2; l++)
+        for (int k = 0; k < 3; k++) {
+            lm_weight_info wg = weight_named(mg, l, lin[k]), wq = weight_named(mq, l, lin[k]);
+            ck_assert_int_eq(wg.type, LM_WTYPE_Q8_0);
+            ck_assert_int_eq(wg.mapped, 1);
+            ck_assert_int_eq(wq.type, LM_WTYPE_Q8_0);
+            ck_assert_int_eq(wq.mapped, 0);
+            ck_assert_int_eq(wg.rows, wq.rows);
+            ck_assert_int_eq(wg.cols, wq.cols);
+            ck_assert_uint_eq(wg.bytes, (uint64_t)wg.rows * (uint64_t)wg.cols / 32 * 34);
+            ck_assert_uint_eq(wg.bytes, wq.bytes);
+            const lmi_mamba_weights *a = &mg->layers[l].mamba, *b = &mq->layers[l].mamba;
+            const lmi_weight *pa = k == 0 ? &a->in_w : k == 1 ? &a->x_w : &a->out_w;
+            const lmi_weight *pb = k == 0 ? &b->in_w : k == 1 ? &b->x_w : &b->out_w;
+            ck_assert_int_eq(pa->type, LMI_W_Q8_0);
+            const uint8_t *ba = pa->data, *bb = pb->data;
+            for (uint64_t o = 0; o < wg.bytes; o += 34, n_blocks++) {
+                n_d_diff += memcmp(ba + o, bb + o, 2) != 0;
+                for (int j = 0; j < 32; j++) {
+                    const int qa = (int8_t)ba[o + 2 + j], qb = (int8_t)bb[o + 2 + j];
+                    ck_assert_msg(abs(qa - qb) <= 1, "q %d vs %d", qa, qb);
+                    n_q_diff += qa != qb;
+                }
+            }
+        }
+    ck_assert_uint_eq(n_d_diff, 0);
+    ck_assert_uint_lt(n_q_diff, n_blocks * 32 / 20); /* a few boundary cases, not a pattern */
+    /* the F32 tensors are the fixture's, so the fingerprints agree with the F32 GGUF */
+    char fp[512];
+    gguf_fixture(fp, sizeof fp, "m1-tiny-f32.gguf");
+    lm_model *mf32g = load_cpu(fp);
+    ck_assert_uint_eq(info_of(mg).fingerprint, info_of(mf32g).fingerprint);
+    ck_assert_int_eq(info_of(mg).n_params, info_of(mf).n_params);
+    lm_model_free(mf32g);
+
+    int64_t B = 0, L = 0;
+    snprintf(refp, sizeof refp, "%s", dp);
+    int32_t *ids = rows_of(refp, 96, &B, &L);
+    float *lg = run(mg, ids, B, L), *lq = run(mq, ids, B, L), *lf = run(mf, ids, B, L);
+    const size_t n = (size_t)(B * 2 * L * 96);
+    const double d_gq = tu_max_abs_diff(lg, lq, n), d_gf = tu_max_abs_diff(lg, lf, n),
+                 d_qf = tu_max_abs_diff(lq, lf, n);
+    double scale = 0;
+    for (size_t k = 0; k < n; k++) scale = fmax(scale, fabs((double)lf[k]));
+    /* both 8-bit models are near fp32 (a relative 1e-2 of the logits'
+     * range, the CLI test's tolerance for LM_WEIGHTS_Q8_0) but not equal to it */
+    ck_assert_msg(d_gf < 1e-2 * scale && d_gf > 0, "GGUF Q8_0 vs fp32: %g (scale %g)", d_gf, scale);
+    ck_assert_msg(d_qf < 1e-2 * scale && d_qf > 0, "LM_WEIGHTS_Q8_0 vs fp32: %g", d_qf);
+    /* and nearer each other than either is to fp32: the two roundings
+     * disagree on a few q only */
+    ck_assert_msg(d_gq < 0.5 * fmin(d_gf, d_qf),
+                  "GGUF Q8_0 vs LM_WEIGHTS_Q8_0: %g (vs fp32 %g, %g)", d_gq, d_gf, d_qf);
+    free(lg);
+    free(lq);
+    free(lf);
+    free(ids);
+    lm_model_free(mg);
+    lm_model_free(mq);
+    lm_model_free(mf);
+}
+END_TEST
+
+/* A Q8_0 embedding (llama.cpp quantises token_embd too), tied to the head:
+ * used in place; the logits are those of an F32 file holding the same
+ * values d * q (exact in fp32) up to the GEMV's summation order. */
+START_TEST(q8_0_embedding)
+{
+    gb b, f;
+    gb_from(&b, "m1-tiny-f32.gguf");
+    gb_from(&f, "m1-tiny-f32.gguf");
+    gb_t *t = gb_t_find(&b, "token_embd.weight"), *tf = gb_t_find(&f, "token_embd.weight");
+    ck_assert(t->type == LMI_GGML_F32 && t->ne[0] == 32 && t->ne[1] == 96);
+    float *w = malloc(96 * 32 * sizeof(float));
+    memcpy(w, t->data, 96 * 32 * sizeof(float));
+    const lmi_weight src = lmi_weight_of_f32(w, 96, 32);
+    gb_t_retype(t, LMI_GGML_Q8_0, 96 * 34);
+    lmi_err e = {{0}};
+    ck_assert_int_eq(lmi_weight_quantize_q8_0(&src, t->data, "emb", &e), LM_OK);
+    const lmi_weight q = {t->data, LMI_W_Q8_0, 96, 32};
+    for (int64_t i = 0; i < 96 * 32; i++) ((float *)tf->data)[i] = lmi_weight_at(&q, i);
+
+    char pq[512], pf[512];
+    tu_tmp_path(pq, sizeof pq, "emb-q8.gguf");
+    tu_tmp_path(pf, sizeof pf, "emb-f32.gguf");
+    size_t n = 0;
+    uint8_t *img = gb_image(&b, &n);
+    save(pq, img, n);
+    free(img);
+    img = gb_image(&f, &n);
+    save(pf, img, n);
+    free(img);
+    lm_model *mq = load_cpu(pq), *mf = load_cpu(pf);
+    lm_weight_info we = weight_named(mq, -1, "embedding"), wh = weight_named(mq, -1, "lm_head");
+    ck_assert_int_eq(we.type, LM_WTYPE_Q8_0);
+    ck_assert_int_eq(we.mapped, 1);
+    ck_assert_uint_eq(we.bytes, 96 * 34);
+    ck_assert_int_eq(wh.type, LM_WTYPE_Q8_0);
+    ck_assert_int_eq(wh.shared, 1);
+    int32_t *ids = tu_tokens(9, 24, 96);
+    float *lq = run(mq, ids, 1, 24), *lf = run(mf, ids, 1, 24);
+    const double d = tu_max_abs_diff(lq, lf, 2 * 24 * 96);
+    ck_assert_msg(d < 1e-4, "Q8_0 embedding vs its F32 values: %g", d);
+    free(lq);
+    free(lf);
+    free(ids);
+    free(w);
+    lm_model_free(mq);
+    lm_model_free(mf);
+    unlink(pq);
+    unlink(pf);
+    gb_free(&b);
+    gb_free(&f);
+}
+END_TEST
+
+START_TEST(q8_0_errors)
+{
+    char err[512];
+    gb b;
+    /* Q8_0 where the library needs F32 / 16-bit: named, with its type */
+    static const char *const not_linear[] = {"blk.0.attn_norm.weight", "output_norm.weight",
+                                             "blk.1.ssm_d", "blk.0.ssm_dt.bias",
+                                             "blk.0.ssm_conv1d.bias"};
+    for (size_t k = 0; k < sizeof not_linear / sizeof not_linear[0]; k++) {
+        gb_from(&b, "m1-tiny-f32.gguf");
+        gb_t *t = gb_t_find(&b, not_linear[k]);
+        ck_assert_msg(t->ndim == 1 && t->ne[0] % 32 == 0, "%s", not_linear[k]);
+        gb_t_retype(t, LMI_GGML_Q8_0, (size_t)t->ne[0] / 32 * 34);
+        char want[256];
+        snprintf(want, sizeof want,
+                 "tensor %s is stored as Q8_0, which only the matrices of linear layers may be",
+                 not_linear[k]);
+        EXPECT(gb_load(&b, err, sizeof err), LM_ERR_UNSUPPORTED, want, err);
+        gb_free(&b);
+    }
+    /* a row length that is not a whole number of blocks (dt_proj: rows of 2) */
+    gb_from(&b, "m1-tiny-f32.gguf");
+    gb_t *t = gb_t_find(&b, "blk.0.ssm_dt.weight");
+    ck_assert(t->ne[0] == 2 && t->ne[1] == 64);
+    gb_t_retype(t, LMI_GGML_Q8_0, 64 * 34);
+    EXPECT(gb_load(&b, err, sizeof err), LM_ERR_FORMAT,
+           "tensor blk.0.ssm_dt.weight: a row of 2 elements is not a whole number of Q8_0 blocks",
+           err);
+    gb_free(&b);
+    /* the bytes of the last tensor cut short: the file ends inside its Q8_0 data */
+    gb_from(&b, "m1-tiny-q8_0.gguf");
+    {   /* lay blk.1.ssm_out.weight out last */
+        gb_t keep = *gb_t_find(&b, "blk.1.ssm_out.weight");
+        const size_t k = (size_t)(gb_t_find(&b, "blk.1.ssm_out.weight") - b.t);
+        memmove(&b.t[k], &b.t[k + 1], (b.n_t - k - 1) * sizeof keep);
+        b.t[b.n_t - 1] = keep;
+    }
+    size_t n = 0;
+    uint8_t *img = gb_image(&b, &n);
+    lmi_gguf_file f;
+    lmi_err e = {{0}};
+    ck_assert_int_eq(lmi_gguf_parse(img, n, &f, &e), LM_OK);
+    const lmi_gguf_tensor *last = &f.tensors[0];
+    for (size_t k = 0; k < f.n_tensors; k++)
+        if (f.tensors[k].offset > last->offset) last = &f.tensors[k];
+    ck_assert_uint_eq(last->type, LMI_GGML_Q8_0);
+    ck_assert_str_eq(last->name, "blk.1.ssm_out.weight");
+    char name[128];
+    snprintf(name, sizeof name, "%s", last->name);
+    const size_t cut = (size_t)(last->data - img) + last->nbytes - 17;
+    lmi_gguf_close(&f);
+    char path[512];
+    tu_tmp_path(path, sizeof path, "short-q8.gguf");
+    save(path, img, cut);
+    free(img);
+    EXPECT(try_load(path, err, sizeof err), LM_ERR_FORMAT, name, err);
+    unlink(path);
+    gb_free(&b);
+    /* a Q8_0 tensor whose shape does not match its place */
+    gb_from(&b, "m1-tiny-q8_0.gguf");
+    t = gb_t_find(&b, "blk.0.ssm_in.weight");
+    ck_assert(t->type == LMI_GGML_Q8_0 && t->ne[0] == 32 && t->ne[1] == 128);
+    t->ne[0] = 64;
+    t->ne[1] = 64; /* same bytes, other shape */
+    EXPECT(gb_load(&b, err, sizeof err), LM_ERR_SHAPE, "tensor blk.0.ssm_in.weight has shape", err);
+    gb_free(&b);
+}
+END_TEST
+
+/* lm_model_weight_count / lm_model_weight_info: arguments and versions. */
+START_TEST(weight_info_api)
+{
+    char gp[512], err[256];
+    gguf_fixture(gp, sizeof gp, "m1-odd-f32.gguf");
+    lm_model *m = load_cpu(gp);
+    size_t n = 99;
+    EXPECT(lm_model_weight_count(NULL, &n, err, sizeof err),
+           LM_ERR_INVALID_ARGUMENT, "model is NULL", err);
+    ck_assert_uint_eq(n, 0);
+    EXPECT(lm_model_weight_count(m, NULL, err, sizeof err),
+           LM_ERR_INVALID_ARGUMENT, "count is NULL", err);
+    ck_assert_int_eq(lm_model_weight_count(m, &n, NULL, 0), LM_OK);
+    /* 3 + per layer: norm, in_proj, in_proj.bias, conv1d, x_proj, dt_proj,
+     * dt_bias, A, D, out_proj, out_proj.bias (no conv bias) */
+    ck_assert_uint_eq(n, 3 + (size_t)info_of(m).n_layer * 11);
+    lm_weight_info w = {.struct_size = sizeof w};
+    EXPECT(lm_model_weight_info(NULL, 0, &w, err, sizeof err),
+           LM_ERR_INVALID_ARGUMENT, "model is NULL", err);
+    EXPECT(lm_model_weight_info(m, 0, NULL, err, sizeof err),
+           LM_ERR_INVALID_ARGUMENT, "info is NULL", err);
+    EXPECT(lm_model_weight_info(m, n, &w, err, sizeof err),
+           LM_ERR_OUT_OF_RANGE, "past the model's weights", err);
+    w.struct_size = 4;
+    EXPECT(lm_model_weight_info(m, 0, &w, err, sizeof err),
+           LM_ERR_INVALID_ARGUMENT, "struct_size 4", err);
+    /* a short struct: fields past it untouched */
+    lm_weight_info s;
+    memset(&s, 0xAB, sizeof s);
+    s.struct_size = (uint32_t)(offsetof(lm_weight_info, layer) + sizeof s.layer);
+    ck_assert_int_eq(lm_model_weight_info(m, 2, &s, err, sizeof err), LM_OK);
+    ck_assert_str_eq(s.name, "lm_head");
+    ck_assert_int_eq(s.layer, -1);
+    ck_assert_uint_eq(s.bytes, 0xABABABABABABABABull);
+    /* untied head: its own data, counted */
+    lm_weight_info h = weight_named(m, -1, "lm_head");
+    ck_assert_int_eq(h.shared, 0);
+    ck_assert_int_eq(h.linear, 1);
+    ck_assert_int_eq(h.type, LM_WTYPE_F32);
+    ck_assert_uint_eq(h.bytes, (uint64_t)h.rows * (uint64_t)h.cols * 4);
+    ck_assert_str_eq(lm_weight_type_name(LM_WTYPE_Q8_0), "Q8_0");
+    ck_assert_str_eq(lm_weight_type_name(LM_WTYPE_BF16), "BF16");
+    ck_assert_str_eq(lm_weight_type_name((lm_weight_type)77), "unknown");
+    lm_model_free(m);
+    /* the bytes add up to what the layers hold */
+    gguf_fixture(gp, sizeof gp, "m1-bf16.gguf");
+    m = load_cpu(gp);
+    ck_assert_int_eq(lm_model_weight_count(m, &n, NULL, 0), LM_OK);
+    uint64_t bf = 0;
+    for (size_t k = 0; k < n; k++) {
+        lm_weight_info x = {.struct_size = sizeof x};
+        ck_assert_int_eq(lm_model_weight_info(m, k, &x, NULL, 0), LM_OK);
+        if (x.linear && x.layer >= 0) {
+            ck_assert_int_eq(x.type, LM_WTYPE_BF16);
+            ck_assert_int_eq(x.mapped, 1);
+            bf += x.bytes;
+        }
+    }
+    const lmi_mamba_weights *l0 = &m->layers[0].mamba;
+    const int64_t per_layer = lmi_weight_numel(&l0->in_w) + lmi_weight_numel(&l0->x_w) +
+                              lmi_weight_numel(&l0->dt_w) + lmi_weight_numel(&l0->out_w);
+    ck_assert_uint_eq(bf, 2 /* layers */ * 2 /* bytes */ * (uint64_t)per_layer);
+    lm_model_free(m);
+}
+END_TEST
+
 /* The reader's accessors on the seed with every value type. */
 START_TEST(reader_values)
 {
@@ -1330,6 +1636,8 @@ int main(void)
     TCase *tc = add_tcase(s, "same_as_safetensors", 300, (const TTest *[]){NULL});
     tcase_add_loop_test(tc, matches_safetensors, 0, (int)(sizeof pairs / sizeof pairs[0]));
     add_tcase(s, "models", 300, (const TTest *[]){f16_file, layouts, unaligned_data_is_copied, NULL});
+    add_tcase(s, "q8_0", 300,
+              (const TTest *[]){q8_0_file, q8_0_embedding, q8_0_errors, weight_info_api, NULL});
     add_tcase(s, "tokenizer", 120, (const TTest *[]){tokenizer_matches_json, tokenizer_errors, NULL});
     add_tcase(s, "broken", 300,
               (const TTest *[]){reader_header_errors, reader_kv_errors, reader_tensor_errors,

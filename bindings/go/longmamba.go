@@ -126,6 +126,15 @@ const (
 	BackendCUDA BackendKind = C.LM_BACKEND_CUDA
 )
 
+// WeightFormat is lm_weight_format: how a model holds its weights in memory.
+type WeightFormat int
+
+// Weight formats.
+const (
+	WeightsAsStored WeightFormat = C.LM_WEIGHTS_AS_STORED // every tensor in its stored type
+	WeightsQ8_0     WeightFormat = C.LM_WEIGHTS_Q8_0      // linear layers quantised to Q8_0 at load
+)
+
 // Available reports whether the backend is compiled in and usable here.
 func (b BackendKind) Available() bool { return C.lm_backend_available(C.lm_backend(b)) != 0 }
 
@@ -208,6 +217,7 @@ type ModelOptions struct {
 	Backend  BackendKind // default auto
 	NThreads int         // CPU threads; 0 = online cores
 	Device   int         // CUDA device ordinal
+	Weights  WeightFormat // default WeightsAsStored
 }
 
 // ModelInfo describes a loaded model.
@@ -230,6 +240,7 @@ type ModelInfo struct {
 	TiedEmbeddings bool
 	NThreads       int
 	Fingerprint    uint64
+	Weights        WeightFormat // as loaded
 }
 
 // Model is a loaded model, shareable by any number of goroutines.
@@ -249,6 +260,7 @@ func LoadModel(dir string, opts *ModelOptions) (*Model, error) {
 	p.backend = C.lm_backend(opts.Backend)
 	p.n_threads = C.int32_t(opts.NThreads)
 	p.device = C.int32_t(opts.Device)
+	p.weights = C.lm_weight_format(opts.Weights)
 	cdir := C.CString(dir)
 	defer C.free(unsafe.Pointer(cdir))
 	eb := newErrBuf()
@@ -270,7 +282,7 @@ func LoadModel(dir string, opts *ModelOptions) (*Model, error) {
 		VocabSize: int64(i.vocab_size), NHeads: int64(i.n_heads), HeadDim: int64(i.head_dim),
 		NGroups: int64(i.n_groups), NChannels: int64(i.n_channels), NParams: int64(i.n_params),
 		TiedEmbeddings: i.tied_embeddings != 0, NThreads: int(i.n_threads),
-		Fingerprint: uint64(i.fingerprint),
+		Fingerprint: uint64(i.fingerprint), Weights: WeightFormat(i.weights),
 	}}
 	// Safety net only: sessions hold the model, so it is unreachable only
 	// once they are too (and their finalizers run first).

@@ -216,6 +216,48 @@ func TestLogitsMatchTransformers(t *testing.T) {
 	}
 }
 
+func TestQ8_0Weights(t *testing.T) {
+	ref := readSafetensors(t, fixture(filepath.Join("m1-tiny-f32", "reference.safetensors")))
+	ids, lg := ref["input_ids"], ref["logits_f64"]
+	L, V := ids.Shape[1], lg.Shape[2]
+	row := ids.i32s()[:L]
+	want := lg.f64s()[:L*V]
+	stored := tiny(t)
+	defer stored.Close()
+	if stored.Info().Weights != lm.WeightsAsStored {
+		t.Fatalf("default weights %d", stored.Info().Weights)
+	}
+	q8, err := lm.LoadModel(fixture("m1-tiny-f32"),
+		&lm.ModelOptions{Backend: lm.BackendCPU, NThreads: 2, Weights: lm.WeightsQ8_0})
+	must(t, err)
+	defer q8.Close()
+	if q8.Info().Weights != lm.WeightsQ8_0 {
+		t.Fatalf("Q8_0 model reports weights %d", q8.Info().Weights)
+	}
+	prefill := func(m *lm.Model) []float32 {
+		s, err := m.NewSession(nil)
+		must(t, err)
+		defer s.Close()
+		got, err := s.Prefill(row, L)
+		must(t, err)
+		return got
+	}
+	got, exact := prefill(q8), prefill(stored)
+	// 8-bit linear layers: near the float64 reference, not equal to fp32
+	if rel, _ := relErr(got, want); rel > 1e-2 {
+		t.Fatalf("Q8_0: rel err %.3g", rel)
+	}
+	same := true
+	for k := range got {
+		same = same && got[k] == exact[k]
+	}
+	if same {
+		t.Fatal("Q8_0 weights gave the fp32 logits")
+	}
+	_, err = lm.LoadModel(fixture("m1-tiny-f32"), &lm.ModelOptions{Backend: lm.BackendCPU, Weights: 7})
+	wantStatus(t, err, lm.InvalidArgument)
+}
+
 func TestBadInput(t *testing.T) {
 	m := tiny(t)
 	V := int32(m.VocabSize())

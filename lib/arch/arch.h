@@ -61,7 +61,10 @@ typedef struct lmi_loader {
     lmi_err *e;
 } lmi_loader;
 
-enum { LMI_TAKE_REQUIRED = 1, LMI_TAKE_COPY = 2, LMI_TAKE_F32 = 4 };
+/* LMI_TAKE_LINEAR: the tensor is a linear layer's matrix (read through
+ * lmi_linear / lmi_weight_convert), so a block type (GGUF Q8_0) is taken
+ * as it is stored; without it a block type is LM_ERR_UNSUPPORTED. */
+enum { LMI_TAKE_REQUIRED = 1, LMI_TAKE_COPY = 2, LMI_TAKE_F32 = 4, LMI_TAKE_LINEAR = 8 };
 
 /* A tensor as stored in the file, whatever the format: what the
  * fingerprint hashes (tag: the lmi_st_dtype of its element type). */

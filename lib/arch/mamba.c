@@ -50,6 +50,9 @@ static lm_status take_tensor(lmi_loader *ld, const lmi_cfg *c, const char *prefi
     case LMI_MT_WEIGHT:
         st = lmi_take(ld, n, nd, s, req, t->w, raw);
         break;
+    case LMI_MT_LINEAR:
+        st = lmi_take(ld, n, nd, s, req | LMI_TAKE_LINEAR, t->w, raw);
+        break;
     case LMI_MT_BIAS:
         st = lmi_take_bias(ld, n, c->use_bias == 1, "use_bias", s[0], t->w);
         break;
@@ -88,11 +91,11 @@ lm_status lmi_mamba_load(lmi_loader *ld, const lmi_cfg *c, const char *prefix, i
     /* clang-format off */
     const lmi_mamba_tensor io[] = {
         /* weight, role, Hugging Face name and shape, GGUF name and shape ({0}: same) */
-        {&w->in_w,   LMI_MT_WEIGHT,    "in_proj.weight",  {n_in, D}, "ssm_in.weight",     {0}},
+        {&w->in_w,   LMI_MT_LINEAR,    "in_proj.weight",  {n_in, D}, "ssm_in.weight",     {0}},
         {&w->in_b,   LMI_MT_BIAS,      "in_proj.bias",    {n_in},    "ssm_in.bias",       {0}},
         {&w->conv_w, LMI_MT_WEIGHT,    "conv1d.weight",   {C, 1, K}, "ssm_conv1d.weight", {C, K}},
         {&w->conv_b, LMI_MT_CONV_BIAS, "conv1d.bias",     {C},       "ssm_conv1d.bias",   {0}},
-        {&w->out_w,  LMI_MT_WEIGHT,    "out_proj.weight", {D, E},    "ssm_out.weight",    {0}},
+        {&w->out_w,  LMI_MT_LINEAR,    "out_proj.weight", {D, E},    "ssm_out.weight",    {0}},
         {&w->out_b,  LMI_MT_BIAS,      "out_proj.bias",   {D},       "ssm_out.bias",      {0}},
     };
     /* clang-format on */
@@ -128,6 +131,33 @@ size_t lmi_mamba_linears(lmi_layer *L, lmi_weight **w, const char **names)
         if (!all[k]->data) continue; /* Mamba-2 has no x_proj */
         w[n] = all[k];
         names[n++] = nm[k];
+    }
+    return n;
+}
+
+size_t lmi_mamba_weights_list(const lmi_layer *L, const lmi_weight **w, const char **names,
+                              bool *linear)
+{
+    const lmi_mamba_weights *m = &L->mamba;
+    const struct {
+        const lmi_weight *w;
+        const char *name;
+        bool linear;
+    } all[] = {
+        {&m->in_w, "in_proj", true},         {&m->in_b, "in_proj.bias", false},
+        {&m->conv_w, "conv1d", false},       {&m->conv_b, "conv1d.bias", false},
+        {&m->x_w, "x_proj", true},           {&m->dt_w, "dt_proj", true},
+        {&m->dt_b, "dt_bias", false},        {&m->A, "A", false},
+        {&m->D, "D", false},                 {&m->gnorm_w, "gated_norm", false},
+        {&m->out_w, "out_proj", true},       {&m->out_b, "out_proj.bias", false},
+    };
+    _Static_assert(sizeof all / sizeof all[0] <= LMI_MAX_MIXER_WEIGHTS, "LMI_MAX_MIXER_WEIGHTS");
+    size_t n = 0;
+    for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) {
+        if (!all[k].w->data) continue;
+        w[n] = all[k].w;
+        names[n] = all[k].name;
+        linear[n++] = all[k].linear;
     }
     return n;
 }

@@ -9,7 +9,9 @@
 
 /* How a tensor of a Mamba mixer (MT) is read and checked, beyond its shape. */
 typedef enum lmi_mamba_role {
-    LMI_MT_WEIGHT,    /* required, in its stored type */
+    LMI_MT_WEIGHT,    /* required, in its stored type (F32, F16, BF16) */
+    LMI_MT_LINEAR,    /* required, a linear layer's matrix: any stored type,
+                         block types (GGUF Q8_0) included */
     LMI_MT_BIAS,      /* present iff use_bias (lmi_take_bias) */
     LMI_MT_CONV_BIAS, /* present iff use_conv_bias */
     LMI_MT_DT_BIAS,   /* fp32 */
@@ -51,5 +53,9 @@ size_t lmi_mamba_state_floats(const lmi_dims *d, lmi_state_part part, int64_t po
 lm_status lmi_m1_parse_hf(lmi_cfg *c, const lmi_json *j, lmi_err *e);
 lm_status lmi_m1_finish(lmi_cfg *c, lmi_err *e);
 lmi_mixer_kind lmi_m1_mixer_of(const lmi_dims *d, int64_t i);
+
+/* lmi_mixer_ops.weights of both Mamba mixers. */
+size_t lmi_mamba_weights_list(const lmi_layer *L, const lmi_weight **w, const char **names,
+                              bool *linear);
 
 #endif

@@ -59,8 +59,8 @@ static lm_status m1_load(lmi_loader *ld, const lmi_cfg *c, const char *prefix, l
     /* clang-format off */
     const lmi_mamba_tensor own[] = {
         /* weight, role, Hugging Face name and shape, GGUF name and shape ({0}: same) */
-        {&w->x_w,  LMI_MT_WEIGHT,  "x_proj.weight",  {R + 2 * N, E}, "ssm_x.weight",  {0}},
-        {&w->dt_w, LMI_MT_WEIGHT,  "dt_proj.weight", {E, R},         "ssm_dt.weight", {0}},
+        {&w->x_w,  LMI_MT_LINEAR,  "x_proj.weight",  {R + 2 * N, E}, "ssm_x.weight",  {0}},
+        {&w->dt_w, LMI_MT_LINEAR,  "dt_proj.weight", {E, R},         "ssm_dt.weight", {0}},
         {&w->dt_b, LMI_MT_DT_BIAS, "dt_proj.bias",   {E},            "ssm_dt.bias",   {0}},
         {&w->A,    LMI_MT_A,       "A_log",          {E, N},         "ssm_a",         {0}},
         {&w->D,    LMI_MT_D,       "D",              {E},            "ssm_d",         {0}},
@@ -106,6 +106,7 @@ const lmi_mixer_ops lmi_mixer_mamba1 = {
     .gguf = true,
     .state_floats = lmi_mamba_state_floats,
     .linears = lmi_mamba_linears,
+    .weights = lmi_mamba_weights_list,
     .channel_A = m1_channel_A,
 };
 

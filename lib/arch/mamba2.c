@@ -135,6 +135,7 @@ const lmi_mixer_ops lmi_mixer_mamba2 = {
     .gguf = true,
     .state_floats = lmi_mamba_state_floats,
     .linears = lmi_mamba_linears,
+    .weights = lmi_mamba_weights_list,
     .channel_A = m2_channel_A,
 };
 

@@ -15,6 +15,7 @@
  */
 #include "internal.h"
 
+#include <cblas.h>
 #include <string.h>
 
 #include "cpu/mixer.h"
@@ -79,6 +80,16 @@ static lm_status cpu_model_init(lm_model *m, lmi_err *e)
         return lmi_fail(e, LM_ERR_NO_MEMORY, "cpu: no memory");
     }
     m->bk = cm;
+#ifdef OPENBLAS_VERSION
+    /* Only queried: the pool size is process-wide (longmamba.h, n_threads). */
+    const int blas_nt = openblas_get_num_threads();
+    if (blas_nt > m->n_threads)
+        lmi_log(m->log_fn, m->log_user, m->log_level, LM_LOG_INFO,
+                "cpu: n_threads %d bounds the library's own threads; OpenBLAS runs its GEMMs on "
+                "%d threads, a process-wide setting (OPENBLAS_NUM_THREADS or "
+                "openblas_set_num_threads)",
+                (int)m->n_threads, blas_nt);
+#endif
     cm->has16 = m->embed.type != LMI_W_F32 || m->lm_head.type != LMI_W_F32;
     for (int64_t l = 0; l < d->n_layer; l++) {
         const lmi_layer *L = &m->layers[l];

@@ -93,16 +93,107 @@ static void print_info(const char *dir, const lm_model_info *info)
                                                           : "none (use --prompt-ids)");
 }
 
+/* The weights as the model holds them: per group (the top-level tensors,
+ * then each layer tensor's name summed over the layers) or per tensor. */
+typedef struct wgroup {
+    const char *name;
+    int count;
+    unsigned types;      /* bit per lm_weight_type */
+    unsigned residence;  /* 1 mapped, 2 allocated */
+    uint64_t bytes;
+    int shared;
+} wgroup;
+
+static void print_types(char *buf, size_t cap, unsigned types, unsigned residence)
+{
+    buf[0] = 0;
+    size_t n = 0;
+    for (int t = 0; t < 32; t++)
+        if (types & (1u << t))
+            n += (size_t)snprintf(buf + n, n < cap ? cap - n : 0, "%s%s", n ? "+" : "",
+                                  lm_weight_type_name((lm_weight_type)t));
+    if (n < cap)
+        snprintf(buf + n, cap - n, " %s",
+                 residence == 3 ? "mapped+allocated" : residence == 1 ? "mapped" : "allocated");
+}
+
+static int print_weights(const lm_model *model, bool per_tensor)
+{
+    char err[256];
+    size_t n = 0;
+    if (lm_model_weight_count(model, &n, err, sizeof err) != LM_OK) {
+        fprintf(stderr, "longmamba: info: %s\n", err);
+        return 1;
+    }
+    wgroup g[64];
+    int ng = 0;
+    uint64_t total = 0, mapped = 0;
+    printf("weights in host memory (%s):\n", per_tensor ? "per tensor" : "per group, summed over layers");
+    for (size_t i = 0; i < n; i++) {
+        lm_weight_info w = {.struct_size = sizeof w};
+        if (lm_model_weight_info(model, i, &w, err, sizeof err) != LM_OK) {
+            fprintf(stderr, "longmamba: info: %s\n", err);
+            return 1;
+        }
+        if (!w.shared) {
+            total += w.bytes;
+            if (w.mapped) mapped += w.bytes;
+        }
+        if (per_tensor) {
+            char where[32], tb[64];
+            if (w.layer >= 0) snprintf(where, sizeof where, "layer %lld", (long long)w.layer);
+            else snprintf(where, sizeof where, "model");
+            print_types(tb, sizeof tb, 1u << w.type, w.mapped ? 1u : 2u);
+            if (w.shared)
+                printf("  %-9s %-14s (the embedding's data)\n", where, w.name);
+            else
+                printf("  %-9s %-14s %-22s %6lld x %-6lld %12llu bytes\n", where, w.name, tb,
+                       (long long)w.rows, (long long)w.cols, (unsigned long long)w.bytes);
+            continue;
+        }
+        int k = 0;
+        while (k < ng && strcmp(g[k].name, w.name) != 0) k++;
+        if (k == ng) {
+            if (ng == (int)(sizeof g / sizeof g[0])) continue; /* more names than any mixer has */
+            g[ng++] = (wgroup){w.name, 0, 0, 0, 0, 0};
+        }
+        g[k].count++;
+        g[k].types |= 1u << w.type;
+        g[k].residence |= w.mapped ? 1u : 2u;
+        g[k].shared |= w.shared;
+        if (!w.shared) g[k].bytes += w.bytes;
+    }
+    for (int k = 0; k < ng; k++) {
+        char tb[64];
+        print_types(tb, sizeof tb, g[k].types, g[k].residence);
+        if (g[k].shared)
+            printf("  %-14s       tied: the embedding's data\n", g[k].name);
+        else
+            printf("  %-14s x%-4d %-22s %12llu bytes\n", g[k].name, g[k].count, tb,
+                   (unsigned long long)g[k].bytes);
+    }
+    printf("weights total:  %llu bytes (%llu mapped from the file, %llu allocated)\n",
+           (unsigned long long)total, (unsigned long long)mapped,
+           (unsigned long long)(total - mapped));
+    return 0;
+}
+
 static int cmd_info(int argc, char **argv)
 {
-    static const cli_cmd cmd = {"info", "info MODEL [--backend B] [--threads N] [--weights W]",
+    static const cli_cmd cmd = {"info",
+                                "info MODEL [--backend B] [--threads N] [--weights W] [--tensors]",
                                 "Architecture, sizes, dtype, vocabulary, parameters, backend,\n"
-                                "fingerprint and how text is read.  MODEL is a model directory\n"
-                                "(config.json + safetensors) or a GGUF file.\n",
+                                "fingerprint, how text is read, and each group of weights: its\n"
+                                "storage type (F32, F16, BF16, Q8_0), whether it is mapped from\n"
+                                "the file or allocated, and its bytes.  MODEL is a model\n"
+                                "directory (config.json + safetensors) or a GGUF file.\n",
                                 NULL, 0};
     model_opts mo = {LM_BACKEND_AUTO, 0, 0, LM_WEIGHTS_AS_STORED};
+    int tensors = 0;
     const cli_opt opts[] = {CLI_OPT_BACKEND(&mo.backend), CLI_OPT_THREADS(&mo.threads),
-                            CLI_OPT_WEIGHTS(&mo.weights)};
+                            CLI_OPT_WEIGHTS(&mo.weights),
+                            {"--tensors", NULL, OPT_FLAG, &tensors, NULL,
+                             .help = "list every weight tensor instead of groups"}};
     const char *dir = NULL;
     int n_pos = 0;
     int rc = cli_opt_parse1(&cmd, opts, CLI_N(opts), argc, argv, &dir, 1, &n_pos);
@@ -116,8 +207,9 @@ static int cmd_info(int argc, char **argv)
     if (cli_load_model(dir, mo.backend, mo.threads, mo.weights, &model, &info))
         return 1;
     print_info(dir, &info);
+    rc = print_weights(model, tensors != 0);
     lm_model_free(model);
-    return 0;
+    return rc;
 }
 
 /* ---- version / main ------------------------------------------------------- */

@@ -159,8 +159,24 @@ for dir in "$fixtures"/*/; do
     if grep -q '^\([0-9]\+ \)\{15\}[0-9]\+$' "$tmp/out"; then ok "embed_minimal prints 16 ids"; else bad "embed_minimal output"; fi
     if [ "$name" = m1-tiny-f32 ]; then
         # 8-bit linear layers: near the reference, but not equal to it.
+        # Storage of each weight group: F32 in place from the file, then the
+        # linear layers as Q8_0 blocks the model allocated (in_proj: 2
+        # layers x 128 rows x 1 block of 34 bytes), the rest still mapped.
+        expect 0 "info $name (weight storage)" -- "$cli" info "$dir" --backend cpu
+        grep_out "^  in_proj  *x2  *F32 mapped  *32768 bytes$" "info: in_proj F32, mapped, 32768 bytes"
+        grep_out "^  embedding  *x1  *F32 mapped  *12288 bytes$" "info: embedding F32, mapped"
+        grep_out "^  lm_head  *tied" "info: the tied head is not counted twice"
+        grep_out "^  A  *x2  *F32 allocated  *8192 bytes$" "info: A is derived (allocated)"
+        grep_out "^weights total:  92032 bytes (83840 mapped from the file, 8192 allocated)$" "info: F32 totals"
         expect 0 "info $name --weights q8_0" -- "$cli" info "$dir" --backend cpu --weights q8_0
         grep_out "^weights:      q8_0" "info names the Q8_0 format"
+        grep_out "^  in_proj  *x2  *Q8_0 allocated  *8704 bytes$" "info: in_proj Q8_0, allocated, 8704 bytes"
+        grep_out "^  x_proj  *x2  *Q8_0 allocated  *4624 bytes$" "info: x_proj Q8_0"
+        grep_out "^  dt_proj  *x2  *F32 mapped  *1024 bytes$" "info: dt_proj stays F32"
+        grep_out "^weights total:  43152 bytes (17280 mapped from the file, 25872 allocated)$" "info: Q8_0 totals"
+        expect 0 "info $name --weights q8_0 --tensors" -- "$cli" info "$dir" --backend cpu --weights q8_0 --tensors
+        grep_out "^  layer 1   out_proj  *Q8_0 allocated  *32 x 64  *2176 bytes$" "info --tensors lists layer 1's out_proj"
+        grep_out "^  model     lm_head  *(the embedding's data)$" "info --tensors: tied head"
         expect 0 "check $name --weights q8_0 --tol 1e-2" -- "$cli" check "$dir" "$dir/reference.safetensors" --backend cpu --weights q8_0 --tol 1e-2
         expect 1 "check $name --weights q8_0 --tol 1e-5" -- "$cli" check "$dir" "$dir/reference.safetensors" --backend cpu --weights q8_0 --tol 1e-5
         expect 1 "generate text on a model without tokenizer" -- "$cli" generate "$dir" --prompt hi
@@ -200,6 +216,16 @@ for f in "$fixtures"/gguf/*.gguf; do
 done
 if [ -f "$fixtures/gguf/m1-tiny-f16.gguf" ]; then
     expect 0 "check m1-tiny-f16.gguf (F16 weights) at a 16-bit tolerance" -- "$cli" check "$fixtures/gguf/m1-tiny-f16.gguf" "$fixtures/m1-tiny-f32/reference.safetensors" --backend cpu --tol 1e-2
+fi
+if [ -f "$fixtures/gguf/m1-tiny-q8_0.gguf" ]; then
+    # Q8_0 linear layers quantised by gguf-py, used in place: near the
+    # fp32 reference, not equal to it.
+    q8g="$fixtures/gguf/m1-tiny-q8_0.gguf"
+    expect 0 "info m1-tiny-q8_0.gguf" -- "$cli" info "$q8g" --backend cpu
+    grep_out "^  in_proj  *x2  *Q8_0 mapped  *8704 bytes$" "info: GGUF Q8_0 in_proj mapped from the file"
+    grep_out "^weights total:  43152 bytes (43152 mapped from the file, 0 allocated)$" "info: a Q8_0 GGUF allocates no weight"
+    expect 0 "check m1-tiny-q8_0.gguf --tol 1e-2" -- "$cli" check "$q8g" "$fixtures/m1-tiny-f32/reference.safetensors" --backend cpu --tol 1e-2
+    expect 1 "check m1-tiny-q8_0.gguf --tol 1e-5" -- "$cli" check "$q8g" "$fixtures/m1-tiny-f32/reference.safetensors" --backend cpu --tol 1e-5
 fi
 if [ -f "$fixtures/gguf/m1-tok.gguf" ]; then
     expect 0 "info m1-tok.gguf" -- "$cli" info "$fixtures/gguf/m1-tok.gguf" --backend cpu

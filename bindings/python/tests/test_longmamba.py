@@ -142,6 +142,34 @@ def test_logits_match_transformers(fixture, array_mode):
                 assert rel <= TOL, "%s: decode %d rel err %.3g" % (fixture.name, t, rel)
 
 
+def test_q8_0_weights(tiny_dir):
+    ref = read_safetensors(os.path.join(tiny_dir, "reference.safetensors"))
+    _, (B, L), ids = ref["input_ids"]
+    _, (_, _, V), logits = ref["logits_f64"]
+    row, want = ids[:L], logits[:L * V]
+    with lm.Model(tiny_dir, backend="cpu", n_threads=2) as m, \
+            lm.Model(tiny_dir, backend="cpu", n_threads=2, weights="q8_0") as q:
+        assert m.info.weights == lm.Weights.AS_STORED
+        assert q.info.weights == lm.Weights.Q8_0
+        with m.session() as s:
+            exact = flat(s.prefill(row, n_logits="all"))
+        with q.session() as s:
+            got = flat(s.prefill(row, n_logits="all"))
+        rel, _ = rel_err(got, want)
+        assert rel <= 1e-2  # 8-bit linear layers: near the reference...
+        assert got != exact  # ...but not the fp32 logits
+        # the storage the library reports: in_proj F32 in place, then Q8_0 allocated
+        wm = {(w.layer, w.name): w for w in m.weights_info()}
+        wq = {(w.layer, w.name): w for w in q.weights_info()}
+        a, b = wm[(0, "in_proj")], wq[(0, "in_proj")]
+        assert (a.type, a.mapped, a.bytes) == (lm.WeightType.F32, True, a.rows * a.cols * 4)
+        assert (b.type, b.mapped, b.bytes) == (lm.WeightType.Q8_0, False, b.rows * b.cols // 32 * 34)
+        assert wq[(0, "dt_proj")].type == lm.WeightType.F32  # stays as stored
+        assert wq[(-1, "lm_head")].shared  # tied
+    with pytest.raises(ValueError):
+        lm.Model(tiny_dir, backend="cpu", weights="q4_0")
+
+
 def test_numpy_inputs_of_any_integer_dtype(tiny):
     np = pytest.importorskip("numpy")
     with tiny.session() as s:

@@ -13,7 +13,8 @@ pkg-config (PKG_CONFIG_PATH), then the dynamic loader's path.
 from ._capi import LibraryNotFoundError, loaded_path
 from ._core import (Aggregation, Arch, Backend, Calibration, CalibrationInfo, DType,
                     LogLevel, LongMambaError, Mode, Model, ModelInfo, Session, Status, TensorFile,
-                    TensorInfo, Tokenizer, backend_available, backend_status,
+                    TensorInfo, Tokenizer, WeightInfo, Weights, WeightType,
+                    backend_available, backend_status,
                     classify_channels, decode_batch, decode_sample,
                     default_theta, numpy_enabled, scan_filtered, status_str, version,
                     version_string)
@@ -23,7 +24,8 @@ __version__ = "0.2.0"
 __all__ = [
     "Aggregation", "Arch", "Backend", "Calibration", "CalibrationInfo", "DType",
     "LibraryNotFoundError", "LogLevel", "LongMambaError", "Mode", "Model", "ModelInfo", "Session",
-    "Status", "TensorFile", "TensorInfo", "Tokenizer", "backend_available", "backend_status",
+    "Status", "TensorFile", "TensorInfo", "Tokenizer", "WeightInfo", "Weights", "WeightType",
+    "backend_available", "backend_status",
     "classify_channels",
     "decode_batch", "decode_sample", "default_theta", "loaded_path", "numpy_enabled",
     "scan_filtered", "status_str", "version", "version_string",

@@ -35,6 +35,7 @@ class lm_model_params(Structure):
         ("log_fn", lm_log_fn),
         ("log_user", c_void_p),
         ("log_level", lm_enum),
+        ("weights", lm_enum),  # lm_weight_format (added after 0.2.0)
     ]
 
 
@@ -59,6 +60,22 @@ class lm_model_info(Structure):
         ("tied_embeddings", c_int32),
         ("n_threads", c_int32),
         ("fingerprint", c_uint64),
+        ("weights", lm_enum),  # lm_weight_format as loaded (added after 0.2.0)
+    ]
+
+
+class lm_weight_info(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("name", c_char_p),
+        ("layer", c_int64),
+        ("type", lm_enum),
+        ("linear", c_int32),
+        ("rows", c_int64),
+        ("cols", c_int64),
+        ("bytes", c_uint64),
+        ("mapped", c_int32),
+        ("shared", c_int32),
     ]
 
 
@@ -188,6 +205,9 @@ _PROTOTYPES = {
                                   c_size_t]),
     "lm_model_free": (None, [_P]),
     "lm_model_get_info": (lm_status, [_P, POINTER(lm_model_info)]),
+    "lm_model_weight_count": (lm_status, [_P, POINTER(c_size_t), POINTER(c_char), c_size_t]),
+    "lm_model_weight_info": (lm_status, [_P, c_size_t, POINTER(lm_weight_info), POINTER(c_char),
+                                         c_size_t]),
     "lm_calib_params_init": (None, [POINTER(lm_calib_params)]),
     "lm_calibrate": (lm_status, [_P, POINTER(POINTER(c_int32)), POINTER(c_size_t), c_size_t,
                                  POINTER(lm_calib_params), POINTER(_P), POINTER(c_char), c_size_t]),

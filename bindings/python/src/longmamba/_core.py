@@ -70,6 +70,20 @@ class DType(enum.IntEnum):
     BOOL = 9
 
 
+class Weights(enum.IntEnum):
+    """lm_weight_format: how a model holds its weights in memory."""
+    AS_STORED = 0  # every tensor in its stored type, read in place
+    Q8_0 = 1       # the linear layers quantised to GGML's Q8_0 blocks at load
+
+
+class WeightType(enum.IntEnum):
+    """lm_weight_type: the host storage type of one weight tensor."""
+    F32 = 0
+    F16 = 1
+    BF16 = 2
+    Q8_0 = 3
+
+
 class LogLevel(enum.IntEnum):
     ERROR = 0
     WARN = 1
@@ -408,6 +422,21 @@ class ModelInfo:
     tied_embeddings: bool
     n_threads: int
     fingerprint: int
+    weights: Weights = Weights.AS_STORED
+
+
+@dataclass(frozen=True)
+class WeightInfo:
+    """One weight tensor as the model holds it (lm_weight_info)."""
+    name: str        # "embedding", "norm_f", "lm_head", or a layer's "in_proj", "A", ...
+    layer: int       # -1 outside the layers
+    type: WeightType
+    linear: bool     # a linear layer's matrix
+    rows: int
+    cols: int
+    bytes: int
+    mapped: bool     # read in place from the file's mapping (else allocated)
+    shared: bool     # the same data as an earlier entry (a tied lm_head)
 
 
 @dataclass(frozen=True)
@@ -434,7 +463,7 @@ class Model(_Handle):
     _free_name = "lm_model_free"
 
     def __init__(self, path, backend="auto", n_threads=0, device=0, log=None,
-                 log_level=LogLevel.ERROR):
+                 log_level=LogLevel.ERROR, weights=Weights.AS_STORED):
         super().__init__()
         lib = _lib()
         p = _capi.lm_model_params()
@@ -446,6 +475,7 @@ class Model(_Handle):
         self._log = _log_cfunc(log)
         p.log_fn = self._log
         p.log_level = _enum_arg(LogLevel, log_level, "log level")
+        p.weights = _enum_arg(Weights, weights, "weight format")
         out = ctypes.c_void_p()
         err = _errbuf()
         _check(lib.lm_model_load(os.fsencode(path), byref(p), byref(out), err, _ERR_CAP), err)
@@ -460,7 +490,26 @@ class Model(_Handle):
             n_layer=info.n_layer, vocab_size=info.vocab_size, n_heads=info.n_heads,
             head_dim=info.head_dim, n_groups=info.n_groups, n_channels=info.n_channels,
             n_params=info.n_params, tied_embeddings=bool(info.tied_embeddings),
-            n_threads=info.n_threads, fingerprint=info.fingerprint)
+            n_threads=info.n_threads, fingerprint=info.fingerprint,
+            weights=_enum(Weights, info.weights))
+
+    def weights_info(self):
+        """Every weight tensor as the model holds it: a list of WeightInfo
+        (embedding, norm_f, lm_head, then per layer its norm and mixer)."""
+        lib = _lib()
+        n = ctypes.c_size_t()
+        err = _errbuf()
+        _check(lib.lm_model_weight_count(self._ptr, byref(n), err, _ERR_CAP), err)
+        out = []
+        for k in range(n.value):
+            w = _capi.lm_weight_info()
+            w.struct_size = ctypes.sizeof(w)
+            _check(lib.lm_model_weight_info(self._ptr, k, byref(w), err, _ERR_CAP), err)
+            out.append(WeightInfo(
+                name=w.name.decode("ascii"), layer=w.layer, type=_enum(WeightType, w.type),
+                linear=bool(w.linear), rows=w.rows, cols=w.cols, bytes=w.bytes,
+                mapped=bool(w.mapped), shared=bool(w.shared)))
+        return out
 
     @property
     def vocab_size(self):

@@ -93,6 +93,9 @@ extern "C" {
 pub struct lm_model {
     _unused: [u8; 0],
 }
+pub const LM_WEIGHTS_AS_STORED: lm_weight_format = 0;
+pub const LM_WEIGHTS_Q8_0: lm_weight_format = 1;
+pub type lm_weight_format = ::std::os::raw::c_uint;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct lm_model_params {
@@ -103,6 +106,7 @@ pub struct lm_model_params {
     pub log_fn: lm_log_fn,
     pub log_user: *mut ::std::os::raw::c_void,
     pub log_level: lm_log_level,
+    pub weights: lm_weight_format,
 }
 #[test]
 fn bindgen_test_layout_lm_model_params() {
@@ -235,6 +239,23 @@ fn bindgen_test_layout_lm_model_params() {
         );
     }
     test_field_log_level();
+    fn test_field_weights() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_model_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).weights) as usize - ptr as usize
+            },
+            36usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_model_params),
+                "::",
+                stringify!(weights)
+            )
+        );
+    }
+    test_field_weights();
 }
 extern "C" {
     pub fn lm_model_params_init(params: *mut lm_model_params);
@@ -273,12 +294,13 @@ pub struct lm_model_info {
     pub tied_embeddings: i32,
     pub n_threads: i32,
     pub fingerprint: u64,
+    pub weights: lm_weight_format,
 }
 #[test]
 fn bindgen_test_layout_lm_model_info() {
     assert_eq!(
         ::std::mem::size_of::<lm_model_info>(),
-        128usize,
+        136usize,
         concat!("Size of: ", stringify!(lm_model_info))
     );
     assert_eq!(
@@ -609,9 +631,248 @@ fn bindgen_test_layout_lm_model_info() {
         );
     }
     test_field_fingerprint();
+    fn test_field_weights() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_model_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).weights) as usize - ptr as usize
+            },
+            128usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_model_info),
+                "::",
+                stringify!(weights)
+            )
+        );
+    }
+    test_field_weights();
 }
 extern "C" {
     pub fn lm_model_get_info(model: *const lm_model, info: *mut lm_model_info) -> lm_status;
+}
+pub const LM_WTYPE_F32: lm_weight_type = 0;
+pub const LM_WTYPE_F16: lm_weight_type = 1;
+pub const LM_WTYPE_BF16: lm_weight_type = 2;
+pub const LM_WTYPE_Q8_0: lm_weight_type = 3;
+pub type lm_weight_type = ::std::os::raw::c_uint;
+extern "C" {
+    pub fn lm_weight_type_name(type_: lm_weight_type) -> *const ::std::os::raw::c_char;
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct lm_weight_info {
+    pub struct_size: u32,
+    pub name: *const ::std::os::raw::c_char,
+    pub layer: i64,
+    pub type_: lm_weight_type,
+    pub linear: i32,
+    pub rows: i64,
+    pub cols: i64,
+    pub bytes: u64,
+    pub mapped: i32,
+    pub shared: i32,
+}
+#[test]
+fn bindgen_test_layout_lm_weight_info() {
+    assert_eq!(
+        ::std::mem::size_of::<lm_weight_info>(),
+        64usize,
+        concat!("Size of: ", stringify!(lm_weight_info))
+    );
+    assert_eq!(
+        ::std::mem::align_of::<lm_weight_info>(),
+        8usize,
+        concat!("Alignment of ", stringify!(lm_weight_info))
+    );
+    fn test_field_struct_size() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_weight_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).struct_size) as usize - ptr as usize
+            },
+            0usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_weight_info),
+                "::",
+                stringify!(struct_size)
+            )
+        );
+    }
+    test_field_struct_size();
+    fn test_field_name() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_weight_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).name) as usize - ptr as usize
+            },
+            8usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_weight_info),
+                "::",
+                stringify!(name)
+            )
+        );
+    }
+    test_field_name();
+    fn test_field_layer() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_weight_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).layer) as usize - ptr as usize
+            },
+            16usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_weight_info),
+                "::",
+                stringify!(layer)
+            )
+        );
+    }
+    test_field_layer();
+    fn test_field_type() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_weight_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).type_) as usize - ptr as usize
+            },
+            24usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_weight_info),
+                "::",
+                stringify!(type_)
+            )
+        );
+    }
+    test_field_type();
+    fn test_field_linear() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_weight_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).linear) as usize - ptr as usize
+            },
+            28usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_weight_info),
+                "::",
+                stringify!(linear)
+            )
+        );
+    }
+    test_field_linear();
+    fn test_field_rows() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_weight_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).rows) as usize - ptr as usize
+            },
+            32usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_weight_info),
+                "::",
+                stringify!(rows)
+            )
+        );
+    }
+    test_field_rows();
+    fn test_field_cols() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_weight_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).cols) as usize - ptr as usize
+            },
+            40usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_weight_info),
+                "::",
+                stringify!(cols)
+            )
+        );
+    }
+    test_field_cols();
+    fn test_field_bytes() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_weight_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).bytes) as usize - ptr as usize
+            },
+            48usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_weight_info),
+                "::",
+                stringify!(bytes)
+            )
+        );
+    }
+    test_field_bytes();
+    fn test_field_mapped() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_weight_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).mapped) as usize - ptr as usize
+            },
+            56usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_weight_info),
+                "::",
+                stringify!(mapped)
+            )
+        );
+    }
+    test_field_mapped();
+    fn test_field_shared() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_weight_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).shared) as usize - ptr as usize
+            },
+            60usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_weight_info),
+                "::",
+                stringify!(shared)
+            )
+        );
+    }
+    test_field_shared();
+}
+extern "C" {
+    pub fn lm_model_weight_count(
+        model: *const lm_model,
+        count: *mut usize,
+        err: *mut ::std::os::raw::c_char,
+        err_cap: usize,
+    ) -> lm_status;
+}
+extern "C" {
+    pub fn lm_model_weight_info(
+        model: *const lm_model,
+        index: usize,
+        info: *mut lm_weight_info,
+        err: *mut ::std::os::raw::c_char,
+        err_cap: usize,
+    ) -> lm_status;
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]

@@ -310,6 +310,32 @@ pub enum DType {
     BF16,
 }
 
+/// How the model holds its weights in memory (`lm_model_params.weights`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[allow(non_camel_case_types)]
+pub enum Weights {
+    /// Every tensor in its stored type, read in place.
+    #[default]
+    AsStored,
+    /// The linear layers' matrices quantised at load to GGML's Q8_0 blocks.
+    Q8_0,
+}
+
+impl Weights {
+    fn raw(self) -> sys::lm_weight_format {
+        match self {
+            Weights::AsStored => sys::LM_WEIGHTS_AS_STORED,
+            Weights::Q8_0 => sys::LM_WEIGHTS_Q8_0,
+        }
+    }
+    fn from_raw(v: sys::lm_weight_format) -> Weights {
+        match v {
+            sys::LM_WEIGHTS_Q8_0 => Weights::Q8_0,
+            _ => Weights::AsStored,
+        }
+    }
+}
+
 /// How calibration windows are combined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Aggregation {
@@ -342,6 +368,8 @@ pub struct ModelParams {
     pub n_threads: i32,
     /// CUDA device ordinal.
     pub device: i32,
+    /// Weight storage; default as stored.
+    pub weights: Weights,
 }
 
 /// Dimensions and identity of a loaded model.
@@ -369,6 +397,8 @@ pub struct ModelInfo {
     pub n_threads: i32,
     /// Identifies the weights; calibrations record it.
     pub fingerprint: u64,
+    /// Weight storage as loaded.
+    pub weights: Weights,
 }
 
 /// A loaded model: immutable, shared by any number of threads and sessions.
@@ -391,6 +421,7 @@ impl Model {
         p.backend = params.backend.raw();
         p.n_threads = params.n_threads;
         p.device = params.device;
+        p.weights = params.weights.raw();
         let mut out: *mut sys::lm_model = ptr::null_mut();
         let mut err = ErrBuf::new();
         let st = unsafe { sys::lm_model_load(path.as_ptr(), &p, &mut out, err.ptr(), ERR_CAP) };
@@ -427,6 +458,7 @@ impl Model {
             tied_embeddings: i.tied_embeddings != 0,
             n_threads: i.n_threads,
             fingerprint: i.fingerprint,
+            weights: Weights::from_raw(i.weights),
         };
         Ok(Model { ptr, info })
     }

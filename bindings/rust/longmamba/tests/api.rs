@@ -114,6 +114,26 @@ fn logits_match_transformers_fixtures() {
 }
 
 #[test]
+fn q8_0_weights() {
+    let dir = fixture("m1-tiny-f32");
+    let t = support::read(&dir.join("reference.safetensors"));
+    let (ids, lg) = (&t["input_ids"], &t["logits_f64"]);
+    let (l, v) = (ids.shape[1], lg.shape[2]);
+    let row = &ids.i32s()[..l];
+    let want = &lg.f64s()[..l * v];
+    let stored = tiny();
+    assert_eq!(stored.info().weights, Weights::AsStored);
+    let q8 = Model::load(&dir, &ModelParams { weights: Weights::Q8_0, ..cpu() }).unwrap();
+    assert_eq!(q8.info().weights, Weights::Q8_0);
+    let got = q8.session().unwrap().prefill(row, l).unwrap();
+    let exact = stored.session().unwrap().prefill(row, l).unwrap();
+    let (rel, _) = rel_err(&got, want);
+    // 8-bit linear layers: near the float64 reference, but not equal to fp32
+    assert!(rel <= 1e-2, "Q8_0: rel err {rel:.3e}");
+    assert!(got != exact, "Q8_0 weights gave the fp32 logits");
+}
+
+#[test]
 fn bad_input_is_an_error() {
     let model = tiny();
     let v = model.vocab_size() as i32;
