@@ -32,7 +32,10 @@
 # this run on the same checkpoints (bench/gpu/bench_mamba_ssm.py), plus its
 # scan kernel beside ours.  --no-peer skips it; without .peer/ the table
 # says so.
-# Environment: SAN_TOOLS (default "memcheck racecheck"), KEEP_BUILD=1
+# Environment: SAN_TOOLS (default "memcheck racecheck"), SAN_TESTS (the
+# test programs run under them, default all: e.g. "kernels batch"),
+# E2E_ARGS / PEER_ARGS (more arguments for bench_e2e / bench_mamba_ssm.py,
+# e.g. "--lengths 16384"), KEEP_BUILD=1
 # (reuse an existing $BUILD: a second call on a warm machine), HF_TIMEOUT,
 # HF_BUDGET (below).
 #
@@ -215,7 +218,7 @@ fi
 # ---- compute-sanitizer -----------------------------------------------------
 if [ $SAN = 1 ] && [ -x "$G/test_gpu_kernels" ] && command -v compute-sanitizer >/dev/null; then
     for tool in ${SAN_TOOLS:-memcheck racecheck}; do
-        for t in kernels model fixtures batch mamba2 sample module; do
+        for t in ${SAN_TESTS:-kernels model fixtures batch mamba2 sample module}; do
             [ -x "$G/test_gpu_$t" ] || continue
             echo "== compute-sanitizer $tool test_gpu_$t --quick =="
             t0=$(date +%s)
@@ -305,24 +308,25 @@ if [ $BENCH = 1 ]; then
             *) row "transformers (bench_hf.py)" "FAIL (exit status $rc)" ;; esac
         row "transformers timed" "[$(( $(date +%s) - t0 )) s]"
     fi
-    if [ -n "$peer_path" ] && [ $ck_rc = 0 ]; then
-        echo "== mamba_ssm =="
-        t0=$(date +%s)
-        PYTHONUNBUFFERED=1 PYTHONPATH="$peer_path" timeout "$HF_TIMEOUT" python3 "$REPO/bench/gpu/bench_mamba_ssm.py" \
-            --dir "$CKPT" --shapes "$SHAPES" $HFQ --rows "$LOGS/rows_peer.tsv" >"$LOGS/bench_peer.txt" 2>&1
-        prc=$?
-        grep -E "^mamba_ssm |Error|error" "$LOGS/bench_peer.txt" | tail -40
-        [ $prc = 0 ] || row "mamba_ssm (bench_mamba_ssm.py)" "FAIL (exit status $prc, bench_peer.txt)"
-        row "mamba_ssm timed" "[$(( $(date +%s) - t0 )) s]"
-    fi
+    # ours first: a run stopped by its time limit keeps our rows
     echo "== bench_e2e =="
     t0=$(date +%s)
-    "$BUILD/bench/gpu/bench_e2e" --dir "$CKPT" --shapes "$SHAPES" $QB --rows "$LOGS/rows_ours.tsv" \
+    "$BUILD/bench/gpu/bench_e2e" --dir "$CKPT" --shapes "$SHAPES" $QB ${E2E_ARGS:-} --rows "$LOGS/rows_ours.tsv" \
         >"$LOGS/bench_e2e.txt" 2>&1
     rc=$?
     cat "$LOGS/bench_e2e.txt"
     [ $rc = 0 ] || row "bench_e2e" "FAIL (exit status $rc)"
     row "bench_e2e" "[$(( $(date +%s) - t0 )) s]"
+    if [ -n "$peer_path" ] && [ $ck_rc = 0 ]; then
+        echo "== mamba_ssm =="
+        t0=$(date +%s)
+        PYTHONUNBUFFERED=1 PYTHONPATH="$peer_path" timeout "$HF_TIMEOUT" python3 "$REPO/bench/gpu/bench_mamba_ssm.py" \
+            --dir "$CKPT" --shapes "$SHAPES" $HFQ ${PEER_ARGS:-} --rows "$LOGS/rows_peer.tsv" >"$LOGS/bench_peer.txt" 2>&1
+        prc=$?
+        grep -E "^mamba_ssm |Error|error" "$LOGS/bench_peer.txt" | tail -40
+        [ $prc = 0 ] || row "mamba_ssm (bench_mamba_ssm.py)" "FAIL (exit status $prc, bench_peer.txt)"
+        row "mamba_ssm timed" "[$(( $(date +%s) - t0 )) s]"
+    fi
     python3 "$REPO/bench/gpu/bench_table.py" "$LOGS/rows_ours.tsv" "$LOGS/rows_peer.tsv" "$LOGS/rows_hf.tsv" --notes \
         >"$LOGS/bench_table.txt" 2>&1
     echo >>"$SUMMARY"
