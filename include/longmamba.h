@@ -115,7 +115,8 @@ typedef enum lm_backend {
 
 typedef enum lm_arch {
     LM_ARCH_MAMBA1 = 1,
-    LM_ARCH_MAMBA2 = 2
+    LM_ARCH_MAMBA2 = 2,
+    LM_ARCH_FALCON_MAMBA = 3 /* (0.3) Mamba-1 layers that RMS-normalise Δ, B and C */
 } lm_arch;
 
 /* Element types.  Model weights are F32, F16 or BF16; the rest (0.3) occur

@@ -62,7 +62,10 @@ static lm_calibration *calib_new(int64_t n_layer, int64_t n_channels, int64_t n_
 
 static const char *arch_name(lm_arch a)
 {
-    return a == LM_ARCH_MAMBA1 ? "mamba1" : a == LM_ARCH_MAMBA2 ? "mamba2" : "unknown";
+    return a == LM_ARCH_MAMBA1         ? "mamba1"
+           : a == LM_ARCH_MAMBA2       ? "mamba2"
+           : a == LM_ARCH_FALCON_MAMBA ? "falcon_mamba"
+                                       : "unknown";
 }
 
 static const char *agg_name(lm_calib_agg a)
@@ -502,6 +505,8 @@ static lm_status calib_load(const char *path, const lm_model *model, lm_calibrat
         a = LM_ARCH_MAMBA1;
     else if (strcmp(arch, "mamba2") == 0)
         a = LM_ARCH_MAMBA2;
+    else if (strcmp(arch, "falcon_mamba") == 0)
+        a = LM_ARCH_FALCON_MAMBA;
     else {
         st = lmi_fail(e, LM_ERR_FORMAT, "%s: unknown arch '%s'", path, arch);
         goto done;

@@ -792,6 +792,10 @@ START_TEST(falcon_decode_and_chunks_match_reference)
         char err[512];
         ck_assert_msg(lm_model_load(path, &mp, &m, err, sizeof err) == LM_OK, "%s: %s", names[k], err);
         ck_assert(m->dims.bcdt_rms_eps > 0);
+        lm_model_info info;
+        info.struct_size = sizeof info;
+        ck_assert_int_eq(lm_model_get_info(m, &info), LM_OK);
+        ck_assert_int_eq(info.arch, LM_ARCH_FALCON_MAMBA);
         lmi_st_file rf;
         lmi_err e = {{0}};
         ck_assert_msg(lmi_st_open(refp, &rf, &e) == LM_OK, "%s", e.msg);

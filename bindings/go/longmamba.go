@@ -150,7 +150,7 @@ func (b BackendKind) Check() (ok bool, reason string) {
 
 func (b BackendKind) String() string { return C.GoString(C.lm_backend_name(C.lm_backend(b))) }
 
-// Arch is the model architecture (1 = Mamba-1, 2 = Mamba-2).
+// Arch is the model architecture (1 = Mamba-1, 2 = Mamba-2, 3 = Falcon-Mamba).
 type Arch int
 
 // Mode is a session's mode.

@@ -5,7 +5,7 @@
  * weight and the config's mixer_rms_eps (transformers' rms_forward).  The
  * config keys, dimensions, tensors and layer pattern are Mamba-1's; the
  * row adds mixer_rms_eps (lmi_dims.bcdt_rms_eps, which the Mamba-1 mixers
- * of every backend read).  It reports itself as LM_ARCH_MAMBA1.
+ * of every backend read).
  */
 #include "arch/arch.h"
 #include "arch/mamba.h"
@@ -42,7 +42,7 @@ static lm_status fm_finish(lmi_cfg *c, lmi_err *e)
 }
 
 const lmi_arch lmi_arch_falcon_mamba = {
-    .arch = LM_ARCH_MAMBA1,
+    .arch = LM_ARCH_FALCON_MAMBA,
     .name = "Falcon-Mamba",
     .model_type = "falcon_mamba",
     .hf_classes = {"FalconMambaForCausalLM", "FalconMambaModel", NULL},

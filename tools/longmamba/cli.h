@@ -20,6 +20,6 @@ typedef struct model_opts {
     lm_weight_format weights;
 } model_opts;
 
-/* "mamba1", "mamba2" (longmamba.c). */
+/* "mamba1", "mamba2", "falcon_mamba" (longmamba.c). */
 const char *cli_arch_name(lm_arch a);
 #endif

@@ -44,6 +44,7 @@ const char *cli_arch_name(lm_arch a)
     switch (a) {
     case LM_ARCH_MAMBA1: return "mamba1";
     case LM_ARCH_MAMBA2: return "mamba2";
+    case LM_ARCH_FALCON_MAMBA: return "falcon_mamba";
     }
     return "unknown";
 }

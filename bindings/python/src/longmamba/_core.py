@@ -55,6 +55,7 @@ class Backend(enum.IntEnum):
 class Arch(enum.IntEnum):
     MAMBA1 = 1
     MAMBA2 = 2
+    FALCON_MAMBA = 3
 
 
 class DType(enum.IntEnum):

@@ -41,6 +41,7 @@ pub const LM_BACKEND_CUDA: lm_backend = 2;
 pub type lm_backend = ::std::os::raw::c_uint;
 pub const LM_ARCH_MAMBA1: lm_arch = 1;
 pub const LM_ARCH_MAMBA2: lm_arch = 2;
+pub const LM_ARCH_FALCON_MAMBA: lm_arch = 3;
 pub type lm_arch = ::std::os::raw::c_uint;
 pub const LM_DTYPE_F32: lm_dtype = 0;
 pub const LM_DTYPE_F16: lm_dtype = 1;

@@ -287,12 +287,16 @@ pub enum Arch {
     Mamba1,
     /// Mamba-2.
     Mamba2,
+    /// Falcon-Mamba: Mamba-1 layers that RMS-normalise Δ, B and C.
+    FalconMamba,
 }
 
 impl Arch {
     fn from_raw(v: sys::lm_arch) -> Arch {
         if v == sys::LM_ARCH_MAMBA2 {
             Arch::Mamba2
+        } else if v == sys::LM_ARCH_FALCON_MAMBA {
+            Arch::FalconMamba
         } else {
             Arch::Mamba1
         }
