@@ -855,7 +855,7 @@ START_TEST(reader_kv_errors)
 
     /* an empty key, a key with a NUL byte */
     gb_set_u32(&b, "", 1);
-    EXPECT(gb_parse(&b, &e), LM_ERR_FORMAT, "is empty", e.msg);
+    EXPECT(gb_parse(&b, &e), LM_ERR_FORMAT, "has an empty name", e.msg);
     gb_del(&b, "");
 
     /* alignment: not a power of two, zero, of the wrong type */

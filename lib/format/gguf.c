@@ -182,21 +182,33 @@ static lm_status skip_value(rd *r, lmi_gguf_vtype t, const char *key)
     return LM_OK;
 }
 
-static lm_status parse_kv(rd *r, size_t k, lmi_gguf_kv *kv)
+/* The name of a key or tensor ("key #k", "tensor info #k"): a string, not
+ * empty, without NUL bytes, shorter than max bytes when max > 0; copied
+ * into *out. */
+static lm_status rd_name(rd *r, const char *what, size_t k, size_t max, char **out)
 {
-    char what[64];
-    snprintf(what, sizeof what, "key #%zu", k);
+    char where[64];
+    snprintf(where, sizeof where, "%s #%zu", what, k);
     lmi_gguf_str name = {NULL, 0};
-    lm_status st = rd_str(r, &name, what);
+    lm_status st = rd_str(r, &name, where);
     if (st != LM_OK)
         return st;
     if (name.len == 0)
-        return lmi_fail(r->e, LM_ERR_FORMAT, "key #%zu is empty", k);
+        return lmi_fail(r->e, LM_ERR_FORMAT, "%s has an empty name", where);
+    if (max > 0 && name.len >= max)
+        return lmi_fail(r->e, LM_ERR_FORMAT, "%s: name of %zu bytes (%.40s...) is longer than %zu",
+                        where, name.len, name.p, max - 1);
     if (memchr(name.p, '\0', name.len))
-        return lmi_fail(r->e, LM_ERR_FORMAT, "key #%zu contains a NUL byte", k);
-    kv->key = dup_str(name);
-    if (!kv->key)
-        return lmi_fail(r->e, LM_ERR_NO_MEMORY, "out of memory");
+        return lmi_fail(r->e, LM_ERR_FORMAT, "%s: name contains a NUL byte", where);
+    *out = dup_str(name);
+    return *out ? LM_OK : lmi_fail(r->e, LM_ERR_NO_MEMORY, "out of memory");
+}
+
+static lm_status parse_kv(rd *r, size_t k, lmi_gguf_kv *kv)
+{
+    lm_status st = rd_name(r, "key", k, 0, &kv->key);
+    if (st != LM_OK)
+        return st;
     const char *key = kv->key;
     uint32_t t = 0;
     if ((st = rd_u32(r, &t, key)) != LM_OK)
@@ -246,23 +258,9 @@ static lm_status parse_kv(rd *r, size_t k, lmi_gguf_kv *kv)
 
 static lm_status parse_tensor(rd *r, size_t k, lmi_gguf_tensor *t)
 {
-    char what[64];
-    snprintf(what, sizeof what, "tensor info #%zu", k);
-    lmi_gguf_str name = {NULL, 0};
-    lm_status st = rd_str(r, &name, what);
+    lm_status st = rd_name(r, "tensor info", k, LMI_GGUF_MAX_NAME, &t->name);
     if (st != LM_OK)
         return st;
-    if (name.len == 0)
-        return lmi_fail(r->e, LM_ERR_FORMAT, "tensor #%zu has an empty name", k);
-    if (name.len >= LMI_GGUF_MAX_NAME)
-        return lmi_fail(r->e, LM_ERR_FORMAT,
-                        "tensor #%zu: name of %zu bytes (%.40s...) is longer than %d", k, name.len,
-                        name.p, LMI_GGUF_MAX_NAME - 1);
-    if (memchr(name.p, '\0', name.len))
-        return lmi_fail(r->e, LM_ERR_FORMAT, "tensor #%zu: name contains a NUL byte", k);
-    t->name = dup_str(name);
-    if (!t->name)
-        return lmi_fail(r->e, LM_ERR_NO_MEMORY, "out of memory");
     uint32_t nd = 0;
     if ((st = rd_u32(r, &nd, t->name)) != LM_OK)
         return st;
