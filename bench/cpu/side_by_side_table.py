@@ -12,7 +12,7 @@ import statistics
 import sys
 
 FMTS = [("f32", "f32", "F32 GGUF"), ("f16", "f16", "F16 GGUF"), ("q8_0", "q8_0", "Q8_0 GGUF"),
-        ("q8_0-from-f16", "q8_0", "ours: F16 GGUF + LM_WEIGHTS_Q8_0; llama.cpp: Q8_0 GGUF")]
+        ("q8_0-from-f16", "q8_0", "Q8_0 at load (ours: F16 GGUF + LM_WEIGHTS_Q8_0; llama.cpp: Q8_0 GGUF)")]
 TESTS = ["pp512", "pp2048", "tg128"]
 
 
