@@ -13,7 +13,8 @@
 # Each tree is built by its own scripts/gpu_check.sh (--no-tests
 # --no-sanitize --no-bench: the benchmark programs only).  Output in $OUT
 # (default ./gpu-compare-out): compare.txt (tables), scan.txt, logs.
-# ROUNDS=1: only before, after (one table).
+# ROUNDS=1: only before, after (one table).  E2E_ARGS: more arguments for
+# both sides' bench_e2e (e.g. "--lengths 16384" for a shorter round).
 set -u
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 BEFORE=$(cd "${1:?usage: gpu_compare.sh BEFORE_DIR [SHAPES]}" && pwd)
@@ -58,7 +59,7 @@ round() {  # round SIDE N: bench_scan and bench_e2e of one build
     "$b/bench/gpu/bench_scan" >"$OUT/scan-$1-$2.txt" 2>&1
     awk -v s="$1 $2" 'NF==9 && $2==1 && $3==16384 && ($1==1536 || $1==5120) {print s ": scan E=" $1 " B=1 L=16k filter " $4 ": " $6 " ms"}' \
         "$OUT/scan-$1-$2.txt"
-    "$b/bench/gpu/bench_e2e" --dir "$CKPT" --shapes "$SHAPES" --rows "$OUT/rows-$1-$2.raw" \
+    "$b/bench/gpu/bench_e2e" --dir "$CKPT" --shapes "$SHAPES" ${E2E_ARGS:-} --rows "$OUT/rows-$1-$2.raw" \
         >"$OUT/e2e-$1-$2.txt" 2>&1 || echo "bench_e2e ($1, round $2) failed: $OUT/e2e-$1-$2.txt"
 }
 ROUNDS=${ROUNDS:-2}
