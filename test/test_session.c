@@ -12,6 +12,7 @@
 
 #include "format/safetensors.h"
 #include "internal.h"
+#include "longmamba_fixture.h"
 #include "testmodel.h"
 #include "suite.h"
 
@@ -36,18 +37,6 @@ static void teardown(void)
 {
     tm_model_free(g_model);
     g_model = NULL;
-}
-
-static lm_session *new_session(const lm_model *m, int64_t chunk)
-{
-    lm_session_params p;
-    lm_session_params_init(&p);
-    p.chunk_size = chunk;
-    lm_session *s = NULL;
-    char err[256];
-    lm_status st = lm_session_create(m, &p, &s, err, sizeof err);
-    ck_assert_msg(st == LM_OK, "session_create: %s", err);
-    return s;
 }
 
 static void random_tokens(int32_t *t, int64_t n, int64_t V, uint64_t seed)
@@ -784,13 +773,7 @@ START_TEST(falcon_decode_and_chunks_match_reference)
         char path[512], refp[600];
         snprintf(path, sizeof path, "%s/fixtures/%s", LM_TEST_DATA, names[k]);
         snprintf(refp, sizeof refp, "%s/reference.safetensors", path);
-        lm_model_params mp;
-        lm_model_params_init(&mp);
-        mp.backend = LM_BACKEND_CPU;
-        mp.n_threads = 2;
-        lm_model *m = NULL;
-        char err[512];
-        ck_assert_msg(lm_model_load(path, &mp, &m, err, sizeof err) == LM_OK, "%s: %s", names[k], err);
+        lm_model *m = load_fixture_at(path);
         ck_assert(m->dims.bcdt_rms_eps > 0);
         lm_model_info info;
         info.struct_size = sizeof info;
