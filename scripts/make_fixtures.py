@@ -263,6 +263,43 @@ def to_mamba_ssm(src, dst, fields, ms):
 
 # ------------------------------------------------------------------- main
 
+def checked_logits(logits_of, spec, hf_dir, model, fields, ids):
+    """transformers' float64 logits of ids (logits_of: the script's
+    hf_logits), checked against its as-is path and against numpy_forward.
+    Returns logits, the numpy logits, the numpy forward's parameters, max
+    |logit| and the two differences."""
+    logits = logits_of(hf_dir, ids, exact=True)
+    as_is = logits_of(hf_dir, ids, exact=False)
+    hp = dict(fields)
+    hp["time_step_rank"] = model.config.time_step_rank
+    ref_np = numpy_forward(load_dir_tensors(hf_dir), hp, ids)
+    scale = float(np.abs(logits).max())
+    d_np = float(np.abs(ref_np - logits).max())
+    d_hf = float(np.abs(as_is - logits).max())
+    assert d_np <= 1e-11 * max(scale, 1.0), (spec["name"], d_np, scale)
+    assert d_hf <= 1e-4 * max(scale, 1.0), (spec["name"], d_hf, scale)
+    assert float(logits.std()) > 0.05, "degenerate logits"
+    return logits, ref_np, hp, scale, d_np, d_hf
+
+
+def reference_meta(generator, spec, seed, scale, d_hf, d_np):
+    """reference.safetensors metadata of a fixture."""
+    return {
+        "fixture": spec["name"],
+        "generator": generator,
+        "seed": str(seed),
+        "transformers_version": transformers.__version__,
+        "torch_version": torch.__version__,
+        "numpy_version": np.__version__,
+        "storage_dtype": spec["dtype"],
+        "logits": "all positions, float64, transformers torch path with its float32 casts "
+                  "disabled for float64 tensors (see generator docstring)",
+        "max_abs_logit": repr(scale),
+        "max_abs_diff_vs_hf_as_is": repr(d_hf),
+        "max_abs_diff_vs_numpy_f64": repr(d_np),
+    }
+
+
 def make_one(spec, index, out_root, tmp_root):
     seed = SEED + 1000 * index
     torch.manual_seed(seed)
@@ -299,18 +336,7 @@ def make_one(spec, index, out_root, tmp_root):
     v_in = spec["mamba_ssm"]["vocab_size"] if "mamba_ssm" in spec else fields["vocab_size"]
     ids = fc.random_ids(seed + 2, v_in, spec["batch"], spec["length"])
 
-    logits = hf_logits(hf_dir, ids, exact=True)
-    as_is = hf_logits(hf_dir, ids, exact=False)
-    hp = dict(fields)
-    hp["time_step_rank"] = model.config.time_step_rank
-    tensors = load_dir_tensors(hf_dir)
-    ref_np = numpy_forward(tensors, hp, ids)
-    scale = float(np.abs(logits).max())
-    d_np = float(np.abs(ref_np - logits).max())
-    d_hf = float(np.abs(as_is - logits).max())
-    assert d_np <= 1e-11 * max(scale, 1.0), (spec["name"], d_np, scale)
-    assert d_hf <= 1e-4 * max(scale, 1.0), (spec["name"], d_hf, scale)
-    assert float(logits.std()) > 0.05, "degenerate logits"
+    logits, ref_np, hp, scale, d_np, d_hf = checked_logits(hf_logits, spec, hf_dir, model, fields, ids)
 
     if "mamba_ssm" in spec:
         renamed = to_mamba_ssm(hf_dir, final, fields, spec["mamba_ssm"])
@@ -318,20 +344,7 @@ def make_one(spec, index, out_root, tmp_root):
                 for k, v in renamed.items()}
         assert float(np.abs(numpy_forward(back, hp, ids) - ref_np).max()) == 0.0
 
-    meta = {
-        "fixture": spec["name"],
-        "generator": GENERATOR,
-        "seed": str(seed),
-        "transformers_version": transformers.__version__,
-        "torch_version": torch.__version__,
-        "numpy_version": np.__version__,
-        "storage_dtype": spec["dtype"],
-        "logits": "all positions, float64, transformers torch path with its float32 casts "
-                  "disabled for float64 tensors (see generator docstring)",
-        "max_abs_logit": repr(scale),
-        "max_abs_diff_vs_hf_as_is": repr(d_hf),
-        "max_abs_diff_vs_numpy_f64": repr(d_np),
-    }
+    meta = reference_meta(GENERATOR, spec, seed, scale, d_hf, d_np)
     size = fc.save_reference(final, ids, logits, meta)
     print("%-16s ids %s logits %s |max| %.3f  d(hf as-is) %.2e  d(numpy) %.2e  %d bytes"
           % (spec["name"], ids.shape, logits.shape, scale, d_hf, d_np, size))

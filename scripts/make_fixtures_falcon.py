@@ -32,7 +32,6 @@ import sys
 
 import numpy as np
 import torch
-import transformers
 from transformers import FalconMambaConfig, FalconMambaForCausalLM
 from transformers.models.falcon_mamba import modeling_falcon_mamba
 
@@ -87,17 +86,7 @@ def make_one(spec, index, out_root):
     m1.check_saved_config(final, fields, False)
 
     ids = fc.random_ids(seed + 2, fields["vocab_size"], spec["batch"], spec["length"])
-    logits = hf_logits(final, ids, exact=True)
-    as_is = hf_logits(final, ids, exact=False)
-    hp = dict(fields)
-    hp["time_step_rank"] = model.config.time_step_rank
-    ref_np = m1.numpy_forward(m1.load_dir_tensors(final), hp, ids)
-    scale = float(np.abs(logits).max())
-    d_np = float(np.abs(ref_np - logits).max())
-    d_hf = float(np.abs(as_is - logits).max())
-    assert d_np <= 1e-11 * max(scale, 1.0), (spec["name"], d_np, scale)
-    assert d_hf <= 1e-4 * max(scale, 1.0), (spec["name"], d_hf, scale)
-    assert float(logits.std()) > 0.05, "degenerate logits"
+    logits, _, hp, scale, d_np, d_hf = m1.checked_logits(hf_logits, spec, final, model, fields, ids)
     # The normalisation matters: the forward without it is far away.
     hp_plain = dict(hp)
     hp_plain.pop("mixer_rms_eps")
@@ -105,21 +94,8 @@ def make_one(spec, index, out_root):
                            - logits).max())
     assert d_plain > 1e-2 * scale, (spec["name"], d_plain)
 
-    meta = {
-        "fixture": spec["name"],
-        "generator": GENERATOR,
-        "seed": str(seed),
-        "transformers_version": transformers.__version__,
-        "torch_version": torch.__version__,
-        "numpy_version": np.__version__,
-        "storage_dtype": spec["dtype"],
-        "logits": "all positions, float64, transformers torch path with its float32 casts "
-                  "disabled for float64 tensors (see generator docstring)",
-        "max_abs_logit": repr(scale),
-        "max_abs_diff_vs_hf_as_is": repr(d_hf),
-        "max_abs_diff_vs_numpy_f64": repr(d_np),
-        "max_abs_diff_without_bcdt_norm": repr(d_plain),
-    }
+    meta = m1.reference_meta(GENERATOR, spec, seed, scale, d_hf, d_np)
+    meta["max_abs_diff_without_bcdt_norm"] = repr(d_plain)
     size = fc.save_reference(final, ids, logits, meta)
     print("%-16s ids %s logits %s |max| %.3f  d(hf as-is) %.2e  d(numpy) %.2e  "
           "d(no norm) %.2e  %d bytes"
