@@ -28,7 +28,8 @@ following the converter:
     2^20, embedding_length, feed_forward_length 0, attention.head_count 0,
     block_count, ssm.conv_kernel / inner_size / state_size /
     time_step_rank (Mamba-2: the number of heads), ssm.group_count
-    (Mamba-2), ssm.dt_b_c_rms false (Mamba-1),
+    (Mamba-2), ssm.dt_b_c_rms (Mamba-1: false; true for Falcon-Mamba, whose
+    fm-eq-f32 fixture has mixer_rms_eps equal to the layer norm epsilon),
     attention.layer_norm_rms_epsilon, general.file_type,
     general.quantization_version
   - tokenizer (m1-tok only, _set_vocab_gpt2): tokenizer.ggml.model "gpt2",
@@ -200,7 +201,13 @@ class Converter:
             w.add_ssm_state_size(d_state)
             w.add_ssm_time_step_rank(dt_rank)
             w.add_layer_norm_rms_eps(eps)
-            w.add_ssm_dt_b_c_rms(False)
+            # Falcon-Mamba (FalconMambaModel in the converter): RMSNorm of
+            # dt, B and C, which llama.cpp computes with the layer norm
+            # epsilon: only a config with mixer_rms_eps equal to it has an
+            # exact GGUF form.
+            falcon = c.get("model_type") == "falcon_mamba"
+            assert not falcon or c["mixer_rms_eps"] == eps, (c["mixer_rms_eps"], eps)
+            w.add_ssm_dt_b_c_rms(falcon)
         else:
             d_inner = c.get("intermediate_size") or 2 * d_model
             head_dim = c.get("head_dim", 64)
@@ -297,6 +304,7 @@ FILES = [
     ("m2-groups-f32", "mamba2", "f32", "m2-groups-f32.gguf"),
     ("m2-bf16", "mamba2", "bf16", "m2-bf16.gguf"),
     ("m1-tok", "mamba", "f32", "m1-tok.gguf"),
+    ("fm-eq-f32", "mamba", "f32", "fm-eq-f32.gguf"),
 ]
 
 

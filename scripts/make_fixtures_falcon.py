@@ -59,6 +59,15 @@ FIXTURES = [
                      conv_kernel=4, num_hidden_layers=2, tie_word_embeddings=False,
                      use_bias=True, use_conv_bias=False),
          dtype="float32", batch=3, length=19),
+    dict(name="fm-eq-f32",
+         doc="mixer_rms_eps = layer_norm_epsilon = 1e-5: llama.cpp's GGUF form keeps one "
+             "epsilon for both (fixtures/gguf/fm-eq-f32.gguf); d=32 E=64 N=4 R=2 K=4, "
+             "2 layers, V=61, tied head, no biases",
+         config=dict(vocab_size=61, hidden_size=32, state_size=4, time_step_rank=2,
+                     conv_kernel=4, num_hidden_layers=2, tie_word_embeddings=True,
+                     use_bias=False, use_conv_bias=False, mixer_rms_eps=1e-5,
+                     layer_norm_epsilon=1e-5),
+         dtype="float32", batch=2, length=17),
 ]
 
 NORM_FORWARDS = [(modeling_falcon_mamba.FalconMambaRMSNorm, fc.rmsnorm_in_input_dtype)]

@@ -1172,6 +1172,7 @@ static const fixture_facts facts[] = {
     {"m1-mambassm-f32", 32, 64, 16, 2, 4, 2, 104, 1, LM_DTYPE_F32},
     {"fm-odd-f32", 36, 72, 6, 3, 3, 3, 83, 1, LM_DTYPE_F32},
     {"fm-bias-f32", 44, 88, 10, 5, 4, 2, 71, 0, LM_DTYPE_F32},
+    {"fm-eq-f32", 32, 64, 4, 2, 4, 2, 61, 1, LM_DTYPE_F32},
 };
 
 START_TEST(fixtures_load)

@@ -768,8 +768,8 @@ static double rel_err_f64(const float *got, const uint8_t *ref, size_t n)
  * batched decode all give the float64 reference's logits. */
 START_TEST(falcon_decode_and_chunks_match_reference)
 {
-    const char *names[] = {"fm-odd-f32", "fm-bias-f32"};
-    for (size_t k = 0; k < 2; k++) {
+    const char *names[] = {"fm-odd-f32", "fm-bias-f32", "fm-eq-f32"};
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
         char path[512], refp[600];
         snprintf(path, sizeof path, "%s/fixtures/%s", LM_TEST_DATA, names[k]);
         snprintf(refp, sizeof refp, "%s/reference.safetensors", path);

@@ -54,6 +54,7 @@ const lmi_arch lmi_arch_falcon_mamba = {
     .parse_ssm = NULL,
     .finish = fm_finish,
     .mixer_of = lmi_m1_mixer_of,
-    .gguf_arch = NULL, /* llama.cpp writes Falcon-Mamba as "mamba" with ssm.dt_b_c_rms */
+    .gguf_arch = NULL, /* llama.cpp writes Falcon-Mamba as "mamba" with ssm.dt_b_c_rms:
+                        * Mamba-1's gguf_dims turns such a file into this row */
     .gguf_dims = NULL,
 };

@@ -83,10 +83,14 @@ static lm_status m1_gguf_dims(lmi_cfg *c, const lmi_gguf_file *g, const char *ar
     lmi_err ge = {{0}};
     if (lmi_gguf_find_kv(g, key) && (st = lmi_gguf_get_bool(g, key, &rms, &ge)))
         return lmi_fail(e, st, "%s: %s", c->path, ge.msg);
-    if (rms)
-        return lmi_fail(e, LM_ERR_UNSUPPORTED,
-                        "%s: %s is true (Falcon-Mamba's RMSNorm on dt, B and C): not supported",
-                        c->path, key);
+    if (rms) {
+        /* Falcon-Mamba.  llama.cpp normalises dt, B and C with the layer
+         * norm epsilon (the file has no other), so that is what we use:
+         * it equals transformers' mixer_rms_eps only when the checkpoint
+         * had them equal. */
+        d->arch = LM_ARCH_FALCON_MAMBA;
+        d->bcdt_rms_eps = d->eps;
+    }
     return LM_OK;
 }
 
