@@ -314,6 +314,14 @@ typedef struct lm_calib_params {
     size_t n_buckets;
     lm_progress_fn progress;   /* per window */
     void *progress_user;
+    /* Mamba Modulation scales (one per layer, finite, > 0) or NULL: the
+     * windows run modulated (A' = -exp(s_l A_log) in every layer) and the
+     * log-decays use A', so that the calibration classifies LongMamba's
+     * channels of the modulated model (lm_modulation_params.longmamba
+     * needs one made with the same scales; lm_session_set_longmamba and
+     * MambaExtend refuse it).  Saved with the calibration.  (0.3) */
+    const double *a_log_scales;
+    size_t n_a_log_scales;
 } lm_calib_params;
 
 LM_API void lm_calib_params_init(lm_calib_params *params);
@@ -415,7 +423,9 @@ typedef struct lm_session lm_session;
 typedef enum lm_mode {
     LM_MODE_VANILLA = 0,
     LM_MODE_LONGMAMBA = 1,
-    LM_MODE_DECIMAMBA = 2
+    LM_MODE_DECIMAMBA = 2,
+    LM_MODE_MAMBAEXTEND = 3,   /* (0.3) lm_session_set_mambaextend */
+    LM_MODE_MODULATION = 4     /* (0.3) lm_session_set_modulation */
 } lm_mode;
 
 enum {
@@ -464,12 +474,50 @@ typedef struct lm_decimamba_params {
 
 LM_API void lm_decimamba_params_init(lm_decimamba_params *params);
 
+/* MambaExtend (0.3): at prefill, layer l's Δ = s_l * softplus(...) (for
+ * Mamba-2 after the time_step_limit clamp).  With a LongMamba calibration
+ * its filter runs too, deciding on the unscaled Δ; the kept Δ is scaled. */
+typedef struct lm_mambaextend_params {
+    uint32_t struct_size;
+    const double *scales;    /* s_l, one per layer (n_scales == n_layer), finite and > 0 */
+    size_t n_scales;
+    const lm_calibration *longmamba; /* NULL: no LongMamba; else borrowed like
+                                        lm_session_set_longmamba's (a vanilla calibration) */
+    const lm_longmamba_params *longmamba_params; /* NULL: LongMamba's defaults */
+} lm_mambaextend_params;
+
+/* Mamba Modulation (0.3): at prefill, layer l runs with A' = -exp(s_l *
+ * A_log) = -|A|^s_l (every entry of Mamba-1's A, every head of Mamba-2).
+ * With LongMamba, the calibration must have been made with
+ * lm_calib_params.a_log_scales equal to these scales (its channel
+ * classification uses A'), else LM_ERR_MISMATCH. */
+typedef struct lm_modulation_params {
+    uint32_t struct_size;
+    const double *scales;    /* s_l, one per layer (n_scales == n_layer), finite and > 0 */
+    size_t n_scales;
+    const lm_calibration *longmamba; /* NULL: no LongMamba; else borrowed */
+    const lm_longmamba_params *longmamba_params; /* NULL: LongMamba's defaults */
+} lm_modulation_params;
+
+/* (0.3) */
+LM_API void lm_mambaextend_params_init(lm_mambaextend_params *params);
+LM_API void lm_modulation_params_init(lm_modulation_params *params);
+
 /* Mode selection; takes effect from the next prefill.  Decode steps are
- * always vanilla.  The calibration is borrowed and must match the model. */
+ * always vanilla (every mode's prefill-only change is a METHODS.md choice).
+ * The calibration is borrowed and must match the model. */
 LM_API lm_status lm_session_set_vanilla(lm_session *session);
 LM_API lm_status lm_session_set_longmamba(lm_session *session, const lm_calibration *calib,
                                           const lm_longmamba_params *params);
 LM_API lm_status lm_session_set_decimamba(lm_session *session, const lm_decimamba_params *params);
+/* (0.3) params are required (the scales).  A NULL scales or n_scales other
+ * than n_layer: LM_ERR_INVALID_ARGUMENT; a scale that is not finite and > 0
+ * (also as a float): LM_ERR_OUT_OF_RANGE naming the layer; a calibration of
+ * another model, or made under other Modulation scales: LM_ERR_MISMATCH.
+ * On an error the session keeps its mode.  The scales are copied. */
+LM_API lm_status lm_session_set_mambaextend(lm_session *session,
+                                            const lm_mambaextend_params *params);
+LM_API lm_status lm_session_set_modulation(lm_session *session, const lm_modulation_params *params);
 
 /* Total prompt length the next prefill calls will add up to (tokens after
  * the current position).  LongMamba picks its length bucket from it when a

@@ -24,6 +24,28 @@ package longmamba
 #include <stdlib.h>
 #include <string.h>
 #include <longmamba.h>
+
+// The two scale modes share one params layout; cgo calls them through these.
+static lm_status lmgo_set_scaled(lm_session *s, int modulation, const double *scales, size_t n,
+                                 const lm_calibration *c, const lm_longmamba_params *lp)
+{
+    if (modulation) {
+        lm_modulation_params p;
+        lm_modulation_params_init(&p);
+        p.scales = scales;
+        p.n_scales = n;
+        p.longmamba = c;
+        p.longmamba_params = lp;
+        return lm_session_set_modulation(s, &p);
+    }
+    lm_mambaextend_params p;
+    lm_mambaextend_params_init(&p);
+    p.scales = scales;
+    p.n_scales = n;
+    p.longmamba = c;
+    p.longmamba_params = lp;
+    return lm_session_set_mambaextend(s, &p);
+}
 */
 import "C"
 
@@ -161,6 +183,10 @@ const (
 	Vanilla   Mode = C.LM_MODE_VANILLA
 	LongMamba Mode = C.LM_MODE_LONGMAMBA
 	DeciMamba Mode = C.LM_MODE_DECIMAMBA
+	// MambaExtend: per-layer scales on Δ at prefill.
+	MambaExtend Mode = C.LM_MODE_MAMBAEXTEND
+	// Modulation: per-layer A' = -exp(s A_log) at prefill.
+	Modulation Mode = C.LM_MODE_MODULATION
 )
 
 // handle is the shared lifetime logic: users (sessions) keep it alive past
@@ -324,6 +350,9 @@ type CalibOptions struct {
 	Mean    bool    // aggregate windows by mean instead of max
 	Clamp   float64 // sc in [0, 0.2]; 0 = off
 	Buckets []int64 // ascending prompt lengths; nil = LongMamba's list
+	// Mamba Modulation scales, one per layer: a calibration of the modulated
+	// model, for SetModulation with these scales.  nil = vanilla.
+	ALogScales []float64
 }
 
 // CalibrationInfo describes a calibration.
@@ -374,6 +403,14 @@ func cInt32s(v []int32) *C.int32_t {
 	return p
 }
 
+// cDoubles copies v to C memory (free it); never NULL, so an empty slice
+// still reaches the library as a list (of 0 entries).
+func cDoubles(v []float64) *C.double {
+	p := (*C.double)(C.malloc(C.size_t(len(v)+1) * 8))
+	copy(unsafe.Slice((*float64)(unsafe.Pointer(p)), len(v)), v)
+	return p
+}
+
 // Calibrate runs LongMamba calibration over token windows.
 func (m *Model) Calibrate(windows [][]int32, opts *CalibOptions) (*Calibration, error) {
 	if opts == nil {
@@ -416,6 +453,12 @@ func (m *Model) Calibrate(windows [][]int32, opts *CalibOptions) (*Calibration, 
 		copy(unsafe.Slice((*int64)(unsafe.Pointer(b)), nb), opts.Buckets)
 		p.buckets = b
 		p.n_buckets = C.size_t(nb)
+	}
+	if opts.ALogScales != nil {
+		a := cDoubles(opts.ALogScales)
+		defer C.free(unsafe.Pointer(a))
+		p.a_log_scales = a
+		p.n_a_log_scales = C.size_t(len(opts.ALogScales))
 	}
 	eb := newErrBuf()
 	defer eb.free()
@@ -950,6 +993,67 @@ func (s *Session) SetLongMamba(c *Calibration, params *LongMambaParams) error {
 	s.calib = c
 	s.mode = LongMamba
 	return nil
+}
+
+func (s *Session) setScaled(mode Mode, scales []float64, c *Calibration, params *LongMambaParams) error {
+	if params == nil {
+		params = &LongMambaParams{}
+	}
+	if err := s.lock(); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	var cp *C.lm_calibration
+	if c != nil {
+		if !c.h.acquire() {
+			return ErrClosed
+		}
+		cp = c.ptr
+	}
+	// C memory: the library reads these during the call only
+	sc := cDoubles(scales)
+	defer C.free(unsafe.Pointer(sc))
+	lp := (*C.lm_longmamba_params)(C.malloc(C.size_t(unsafe.Sizeof(C.lm_longmamba_params{}))))
+	defer C.free(unsafe.Pointer(lp))
+	C.lm_longmamba_params_init(lp)
+	if params.Theta != 0 {
+		lp.theta = C.double(params.Theta)
+	}
+	if params.ThresholdScale != 0 {
+		lp.threshold_scale = C.double(params.ThresholdScale)
+	}
+	if params.TriggerLength != 0 {
+		lp.trigger_length = C.int64_t(params.TriggerLength)
+	}
+	mod := C.int(0)
+	if mode == Modulation {
+		mod = 1
+	}
+	if err := s.check(C.lmgo_set_scaled(s.ptr, mod, sc, C.size_t(len(scales)), cp, lp)); err != nil {
+		if c != nil {
+			c.release()
+		}
+		return err
+	}
+	s.dropCalib()
+	s.calib = c
+	s.mode = mode
+	return nil
+}
+
+// SetMambaExtend switches to MambaExtend from the next prefill: Δ of layer l
+// times scales[l] (one per layer, finite and > 0).  With a (vanilla)
+// calibration c, LongMamba's filter too, decided on the unscaled Δ; the
+// session keeps c open like SetLongMamba.  params may be nil.
+func (s *Session) SetMambaExtend(scales []float64, c *Calibration, params *LongMambaParams) error {
+	return s.setScaled(MambaExtend, scales, c, params)
+}
+
+// SetModulation switches to Mamba Modulation from the next prefill: layer l
+// runs with A' = -exp(scales[l] A_log).  With LongMamba, c must come from
+// Calibrate with ALogScales equal to scales.
+func (s *Session) SetModulation(scales []float64, c *Calibration, params *LongMambaParams) error {
+	return s.setScaled(Modulation, scales, c, params)
 }
 
 // SetDeciMamba switches to DeciMamba mode from the next prefill.

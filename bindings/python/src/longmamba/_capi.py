@@ -88,6 +88,8 @@ class lm_calib_params(Structure):
         ("n_buckets", c_size_t),
         ("progress", lm_progress_fn),
         ("progress_user", c_void_p),
+        ("a_log_scales", POINTER(c_double)),
+        ("n_a_log_scales", c_size_t),
     ]
 
 
@@ -163,6 +165,20 @@ class lm_decimamba_params(Structure):
     ]
 
 
+class lm_mambaextend_params(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("scales", POINTER(c_double)),
+        ("n_scales", c_size_t),
+        ("longmamba", c_void_p),
+        ("longmamba_params", POINTER(lm_longmamba_params)),
+    ]
+
+
+class lm_modulation_params(Structure):
+    _fields_ = lm_mambaextend_params._fields_
+
+
 LM_SESSION_ALLOW_TF32 = 1 << 0
 
 
@@ -233,6 +249,10 @@ _PROTOTYPES = {
     "lm_session_set_vanilla": (lm_status, [_P]),
     "lm_session_set_longmamba": (lm_status, [_P, _P, POINTER(lm_longmamba_params)]),
     "lm_session_set_decimamba": (lm_status, [_P, POINTER(lm_decimamba_params)]),
+    "lm_mambaextend_params_init": (None, [POINTER(lm_mambaextend_params)]),
+    "lm_modulation_params_init": (None, [POINTER(lm_modulation_params)]),
+    "lm_session_set_mambaextend": (lm_status, [_P, POINTER(lm_mambaextend_params)]),
+    "lm_session_set_modulation": (lm_status, [_P, POINTER(lm_modulation_params)]),
     "lm_session_set_length_hint": (lm_status, [_P, c_int64]),
     "lm_session_prefill": (lm_status, [_P, POINTER(c_int32), c_size_t, c_size_t, POINTER(c_float),
                                        c_size_t]),

@@ -893,12 +893,14 @@ pub struct lm_calib_params {
     pub n_buckets: usize,
     pub progress: lm_progress_fn,
     pub progress_user: *mut ::std::os::raw::c_void,
+    pub a_log_scales: *const f64,
+    pub n_a_log_scales: usize,
 }
 #[test]
 fn bindgen_test_layout_lm_calib_params() {
     assert_eq!(
         ::std::mem::size_of::<lm_calib_params>(),
-        48usize,
+        64usize,
         concat!("Size of: ", stringify!(lm_calib_params))
     );
     assert_eq!(
@@ -1025,6 +1027,40 @@ fn bindgen_test_layout_lm_calib_params() {
         );
     }
     test_field_progress_user();
+    fn test_field_a_log_scales() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_calib_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).a_log_scales) as usize - ptr as usize
+            },
+            48usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_calib_params),
+                "::",
+                stringify!(a_log_scales)
+            )
+        );
+    }
+    test_field_a_log_scales();
+    fn test_field_n_a_log_scales() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_calib_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).n_a_log_scales) as usize - ptr as usize
+            },
+            56usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_calib_params),
+                "::",
+                stringify!(n_a_log_scales)
+            )
+        );
+    }
+    test_field_n_a_log_scales();
 }
 extern "C" {
     pub fn lm_calib_params_init(params: *mut lm_calib_params);
@@ -1677,6 +1713,8 @@ pub struct lm_session {
 pub const LM_MODE_VANILLA: lm_mode = 0;
 pub const LM_MODE_LONGMAMBA: lm_mode = 1;
 pub const LM_MODE_DECIMAMBA: lm_mode = 2;
+pub const LM_MODE_MAMBAEXTEND: lm_mode = 3;
+pub const LM_MODE_MODULATION: lm_mode = 4;
 pub type lm_mode = ::std::os::raw::c_uint;
 pub const LM_SESSION_ALLOW_TF32: _bindgen_ty_1 = 1;
 pub type _bindgen_ty_1 = ::std::os::raw::c_uint;
@@ -2082,6 +2120,226 @@ fn bindgen_test_layout_lm_decimamba_params() {
 extern "C" {
     pub fn lm_decimamba_params_init(params: *mut lm_decimamba_params);
 }
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct lm_mambaextend_params {
+    pub struct_size: u32,
+    pub scales: *const f64,
+    pub n_scales: usize,
+    pub longmamba: *const lm_calibration,
+    pub longmamba_params: *const lm_longmamba_params,
+}
+#[test]
+fn bindgen_test_layout_lm_mambaextend_params() {
+    assert_eq!(
+        ::std::mem::size_of::<lm_mambaextend_params>(),
+        40usize,
+        concat!("Size of: ", stringify!(lm_mambaextend_params))
+    );
+    assert_eq!(
+        ::std::mem::align_of::<lm_mambaextend_params>(),
+        8usize,
+        concat!("Alignment of ", stringify!(lm_mambaextend_params))
+    );
+    fn test_field_struct_size() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_mambaextend_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).struct_size) as usize - ptr as usize
+            },
+            0usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_mambaextend_params),
+                "::",
+                stringify!(struct_size)
+            )
+        );
+    }
+    test_field_struct_size();
+    fn test_field_scales() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_mambaextend_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).scales) as usize - ptr as usize
+            },
+            8usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_mambaextend_params),
+                "::",
+                stringify!(scales)
+            )
+        );
+    }
+    test_field_scales();
+    fn test_field_n_scales() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_mambaextend_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).n_scales) as usize - ptr as usize
+            },
+            16usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_mambaextend_params),
+                "::",
+                stringify!(n_scales)
+            )
+        );
+    }
+    test_field_n_scales();
+    fn test_field_longmamba() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_mambaextend_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).longmamba) as usize - ptr as usize
+            },
+            24usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_mambaextend_params),
+                "::",
+                stringify!(longmamba)
+            )
+        );
+    }
+    test_field_longmamba();
+    fn test_field_longmamba_params() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_mambaextend_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).longmamba_params) as usize - ptr as usize
+            },
+            32usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_mambaextend_params),
+                "::",
+                stringify!(longmamba_params)
+            )
+        );
+    }
+    test_field_longmamba_params();
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct lm_modulation_params {
+    pub struct_size: u32,
+    pub scales: *const f64,
+    pub n_scales: usize,
+    pub longmamba: *const lm_calibration,
+    pub longmamba_params: *const lm_longmamba_params,
+}
+#[test]
+fn bindgen_test_layout_lm_modulation_params() {
+    assert_eq!(
+        ::std::mem::size_of::<lm_modulation_params>(),
+        40usize,
+        concat!("Size of: ", stringify!(lm_modulation_params))
+    );
+    assert_eq!(
+        ::std::mem::align_of::<lm_modulation_params>(),
+        8usize,
+        concat!("Alignment of ", stringify!(lm_modulation_params))
+    );
+    fn test_field_struct_size() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_modulation_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).struct_size) as usize - ptr as usize
+            },
+            0usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_modulation_params),
+                "::",
+                stringify!(struct_size)
+            )
+        );
+    }
+    test_field_struct_size();
+    fn test_field_scales() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_modulation_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).scales) as usize - ptr as usize
+            },
+            8usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_modulation_params),
+                "::",
+                stringify!(scales)
+            )
+        );
+    }
+    test_field_scales();
+    fn test_field_n_scales() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_modulation_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).n_scales) as usize - ptr as usize
+            },
+            16usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_modulation_params),
+                "::",
+                stringify!(n_scales)
+            )
+        );
+    }
+    test_field_n_scales();
+    fn test_field_longmamba() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_modulation_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).longmamba) as usize - ptr as usize
+            },
+            24usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_modulation_params),
+                "::",
+                stringify!(longmamba)
+            )
+        );
+    }
+    test_field_longmamba();
+    fn test_field_longmamba_params() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_modulation_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).longmamba_params) as usize - ptr as usize
+            },
+            32usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_modulation_params),
+                "::",
+                stringify!(longmamba_params)
+            )
+        );
+    }
+    test_field_longmamba_params();
+}
+extern "C" {
+    pub fn lm_mambaextend_params_init(params: *mut lm_mambaextend_params);
+}
+extern "C" {
+    pub fn lm_modulation_params_init(params: *mut lm_modulation_params);
+}
 extern "C" {
     pub fn lm_session_set_vanilla(session: *mut lm_session) -> lm_status;
 }
@@ -2096,6 +2354,18 @@ extern "C" {
     pub fn lm_session_set_decimamba(
         session: *mut lm_session,
         params: *const lm_decimamba_params,
+    ) -> lm_status;
+}
+extern "C" {
+    pub fn lm_session_set_mambaextend(
+        session: *mut lm_session,
+        params: *const lm_mambaextend_params,
+    ) -> lm_status;
+}
+extern "C" {
+    pub fn lm_session_set_modulation(
+        session: *mut lm_session,
+        params: *const lm_modulation_params,
     ) -> lm_status;
 }
 extern "C" {

@@ -522,6 +522,9 @@ pub struct CalibParams {
     pub clamp: f64,
     /// Ascending prompt lengths; None = LongMamba's list (1k..192k).
     pub buckets: Option<Vec<i64>>,
+    /// Mamba Modulation scales (one per layer): a calibration of the
+    /// modulated model, for [`Session::set_modulation`] with these scales.
+    pub a_log_scales: Option<Vec<f64>>,
 }
 
 /// Description of a calibration.
@@ -593,6 +596,10 @@ impl Calibration {
         if let Some(b) = &params.buckets {
             p.buckets = b.as_ptr();
             p.n_buckets = b.len();
+        }
+        if let Some(a) = &params.a_log_scales {
+            p.a_log_scales = a.as_ptr();
+            p.n_a_log_scales = a.len();
         }
         let mut out = ptr::null_mut();
         let mut err = ErrBuf::new();
@@ -766,6 +773,22 @@ pub struct SamplingParams {
     pub return_logits: bool,
 }
 
+/// The C params of a LongMambaParams (zero: the library's default).
+fn raw_longmamba(params: &LongMambaParams) -> sys::lm_longmamba_params {
+    let mut p: sys::lm_longmamba_params = unsafe { std::mem::zeroed() };
+    unsafe { sys::lm_longmamba_params_init(&mut p) };
+    if params.theta != 0.0 {
+        p.theta = params.theta;
+    }
+    if params.threshold_scale != 0.0 {
+        p.threshold_scale = params.threshold_scale;
+    }
+    if params.trigger_length != 0 {
+        p.trigger_length = params.trigger_length;
+    }
+    p
+}
+
 /// Session mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -775,6 +798,10 @@ pub enum Mode {
     LongMamba,
     /// DeciMamba token decimation.
     DeciMamba,
+    /// MambaExtend: per-layer scales on Δ at prefill.
+    MambaExtend,
+    /// Mamba Modulation: per-layer A' = -exp(s A_log) at prefill.
+    Modulation,
 }
 
 /// Recurrent state over a model: one thread at a time (`Send`, not `Sync`).
@@ -1007,20 +1034,57 @@ impl<'a> Session<'a> {
 
     /// LongMamba mode from the next prefill; the session borrows `calib`.
     pub fn set_longmamba(&mut self, calib: &'a Calibration, params: &LongMambaParams) -> Result<()> {
-        let mut p: sys::lm_longmamba_params = unsafe { std::mem::zeroed() };
-        unsafe { sys::lm_longmamba_params_init(&mut p) };
-        if params.theta != 0.0 {
-            p.theta = params.theta;
-        }
-        if params.threshold_scale != 0.0 {
-            p.threshold_scale = params.threshold_scale;
-        }
-        if params.trigger_length != 0 {
-            p.trigger_length = params.trigger_length;
-        }
+        let p = raw_longmamba(params);
         let st = unsafe { sys::lm_session_set_longmamba(self.ptr.as_ptr(), calib.ptr.as_ptr(), &p) };
         self.check(st)?;
         self.mode = Mode::LongMamba;
+        Ok(())
+    }
+
+    /// MambaExtend from the next prefill: Δ of layer l times `scales[l]` (one
+    /// per layer, finite and > 0).  With `longmamba`, LongMamba's filter too
+    /// (a vanilla calibration), decided on the unscaled Δ; the session
+    /// borrows the calibration.
+    pub fn set_mambaextend(
+        &mut self,
+        scales: &[f64],
+        longmamba: Option<(&'a Calibration, &LongMambaParams)>,
+    ) -> Result<()> {
+        let mut p: sys::lm_mambaextend_params = unsafe { std::mem::zeroed() };
+        unsafe { sys::lm_mambaextend_params_init(&mut p) };
+        p.scales = scales.as_ptr();
+        p.n_scales = scales.len();
+        let lp = longmamba.map(|(c, lp)| (c, raw_longmamba(lp)));
+        if let Some((c, lp)) = &lp {
+            p.longmamba = c.ptr.as_ptr();
+            p.longmamba_params = lp;
+        }
+        let st = unsafe { sys::lm_session_set_mambaextend(self.ptr.as_ptr(), &p) };
+        self.check(st)?;
+        self.mode = Mode::MambaExtend;
+        Ok(())
+    }
+
+    /// Mamba Modulation from the next prefill: layer l runs with
+    /// A' = -exp(`scales[l]` A_log).  With `longmamba`, the calibration must
+    /// come from [`CalibParams::a_log_scales`] equal to `scales`.
+    pub fn set_modulation(
+        &mut self,
+        scales: &[f64],
+        longmamba: Option<(&'a Calibration, &LongMambaParams)>,
+    ) -> Result<()> {
+        let mut p: sys::lm_modulation_params = unsafe { std::mem::zeroed() };
+        unsafe { sys::lm_modulation_params_init(&mut p) };
+        p.scales = scales.as_ptr();
+        p.n_scales = scales.len();
+        let lp = longmamba.map(|(c, lp)| (c, raw_longmamba(lp)));
+        if let Some((c, lp)) = &lp {
+            p.longmamba = c.ptr.as_ptr();
+            p.longmamba_params = lp;
+        }
+        let st = unsafe { sys::lm_session_set_modulation(self.ptr.as_ptr(), &p) };
+        self.check(st)?;
+        self.mode = Mode::Modulation;
         Ok(())
     }
 
