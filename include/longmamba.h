@@ -519,6 +519,78 @@ LM_API lm_status lm_session_set_mambaextend(lm_session *session,
                                             const lm_mambaextend_params *params);
 LM_API lm_status lm_session_set_modulation(lm_session *session, const lm_modulation_params *params);
 
+/* ---- MambaExtend / Modulation scales by SPSA (0.3) ----------------------
+ * lm_scales_calibrate finds per-layer scales for LM_MODE_MAMBAEXTEND or
+ * LM_MODE_MODULATION by zeroth-order SPSA (forward passes only), with the
+ * schedule of MambaExtend's Pile calibration:
+ *   s0_l ~ U[0.75, 1);  for k = 0 .. K-1:
+ *     c_k = 0.1 / (1 + k)^0.1,  a_k = 1e-3 cos(k pi / 198),
+ *     delta_l = +-1 (Rademacher),  s+- = max(s +- c_k delta, 0.01),
+ *     g = (f(s+) - f(s-)) / (2 c_k) * delta,  s = max(s - a_k g, 0.01)
+ * f(s) is the mean next-token cross-entropy (nats) over the windows (every
+ * position of every window scored, each window one prompt from zero state)
+ * with the mode on at scales s.  The draws come from x = seed, then per
+ * draw x += 0x9E3779B97F4A7C15 and z = splitmix64's mix of x (the sampling
+ * rule's step 4): first one uniform (z >> 11) * 2^-53 per layer for s0,
+ * then per iteration one draw per layer, delta_l = +1 when z's top bit is
+ * set.  The same model, backend, windows and seed give bit-identical
+ * scales.  Windows are text held out from any evaluation, at the target
+ * length (the longest window is recorded as such). */
+typedef struct lm_scales lm_scales;
+
+typedef struct lm_spsa_params {
+    uint32_t struct_size;
+    int32_t iterations;      /* K; 0 = 50 (MambaExtend) / 30 (Modulation); < 0 is an error */
+    uint64_t seed;           /* s0 and the Rademacher draws; default 0 */
+    lm_progress_fn progress; /* after each iteration (done, total = K); nonzero stops */
+    void *progress_user;
+    /* MambaExtend only: calibrate with LongMamba's filter on (METHODS.md §6),
+     * as lm_mambaextend_params.longmamba; Modulation with it is
+     * LM_ERR_UNSUPPORTED (its calibration depends on the scales). */
+    const lm_calibration *longmamba;
+    const lm_longmamba_params *longmamba_params;
+} lm_spsa_params;
+
+typedef struct lm_scales_info {
+    uint32_t struct_size;    /* set by the caller; fields past it are not written */
+    lm_mode mode;            /* LM_MODE_MAMBAEXTEND or LM_MODE_MODULATION */
+    lm_arch arch;
+    int64_t n_layer;
+    int64_t target_length;   /* longest calibration window, tokens */
+    int64_t n_windows;
+    int32_t iterations;
+    uint64_t seed;
+    double loss_initial;     /* f(s0) */
+    double loss_final;       /* f at the returned scales */
+    int32_t with_longmamba;  /* 1: calibrated with LongMamba's filter on */
+    uint64_t fingerprint;    /* of the model */
+} lm_scales_info;
+
+/* (0.3) */
+LM_API void lm_spsa_params_init(lm_spsa_params *params);
+/* Runs SPSA (above) with an internal session of model.  Bad arguments:
+ * LM_ERR_INVALID_ARGUMENT (mode, windows, a window of < 2 tokens),
+ * LM_ERR_OUT_OF_RANGE (a token id, iterations < 0); the progress callback's
+ * stop: LM_ERR_ABORTED.  On failure *out is NULL. */
+LM_API lm_status lm_scales_calibrate(const lm_model *model, lm_mode mode,
+                                     const int32_t *const *windows, const size_t *lengths,
+                                     size_t n_windows, const lm_spsa_params *params,
+                                     lm_scales **out, char *err, size_t err_cap);
+/* Saves as safetensors: the scales and s0, with the model fingerprint, the
+ * mode, the target length and the SPSA settings and losses as metadata. */
+LM_API lm_status lm_scales_save(const lm_scales *scales, const char *path, char *err,
+                                size_t err_cap);
+/* Loads a scales file; with a model it must belong to that model
+ * (LM_ERR_MISMATCH otherwise); a malformed file is LM_ERR_FORMAT. */
+LM_API lm_status lm_scales_load(const char *path, const lm_model *model, lm_scales **out,
+                                char *err, size_t err_cap);
+LM_API void lm_scales_free(lm_scales *scales);
+LM_API lm_status lm_scales_get_info(const lm_scales *scales, lm_scales_info *info);
+/* The scales (for lm_*_params.scales) and/or s0, n_layer doubles each;
+ * either pointer may be NULL (not both). */
+LM_API lm_status lm_scales_get(const lm_scales *scales, double *out, double *initial,
+                               size_t cap);
+
 /* Total prompt length the next prefill calls will add up to (tokens after
  * the current position).  LongMamba picks its length bucket from it when a
  * prompt is fed in several prefill calls.  0 clears it: each prefill call's

@@ -4,6 +4,7 @@
  * test/test_ext_ref.py to compare with test/reference/ext_ref.py.
  *
  *   extref_driver MODEL_DIR IN OUT
+ *   extref_driver --spsa MODEL_DIR IN OUT
  *
  * IN: i64 n_cases, then per case (little endian):
  *   i64 mode (0 vanilla, 3 MambaExtend, 4 Modulation), i64 chunk_size,
@@ -16,6 +17,11 @@
  * OUT per case: i64 status, i64 msg_len, msg, then when status is LM_OK:
  *   f32 logits[L][V] (every prefill position), f32 dec_logits[n_dec][V];
  *   when use_lm: f64 theta, f64 log_decay[n_layer][C], f32 thr[n_layer][nb][C].
+ * --spsa: IN is i64 mode, i64 iterations, i64 seed, i64 n_win, i64 win_len,
+ * i32 windows[n_win * win_len]; lm_scales_calibrate runs twice.  OUT: i64
+ * status, msg, then when LM_OK: f64 initial[n_layer], f64 scales[n_layer],
+ * f64 loss_initial, f64 loss_final, i64 iterations, i64 same (1: the second
+ * run's scales and losses are bit-identical).
  * A test program: it may print and exit on malformed input.
  */
 #include "longmamba.h"
@@ -214,12 +220,66 @@ static void run_case(const lm_model *m, const lm_model_info *info)
     free(logits);
 }
 
+static void run_spsa(const lm_model *m, const lm_model_info *info)
+{
+    const int64_t mode = rd_i64(), iters = rd_i64(), seed = rd_i64(), nw = rd_i64(), wl = rd_i64();
+    if (nw < 1 || nw > 64 || wl < 2 || wl > 1 << 20) die("bad windows");
+    int32_t *wins = xalloc((size_t)(nw * wl), sizeof(int32_t));
+    rd(wins, sizeof(int32_t), (size_t)(nw * wl));
+    const int32_t **wp = xalloc((size_t)nw, sizeof(int32_t *));
+    size_t *lens = xalloc((size_t)nw, sizeof(size_t));
+    for (int64_t w = 0; w < nw; w++) {
+        wp[w] = wins + w * wl;
+        lens[w] = (size_t)wl;
+    }
+    lm_spsa_params sp;
+    lm_spsa_params_init(&sp);
+    sp.iterations = (int32_t)iters;
+    sp.seed = (uint64_t)seed;
+    lm_scales *a = NULL, *b = NULL;
+    char err[512] = "";
+    lm_status st = lm_scales_calibrate(m, (lm_mode)mode, wp, lens, (size_t)nw, &sp, &a, err, sizeof err);
+    if (st == LM_OK) st = lm_scales_calibrate(m, (lm_mode)mode, wp, lens, (size_t)nw, &sp, &b, err, sizeof err);
+    wr_i64((int64_t)st);
+    wr_msg(err);
+    if (st == LM_OK) {
+        const size_t nl = (size_t)info->n_layer;
+        double *s0 = xalloc(nl, sizeof(double)), *s1 = xalloc(nl, sizeof(double));
+        double *t0 = xalloc(nl, sizeof(double)), *t1 = xalloc(nl, sizeof(double));
+        lm_scales_get(a, s1, s0, nl);
+        lm_scales_get(b, t1, t0, nl);
+        lm_scales_info ia = {.struct_size = sizeof ia}, ib = {.struct_size = sizeof ib};
+        lm_scales_get_info(a, &ia);
+        lm_scales_get_info(b, &ib);
+        wr(s0, sizeof(double), nl);
+        wr(s1, sizeof(double), nl);
+        wr(&ia.loss_initial, sizeof(double), 1);
+        wr(&ia.loss_final, sizeof(double), 1);
+        wr_i64(ia.iterations);
+        const int same = !memcmp(s0, t0, nl * sizeof(double)) && !memcmp(s1, t1, nl * sizeof(double)) &&
+                         !memcmp(&ia.loss_initial, &ib.loss_initial, sizeof(double)) &&
+                         !memcmp(&ia.loss_final, &ib.loss_final, sizeof(double));
+        wr_i64(same);
+        free(s0);
+        free(s1);
+        free(t0);
+        free(t1);
+    }
+    lm_scales_free(a);
+    lm_scales_free(b);
+    free(wins);
+    free(wp);
+    free(lens);
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 4) {
-        fprintf(stderr, "usage: extref_driver MODEL_DIR IN OUT\n");
+    int spsa = argc == 5 && !strcmp(argv[1], "--spsa");
+    if (argc != 4 && !spsa) {
+        fprintf(stderr, "usage: extref_driver [--spsa] MODEL_DIR IN OUT\n");
         return 2;
     }
+    argv += spsa;
     lm_model_params mp;
     lm_model_params_init(&mp);
     mp.backend = LM_BACKEND_CPU;
@@ -234,8 +294,12 @@ int main(int argc, char **argv)
     g_in = fopen(argv[2], "rb");
     g_out = fopen(argv[3], "wb");
     if (!g_in || !g_out) die("cannot open files");
-    int64_t n = rd_i64();
-    for (int64_t i = 0; i < n; i++) run_case(m, &info);
+    if (spsa) {
+        run_spsa(m, &info);
+    } else {
+        int64_t n = rd_i64();
+        for (int64_t i = 0; i < n; i++) run_case(m, &info);
+    }
     if (fclose(g_out) != 0) die("close failed");
     fclose(g_in);
     lm_model_free(m);

@@ -350,10 +350,160 @@ START_TEST(modulated_calibration)
 }
 END_TEST
 
+static int stop_at_2(void *user, int64_t done, int64_t total)
+{
+    (void)total;
+    *(int64_t *)user = done;
+    return done >= 2;
+}
+
+START_TEST(spsa_scales)
+{
+    lm_model *m = load_fixture_at(FIXTURES[0]);
+    const int64_t V = m->dims.vocab, nl = m->dims.n_layer;
+    tu_rng r = {99};
+    int32_t *w0 = tu_rng_tokens(&r, 20, V), *w1 = tu_rng_tokens(&r, 20, V);
+    const int32_t *wins[2] = {w0, w1};
+    size_t lens[2] = {20, 20};
+    lm_spsa_params sp;
+    lm_spsa_params_init(&sp);
+    ck_assert_uint_eq(sp.struct_size, sizeof sp);
+    sp.iterations = 2;
+    sp.seed = 7;
+    char err[512];
+    lm_scales *a = NULL, *b = NULL;
+
+    /* bad arguments: a specific status and message, nothing returned */
+    ck_assert_int_eq(lm_scales_calibrate(m, LM_MODE_LONGMAMBA, wins, lens, 2, &sp, &a, err, sizeof err),
+                     LM_ERR_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(err, "mode"));
+    ck_assert_int_eq(lm_scales_calibrate(m, LM_MODE_MAMBAEXTEND, wins, lens, 0, &sp, &a, err, sizeof err),
+                     LM_ERR_INVALID_ARGUMENT);
+    lens[1] = 1;
+    ck_assert_int_eq(lm_scales_calibrate(m, LM_MODE_MAMBAEXTEND, wins, lens, 2, &sp, &a, err, sizeof err),
+                     LM_ERR_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(err, "window 1"));
+    lens[1] = 20;
+    w1[3] = (int32_t)V;
+    ck_assert_int_eq(lm_scales_calibrate(m, LM_MODE_MAMBAEXTEND, wins, lens, 2, &sp, &a, err, sizeof err),
+                     LM_ERR_OUT_OF_RANGE);
+    w1[3] = 0;
+    sp.iterations = -1;
+    ck_assert_int_eq(lm_scales_calibrate(m, LM_MODE_MODULATION, wins, lens, 2, &sp, &a, err, sizeof err),
+                     LM_ERR_OUT_OF_RANGE);
+    sp.iterations = 2;
+    lm_calibration *cal = calibrate_fixture(m, mode_buckets, 4, LM_CALIB_AGG_MAX, 0.0, 2, 32);
+    sp.longmamba = cal;
+    ck_assert_int_eq(lm_scales_calibrate(m, LM_MODE_MODULATION, wins, lens, 2, &sp, &a, err, sizeof err),
+                     LM_ERR_UNSUPPORTED);
+    ck_assert_ptr_null(a);
+    /* MambaExtend with LongMamba's filter on */
+    ck_assert_int_eq(lm_scales_calibrate(m, LM_MODE_MAMBAEXTEND, wins, lens, 2, &sp, &a, err, sizeof err),
+                     LM_OK);
+    lm_scales_info info = {.struct_size = sizeof info};
+    ck_assert_int_eq(lm_scales_get_info(a, &info), LM_OK);
+    ck_assert_int_eq(info.with_longmamba, 1);
+    lm_scales_free(a);
+    a = NULL;
+    sp.longmamba = NULL;
+    /* the progress callback stops it */
+    int64_t seen = 0;
+    sp.progress = stop_at_2;
+    sp.progress_user = &seen;
+    sp.iterations = 5;
+    ck_assert_int_eq(lm_scales_calibrate(m, LM_MODE_MAMBAEXTEND, wins, lens, 2, &sp, &a, err, sizeof err),
+                     LM_ERR_ABORTED);
+    ck_assert_int_eq(seen, 2);
+    ck_assert_ptr_null(a);
+    sp.progress = NULL;
+    sp.iterations = 2;
+
+    /* one seed: bit-identical scales; another seed: other ones */
+    ck_assert_int_eq(lm_scales_calibrate(m, LM_MODE_MODULATION, wins, lens, 2, &sp, &a, err, sizeof err),
+                     LM_OK);
+    ck_assert_int_eq(lm_scales_calibrate(m, LM_MODE_MODULATION, wins, lens, 2, &sp, &b, err, sizeof err),
+                     LM_OK);
+    double sa[8], sb[8], ia[8];
+    ck_assert_int_eq(lm_scales_get(a, sa, ia, (size_t)nl), LM_OK);
+    ck_assert_int_eq(lm_scales_get(b, sb, NULL, (size_t)nl), LM_OK);
+    ck_assert_mem_eq(sa, sb, (size_t)nl * sizeof(double));
+    ck_assert_int_eq(lm_scales_get(a, sa, NULL, (size_t)nl - 1), LM_ERR_BUFFER_TOO_SMALL);
+    ck_assert_int_eq(lm_scales_get(a, NULL, NULL, (size_t)nl), LM_ERR_INVALID_ARGUMENT);
+    for (int64_t l = 0; l < nl; l++) ck_assert(ia[l] >= 0.75 && ia[l] < 1.0);
+    lm_scales_free(b);
+    sp.seed = 8;
+    ck_assert_int_eq(lm_scales_calibrate(m, LM_MODE_MODULATION, wins, lens, 2, &sp, &b, err, sizeof err),
+                     LM_OK);
+    ck_assert_int_eq(lm_scales_get(b, sb, NULL, (size_t)nl), LM_OK);
+    ck_assert(memcmp(sa, sb, (size_t)nl * sizeof(double)) != 0);
+    lm_scales_free(b);
+    b = NULL;
+
+    /* the recorded losses are the mode's cross-entropy at those scales */
+    ck_assert_int_eq(lm_scales_get_info(a, &info), LM_OK);
+    ck_assert_int_eq(info.mode, LM_MODE_MODULATION);
+    ck_assert_int_eq(info.n_layer, nl);
+    ck_assert_int_eq(info.target_length, 20);
+    ck_assert_int_eq(info.n_windows, 2);
+    ck_assert_int_eq(info.iterations, 2);
+    ck_assert_uint_eq(info.seed, 7);
+    ck_assert_uint_eq(info.fingerprint, m->fingerprint);
+    ck_assert(isfinite(info.loss_initial) && isfinite(info.loss_final));
+    {
+        lm_session *s = new_session(m, 0);
+        ck_assert_int_eq(set_mode(s, LM_MODE_MODULATION, sa, (size_t)nl, NULL), LM_OK);
+        float *lg = malloc(sizeof(float) * (size_t)(20 * V));
+        double sum = 0;
+        for (int w = 0; w < 2; w++) {
+            ck_assert_int_eq(lm_session_reset(s), LM_OK);
+            ck_assert_int_eq(lm_session_prefill(s, wins[w], 19, 19, lg, (size_t)(20 * V)), LM_OK);
+            for (int t = 0; t < 19; t++) {
+                double mx = -INFINITY, z = 0;
+                for (int64_t v = 0; v < V; v++) mx = fmax(mx, lg[t * V + v]);
+                for (int64_t v = 0; v < V; v++) z += exp(lg[t * V + v] - mx);
+                sum += mx + log(z) - lg[t * V + wins[w][t + 1]];
+            }
+        }
+        ck_assert_double_eq_tol(sum / 38.0, info.loss_final, 1e-9);
+        free(lg);
+        lm_session_free(s);
+    }
+
+    /* saved and loaded; a file for another model or a malformed one is refused */
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/lm_ext_scales_%d.safetensors", (int)getpid());
+    ck_assert_int_eq(lm_scales_save(a, path, err, sizeof err), LM_OK);
+    ck_assert_int_eq(lm_scales_load(path, m, &b, err, sizeof err), LM_OK);
+    lm_scales_info ib = {.struct_size = sizeof ib};
+    lm_scales_get_info(b, &ib);
+    ck_assert_mem_eq(&ib, &info, sizeof info);
+    ck_assert_int_eq(lm_scales_get(b, sb, NULL, (size_t)nl), LM_OK);
+    ck_assert_mem_eq(sa, sb, (size_t)nl * sizeof(double));
+    lm_scales_free(b);
+    b = NULL;
+    lm_model *other = load_fixture_at(FIXTURES[2]);
+    ck_assert_int_eq(lm_scales_load(path, other, &b, err, sizeof err), LM_ERR_MISMATCH);
+    ck_assert_ptr_nonnull(strstr(err, "another model"));
+    ck_assert_ptr_null(b);
+    lm_model_free(other);
+    ck_assert_int_eq(lm_calibration_save(cal, path, err, sizeof err), LM_OK);
+    ck_assert_int_eq(lm_scales_load(path, m, &b, err, sizeof err), LM_ERR_FORMAT);
+    unlink(path);
+    ck_assert_int_eq(lm_scales_load(path, m, &b, err, sizeof err), LM_ERR_MISSING);
+    ck_assert_int_eq(lm_scales_save(NULL, path, err, sizeof err), LM_ERR_INVALID_ARGUMENT);
+    lm_scales_free(a);
+    lm_calibration_free(cal);
+    free(w0);
+    free(w1);
+    lm_model_free(m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("ext_modes");
     add_tcase(s, "modes", 0, (const TTest *[]){ext_validation_and_prepare, modulate_A_formula, NULL});
-    add_tcase(s, "fixtures", 300, (const TTest *[]){ext_on_fixtures, modulated_calibration, NULL});
+    add_tcase(s, "fixtures", 300,
+              (const TTest *[]){ext_on_fixtures, modulated_calibration, spsa_scales, NULL});
     return run_suite(s);
 }

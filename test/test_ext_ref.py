@@ -27,6 +27,12 @@ compared with the reference:
              must both keep and drop tokens
   errors     bad scales and a calibration of the wrong kind give the
              documented statuses
+  SPSA       lm_scales_calibrate (a few iterations, both modes): s0 equals
+             the reference's draws exactly, the final scales within 1e-7
+             (the reference runs the same iterations in float64: the step
+             a_k g moves with the fp32 error of f(s+) - f(s-), ~1e-6 / c_k,
+             times a_k = 1e-3), both losses within 1e-5 of the reference's
+             cross-entropy, two runs bit-identical
 Exits non-zero on any failure; the last line is "N passed, M failed".
 """
 
@@ -257,6 +263,51 @@ def run_fixture(driver, fixdir, rng):
                     "%.2e from a scaled decode" % ea)
 
 
+def run_spsa(driver, fixdir, rng):
+    fx = os.path.basename(fixdir)
+    m = ref.load_model(fixdir)
+    W, nw, K = 24, 2, 4
+    wins = [[int(v) for v in rng.integers(0, m.V, W)] for _ in range(nw)]
+    for mode, code in (("mambaextend", EXTEND), ("modulation", MODULATION)):
+        seed = int(rng.integers(0, 2 ** 62))
+        parts = [np.array([code, K, seed, nw, W], dtype="<i8").tobytes(),
+                 np.asarray(wins, dtype="<i4").tobytes()]
+        with tempfile.TemporaryDirectory() as tmp:
+            pin, pout = os.path.join(tmp, "in.bin"), os.path.join(tmp, "out.bin")
+            open(pin, "wb").write(b"".join(parts))
+            proc = subprocess.run([driver, "--spsa", fixdir, pin, pout], capture_output=True,
+                                  timeout=600)
+            out = open(pout, "rb").read() if os.path.exists(pout) else b""
+        name = "%s: SPSA %s" % (fx, mode)
+        if not T.check(proc.returncode == 0 and len(out) >= 8, name + " driver",
+                       proc.stderr.decode("utf-8", "replace")[-300:]):
+            continue
+        st = int(np.frombuffer(out, "<i8", 1, 0)[0])
+        n = int(np.frombuffer(out, "<i8", 1, 8)[0])
+        o = 16 + n
+        if not T.check(st == LM_OK, name + " status", out[16:o].decode("utf-8", "replace")):
+            continue
+        nl = m.nl
+        s0 = np.frombuffer(out, "<f8", nl, o)
+        s1 = np.frombuffer(out, "<f8", nl, o + 8 * nl)
+        l0, l1 = np.frombuffer(out, "<f8", 2, o + 16 * nl)
+        iters, same = np.frombuffer(out, "<i8", 2, o + 16 * nl + 16)
+        r0, r1, f0, f1 = ref.spsa(m, mode, wins, K, seed)
+        T.check(iters == K and same == 1, name + ": two runs with one seed are bit-identical",
+                "iterations %d, same %d" % (iters, same))
+        T.check(np.array_equal(s0, r0), name + ": s0 = the documented draws",
+                "%s vs %s" % (s0, r0))
+        es = float(np.abs(s1 - r1).max())
+        T.err("SPSA final scales (absolute)", es)
+        T.check(es <= 1e-7, name + ": final scales vs reference", "err %.2e" % es)
+        T.check(float(np.abs(s1 - s0).max()) > 10 * max(es, 1e-9), name + ": the scales moved",
+                "by %.2e" % float(np.abs(s1 - s0).max()))
+        el = max(abs(l0 - f0), abs(l1 - f1))
+        T.err("SPSA losses (absolute, nats)", el)
+        T.check(el <= 1e-5, name + ": losses vs reference cross-entropy",
+                "err %.2e (%.6f %.6f vs %.6f %.6f)" % (el, l0, l1, f0, f1))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("driver")
@@ -267,6 +318,8 @@ def main():
     rng = np.random.default_rng(a.seed)
     for fx in FIXTURES:
         run_fixture(a.driver, os.path.join(a.fixtures, fx), rng)
+    for fx in ("m1-odd-f32", "m2-odd-f32"):
+        run_spsa(a.driver, os.path.join(a.fixtures, fx), rng)
     for k, v in sorted(T.worst.items()):
         print("%s %s: %.2e" % ("min" if k.startswith("-") else "max", k.lstrip("-"), v))
     print("%d passed, %d failed" % (T.passed, T.failed))

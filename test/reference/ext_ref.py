@@ -13,7 +13,11 @@ Hooks of a prefill (METHODS.md; decode steps run with none, §8):
     a_log_scale[l]   Modulation: A' = −exp(s_l · A_log) (not A·s)
     global_mask[l], tau[l]   LongMamba: a global channel (Mamba-2: head)
                      keeps token t iff Δ_t > τ (strict), on the unscaled Δ
-Also the per-layer Δ of a run (for LongMamba's decay under A', §6).
+Also the per-layer Δ of a run (for LongMamba's decay under A', §6), and
+the scales' calibration (§1, Pile schedule, with the objective of §8):
+
+    cross_entropy(model, windows, hooks)   mean next-token CE, every position
+    spsa(model, mode, windows, K, seed)    s0, the scales after K iterations
 """
 
 import json
@@ -246,3 +250,55 @@ def log_decay(model, deltas, a_log_scale):
         else:
             out[l] = A * d.sum(axis=0)
     return out
+
+
+# ---------------------------------------------------------------- SPSA (§1, §8)
+
+MASK64 = (1 << 64) - 1
+
+
+class SplitMix:
+    """The header's generator: x = seed; per draw x += golden, z = mix(x)."""
+
+    def __init__(self, seed):
+        self.x = seed & MASK64
+
+    def next(self):
+        self.x = (self.x + 0x9E3779B97F4A7C15) & MASK64
+        z = self.x
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+        return z ^ (z >> 31)
+
+
+def cross_entropy(model, windows, mode, scales):
+    """Mean over windows and positions t < T-1 of -log softmax(logits_t)[x_{t+1}],
+    each window a prefill from zero state with the mode's hook at scales."""
+    hook = {"delta_scale" if mode == "mambaextend" else "a_log_scale": scales}
+    total, count = 0.0, 0
+    for w in windows:
+        lg, _, _ = model.run(w, **hook)
+        lg = lg[:-1]
+        m = lg.max(axis=1)
+        lse = m + np.log(np.exp(lg - m[:, None]).sum(axis=1))
+        total += float((lse - lg[np.arange(len(w) - 1), np.asarray(w[1:])]).sum())
+        count += len(w) - 1
+    return total / count
+
+
+def spsa(model, mode, windows, K, seed, f=None):
+    """METHODS.md §1, Pile: s0 ~ U[0.75, 1); c_k = 0.1/(1+k)^0.1;
+    a_k = 1e-3 cos(k pi / 198); Rademacher delta; clamp at 0.01.
+    Returns (s0, s, f(s0), f(s)); f defaults to cross_entropy."""
+    f = f or (lambda s: cross_entropy(model, windows, mode, s))
+    rng = SplitMix(seed)
+    s0 = np.array([0.75 + 0.25 * ((rng.next() >> 11) * 2.0 ** -53) for _ in range(model.nl)])
+    s = s0.copy()
+    for k in range(K):
+        ck = 0.1 / (1.0 + k) ** 0.1
+        ak = 1e-3 * math.cos(k * math.pi / 198.0)
+        delta = np.array([1.0 if rng.next() >> 63 else -1.0 for _ in range(model.nl)])
+        fp = f(np.maximum(s + ck * delta, 0.01))
+        fm = f(np.maximum(s - ck * delta, 0.01))
+        s = np.maximum(s - ak * (fp - fm) / (2.0 * ck) * delta, 0.01)
+    return s0, s, f(s0), f(s)
