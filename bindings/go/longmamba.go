@@ -597,6 +597,209 @@ func (c *Calibration) release() {
 	}
 }
 
+// ---- MambaExtend / Modulation scales ------------------------------------------
+
+// SpsaOptions are lm_spsa_params; the zero value means defaults.
+type SpsaOptions struct {
+	Iterations int32  // 0 = 50 (MambaExtend) / 30 (Modulation)
+	Seed       uint64 // s0 and the Rademacher draws
+	// MambaExtend only: calibrate with LongMamba's filter on.
+	LongMamba       *Calibration
+	LongMambaParams *LongMambaParams
+}
+
+// ScalesInfo describes calibrated scales.
+type ScalesInfo struct {
+	Mode          Mode
+	Arch          Arch
+	NLayer        int64
+	TargetLength  int64
+	NWindows      int64
+	Iterations    int32
+	Seed          uint64
+	LossInitial   float64 // mean next-token cross-entropy at s0
+	LossFinal     float64 // at the returned scales
+	WithLongMamba bool
+	Fingerprint   uint64
+}
+
+// Scales are per-layer MambaExtend / Modulation scales from SPSA; Values
+// go to SetMambaExtend / SetModulation.
+type Scales struct {
+	h    handle
+	ptr  *C.lm_scales
+	info ScalesInfo
+}
+
+func wrapScales(p *C.lm_scales) (*Scales, error) {
+	var i C.lm_scales_info
+	i.struct_size = C.uint32_t(unsafe.Sizeof(i))
+	if st := C.lm_scales_get_info(p, &i); st != C.LM_OK {
+		C.lm_scales_free(p)
+		return nil, newError(st, "lm_scales_get_info failed")
+	}
+	sc := &Scales{ptr: p, info: ScalesInfo{
+		Mode: Mode(i.mode), Arch: Arch(i.arch), NLayer: int64(i.n_layer),
+		TargetLength: int64(i.target_length), NWindows: int64(i.n_windows),
+		Iterations: int32(i.iterations), Seed: uint64(i.seed),
+		LossInitial: float64(i.loss_initial), LossFinal: float64(i.loss_final),
+		WithLongMamba: i.with_longmamba != 0, Fingerprint: uint64(i.fingerprint),
+	}}
+	runtime.SetFinalizer(sc, func(sc *Scales) { sc.Close() })
+	return sc, nil
+}
+
+// CalibrateScales finds per-layer scales of mode (MambaExtend or
+// Modulation) by SPSA over token windows (lm_scales_calibrate).
+func (m *Model) CalibrateScales(mode Mode, windows [][]int32, opts *SpsaOptions) (*Scales, error) {
+	if opts == nil {
+		opts = &SpsaOptions{}
+	}
+	if !m.h.acquire() {
+		return nil, ErrClosed
+	}
+	defer m.release()
+	n := len(windows)
+	alloc := n
+	if alloc == 0 {
+		alloc = 1
+	}
+	ptrs := (**C.int32_t)(C.calloc(C.size_t(alloc), C.size_t(unsafe.Sizeof(uintptr(0)))))
+	lens := (*C.size_t)(C.calloc(C.size_t(alloc), C.size_t(unsafe.Sizeof(C.size_t(0)))))
+	ps := unsafe.Slice(ptrs, alloc)
+	ls := unsafe.Slice(lens, alloc)
+	defer func() {
+		for _, p := range ps {
+			C.free(unsafe.Pointer(p))
+		}
+		C.free(unsafe.Pointer(ptrs))
+		C.free(unsafe.Pointer(lens))
+	}()
+	for i, w := range windows {
+		ps[i] = cInt32s(w)
+		ls[i] = C.size_t(len(w))
+	}
+	// C memory: the params point at the LongMamba params
+	p := (*C.lm_spsa_params)(C.malloc(C.size_t(unsafe.Sizeof(C.lm_spsa_params{}))))
+	defer C.free(unsafe.Pointer(p))
+	C.lm_spsa_params_init(p)
+	p.iterations = C.int32_t(opts.Iterations)
+	p.seed = C.uint64_t(opts.Seed)
+	if opts.LongMamba != nil {
+		if !opts.LongMamba.h.acquire() {
+			return nil, ErrClosed
+		}
+		defer opts.LongMamba.release()
+		lp := (*C.lm_longmamba_params)(C.malloc(C.size_t(unsafe.Sizeof(C.lm_longmamba_params{}))))
+		defer C.free(unsafe.Pointer(lp))
+		C.lm_longmamba_params_init(lp)
+		if q := opts.LongMambaParams; q != nil {
+			if q.Theta != 0 {
+				lp.theta = C.double(q.Theta)
+			}
+			if q.ThresholdScale != 0 {
+				lp.threshold_scale = C.double(q.ThresholdScale)
+			}
+			if q.TriggerLength != 0 {
+				lp.trigger_length = C.int64_t(q.TriggerLength)
+			}
+		}
+		p.longmamba = opts.LongMamba.ptr
+		p.longmamba_params = lp
+	}
+	eb := newErrBuf()
+	defer eb.free()
+	var out *C.lm_scales
+	st := C.lm_scales_calibrate(m.ptr, C.lm_mode(mode), ptrs, lens, C.size_t(n), p, &out, eb.p, errCap)
+	if err := eb.err(st); err != nil {
+		return nil, err
+	}
+	return wrapScales(out)
+}
+
+// LoadScales loads a scales file; with a model it must belong to it.
+func LoadScales(path string, model *Model) (*Scales, error) {
+	var mp *C.lm_model
+	if model != nil {
+		if !model.h.acquire() {
+			return nil, ErrClosed
+		}
+		defer model.release()
+		mp = model.ptr
+	}
+	cpath := C.CString(path)
+	defer C.free(unsafe.Pointer(cpath))
+	eb := newErrBuf()
+	defer eb.free()
+	var out *C.lm_scales
+	if err := eb.err(C.lm_scales_load(cpath, mp, &out, eb.p, errCap)); err != nil {
+		return nil, err
+	}
+	return wrapScales(out)
+}
+
+// Info describes the scales.
+func (sc *Scales) Info() ScalesInfo { return sc.info }
+
+func (sc *Scales) get(initial bool) ([]float64, error) {
+	if !sc.h.acquire() {
+		return nil, ErrClosed
+	}
+	defer sc.release()
+	n := int(sc.info.NLayer)
+	buf := (*C.double)(C.malloc(C.size_t(n+1) * 8))
+	defer C.free(unsafe.Pointer(buf))
+	var st C.lm_status
+	if initial {
+		st = C.lm_scales_get(sc.ptr, nil, buf, C.size_t(n))
+	} else {
+		st = C.lm_scales_get(sc.ptr, buf, nil, C.size_t(n))
+	}
+	if st != C.LM_OK {
+		return nil, newError(st, "lm_scales_get failed")
+	}
+	out := make([]float64, n)
+	copy(out, unsafe.Slice((*float64)(unsafe.Pointer(buf)), n))
+	return out, nil
+}
+
+// Values returns the calibrated scales, one per layer.
+func (sc *Scales) Values() ([]float64, error) { return sc.get(false) }
+
+// Initial returns SPSA's s0.
+func (sc *Scales) Initial() ([]float64, error) { return sc.get(true) }
+
+// Save writes the scales as safetensors.
+func (sc *Scales) Save(path string) error {
+	if !sc.h.acquire() {
+		return ErrClosed
+	}
+	defer sc.release()
+	cpath := C.CString(path)
+	defer C.free(unsafe.Pointer(cpath))
+	eb := newErrBuf()
+	defer eb.free()
+	return eb.err(C.lm_scales_save(sc.ptr, cpath, eb.p, errCap))
+}
+
+func (sc *Scales) release() {
+	if sc.h.release() {
+		C.lm_scales_free(sc.ptr)
+		sc.ptr = nil
+		runtime.SetFinalizer(sc, nil)
+	}
+}
+
+// Close releases the scales.
+func (sc *Scales) Close() error {
+	if sc.h.close() {
+		C.lm_scales_free(sc.ptr)
+		sc.ptr = nil
+		runtime.SetFinalizer(sc, nil)
+	}
+	return nil
+}
+
 // ---- sessions -----------------------------------------------------------------
 
 // SessionOptions are lm_session_params; the zero value means defaults.

@@ -713,6 +713,54 @@ func TestMambaExtendAndModulation(t *testing.T) {
 	must(t, err)
 }
 
+func TestSpsaScales(t *testing.T) {
+	m := tiny(t)
+	V, nl := m.VocabSize(), int(m.Info().NLayer)
+	r := rng(9)
+	wins := [][]int32{r.tokens(24, V), r.tokens(24, V)}
+	o := &lm.SpsaOptions{Iterations: 2, Seed: 5}
+	a, err := m.CalibrateScales(lm.Modulation, wins, o)
+	must(t, err)
+	defer a.Close()
+	b, err := m.CalibrateScales(lm.Modulation, wins, o)
+	must(t, err)
+	defer b.Close()
+	va, err := a.Values()
+	must(t, err)
+	vb, _ := b.Values()
+	if len(va) != nl {
+		t.Fatal(len(va))
+	}
+	for i := range va {
+		if va[i] != vb[i] {
+			t.Fatal("one seed must give the same scales")
+		}
+	}
+	if i := a.Info(); i.Mode != lm.Modulation || i.Iterations != 2 || i.TargetLength != 24 || i.Seed != 5 {
+		t.Fatalf("info %+v", i)
+	}
+	path := filepath.Join(t.TempDir(), "scales.safetensors")
+	must(t, a.Save(path))
+	back, err := lm.LoadScales(path, m)
+	must(t, err)
+	defer back.Close()
+	if back.Info() != a.Info() {
+		t.Fatal("loaded info differs")
+	}
+	other, err := lm.LoadModel(fixture("m1-odd-f32"), cpu)
+	must(t, err)
+	defer other.Close()
+	_, err = lm.LoadScales(path, other)
+	wantStatus(t, err, lm.Mismatch)
+	s, _ := m.NewSession(nil)
+	defer s.Close()
+	must(t, s.SetModulation(va, nil, nil))
+	_, err = m.CalibrateScales(lm.Vanilla, wins, o)
+	wantStatus(t, err, lm.InvalidArgument)
+	_, err = m.CalibrateScales(lm.MambaExtend, wins, &lm.SpsaOptions{Iterations: -1})
+	wantStatus(t, err, lm.OutOfRange)
+}
+
 func TestScanFilteredMatchesTheFormula(t *testing.T) {
 	L, E, N := 11, 5, 4
 	r := rng(3)

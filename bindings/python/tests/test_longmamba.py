@@ -72,6 +72,7 @@ def test_struct_layouts_match_the_c_library():
                            (_capi.lm_decimamba_params, "lm_decimamba_params_init"),
                            (_capi.lm_mambaextend_params, "lm_mambaextend_params_init"),
                            (_capi.lm_modulation_params, "lm_modulation_params_init"),
+                           (_capi.lm_spsa_params, "lm_spsa_params_init"),
                            (_capi.lm_sampling_params, "lm_sampling_params_init")]:
         s = struct_t()
         getattr(lib, init)(ctypes.byref(s))
@@ -538,6 +539,31 @@ def test_mambaextend_and_modulation(tiny, array_mode):
         s.reset()
         assert all(math.isfinite(v) for v in flat(s.prefill(prompt)))
         s.set_vanilla()
+
+
+def test_spsa_scales(tiny, tmp_path):
+    V, nl = tiny.vocab_size, tiny.info.n_layer
+    wins = random_windows(V, 2, 24, 8)
+    a = tiny.calibrate_scales("modulation", wins, iterations=2, seed=5)
+    b = tiny.calibrate_scales(lm.Mode.MODULATION, wins, iterations=2, seed=5)
+    assert a.scales == b.scales and len(a.scales) == nl  # one seed, the same scales
+    assert all(0.75 <= v < 1.0 for v in a.initial_scales)
+    i = a.info
+    assert (i.mode, i.n_layer, i.target_length, i.n_windows, i.iterations, i.seed) == (
+        lm.Mode.MODULATION, nl, 24, 2, 2, 5)
+    assert math.isfinite(i.loss_initial) and math.isfinite(i.loss_final)
+    path = str(tmp_path / "scales.safetensors")
+    a.save(path)
+    back = lm.Scales.load(path, tiny)
+    assert back.scales == a.scales and back.info == a.info
+    with tiny.session() as s:
+        s.set_modulation(back.scales)
+    with pytest.raises(lm.LongMambaError) as e:
+        tiny.calibrate_scales("mambaextend", wins, iterations=-1)
+    assert e.value.status == lm.Status.OUT_OF_RANGE
+    with pytest.raises(lm.LongMambaError) as e:
+        tiny.calibrate_scales("mambaextend", wins, iterations=3, progress=lambda d, t: d >= 1)
+    assert e.value.status == lm.Status.ABORTED
 
 
 def test_decimamba_prefill(tiny):

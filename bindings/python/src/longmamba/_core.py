@@ -462,6 +462,21 @@ class CalibrationInfo:
     fingerprint: int
 
 
+@dataclass(frozen=True)
+class ScalesInfo:
+    mode: Mode
+    arch: Arch
+    n_layer: int
+    target_length: int
+    n_windows: int
+    iterations: int
+    seed: int
+    loss_initial: float   # mean next-token cross-entropy at s0
+    loss_final: float     # at the returned scales
+    with_longmamba: bool
+    fingerprint: int
+
+
 class Model(_Handle):
     """A loaded model (immutable; share it between threads and sessions).
 
@@ -536,6 +551,14 @@ class Model(_Handle):
         (for Session.set_modulation with the same scales)."""
         return Calibration._compute(self, windows, aggregation, clamp, buckets, progress,
                                     a_log_scales)
+
+    def calibrate_scales(self, mode, windows, iterations=0, seed=0, progress=None,
+                         calibration=None, theta=0.0, threshold_scale=0.0, trigger_length=0):
+        """Per-layer scales of Mode.MAMBAEXTEND or Mode.MODULATION by SPSA
+        (lm_scales_calibrate): iterations 0 = the library's default; with a
+        calibration (MambaExtend only) LongMamba's filter is on."""
+        return Scales._compute(self, mode, windows, iterations, seed, progress, calibration,
+                               theta, threshold_scale, trigger_length)
 
     def __repr__(self):
         if self.closed:
@@ -653,6 +676,100 @@ class Calibration(_Handle):
         i = self.info
         return "<longmamba.Calibration %d layers x %d channels, length %d, %d buckets>" % (
             i.n_layer, i.n_channels, i.calib_length, i.n_buckets)
+
+
+class Scales(_Handle):
+    """MambaExtend / Modulation scales from SPSA (immutable).  .scales go to
+    Session.set_mambaextend / set_modulation."""
+
+    _free_name = "lm_scales_free"
+
+    def __init__(self, _ptr):
+        super().__init__()
+        self._ptr = _ptr
+        i = _capi.lm_scales_info()
+        i.struct_size = ctypes.sizeof(i)
+        _check(_lib().lm_scales_get_info(self._ptr, byref(i)))
+        self.info = ScalesInfo(
+            mode=_enum(Mode, i.mode), arch=_enum(Arch, i.arch), n_layer=i.n_layer,
+            target_length=i.target_length, n_windows=i.n_windows, iterations=i.iterations,
+            seed=i.seed, loss_initial=i.loss_initial, loss_final=i.loss_final,
+            with_longmamba=bool(i.with_longmamba), fingerprint=i.fingerprint)
+
+    @classmethod
+    def _compute(cls, model, mode, windows, iterations, seed, progress, calibration, theta,
+                 threshold_scale, trigger_length):
+        lib = _lib()
+        wins = [_int32_in(w, "window %d" % i) for i, w in enumerate(windows)]
+        ptrs = (POINTER(c_int32) * max(len(wins), 1))(*[w[0] for w in wins])
+        lens = (c_size_t * max(len(wins), 1))(*[w[1] for w in wins])
+        p = _capi.lm_spsa_params()
+        lib.lm_spsa_params_init(byref(p))
+        p.iterations = int(iterations)
+        p.seed = int(seed)
+        prog = _Progress(progress)
+        p.progress = prog.c
+        lp = _capi.lm_longmamba_params()
+        lib.lm_longmamba_params_init(byref(lp))
+        lp.theta, lp.threshold_scale = float(theta), float(threshold_scale)
+        lp.trigger_length = int(trigger_length)
+        p.longmamba_params = ctypes.pointer(lp)
+        out = ctypes.c_void_p()
+        err = _errbuf()
+        model._acquire()
+        if calibration is not None:
+            calibration._acquire()
+            p.longmamba = calibration._ptr
+        try:
+            st = lib.lm_scales_calibrate(model._ptr, _enum_arg(Mode, mode, "mode"), ptrs, lens,
+                                         len(wins), byref(p), byref(out), err, _ERR_CAP)
+        finally:
+            if calibration is not None:
+                calibration._release()
+            model._release()
+        del wins
+        prog.reraise()
+        _check(st, err)
+        return cls(out.value)
+
+    @classmethod
+    def load(cls, path, model=None):
+        """Loads a scales file; with a model it must belong to that model."""
+        out = ctypes.c_void_p()
+        err = _errbuf()
+        mptr = model._handle() if model is not None else None
+        _check(_lib().lm_scales_load(os.fsencode(path), mptr, byref(out), err, _ERR_CAP), err)
+        return cls(out.value)
+
+    def save(self, path):
+        err = _errbuf()
+        _check(_lib().lm_scales_save(self._handle(), os.fsencode(path), err, _ERR_CAP), err)
+
+    def _get(self, initial):
+        n = self.info.n_layer
+        buf = (c_double * n)()
+        ptr = ctypes.cast(buf, POINTER(c_double))
+        _check(_lib().lm_scales_get(self._handle(), None if initial else ptr,
+                                    ptr if initial else None, n))
+        return list(buf)
+
+    @property
+    def scales(self):
+        """The calibrated scales, one per layer (a list of floats)."""
+        return self._get(False)
+
+    @property
+    def initial_scales(self):
+        """SPSA's s0."""
+        return self._get(True)
+
+    def __repr__(self):
+        if self.closed:
+            return "<longmamba.Scales closed>"
+        i = self.info
+        return "<longmamba.Scales %s %d layers, length %d, loss %.4f -> %.4f>" % (
+            getattr(i.mode, "name", i.mode).lower(), i.n_layer, i.target_length, i.loss_initial,
+            i.loss_final)
 
 
 def classify_channels(calibration, theta):

@@ -333,6 +333,34 @@ fn mambaextend_and_modulation() {
 }
 
 #[test]
+fn spsa_scales() {
+    let model = tiny();
+    let (v, nl) = (model.info().vocab_size as usize, model.info().n_layer as usize);
+    let mut rng = Rng(13);
+    let wins = [rng.tokens(24, v), rng.tokens(24, v)];
+    let wr: Vec<&[i32]> = wins.iter().map(|w| w.as_slice()).collect();
+    let p = SpsaParams { iterations: 2, seed: 5, ..Default::default() };
+    let a = model.calibrate_scales(Mode::MambaExtend, &wr, &p).unwrap();
+    let b = model.calibrate_scales(Mode::MambaExtend, &wr, &p).unwrap();
+    assert_eq!(a.scales(), b.scales());
+    assert_eq!(a.scales().len(), nl);
+    assert!(a.initial_scales().iter().all(|&s| (0.75..1.0).contains(&s)));
+    assert_eq!((a.info().mode, a.info().iterations, a.info().target_length), (Mode::MambaExtend, 2, 24));
+    let path = std::env::temp_dir().join(format!("lm-rust-scales-{}.safetensors", std::process::id()));
+    a.save(&path).unwrap();
+    let back = Scales::load(&path, Some(&model)).unwrap();
+    let other = Model::load(fixture("m1-odd-f32"), &cpu()).unwrap();
+    assert_eq!(Scales::load(&path, Some(&other)).unwrap_err().status(), Status::Mismatch);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(back.info(), a.info());
+    let mut s = model.session().unwrap();
+    s.set_mambaextend(&back.scales(), None).unwrap();
+    let bad = SpsaParams { iterations: -1, ..Default::default() };
+    assert_eq!(model.calibrate_scales(Mode::Modulation, &wr, &bad).unwrap_err().status(), Status::OutOfRange);
+    assert_eq!(model.calibrate_scales(Mode::Vanilla, &wr, &p).unwrap_err().status(), Status::InvalidArgument);
+}
+
+#[test]
 #[allow(clippy::neg_cmp_op_on_partial_ord)] // NaN-aware, as the header writes it
 fn scan_filtered_matches_the_formula() {
     let (l, e, n) = (11usize, 5usize, 4usize);
