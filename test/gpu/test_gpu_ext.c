@@ -247,6 +247,38 @@ static void fixture(const char *name)
                 free(st.p);
             }
         }
+        /* SPSA scales: deterministic on CUDA, and the CPU's within rounding */
+        for (int k = 0; k < 2 && tol == TOL_F32; k++) {
+            const lm_mode md = k ? LM_MODE_MODULATION : LM_MODE_MAMBAEXTEND;
+            lm_spsa_params sp;
+            lm_spsa_params_init(&sp);
+            sp.iterations = 2;
+            sp.seed = 3;
+            lm_scales *xc = NULL, *g1 = NULL, *g2 = NULL;
+            lm_status q1 = lm_scales_calibrate(mc, md, wins, lens, 2, &sp, &xc, err, sizeof err);
+            lm_status q2 = lm_scales_calibrate(mg, md, wins, lens, 2, &sp, &g1, err, sizeof err);
+            lm_status q3 = lm_scales_calibrate(mg, md, wins, lens, 2, &sp, &g2, err, sizeof err);
+            check(q1 == LM_OK && q2 == LM_OK && q3 == LM_OK, "%s: SPSA %s on both backends %s", name, names[k], err);
+            if (q1 == LM_OK && q2 == LM_OK && q3 == LM_OK) {
+                double sc[8], sg[8], sg2[8];
+                lm_scales_info ic = {.struct_size = sizeof ic}, ig = {.struct_size = sizeof ig};
+                lm_scales_get(xc, sc, NULL, 8);
+                lm_scales_get(g1, sg, NULL, 8);
+                lm_scales_get(g2, sg2, NULL, 8);
+                lm_scales_get_info(xc, &ic);
+                lm_scales_get_info(g1, &ig);
+                double es = 0;
+                for (int64_t l = 0; l < nl; l++) es = fmax(es, fabs(sc[l] - sg[l]));
+                check(!memcmp(sg, sg2, sizeof(double) * (size_t)nl), "%s: SPSA %s: one seed, bit-identical on CUDA",
+                      name, names[k]);
+                const double el = fmax(fabs(ic.loss_initial - ig.loss_initial), fabs(ic.loss_final - ig.loss_final));
+                check(es <= 1e-6 && el <= 1e-5 * ic.loss_initial,
+                      "%s: SPSA %s CUDA vs CPU: scales err %.2e, losses err %.2e", name, names[k], es, el);
+            }
+            lm_scales_free(xc);
+            lm_scales_free(g1);
+            lm_scales_free(g2);
+        }
         /* a one-token prefill is MambaExtend's, not the fused decode step */
         {
             lm_session *sc = NULL, *sg = NULL;
