@@ -140,7 +140,7 @@ typedef struct lmc_graph_key {
     int64_t L, n_out;      /* tokens (batched decode: sessions), logits rows */
     bool tf32;
     int mode;              /* decode mode it was captured with */
-    uint64_t filt;         /* which layers carry a LongMamba filter */
+    uint64_t filt;         /* which layers carry a LongMamba filter, and the scale hooks */
 } lmc_graph_key;
 
 typedef struct lmc_graph {
@@ -225,6 +225,7 @@ typedef struct lmc_session {
 
     uint8_t *flt_flag;     /* [n_layer][n_channels] LongMamba global flags */
     float *flt_tau;        /* [n_layer][n_channels] thresholds */
+    float *mod_A;          /* M2 [n_layer][H]: Modulation's A' of the forward */
     void *flt_blob;
 
     /* Host staging (pageable, grown on demand). */

@@ -48,6 +48,8 @@ typedef struct lmc_scan_args {
     float *chunk_s, *chunk_h;       /* scratch, lmc_scan_scratch_floats() floats in all */
     int chunk;                      /* tokens per chunk; 0 = choose */
     int n_sm;                       /* multiprocessors (chunk choice); 0 = 132 */
+    float d_scale;                  /* MambaExtend: d *= d_scale after the filter; 0 = 1 */
+    float a_scale;                  /* Modulation: A -> -(-A)^a_scale; 0 = 1 */
 } lmc_scan_args;
 
 /* Largest N the scan supports. */
@@ -90,6 +92,8 @@ cudaError_t lmc_add_rows(float *x, int64_t rows, int64_t n, const float *b, cuda
 cudaError_t lmc_convert(int dtype, const float *src, void *dst, size_t n, cudaStream_t st);
 /* x[i] *= s. */
 cudaError_t lmc_scale(float *x, size_t n, float s, cudaStream_t st);
+/* Mamba Modulation: out[i] = -(-A[i])^s = -exp(s A_log) for A = -exp(A_log). */
+cudaError_t lmc_modulate(const float *A, size_t n, float s, float *out, cudaStream_t st);
 
 /* ---- DeciMamba and Δ export (deci.cu) ---------------------------------- */
 
@@ -154,6 +158,11 @@ cudaError_t lmc_scan_step_batch(int dtype, const float *uf, const float *dt, con
 
 #define LMC_SSD_CHUNK 64
 
+/* MambaExtend on Mamba-2, in place over dl [L][H]: the LongMamba filter
+ * (flag may be NULL), then the scale: dl = (flag[h] && !(dl > tau[h])) ? 0
+ * : dl * s.  The SSD kernels then run without the filter. */
+cudaError_t lmc_ssd_delta_scale(float *dl, int64_t L, int H, const uint8_t *flag, const float *tau, float s,
+                                cudaStream_t st);
 /* dl[t][h] = softplus(zx[t][off + h] + b[h]), clamped to [lo, hi] when clamp. */
 cudaError_t lmc_ssd_delta(const float *zx, int64_t ld, int64_t off, int64_t L, int H, const float *b, int clamp,
                           float lo, float hi, float *dl, cudaStream_t st);

@@ -8,7 +8,8 @@
  *   dbc = u W_x^T                            cuBLAS  [dt_low | B | C]
  *   dt  = dt_low W_dt^T                      cuBLAS  (fp32)
  *   [Δ sink; DeciMamba: score, select on the host, gather]
- *   y   = scan(u, dt, ...)                   scan.cu (bias + softplus, filter, D, gate fused)
+ *   y   = scan(u, dt, ...)                   scan.cu (bias + softplus, filter, Δ scale,
+ *                                            Modulation's A', D, gate fused)
  *   res = res + y W_out^T (+ b_out)          cuBLAS, beta = 1 (the residual add)
  *
  * then the final norm and the head for the last n_out rows only.  The
@@ -173,6 +174,9 @@ lm_status pipeline(lmc_fwd *c, int64_t L, lmi_err *e)
         /* chunk_h after the chunk sums for the pass's token count (ensure()) */
         a.chunk_h = a.chunk_s + lmc_scan_scratch_s(1, f->n_tokens, E, N, 0, M->sm_count);
         a.n_sm = M->sm_count;
+        /* MambaExtend and Modulation: scalars of the scan (prefill only) */
+        a.d_scale = f->delta_scale ? f->delta_scale[l] : 0.f;
+        a.a_scale = f->a_log_scale ? f->a_log_scale[l] : 0.f;
         LMC_CK(lmc_scan(&a, st), "selective scan");
         ls = lmc_out_proj(S, T, G, D, E, S->y, L, res, tf32, e);
     }

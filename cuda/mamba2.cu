@@ -9,6 +9,7 @@
  *   u   = SiLU(conv1d(xBC) + b)  fp32 [L][CD]    conv.cu (state carried)
  *   dl  = clamp(softplus(dt + dt_bias))  [L][H]  lmc_ssd_delta
  *   [Δ sink; DeciMamba: score, host selection, gather]
+ *   [MambaExtend: dl = filter(dl) * s; Modulation: A' per head]   ssd.cu, norm.cu
  *   y   = SSD(x, dl, A, B, C) + D x   fp32       lmc_ssd_scan / lmc_ssd_step (LongMamba filter fused)
  *   yn  = RMSNorm_g(y * silu(z)) per group       lmc_gated_norm
  *   res = res + yn W_out^T (+ b)                 cuBLAS, beta = 1
@@ -160,13 +161,26 @@ lm_status pipeline(lmc_fwd *c, int64_t L, lmi_err *e)
         const bool filt = f->filters && f->filters[l].global;
         const uint8_t *flag = filt ? S->flt_flag + l * H : nullptr;
         const float *tau = filt ? S->flt_tau + l * H : nullptr;
+        const float *A = Ly->A;
+        if (f->delta_scale && f->delta_scale[l] != 1.f) {
+            /* MambaExtend: mask on the unscaled Δ, then scale; the SSD runs unfiltered */
+            LMC_CK(lmc_ssd_delta_scale(dlb, L, (int)H, flag, tau, f->delta_scale[l], st), "delta scale");
+            flag = nullptr;
+            tau = nullptr;
+        }
+        if (f->a_log_scale && f->a_log_scale[l] != 1.f) {
+            /* Modulation: the heads' A' */
+            float *Am = S->mod_A + l * H;
+            LMC_CK(lmc_modulate(Ly->A, (size_t)H, f->a_log_scale[l], Am, st), "modulation");
+            A = Am;
+        }
         float *y = static_cast<float *>(S->y);
         if (L == 1) {
-            LMC_CK(lmc_ssd_step(ub, CD, dlb, H, 1, (int)H, (int)P, (int)N, (int)G, (int)E, Ly->A, Ly->D, flag, tau,
+            LMC_CK(lmc_ssd_step(ub, CD, dlb, H, 1, (int)H, (int)P, (int)N, (int)G, (int)E, A, Ly->D, flag, tau,
                                 ssm_state, nullptr, 0, y, E, st),
                    "SSD step");
         } else {
-            lmc_ssd_args a = {L, (int)H, (int)P, (int)N, (int)G, (int)E, ub, CD, dlb, Ly->A, Ly->D,
+            lmc_ssd_args a = {L, (int)H, (int)P, (int)N, (int)G, (int)E, ub, CD, dlb, A, Ly->D,
                               flag, tau, ssm_state, y, E, S->chunk};
             LMC_CK(lmc_ssd_scan(&a, st), "SSD scan");
         }

@@ -111,6 +111,13 @@ __global__ void scale_kernel(float *x, size_t n, float s)
 }
 
 
+__global__ void modulate_kernel(const float *A, size_t n, float s, float *out)
+{
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        out[i] = -exp2f(s * log2f(-A[i]));
+}
+
 unsigned grid_for(size_t n)
 {
     size_t g = (n + 255) / 256;
@@ -177,6 +184,13 @@ extern "C" cudaError_t lmc_convert(int dtype, const float *src, void *dst, size_
     }
     if (src == dst) return cudaSuccess;
     return cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, st);
+}
+
+extern "C" cudaError_t lmc_modulate(const float *A, size_t n, float s, float *out, cudaStream_t st)
+{
+    if (n == 0) return cudaSuccess;
+    modulate_kernel<<<grid_for(n), 256, 0, st>>>(A, n, s, out);
+    return cudaGetLastError();
 }
 
 extern "C" cudaError_t lmc_scale(float *x, size_t n, float s, cudaStream_t st)

@@ -33,7 +33,15 @@ struct ScanP {
     void *y; int64_t ldy, y_bs;
     float *h;
     float *cs, *ch;
+    float dsc, asc;                 /* MambaExtend's Δ scale, Modulation's A scale (1: none) */
 };
+
+/* Modulation on A2 = A log2(e): A' = -(-A)^s (accurate log2f/exp2f, once
+ * per thread and state, outside the token loop). */
+__device__ __forceinline__ float modulate_a2(float a2, float s)
+{
+    return s == 1.f ? a2 : -exp2f(s * log2f(-a2 * 0.69314718055994531f)) * LMC_LOG2E;
+}
 
 /* ---- v3: the default kernel ---------------------------------------------
  * Same mapping and phases as v2 (chunk_kernel_v2 above), fewer instructions
@@ -142,7 +150,8 @@ __global__ void __launch_bounds__(kThreads, MB) chunk_kernel(ScanP p)
 
     float A2[NS], h[NS];
 #pragma unroll
-    for (int n = 0; n < NS; n++) A2[n] = n < p.N ? p.A2[e * p.N + n] : 0.f;
+    for (int n = 0; n < NS; n++) A2[n] = n < p.N ? modulate_a2(p.A2[e * p.N + n], p.asc) : 0.f;
+    const float dsc = p.dsc;
 
     const bool single = p.nc == 1;
     float *hstate = p.h + (b * p.E + e) * p.N;
@@ -189,6 +198,7 @@ __global__ void __launch_bounds__(kThreads, MB) chunk_kernel(ScanP p)
             const float sp = softplus_fast(d + dtb);
             d = soft ? sp : d;
             d = (filt && !(d > tau)) ? 0.f : d;
+            d *= dsc; /* MambaExtend, after the mask (1: exact no-op) */
             dd[j] = d;
             du[j] = d * ur[j];
             if (!FINAL) dsum += d;
@@ -279,7 +289,7 @@ __global__ void carry_kernel(ScanP p)
     const int64_t b = blockIdx.y;
     if (i >= p.E * p.N) return;
     const int64_t n = i / p.E, e = i - n * p.E;
-    const float a2 = p.A2[e * p.N + n];
+    const float a2 = modulate_a2(p.A2[e * p.N + n], p.asc);
     float *hs = p.h + (b * p.E + e) * p.N + n;
     float h = *hs;
     const float *s = p.cs + b * p.nc * p.E + e;
@@ -367,6 +377,8 @@ inline bool scan_params(const lmc_scan_args *a, ScanP &p)
     p.h = a->h;
     p.cs = a->chunk_s;
     p.ch = a->chunk_h;
+    p.dsc = a->d_scale > 0.f ? a->d_scale : 1.f;
+    p.asc = a->a_scale > 0.f ? a->a_scale : 1.f;
     if (p.nc > 1 && (!p.cs || !p.ch)) return false;
     /* the kernels index rows inside a chunk with 32-bit offsets */
     const int64_t lmax = (int64_t)INT32_MAX / p.chunk;

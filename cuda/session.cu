@@ -346,9 +346,12 @@ lm_status session_init(struct lm_session *s, lmi_err *e)
     TRY(cudaMalloc(&S->ssm_state, ssm_floats(d) * sizeof(float)), "recurrent state");
     TRY(cudaMemsetAsync(S->conv_state, 0, conv_floats(d) * sizeof(float), S->stream), "state reset");
     TRY(cudaMemsetAsync(S->ssm_state, 0, ssm_floats(d) * sizeof(float), S->stream), "state reset");
-    TRY(cudaMalloc(&S->flt_blob, lmc_align(LC) + LC * sizeof(float)), "filter arrays");
+    TRY(cudaMalloc(&S->flt_blob, lmc_align(LC) + lmc_align(LC * sizeof(float)) + LC * sizeof(float)),
+        "filter arrays");
     S->flt_flag = static_cast<uint8_t *>(S->flt_blob);
     S->flt_tau = reinterpret_cast<float *>(static_cast<char *>(S->flt_blob) + lmc_align(LC));
+    S->mod_A = reinterpret_cast<float *>(static_cast<char *>(S->flt_blob) + lmc_align(LC) +
+                                         lmc_align(LC * sizeof(float)));
     TRY(cudaMallocHost(&S->tok_pinned, sizeof(int32_t)), "pinned token buffer");
     TRY(cudaStreamSynchronize(S->stream), "session init");
 #undef TRY
@@ -595,21 +598,35 @@ lm_status upload_inputs(lmc_fwd *c, lmi_err *e)
     return LM_OK;
 }
 
-/* Which layers carry a LongMamba filter (0: none). */
+/* Which layers carry a LongMamba filter, and the scale hooks' values
+ * (kernel arguments baked into a graph); 0: none. */
 uint64_t filter_key(const struct lm_model *m, const lmi_forward *f)
 {
     uint64_t h = 0;
-    if (f->filters)
-        for (int64_t l = 0; l < m->dims.n_layer; l++)
-            if (f->filters[l].global) h = (h ^ (uint64_t)(l + 1)) * 0x100000001B3ull;
+    for (int64_t l = 0; l < m->dims.n_layer; l++) {
+        if (f->filters && f->filters[l].global) h = (h ^ (uint64_t)(l + 1)) * 0x100000001B3ull;
+        const float sc[2] = {f->delta_scale ? f->delta_scale[l] : 0.f, f->a_log_scale ? f->a_log_scale[l] : 0.f};
+        for (int k = 0; k < 2; k++) {
+            uint32_t bits;
+            memcpy(&bits, &sc[k], 4);
+            if (bits) h = (h ^ ((uint64_t)bits << 16 ^ (uint64_t)(2 * l + k + 1))) * 0x100000001B3ull;
+        }
+    }
     return h;
 }
+
 
 bool any_filter(const struct lm_model *m, const lmi_forward *f)
 {
     for (int64_t l = 0; f->filters && l < m->dims.n_layer; l++)
         if (f->filters[l].global) return true;
     return false;
+}
+
+/* A prefill hook that the fused one-token step does not apply. */
+bool has_hooks(const struct lm_model *m, const lmi_forward *f)
+{
+    return any_filter(m, f) || f->delta_scale || f->a_log_scale;
 }
 
 lm_status run_direct(lmc_fwd *c, lmi_err *e)
@@ -665,7 +682,8 @@ lm_status forward_async(struct lm_session *s, const lmi_forward *f, lmi_err *e)
     c.f = f;
     c.capture = false;
     lmc_session *S = c.S;
-    c.fused = c.M->arch->step && S->decode_mode != 0;
+    /* the fused step is plain decode: a one-token prefill with hooks runs the pipeline */
+    c.fused = c.M->arch->step && S->decode_mode != 0 && !has_hooks(m, f);
     c.pdl = S->decode_mode == 2 && !S->pdl_broken;
     LMC_CK(cudaSetDevice(S->device), "cudaSetDevice");
     lm_status ls = ensure(&c, e);
@@ -673,7 +691,7 @@ lm_status forward_async(struct lm_session *s, const lmi_forward *f, lmi_err *e)
     /* Graphs for the one-token step and for full session-size chunks (the
      * shapes that repeat); DeciMamba (host selection) and the Δ sink (host
      * callback) need the direct path. */
-    const bool step = f->n_tokens == 1 && f->n_out <= 1 && !f->sink && !any_filter(m, f) && !f->tokens_hook;
+    const bool step = f->n_tokens == 1 && f->n_out <= 1 && !f->sink && !has_hooks(m, f) && !f->tokens_hook;
     const bool chunk = f->n_tokens > 1 && f->n_tokens == s->chunk_size && !f->sink && !f->tokens_hook;
     bool direct = !step && !chunk;
     if (step || chunk) ls = run_graph(&c, step ? 0 : 1, &direct, e);

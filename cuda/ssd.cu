@@ -54,6 +54,16 @@ __global__ void delta_kernel(const float *__restrict__ zx, int64_t ld, int64_t o
     dl[i] = v;
 }
 
+__global__ void delta_scale_kernel(float *dl, int64_t L, int H, const uint8_t *flag, const float *tau, float s)
+{
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= L * H) return;
+    const int h = (int)(i % H);
+    const float d = dl[i];
+    /* the mask on the unscaled Δ, then the scale (METHODS.md §6) */
+    dl[i] = (flag && flag[h] && !(d > tau[h])) ? 0.f : d * s;
+}
+
 /* Δ of head h at chunk-local token s after the LongMamba filter (0 past Tc). */
 __device__ __forceinline__ float filtered_delta(const float *dl, int64_t t0, int s, int Tc, int H, int h,
                                                 bool filt, float tau)
@@ -407,6 +417,13 @@ extern "C" cudaError_t lmc_ssd_delta(const float *zx, int64_t ld, int64_t off, i
                                      int clamp, float lo, float hi, float *dl, cudaStream_t st)
 {
     delta_kernel<<<lmc_blocks(L * H, 256), 256, 0, st>>>(zx, ld, off, L, H, b, clamp, lo, hi, dl);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t lmc_ssd_delta_scale(float *dl, int64_t L, int H, const uint8_t *flag, const float *tau,
+                                           float s, cudaStream_t st)
+{
+    delta_scale_kernel<<<lmc_blocks(L * H, 256), 256, 0, st>>>(dl, L, H, flag, tau, s);
     return cudaGetLastError();
 }
 

@@ -314,6 +314,14 @@ typedef struct lm_calib_params {
     size_t n_buckets;
     lm_progress_fn progress;   /* per window */
     void *progress_user;
+    /* Mamba Modulation scales (one per layer, finite, > 0) or NULL: the
+     * windows run modulated (A' = -exp(s_l A_log) in every layer) and the
+     * log-decays use A', so that the calibration classifies LongMamba's
+     * channels of the modulated model (lm_modulation_params.longmamba
+     * needs one made with the same scales; lm_session_set_longmamba and
+     * MambaExtend refuse it).  Saved with the calibration.  (0.3) */
+    const double *a_log_scales;
+    size_t n_a_log_scales;
 } lm_calib_params;
 
 LM_API void lm_calib_params_init(lm_calib_params *params);
@@ -415,7 +423,9 @@ typedef struct lm_session lm_session;
 typedef enum lm_mode {
     LM_MODE_VANILLA = 0,
     LM_MODE_LONGMAMBA = 1,
-    LM_MODE_DECIMAMBA = 2
+    LM_MODE_DECIMAMBA = 2,
+    LM_MODE_MAMBAEXTEND = 3,   /* (0.3) lm_session_set_mambaextend */
+    LM_MODE_MODULATION = 4     /* (0.3) lm_session_set_modulation */
 } lm_mode;
 
 enum {
@@ -464,12 +474,122 @@ typedef struct lm_decimamba_params {
 
 LM_API void lm_decimamba_params_init(lm_decimamba_params *params);
 
+/* MambaExtend (0.3): at prefill, layer l's Δ = s_l * softplus(...) (for
+ * Mamba-2 after the time_step_limit clamp).  With a LongMamba calibration
+ * its filter runs too, deciding on the unscaled Δ; the kept Δ is scaled. */
+typedef struct lm_mambaextend_params {
+    uint32_t struct_size;
+    const double *scales;    /* s_l, one per layer (n_scales == n_layer), finite and > 0 */
+    size_t n_scales;
+    const lm_calibration *longmamba; /* NULL: no LongMamba; else borrowed like
+                                        lm_session_set_longmamba's (a vanilla calibration) */
+    const lm_longmamba_params *longmamba_params; /* NULL: LongMamba's defaults */
+} lm_mambaextend_params;
+
+/* Mamba Modulation (0.3): at prefill, layer l runs with A' = -exp(s_l *
+ * A_log) = -|A|^s_l (every entry of Mamba-1's A, every head of Mamba-2).
+ * With LongMamba, the calibration must have been made with
+ * lm_calib_params.a_log_scales equal to these scales (its channel
+ * classification uses A'), else LM_ERR_MISMATCH. */
+typedef struct lm_modulation_params {
+    uint32_t struct_size;
+    const double *scales;    /* s_l, one per layer (n_scales == n_layer), finite and > 0 */
+    size_t n_scales;
+    const lm_calibration *longmamba; /* NULL: no LongMamba; else borrowed */
+    const lm_longmamba_params *longmamba_params; /* NULL: LongMamba's defaults */
+} lm_modulation_params;
+
+/* (0.3) */
+LM_API void lm_mambaextend_params_init(lm_mambaextend_params *params);
+LM_API void lm_modulation_params_init(lm_modulation_params *params);
+
 /* Mode selection; takes effect from the next prefill.  Decode steps are
- * always vanilla.  The calibration is borrowed and must match the model. */
+ * always vanilla (every mode's prefill-only change is a METHODS.md choice).
+ * The calibration is borrowed and must match the model. */
 LM_API lm_status lm_session_set_vanilla(lm_session *session);
 LM_API lm_status lm_session_set_longmamba(lm_session *session, const lm_calibration *calib,
                                           const lm_longmamba_params *params);
 LM_API lm_status lm_session_set_decimamba(lm_session *session, const lm_decimamba_params *params);
+/* (0.3) params are required (the scales).  A NULL scales or n_scales other
+ * than n_layer: LM_ERR_INVALID_ARGUMENT; a scale that is not finite and > 0
+ * (also as a float): LM_ERR_OUT_OF_RANGE naming the layer; a calibration of
+ * another model, or made under other Modulation scales: LM_ERR_MISMATCH.
+ * On an error the session keeps its mode.  The scales are copied. */
+LM_API lm_status lm_session_set_mambaextend(lm_session *session,
+                                            const lm_mambaextend_params *params);
+LM_API lm_status lm_session_set_modulation(lm_session *session, const lm_modulation_params *params);
+
+/* ---- MambaExtend / Modulation scales by SPSA (0.3) ----------------------
+ * lm_scales_calibrate finds per-layer scales for LM_MODE_MAMBAEXTEND or
+ * LM_MODE_MODULATION by zeroth-order SPSA (forward passes only), with the
+ * schedule of MambaExtend's Pile calibration:
+ *   s0_l ~ U[0.75, 1);  for k = 0 .. K-1:
+ *     c_k = 0.1 / (1 + k)^0.1,  a_k = 1e-3 cos(k pi / 198),
+ *     delta_l = +-1 (Rademacher),  s+- = max(s +- c_k delta, 0.01),
+ *     g = (f(s+) - f(s-)) / (2 c_k) * delta,  s = max(s - a_k g, 0.01)
+ * f(s) is the mean next-token cross-entropy (nats) over the windows (every
+ * position of every window scored, each window one prompt from zero state)
+ * with the mode on at scales s.  The draws come from x = seed, then per
+ * draw x += 0x9E3779B97F4A7C15 and z = splitmix64's mix of x (the sampling
+ * rule's step 4): first one uniform (z >> 11) * 2^-53 per layer for s0,
+ * then per iteration one draw per layer, delta_l = +1 when z's top bit is
+ * set.  The same model, backend, windows and seed give bit-identical
+ * scales.  Windows are text held out from any evaluation, at the target
+ * length (the longest window is recorded as such). */
+typedef struct lm_scales lm_scales;
+
+typedef struct lm_spsa_params {
+    uint32_t struct_size;
+    int32_t iterations;      /* K; 0 = 50 (MambaExtend) / 30 (Modulation); < 0 is an error */
+    uint64_t seed;           /* s0 and the Rademacher draws; default 0 */
+    lm_progress_fn progress; /* after each iteration (done, total = K); nonzero stops */
+    void *progress_user;
+    /* MambaExtend only: calibrate with LongMamba's filter on (METHODS.md §6),
+     * as lm_mambaextend_params.longmamba; Modulation with it is
+     * LM_ERR_UNSUPPORTED (its calibration depends on the scales). */
+    const lm_calibration *longmamba;
+    const lm_longmamba_params *longmamba_params;
+} lm_spsa_params;
+
+typedef struct lm_scales_info {
+    uint32_t struct_size;    /* set by the caller; fields past it are not written */
+    lm_mode mode;            /* LM_MODE_MAMBAEXTEND or LM_MODE_MODULATION */
+    lm_arch arch;
+    int64_t n_layer;
+    int64_t target_length;   /* longest calibration window, tokens */
+    int64_t n_windows;
+    int32_t iterations;
+    uint64_t seed;
+    double loss_initial;     /* f(s0) */
+    double loss_final;       /* f at the returned scales */
+    int32_t with_longmamba;  /* 1: calibrated with LongMamba's filter on */
+    uint64_t fingerprint;    /* of the model */
+} lm_scales_info;
+
+/* (0.3) */
+LM_API void lm_spsa_params_init(lm_spsa_params *params);
+/* Runs SPSA (above) with an internal session of model.  Bad arguments:
+ * LM_ERR_INVALID_ARGUMENT (mode, windows, a window of < 2 tokens),
+ * LM_ERR_OUT_OF_RANGE (a token id, iterations < 0); the progress callback's
+ * stop: LM_ERR_ABORTED.  On failure *out is NULL. */
+LM_API lm_status lm_scales_calibrate(const lm_model *model, lm_mode mode,
+                                     const int32_t *const *windows, const size_t *lengths,
+                                     size_t n_windows, const lm_spsa_params *params,
+                                     lm_scales **out, char *err, size_t err_cap);
+/* Saves as safetensors: the scales and s0, with the model fingerprint, the
+ * mode, the target length and the SPSA settings and losses as metadata. */
+LM_API lm_status lm_scales_save(const lm_scales *scales, const char *path, char *err,
+                                size_t err_cap);
+/* Loads a scales file; with a model it must belong to that model
+ * (LM_ERR_MISMATCH otherwise); a malformed file is LM_ERR_FORMAT. */
+LM_API lm_status lm_scales_load(const char *path, const lm_model *model, lm_scales **out,
+                                char *err, size_t err_cap);
+LM_API void lm_scales_free(lm_scales *scales);
+LM_API lm_status lm_scales_get_info(const lm_scales *scales, lm_scales_info *info);
+/* The scales (for lm_*_params.scales) and/or s0, n_layer doubles each;
+ * either pointer may be NULL (not both). */
+LM_API lm_status lm_scales_get(const lm_scales *scales, double *out, double *initial,
+                               size_t cap);
 
 /* Total prompt length the next prefill calls will add up to (tokens after
  * the current position).  LongMamba picks its length bucket from it when a

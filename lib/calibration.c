@@ -36,6 +36,7 @@ void lm_calibration_free(lm_calibration *calib)
     lmi_free(calib->buckets);
     lmi_free(calib->log_decay);
     lmi_free(calib->thr);
+    lmi_free(calib->a_log_scales);
     lmi_free(calib);
 }
 
@@ -90,6 +91,7 @@ typedef struct calib_run {
     /* accumulators over windows */
     double *log_decay; /* [n_layer][C]: max, or running logsumexp for mean */
     double *thr;       /* [n_layer][n_buckets][C]: max, or running sum for mean */
+    const float *a_log_scales; /* [n_layer] Modulation (as the forward uses them), or NULL */
 } calib_run;
 
 static double log_add_exp(double a, double b)
@@ -113,6 +115,14 @@ static void calib_channel(calib_run *r, int64_t layer, const float *delta, int64
     double A_head = 0.0;
     lmi_mixer_find(ly->kind)->channel_A(d, ly, c, &A_row, &N, &A_head);
     float *thr_w = (float *)(scratch + 2 * T); /* n_buckets floats fit in n_buckets doubles */
+    if (r->a_log_scales) {
+        /* the decay of the modulated model: A' (N floats after thr_w) */
+        const double sl = r->a_log_scales[layer];
+        float *Am = (float *)(scratch + 2 * T + r->n_buckets);
+        for (int64_t n = 0; n < N; n++) Am[n] = lmi_modulate_A(A_row[n], sl);
+        if (N > 0) A_row = Am;
+        A_head = (double)lmi_modulate_A((float)A_head, sl);
+    }
     double ld = 0.0;
     lmi_channel_stats(delta + c, T, C, r->clamp, A_row, N, A_head, r->buckets, r->n_buckets,
                       scratch, &ld, thr_w);
@@ -276,25 +286,40 @@ static lm_status calibrate(const lm_model *model, const int32_t *const *windows,
         return lmi_fail(e, LM_ERR_BACKEND_UNAVAILABLE,
                         "calibrate: the model has no usable backend");
 
+    float *a_scales = NULL; /* the forward's hook */
+    if (p.a_log_scales || p.n_a_log_scales) {
+        st = lmi_layer_scales(model, "calibrate: a_log_scales", p.a_log_scales, p.n_a_log_scales,
+                              &a_scales, e);
+        if (st != LM_OK)
+            return st;
+    }
+
     calib_run r = {0};
     r.model = model;
     r.buckets = buckets;
     r.n_buckets = n_buckets;
     r.clamp = p.clamp;
     r.agg = p.aggregation;
+    r.a_log_scales = a_scales;
     r.n_threads = model->n_threads > 0 ? model->n_threads : 1;
 #ifndef _OPENMP
     r.n_threads = 1;
 #endif
     size_t C = (size_t)d->n_channels, nl = (size_t)d->n_layer;
-    r.scratch_stride = 2 * max_len + (size_t)n_buckets;
+    r.scratch_stride = 2 * max_len + (size_t)n_buckets + (size_t)d->d_state;
     r.scratch = lmi_alloc_raw((size_t)r.n_threads * r.scratch_stride, sizeof(double));
     r.seen = lmi_alloc(nl, 1);
     r.log_decay = lmi_alloc(nl * C, sizeof(double));
     r.thr = lmi_alloc(nl * C * (size_t)n_buckets, sizeof(double));
     lm_calibration *cal = calib_new(d->n_layer, d->n_channels, n_buckets);
     lm_session *s = NULL;
-    if (!r.scratch || !r.seen || !r.log_decay || !r.thr || !cal) {
+    if (cal && a_scales) {
+        cal->a_log_scales = lmi_alloc(nl, sizeof(double));
+        if (cal->a_log_scales)
+            memcpy(cal->a_log_scales, p.a_log_scales, nl * sizeof(double));
+    }
+    if (!r.scratch || !r.seen || !r.log_decay || !r.thr || !cal ||
+        (a_scales && !cal->a_log_scales)) {
         st = lmi_fail(e, LM_ERR_NO_MEMORY, "calibrate: out of memory for the statistics");
         goto fail;
     }
@@ -325,6 +350,7 @@ static lm_status calibrate(const lm_model *model, const int32_t *const *windows,
             .logits = NULL,
             .sink = calib_sink,
             .sink_ctx = &r,
+            .a_log_scale = a_scales,
         };
         st = model->vt->forward(s, &f, e);
         if (st != LM_OK)
@@ -361,12 +387,14 @@ static lm_status calibrate(const lm_model *model, const int32_t *const *windows,
     cal->fingerprint = model->fingerprint;
     lm_session_free(s);
     calib_run_free(&r);
+    lmi_free(a_scales);
     *out = cal;
     return LM_OK;
 
 fail:
     lm_session_free(s);
     calib_run_free(&r);
+    lmi_free(a_scales);
     lm_calibration_free(cal);
     return st;
 }
@@ -392,10 +420,14 @@ static lm_status calib_save(const lm_calibration *c, const char *path, lmi_err *
     int64_t sh_b[1] = {c->n_buckets};
     int64_t sh_d[2] = {c->n_layer, c->n_channels};
     int64_t sh_t[3] = {c->n_layer, c->n_buckets, c->n_channels};
-    lmi_st_out t[3] = {
+    int64_t sh_a[1] = {c->n_layer};
+    lmi_st_out t[4] = {
         {.name = "buckets", .dtype = LMI_ST_I64, .ndim = 1, .shape = sh_b, .data = c->buckets},
         {.name = "log_decay", .dtype = LMI_ST_F64, .ndim = 2, .shape = sh_d, .data = c->log_decay},
         {.name = "thresholds", .dtype = LMI_ST_F32, .ndim = 3, .shape = sh_t, .data = c->thr},
+        /* only in a calibration of a modulated model */
+        {.name = "a_log_scales", .dtype = LMI_ST_F64, .ndim = 1, .shape = sh_a,
+         .data = c->a_log_scales},
     };
     char fp[32], len[32], nw[32], clamp[40];
     snprintf(fp, sizeof fp, "%016" PRIx64, c->fingerprint);
@@ -407,7 +439,8 @@ static lm_status calib_save(const lm_calibration *c, const char *path, lmi_err *
     const char *vals[] = {
         LMI_CALIB_FORMAT, LMI_CALIB_VERSION, arch_name(c->arch), fp, len, nw, clamp,
         agg_name(c->agg)};
-    return lmi_st_write(path, t, 3, keys, vals, sizeof keys / sizeof keys[0], e);
+    return lmi_st_write(path, t, c->a_log_scales ? 4 : 3, keys, vals, sizeof keys / sizeof keys[0],
+                        e);
 }
 
 lm_status lm_calibration_save(const lm_calibration *calib, const char *path, char *err,
@@ -601,6 +634,29 @@ static lm_status calib_load(const char *path, const lm_model *model, lm_calibrat
                           "must be finite and >= 0",
                           path, i / per_layer, i % per_layer / (size_t)C, i % (size_t)C, (double)v);
             goto done;
+        }
+    }
+    if (lmi_st_find(&f, "a_log_scales")) {
+        const lmi_st_tensor *ta;
+        if ((st = tensor_get(&f, path, "a_log_scales", LMI_ST_F64, 1, &ta, e)))
+            goto done;
+        if (ta->shape[0] != nl) {
+            st = lmi_fail(e, LM_ERR_FORMAT, "%s: a_log_scales has %lld entries for %lld layers",
+                          path, (long long)ta->shape[0], (long long)nl);
+            goto done;
+        }
+        c->a_log_scales = lmi_alloc((size_t)nl, sizeof(double));
+        if (!c->a_log_scales) {
+            st = lmi_fail(e, LM_ERR_NO_MEMORY, "%s: out of memory", path);
+            goto done;
+        }
+        memcpy(c->a_log_scales, ta->data, (size_t)nl * sizeof(double));
+        for (int64_t l = 0; l < nl; l++) {
+            if (!isfinite(c->a_log_scales[l]) || !(c->a_log_scales[l] > 0.0)) {
+                st = lmi_fail(e, LM_ERR_FORMAT, "%s: a_log_scales[%lld] is %g", path, (long long)l,
+                              c->a_log_scales[l]);
+                goto done;
+            }
         }
     }
     c->arch = a;

@@ -378,6 +378,9 @@ struct lm_calibration {
     int64_t *buckets;      /* [n_buckets] */
     double *log_decay;     /* [n_layer][n_channels] */
     float *thr;            /* [n_layer][n_buckets][n_channels] */
+    double *a_log_scales;  /* [n_layer]: made under Mamba Modulation with these
+                            * scales (Δ of the modulated model, decay with A');
+                            * NULL: vanilla */
 };
 
 /* ---- the backend boundary ---------------------------------------------- */
@@ -435,7 +438,20 @@ typedef struct lmi_forward {
     lmi_delta_sink sink;       /* or NULL */
     void *sink_ctx;
     bool allow_tf32;
+    /* Scale hooks, [n_layer] each or NULL (all 1): s_l multiplies Δ after
+     * the softplus (Mamba-2: after the time_step_limit clamp) and after the
+     * Δ hook's mask, where the scan reads it (MambaExtend); the sink and the
+     * token hook see the unscaled Δ.  a_log_scale makes the scan use
+     * A' = -exp(s_l * A_log) = -(-A)^s_l (Mamba Modulation). */
+    const float *delta_scale;
+    const float *a_log_scale;
 } lmi_forward;
+
+/* A' = -exp(s * A_log) from A = -exp(A_log), in double; A itself for s = 1. */
+static inline float lmi_modulate_A(float A, double s)
+{
+    return s == 1.0 ? A : (float)-__builtin_exp(s * __builtin_log(-(double)A));
+}
 
 struct lmi_backend_vt {
     const char *name;
@@ -480,7 +496,8 @@ extern const lmi_backend_vt lmi_cpu_backend;
  * directly, so LMI_CUDA_MODULE_VERSION must be bumped whenever this table,
  * the vtable or those structs change; the loader also compares their
  * sizes as a cheap guard against a module from another build. */
-#define LMI_CUDA_MODULE_VERSION 5u /* 4: decode_sample in the vtable; 5: LMI_W_Q8_0 weights */
+#define LMI_CUDA_MODULE_VERSION 6u /* 4: decode_sample in the vtable; 5: LMI_W_Q8_0 weights;
+                                    * 6: scale hooks in lmi_forward */
 #define LMI_CUDA_MODULE_ENTRY "lmi_cuda_module_v1"
 #define LMI_CUDA_MODULE_FILE "libongmamba-cuda.so"
 #define LMI_CUDA_MODULE_ENV "LONGMAMBA_CUDA_MODULE"
@@ -599,6 +616,8 @@ typedef struct lmi_mode_ops {
 extern const lmi_mode_ops lmi_mode_vanilla;   /* lib/modes.c */
 extern const lmi_mode_ops lmi_mode_longmamba; /* lib/mode/longmamba.c */
 extern const lmi_mode_ops lmi_mode_decimamba; /* lib/mode/decimamba.c */
+extern const lmi_mode_ops lmi_mode_mambaextend; /* lib/mode/mambaextend.c */
+extern const lmi_mode_ops lmi_mode_modulation;  /* lib/mode/modulation.c */
 
 /* The row of a public mode value, or NULL. */
 const lmi_mode_ops *lmi_mode_find(lm_mode mode);
@@ -614,6 +633,26 @@ void lmi_modes_free(lm_session *s);
  * min_size) over dst (already holding the defaults). */
 bool lmi_copy_params(void *dst, size_t dst_size, const void *src, uint32_t src_size,
                      size_t min_size);
+/* Checks a caller's per-layer scales (n == n_layer, each finite and > 0;
+ * LM_ERR_INVALID_ARGUMENT / LM_ERR_OUT_OF_RANGE naming `who` and the
+ * layer) and returns them as floats in *out (lmi_free). */
+lm_status lmi_layer_scales(const lm_model *m, const char *who, const double *scales, size_t n,
+                           float **out, lmi_err *e);
+
+/* LongMamba's part of a mode, for modes that compose with it (mode/longmamba.c). */
+typedef struct lmi_longmamba lmi_longmamba;
+/* Checks calib and params against the session's model as
+ * lm_session_set_longmamba does (messages start with who).  a_log_scales
+ * ([n_layer] or NULL) are the Modulation scales the calibration must have
+ * been made under (lm_calib_params.a_log_scales), so that its channel
+ * classification used A'. */
+lm_status lmi_longmamba_new(lm_session *s, const char *who, const lm_calibration *calib,
+                            const lm_longmamba_params *params, const double *a_log_scales,
+                            lmi_longmamba **out);
+/* Fills f->filters for a prefill of prompt_len tokens (none below the trigger). */
+lm_status lmi_longmamba_prepare(lmi_longmamba *st, lmi_call call, int64_t prompt_len,
+                                lmi_forward *f);
+void lmi_longmamba_free(lmi_longmamba *st);
 
 /* ---- LongMamba / DeciMamba policy (lib/policy.c) ----------------------- */
 
@@ -663,6 +702,7 @@ typedef struct lmi_scan_m1 {
     const float *tau;        /* [E] */
     float *h;                /* [E][N] state, in/out */
     float *y;                /* [L][E] */
+    float d_scale;           /* Δ *= d_scale after the filter (MambaExtend); 0: none */
 } lmi_scan_m1;
 
 /* Runs on n_threads threads (OpenMP when available). */

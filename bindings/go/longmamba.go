@@ -24,6 +24,28 @@ package longmamba
 #include <stdlib.h>
 #include <string.h>
 #include <longmamba.h>
+
+// The two scale modes share one params layout; cgo calls them through these.
+static lm_status lmgo_set_scaled(lm_session *s, int modulation, const double *scales, size_t n,
+                                 const lm_calibration *c, const lm_longmamba_params *lp)
+{
+    if (modulation) {
+        lm_modulation_params p;
+        lm_modulation_params_init(&p);
+        p.scales = scales;
+        p.n_scales = n;
+        p.longmamba = c;
+        p.longmamba_params = lp;
+        return lm_session_set_modulation(s, &p);
+    }
+    lm_mambaextend_params p;
+    lm_mambaextend_params_init(&p);
+    p.scales = scales;
+    p.n_scales = n;
+    p.longmamba = c;
+    p.longmamba_params = lp;
+    return lm_session_set_mambaextend(s, &p);
+}
 */
 import "C"
 
@@ -161,6 +183,10 @@ const (
 	Vanilla   Mode = C.LM_MODE_VANILLA
 	LongMamba Mode = C.LM_MODE_LONGMAMBA
 	DeciMamba Mode = C.LM_MODE_DECIMAMBA
+	// MambaExtend: per-layer scales on Δ at prefill.
+	MambaExtend Mode = C.LM_MODE_MAMBAEXTEND
+	// Modulation: per-layer A' = -exp(s A_log) at prefill.
+	Modulation Mode = C.LM_MODE_MODULATION
 )
 
 // handle is the shared lifetime logic: users (sessions) keep it alive past
@@ -324,6 +350,9 @@ type CalibOptions struct {
 	Mean    bool    // aggregate windows by mean instead of max
 	Clamp   float64 // sc in [0, 0.2]; 0 = off
 	Buckets []int64 // ascending prompt lengths; nil = LongMamba's list
+	// Mamba Modulation scales, one per layer: a calibration of the modulated
+	// model, for SetModulation with these scales.  nil = vanilla.
+	ALogScales []float64
 }
 
 // CalibrationInfo describes a calibration.
@@ -374,6 +403,14 @@ func cInt32s(v []int32) *C.int32_t {
 	return p
 }
 
+// cDoubles copies v to C memory (free it); never NULL, so an empty slice
+// still reaches the library as a list (of 0 entries).
+func cDoubles(v []float64) *C.double {
+	p := (*C.double)(C.malloc(C.size_t(len(v)+1) * 8))
+	copy(unsafe.Slice((*float64)(unsafe.Pointer(p)), len(v)), v)
+	return p
+}
+
 // Calibrate runs LongMamba calibration over token windows.
 func (m *Model) Calibrate(windows [][]int32, opts *CalibOptions) (*Calibration, error) {
 	if opts == nil {
@@ -416,6 +453,12 @@ func (m *Model) Calibrate(windows [][]int32, opts *CalibOptions) (*Calibration, 
 		copy(unsafe.Slice((*int64)(unsafe.Pointer(b)), nb), opts.Buckets)
 		p.buckets = b
 		p.n_buckets = C.size_t(nb)
+	}
+	if opts.ALogScales != nil {
+		a := cDoubles(opts.ALogScales)
+		defer C.free(unsafe.Pointer(a))
+		p.a_log_scales = a
+		p.n_a_log_scales = C.size_t(len(opts.ALogScales))
 	}
 	eb := newErrBuf()
 	defer eb.free()
@@ -552,6 +595,209 @@ func (c *Calibration) release() {
 		c.free()
 		runtime.SetFinalizer(c, nil)
 	}
+}
+
+// ---- MambaExtend / Modulation scales ------------------------------------------
+
+// SpsaOptions are lm_spsa_params; the zero value means defaults.
+type SpsaOptions struct {
+	Iterations int32  // 0 = 50 (MambaExtend) / 30 (Modulation)
+	Seed       uint64 // s0 and the Rademacher draws
+	// MambaExtend only: calibrate with LongMamba's filter on.
+	LongMamba       *Calibration
+	LongMambaParams *LongMambaParams
+}
+
+// ScalesInfo describes calibrated scales.
+type ScalesInfo struct {
+	Mode          Mode
+	Arch          Arch
+	NLayer        int64
+	TargetLength  int64
+	NWindows      int64
+	Iterations    int32
+	Seed          uint64
+	LossInitial   float64 // mean next-token cross-entropy at s0
+	LossFinal     float64 // at the returned scales
+	WithLongMamba bool
+	Fingerprint   uint64
+}
+
+// Scales are per-layer MambaExtend / Modulation scales from SPSA; Values
+// go to SetMambaExtend / SetModulation.
+type Scales struct {
+	h    handle
+	ptr  *C.lm_scales
+	info ScalesInfo
+}
+
+func wrapScales(p *C.lm_scales) (*Scales, error) {
+	var i C.lm_scales_info
+	i.struct_size = C.uint32_t(unsafe.Sizeof(i))
+	if st := C.lm_scales_get_info(p, &i); st != C.LM_OK {
+		C.lm_scales_free(p)
+		return nil, newError(st, "lm_scales_get_info failed")
+	}
+	sc := &Scales{ptr: p, info: ScalesInfo{
+		Mode: Mode(i.mode), Arch: Arch(i.arch), NLayer: int64(i.n_layer),
+		TargetLength: int64(i.target_length), NWindows: int64(i.n_windows),
+		Iterations: int32(i.iterations), Seed: uint64(i.seed),
+		LossInitial: float64(i.loss_initial), LossFinal: float64(i.loss_final),
+		WithLongMamba: i.with_longmamba != 0, Fingerprint: uint64(i.fingerprint),
+	}}
+	runtime.SetFinalizer(sc, func(sc *Scales) { sc.Close() })
+	return sc, nil
+}
+
+// CalibrateScales finds per-layer scales of mode (MambaExtend or
+// Modulation) by SPSA over token windows (lm_scales_calibrate).
+func (m *Model) CalibrateScales(mode Mode, windows [][]int32, opts *SpsaOptions) (*Scales, error) {
+	if opts == nil {
+		opts = &SpsaOptions{}
+	}
+	if !m.h.acquire() {
+		return nil, ErrClosed
+	}
+	defer m.release()
+	n := len(windows)
+	alloc := n
+	if alloc == 0 {
+		alloc = 1
+	}
+	ptrs := (**C.int32_t)(C.calloc(C.size_t(alloc), C.size_t(unsafe.Sizeof(uintptr(0)))))
+	lens := (*C.size_t)(C.calloc(C.size_t(alloc), C.size_t(unsafe.Sizeof(C.size_t(0)))))
+	ps := unsafe.Slice(ptrs, alloc)
+	ls := unsafe.Slice(lens, alloc)
+	defer func() {
+		for _, p := range ps {
+			C.free(unsafe.Pointer(p))
+		}
+		C.free(unsafe.Pointer(ptrs))
+		C.free(unsafe.Pointer(lens))
+	}()
+	for i, w := range windows {
+		ps[i] = cInt32s(w)
+		ls[i] = C.size_t(len(w))
+	}
+	// C memory: the params point at the LongMamba params
+	p := (*C.lm_spsa_params)(C.malloc(C.size_t(unsafe.Sizeof(C.lm_spsa_params{}))))
+	defer C.free(unsafe.Pointer(p))
+	C.lm_spsa_params_init(p)
+	p.iterations = C.int32_t(opts.Iterations)
+	p.seed = C.uint64_t(opts.Seed)
+	if opts.LongMamba != nil {
+		if !opts.LongMamba.h.acquire() {
+			return nil, ErrClosed
+		}
+		defer opts.LongMamba.release()
+		lp := (*C.lm_longmamba_params)(C.malloc(C.size_t(unsafe.Sizeof(C.lm_longmamba_params{}))))
+		defer C.free(unsafe.Pointer(lp))
+		C.lm_longmamba_params_init(lp)
+		if q := opts.LongMambaParams; q != nil {
+			if q.Theta != 0 {
+				lp.theta = C.double(q.Theta)
+			}
+			if q.ThresholdScale != 0 {
+				lp.threshold_scale = C.double(q.ThresholdScale)
+			}
+			if q.TriggerLength != 0 {
+				lp.trigger_length = C.int64_t(q.TriggerLength)
+			}
+		}
+		p.longmamba = opts.LongMamba.ptr
+		p.longmamba_params = lp
+	}
+	eb := newErrBuf()
+	defer eb.free()
+	var out *C.lm_scales
+	st := C.lm_scales_calibrate(m.ptr, C.lm_mode(mode), ptrs, lens, C.size_t(n), p, &out, eb.p, errCap)
+	if err := eb.err(st); err != nil {
+		return nil, err
+	}
+	return wrapScales(out)
+}
+
+// LoadScales loads a scales file; with a model it must belong to it.
+func LoadScales(path string, model *Model) (*Scales, error) {
+	var mp *C.lm_model
+	if model != nil {
+		if !model.h.acquire() {
+			return nil, ErrClosed
+		}
+		defer model.release()
+		mp = model.ptr
+	}
+	cpath := C.CString(path)
+	defer C.free(unsafe.Pointer(cpath))
+	eb := newErrBuf()
+	defer eb.free()
+	var out *C.lm_scales
+	if err := eb.err(C.lm_scales_load(cpath, mp, &out, eb.p, errCap)); err != nil {
+		return nil, err
+	}
+	return wrapScales(out)
+}
+
+// Info describes the scales.
+func (sc *Scales) Info() ScalesInfo { return sc.info }
+
+func (sc *Scales) get(initial bool) ([]float64, error) {
+	if !sc.h.acquire() {
+		return nil, ErrClosed
+	}
+	defer sc.release()
+	n := int(sc.info.NLayer)
+	buf := (*C.double)(C.malloc(C.size_t(n+1) * 8))
+	defer C.free(unsafe.Pointer(buf))
+	var st C.lm_status
+	if initial {
+		st = C.lm_scales_get(sc.ptr, nil, buf, C.size_t(n))
+	} else {
+		st = C.lm_scales_get(sc.ptr, buf, nil, C.size_t(n))
+	}
+	if st != C.LM_OK {
+		return nil, newError(st, "lm_scales_get failed")
+	}
+	out := make([]float64, n)
+	copy(out, unsafe.Slice((*float64)(unsafe.Pointer(buf)), n))
+	return out, nil
+}
+
+// Values returns the calibrated scales, one per layer.
+func (sc *Scales) Values() ([]float64, error) { return sc.get(false) }
+
+// Initial returns SPSA's s0.
+func (sc *Scales) Initial() ([]float64, error) { return sc.get(true) }
+
+// Save writes the scales as safetensors.
+func (sc *Scales) Save(path string) error {
+	if !sc.h.acquire() {
+		return ErrClosed
+	}
+	defer sc.release()
+	cpath := C.CString(path)
+	defer C.free(unsafe.Pointer(cpath))
+	eb := newErrBuf()
+	defer eb.free()
+	return eb.err(C.lm_scales_save(sc.ptr, cpath, eb.p, errCap))
+}
+
+func (sc *Scales) release() {
+	if sc.h.release() {
+		C.lm_scales_free(sc.ptr)
+		sc.ptr = nil
+		runtime.SetFinalizer(sc, nil)
+	}
+}
+
+// Close releases the scales.
+func (sc *Scales) Close() error {
+	if sc.h.close() {
+		C.lm_scales_free(sc.ptr)
+		sc.ptr = nil
+		runtime.SetFinalizer(sc, nil)
+	}
+	return nil
 }
 
 // ---- sessions -----------------------------------------------------------------
@@ -950,6 +1196,67 @@ func (s *Session) SetLongMamba(c *Calibration, params *LongMambaParams) error {
 	s.calib = c
 	s.mode = LongMamba
 	return nil
+}
+
+func (s *Session) setScaled(mode Mode, scales []float64, c *Calibration, params *LongMambaParams) error {
+	if params == nil {
+		params = &LongMambaParams{}
+	}
+	if err := s.lock(); err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	var cp *C.lm_calibration
+	if c != nil {
+		if !c.h.acquire() {
+			return ErrClosed
+		}
+		cp = c.ptr
+	}
+	// C memory: the library reads these during the call only
+	sc := cDoubles(scales)
+	defer C.free(unsafe.Pointer(sc))
+	lp := (*C.lm_longmamba_params)(C.malloc(C.size_t(unsafe.Sizeof(C.lm_longmamba_params{}))))
+	defer C.free(unsafe.Pointer(lp))
+	C.lm_longmamba_params_init(lp)
+	if params.Theta != 0 {
+		lp.theta = C.double(params.Theta)
+	}
+	if params.ThresholdScale != 0 {
+		lp.threshold_scale = C.double(params.ThresholdScale)
+	}
+	if params.TriggerLength != 0 {
+		lp.trigger_length = C.int64_t(params.TriggerLength)
+	}
+	mod := C.int(0)
+	if mode == Modulation {
+		mod = 1
+	}
+	if err := s.check(C.lmgo_set_scaled(s.ptr, mod, sc, C.size_t(len(scales)), cp, lp)); err != nil {
+		if c != nil {
+			c.release()
+		}
+		return err
+	}
+	s.dropCalib()
+	s.calib = c
+	s.mode = mode
+	return nil
+}
+
+// SetMambaExtend switches to MambaExtend from the next prefill: Δ of layer l
+// times scales[l] (one per layer, finite and > 0).  With a (vanilla)
+// calibration c, LongMamba's filter too, decided on the unscaled Δ; the
+// session keeps c open like SetLongMamba.  params may be nil.
+func (s *Session) SetMambaExtend(scales []float64, c *Calibration, params *LongMambaParams) error {
+	return s.setScaled(MambaExtend, scales, c, params)
+}
+
+// SetModulation switches to Mamba Modulation from the next prefill: layer l
+// runs with A' = -exp(scales[l] A_log).  With LongMamba, c must come from
+// Calibrate with ALogScales equal to scales.
+func (s *Session) SetModulation(scales []float64, c *Calibration, params *LongMambaParams) error {
+	return s.setScaled(Modulation, scales, c, params)
 }
 
 // SetDeciMamba switches to DeciMamba mode from the next prefill.

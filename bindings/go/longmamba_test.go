@@ -651,6 +651,116 @@ func TestCalibrationClassificationLongMamba(t *testing.T) {
 	wantStatus(t, err, lm.InvalidArgument)
 }
 
+func TestMambaExtendAndModulation(t *testing.T) {
+	m := tiny(t)
+	V, nl := m.VocabSize(), int(m.Info().NLayer)
+	r := rng(7)
+	prompt := r.tokens(40, V)
+	fill := func(v float64) []float64 {
+		s := make([]float64, nl)
+		for i := range s {
+			s[i] = v
+		}
+		return s
+	}
+	s, _ := m.NewSession(nil)
+	defer s.Close()
+	vanilla, err := s.Prefill(prompt, 1)
+	must(t, err)
+	// scales of 1 are vanilla bit for bit; others change the prefill
+	must(t, s.Reset())
+	must(t, s.SetMambaExtend(fill(1), nil, nil))
+	same, err := s.Prefill(prompt, 1)
+	must(t, err)
+	for i := range same {
+		if same[i] != vanilla[i] {
+			t.Fatal("MambaExtend with scales of 1 must be vanilla")
+		}
+	}
+	for _, mode := range []lm.Mode{lm.MambaExtend, lm.Modulation} {
+		must(t, s.Reset())
+		if mode == lm.MambaExtend {
+			must(t, s.SetMambaExtend(fill(4), nil, nil))
+		} else {
+			must(t, s.SetModulation(fill(0.3), nil, nil))
+		}
+		if s.Mode() != mode {
+			t.Fatal(s.Mode())
+		}
+		out, err := s.Prefill(prompt, 1)
+		must(t, err)
+		if rel, _ := relErr(out, f64(vanilla)); !(rel > 1e-4) {
+			t.Fatalf("mode %d changed nothing (rel %.3g)", mode, rel)
+		}
+	}
+	wantStatus(t, s.SetMambaExtend(fill(1)[1:], nil, nil), lm.InvalidArgument)
+	wantStatus(t, s.SetModulation(fill(0), nil, nil), lm.OutOfRange)
+	// with LongMamba: Modulation needs a calibration made under its scales
+	wins := [][]int32{r.tokens(32, V), r.tokens(32, V)}
+	cal, err := m.Calibrate(wins, nil)
+	must(t, err)
+	defer cal.Close()
+	mcal, err := m.Calibrate(wins, &lm.CalibOptions{ALogScales: fill(0.5)})
+	must(t, err)
+	defer mcal.Close()
+	lp := &lm.LongMambaParams{TriggerLength: 10}
+	wantStatus(t, s.SetModulation(fill(0.5), cal, lp), lm.Mismatch)
+	wantStatus(t, s.SetMambaExtend(fill(2), mcal, lp), lm.Mismatch)
+	must(t, s.SetModulation(fill(0.5), mcal, lp))
+	must(t, s.SetMambaExtend(fill(2), cal, lp))
+	must(t, s.Reset())
+	_, err = s.Prefill(prompt, 1)
+	must(t, err)
+}
+
+func TestSpsaScales(t *testing.T) {
+	m := tiny(t)
+	V, nl := m.VocabSize(), int(m.Info().NLayer)
+	r := rng(9)
+	wins := [][]int32{r.tokens(24, V), r.tokens(24, V)}
+	o := &lm.SpsaOptions{Iterations: 2, Seed: 5}
+	a, err := m.CalibrateScales(lm.Modulation, wins, o)
+	must(t, err)
+	defer a.Close()
+	b, err := m.CalibrateScales(lm.Modulation, wins, o)
+	must(t, err)
+	defer b.Close()
+	va, err := a.Values()
+	must(t, err)
+	vb, _ := b.Values()
+	if len(va) != nl {
+		t.Fatal(len(va))
+	}
+	for i := range va {
+		if va[i] != vb[i] {
+			t.Fatal("one seed must give the same scales")
+		}
+	}
+	if i := a.Info(); i.Mode != lm.Modulation || i.Iterations != 2 || i.TargetLength != 24 || i.Seed != 5 {
+		t.Fatalf("info %+v", i)
+	}
+	path := filepath.Join(t.TempDir(), "scales.safetensors")
+	must(t, a.Save(path))
+	back, err := lm.LoadScales(path, m)
+	must(t, err)
+	defer back.Close()
+	if back.Info() != a.Info() {
+		t.Fatal("loaded info differs")
+	}
+	other, err := lm.LoadModel(fixture("m1-odd-f32"), cpu)
+	must(t, err)
+	defer other.Close()
+	_, err = lm.LoadScales(path, other)
+	wantStatus(t, err, lm.Mismatch)
+	s, _ := m.NewSession(nil)
+	defer s.Close()
+	must(t, s.SetModulation(va, nil, nil))
+	_, err = m.CalibrateScales(lm.Vanilla, wins, o)
+	wantStatus(t, err, lm.InvalidArgument)
+	_, err = m.CalibrateScales(lm.MambaExtend, wins, &lm.SpsaOptions{Iterations: -1})
+	wantStatus(t, err, lm.OutOfRange)
+}
+
 func TestScanFilteredMatchesTheFormula(t *testing.T) {
 	L, E, N := 11, 5, 4
 	r := rng(3)

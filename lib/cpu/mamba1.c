@@ -3,8 +3,9 @@
  * x | z, causal conv + SiLU, x_proj to dt_low | B | C (Falcon-Mamba:
  * each normalised by its RMS, lmi_dims.bcdt_rms_eps), dt_proj, the
  * selective scan with the D skip and the SiLU(z) gate (lmi_cpu_scan_m1,
- * which also applies the LongMamba filter where Δ is read), out_proj into
- * the residual stream.
+ * which also applies the LongMamba filter and MambaExtend's scale where Δ
+ * is read; Modulation's A' computed per layer), out_proj into the
+ * residual stream.
  *
  * Activations are token-major [T][features] so that every projection is
  * one row-major GEMM against the [out][in] weight; T == 1 uses GEMV.
@@ -28,6 +29,7 @@ typedef struct m1_scratch {
     int64_t *idx;      /* [cap] kept indices */
     int64_t *sel;      /* [cap] selection scratch */
     float *head;       /* [K-1][E] conv state transposed */
+    float *Amod;       /* [E][N] Modulation's A' of the current layer */
 } m1_scratch;
 
 /* Δ = F.softplus(dt + dt_bias), in place over [T][E]. */
@@ -89,8 +91,18 @@ static lm_status m1_reserve(void **scratch, const lmi_dims *d, int64_t T, lmi_er
         {(void **)&sc->idx, n * sizeof(int64_t)},
         {(void **)&sc->sel, n * sizeof(int64_t)},
         {(void **)&sc->head, (size_t)((d->d_conv - 1) * d->conv_dim) * f},
+        {(void **)&sc->Amod, E * (size_t)d->d_state * f},
     };
     return lmi_cpu_scratch_carve(&sc->base, rows, sizeof rows / sizeof rows[0], T, e);
+}
+
+/* The A the scan reads in layer l: A itself, or Modulation's A' in Amod. */
+static const float *layer_A(const lmi_forward *f, int64_t l, const float *A, int64_t n, float *Amod)
+{
+    if (!f->a_log_scale || f->a_log_scale[l] == 1.0f) return A;
+    const double s = f->a_log_scale[l];
+    for (int64_t i = 0; i < n; i++) Amod[i] = lmi_modulate_A(A[i], s);
+    return Amod;
 }
 
 /* The token hook in one layer: scores ||Δ[t,:]||_2, keeps the chosen rows
@@ -148,7 +160,7 @@ static lm_status m1_forward(const lmi_cpu_layer *c, void *scratch, const lmi_for
         .delta = sc->dt,
         .dt_softplus = !explicit_delta,
         .dt_bias = lmi_weight_f32(&w->dt_b),
-        .A = lmi_weight_f32(&w->A),
+        .A = layer_A(f, l, lmi_weight_f32(&w->A), E * N, sc->Amod),
         .B = sc->xdbl + R,
         .C = sc->xdbl + R + N,
         .ldbc = nx,
@@ -159,6 +171,7 @@ static lm_status m1_forward(const lmi_cpu_layer *c, void *scratch, const lmi_for
         .tau = flt && flt->global ? flt->tau : NULL,
         .h = state[LMI_STATE_SSM],
         .y = sc->y,
+        .d_scale = f->delta_scale ? f->delta_scale[l] : 0.0f,
     };
     lmi_cpu_scan_m1(&sa, nt);
     /* hidden_states = residual + self.out_proj(y) */

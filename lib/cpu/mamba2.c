@@ -14,7 +14,8 @@
  * token-by-token runs bit-identical per head.  Heads run in parallel.
  *
  * LongMamba acts per head (a head is one channel): a filtered head with
- * !(Δ > τ) gets Δ = 0 for that token, in the scan loop.  The token hook
+ * !(Δ > τ) gets Δ = 0 for that token, in the scan loop; MambaExtend then
+ * scales Δ there, Modulation swaps the heads' A for A'.  The token hook
  * scores a token by the L2 norm of Δ over the heads.
  */
 #include "cpu/mixer.h"
@@ -36,6 +37,7 @@ typedef struct m2_scratch {
     int64_t *idx;   /* [cap] kept indices */
     int64_t *sel;   /* [cap] selection scratch */
     float *head;    /* [K-1][conv_dim] conv state transposed */
+    float *Amod;    /* [H] Modulation's A' of the current layer */
 } m2_scratch;
 
 static int64_t in_rows(const lmi_dims *d)
@@ -79,6 +81,7 @@ static lm_status m2_reserve(void **scratch, const lmi_dims *d, int64_t T, lmi_er
         {(void **)&sc->idx, n * sizeof(int64_t)},
         {(void **)&sc->sel, n * sizeof(int64_t)},
         {(void **)&sc->head, (size_t)((d->d_conv - 1) * d->conv_dim) * f},
+        {(void **)&sc->Amod, (size_t)d->n_heads * f},
     };
     return lmi_cpu_scratch_carve(&sc->base, rows, sizeof rows / sizeof rows[0], T, e);
 }
@@ -94,6 +97,7 @@ typedef struct scan_job {
     const float *tau;      /* [H] */
     float *S;              /* [H][P][N] */
     float *y;              /* [T][E] */
+    float d_scale;         /* MambaExtend: Δ *= d_scale after the filter; 0: none */
 } scan_job;
 
 /* Per head h, token t (mamba2_selective_state_update, one token at a time):
@@ -109,11 +113,14 @@ static void scan_heads(void *ctx, int64_t begin, int64_t end)
         const float A = j->A[h], Dh = j->D[h];
         const bool filt = j->global && j->global[h];
         const float tau = filt ? j->tau[h] : 0.0f;
+        const float ds = j->d_scale > 0.0f ? j->d_scale : 1.0f;
         float *S = j->S + h * P * N;
         for (int64_t t = 0; t < j->T; t++) {
             float d = j->dl[t * j->H + h];
-            /* LongMamba: a filtered head keeps the token iff Δ > τ */
+            /* LongMamba: a filtered head keeps the token iff Δ > τ; then
+             * MambaExtend's scale */
             if (filt && !(d > tau)) d = 0.0f;
+            d *= ds;
             const float dA = expf(d * A);
             const float *ur = j->u + t * j->ldu;
             const float *x = ur + h * P;
@@ -209,12 +216,19 @@ static lm_status m2_forward(const lmi_cpu_layer *c, void *scratch, const lmi_for
     if (st == LM_OK && f->tokens_hook && f->tokens_hook->layers[l]) st = m2_select(c, sc, f, &T, e);
     if (st != LM_OK) return st;
     const lmi_filter *flt = f->filters ? &f->filters[l] : NULL;
+    const float *A = lmi_weight_f32(&w->A);
+    if (f->a_log_scale && f->a_log_scale[l] != 1.0f) {
+        /* Modulation: A' = -exp(s A_log) per head */
+        for (int64_t h = 0; h < H; h++) sc->Amod[h] = lmi_modulate_A(A[h], f->a_log_scale[l]);
+        A = sc->Amod;
+    }
     scan_job sj = {
         .T = T, .H = H, .P = P, .N = N, .G = G, .E = E, .ldu = CD,
-        .u = sc->u, .dl = sc->dl, .A = lmi_weight_f32(&w->A), .D = lmi_weight_f32(&w->D),
+        .u = sc->u, .dl = sc->dl, .A = A, .D = lmi_weight_f32(&w->D),
         .global = flt && flt->global ? flt->global : NULL,
         .tau = flt && flt->global ? flt->tau : NULL,
         .S = state[LMI_STATE_SSM], .y = sc->y,
+        .d_scale = f->delta_scale ? f->delta_scale[l] : 0.0f,
     };
     lmi_cpu_parallel_for(T * E * N >= 65536 ? nt : 1, H, 1, scan_heads, &sj);
     /* scan_output = self.norm(scan_output, gate) */

@@ -1,5 +1,6 @@
 /*
- * cpu/scan.c - Mamba-1 selective scan with the LongMamba token filter.
+ * cpu/scan.c - Mamba-1 selective scan with the LongMamba token filter and
+ * MambaExtend's Δ scale (after the filter).
  *
  * Work split: channels are independent, so threads take blocks of
  * SCAN_W channels and each block runs the whole sequence.  Inside a block
@@ -44,6 +45,7 @@ LMI_INLINE void scan_block(const lmi_scan_m1 *a, int64_t e0, int w, const int fu
             al[n][j] = in ? a->A[(e0 + j) * N + n] : 0.0f;
         }
     const int filt = a->global != NULL;
+    const float ds = a->d_scale > 0.0f ? a->d_scale : 1.0f;
 
     for (int64_t t = 0; t < L; t++) {
         float d[SCAN_W], uu[SCAN_W], du[SCAN_W], acc[SCAN_W];
@@ -64,6 +66,11 @@ LMI_SIMD
 LMI_SIMD
             for (int j = 0; j < SCAN_W; j++)
                 d[j] = (glob[j] != 0.0f && !(d[j] > tau[j])) ? 0.0f : d[j];
+        }
+        if (ds != 1.0f) {
+            /* MambaExtend: the kept Δ scaled, after the mask */
+LMI_SIMD
+            for (int j = 0; j < SCAN_W; j++) d[j] *= ds;
         }
         for (int j = 0; j < SCAN_W; j++) {
             du[j] = d[j] * uu[j];
@@ -120,10 +127,12 @@ static void scan_channel(const lmi_scan_m1 *a, int64_t e)
     const int64_t L = a->L, E = a->E, N = a->N;
     float *h = a->h + e * N;
     const float *A = a->A + e * N;
+    const float ds = a->d_scale > 0.0f ? a->d_scale : 1.0f;
     for (int64_t t = 0; t < L; t++) {
         float d = a->delta[t * E + e];
         if (a->dt_softplus) d = lmi_softplusf(d + (a->dt_bias ? a->dt_bias[e] : 0.0f));
         if (a->global && a->global[e] && !(d > a->tau[e])) d = 0.0f;
+        d *= ds;
         const float u = a->u[t * E + e];
         const float du = d * u;
         const float *Bt = a->B + t * a->ldbc;

@@ -284,7 +284,8 @@ static void sc_model_q8(outcome *o, int *usable)
 static lm_model *g_model; /* loaded unarmed, for the scenarios below */
 
 /* LongMamba and DeciMamba on a loaded model: calibrate, save, load,
- * classify, prefill in both modes. */
+ * classify, prefill in both modes; MambaExtend (with LongMamba) and
+ * Modulation prefills; SPSA scales, saved and loaded. */
 static void sc_modes(outcome *o, int *usable)
 {
     const lm_model *m = g_model;
@@ -337,6 +338,51 @@ static void sc_modes(outcome *o, int *usable)
             lm_session_last_error(s)))
         goto out;
     fold(o, lg, sizeof(float) * (size_t)V);
+    /* MambaExtend with LongMamba, Modulation, and their scales by SPSA */
+    double sc[64];
+    for (int64_t l = 0; l < m->dims.n_layer && l < 64; l++) sc[l] = 0.5 + 0.1 * (double)l;
+    lm_mambaextend_params ep;
+    lm_mambaextend_params_init(&ep);
+    ep.scales = sc;
+    ep.n_scales = (size_t)m->dims.n_layer;
+    ep.longmamba = c2;
+    ep.longmamba_params = &lp;
+    lm_modulation_params mp;
+    lm_modulation_params_init(&mp);
+    mp.scales = sc;
+    mp.n_scales = (size_t)m->dims.n_layer;
+    if (!ok(o, lm_session_reset(s), "lm_session_reset", lm_session_last_error(s)) ||
+        !ok(o, lm_session_set_mambaextend(s, &ep), "lm_session_set_mambaextend",
+            lm_session_last_error(s)) ||
+        !ok(o, lm_session_prefill(s, tokens, 1200, 1, lg, (size_t)V), "lm_session_prefill",
+            lm_session_last_error(s)))
+        goto out;
+    fold(o, lg, sizeof(float) * (size_t)V);
+    if (!ok(o, lm_session_reset(s), "lm_session_reset", lm_session_last_error(s)) ||
+        !ok(o, lm_session_set_modulation(s, &mp), "lm_session_set_modulation",
+            lm_session_last_error(s)) ||
+        !ok(o, lm_session_prefill(s, tokens, 600, 1, lg, (size_t)V), "lm_session_prefill",
+            lm_session_last_error(s)))
+        goto out;
+    fold(o, lg, sizeof(float) * (size_t)V);
+    {
+        const size_t slens[2] = {40, 30};
+        lm_spsa_params spp;
+        lm_spsa_params_init(&spp);
+        spp.iterations = 1;
+        lm_scales *x = NULL, *y = NULL;
+        double got[64];
+        if (ok(o, lm_scales_calibrate(m, LM_MODE_MAMBAEXTEND, wins, slens, 2, &spp, &x, err,
+                                      sizeof err),
+               "lm_scales_calibrate", err) &&
+            ok(o, lm_scales_save(x, path, err, sizeof err), "lm_scales_save", err) &&
+            ok(o, lm_scales_load(path, m, &y, err, sizeof err), "lm_scales_load", err) &&
+            ok(o, lm_scales_get(y, got, NULL, 64), "lm_scales_get", "")) {
+            fold(o, got, sizeof(double) * (size_t)m->dims.n_layer);
+        }
+        lm_scales_free(x);
+        lm_scales_free(y);
+    }
 out:
     if (s && o->st != LM_OK && strncmp(o->where, "lm_session_", 11) == 0 &&
         strcmp(o->where, "lm_session_create") != 0)

@@ -46,7 +46,8 @@ static int parse_dbl_list(const char *s, double *out, int cap, int *n)
     return *n > 0 && s[strlen(s) - 1] != ',' && s[0] != ',' && !strstr(s, ",,");
 }
 
-const char *const mode_names[MAX_MODES] = {"vanilla", "longmamba", "decimamba"};
+const char *const mode_names[MAX_MODES] = {"vanilla", "longmamba", "decimamba", "mambaextend",
+                                            "modulation"};
 
 /* "vanilla,longmamba": each at most once, in the given order. */
 static int parse_modes_into(const char *s, lm_mode *out, int *n)
@@ -164,6 +165,15 @@ static int parse_modes(void *dest, const char *s)
     return parse_modes_into(s, o->modes, &o->n_modes);
 }
 
+static int parse_scale_list(void *dest, const char *s)
+{
+    dbl_list *l = dest;
+    int ok = parse_dbl_list(s, l->v, MAX_LIST, &l->n);
+    for (int k = 0; ok && k < l->n; k++)
+        ok = l->v[k] > 0.0 && isfinite(l->v[k]);
+    return ok;
+}
+
 static int parse_deci_layers(void *dest, const char *s)
 {
     eval_opts *o = dest;
@@ -191,8 +201,9 @@ void eval_shared_opts(eval_opts *o, cli_opt t[EVAL_N_SHARED])
 {
     const cli_opt shared[EVAL_N_SHARED] = {
         {"--mode", NULL, OPT_FN, o,
-         "vanilla, longmamba and/or decimamba, comma separated, each once", .fn = parse_modes,
-         .arg = "LIST", .help = "any of vanilla, longmamba, decimamba (default vanilla)"},
+         "vanilla, longmamba, decimamba, mambaextend and/or modulation, comma separated, each once",
+         .fn = parse_modes, .arg = "LIST",
+         .help = "any of vanilla, longmamba, decimamba, mambaextend, modulation (default vanilla)"},
         {"--calib", NULL, OPT_STR, &o->calib_path, .arg = "FILE",
          .help = "LongMamba calibration (longmamba calibrate); needed by the longmamba mode"},
         {"--theta", NULL, OPT_NUM, &o->theta, "a number > 0", .lo = 0.0, .hi = INFINITY,
@@ -209,6 +220,9 @@ void eval_shared_opts(eval_opts *o, cli_opt t[EVAL_N_SHARED])
          .lo_open = 1, .arg = "X", .help = "DeciMamba beta"},
         {"--deci-min", NULL, OPT_INT, &o->deci_min, "a positive integer", 1, INT64_C(1) << 40,
          .arg = "N", .help = "DeciMamba min_len"},
+        {"--ext-scales", NULL, OPT_FN, &o->ext_scales, "numbers > 0 like 1.1,0.9",
+         .fn = parse_scale_list, .arg = "LIST",
+         .help = "per-layer scales of the mambaextend (Δ) and modulation (A_log) modes"},
         {"--json", NULL, OPT_FLAG, &o->json,
          .help = "one JSON object on stdout instead of the table"},
         {"--verbose", NULL, OPT_FLAG, &o->verbose, .help = "one line per (mode, length) on stderr"},
@@ -236,9 +250,14 @@ void eval_mode_help(FILE *f)
 
 int eval_check_opts(const cli_cmd *cmd, const eval_opts *o)
 {
-    int has_lm = 0;
-    for (int k = 0; k < o->n_modes; k++)
+    int has_lm = 0, has_ext = 0;
+    for (int k = 0; k < o->n_modes; k++) {
         has_lm |= o->modes[k] == LM_MODE_LONGMAMBA;
+        has_ext |= o->modes[k] == LM_MODE_MAMBAEXTEND || o->modes[k] == LM_MODE_MODULATION;
+    }
+    if (has_ext && o->ext_scales.n == 0)
+        return cli_opt_usage(cmd, "the mambaextend and modulation modes need --ext-scales "
+                                  "(one scale per layer)");
     if (!o->dir)
         return cli_opt_usage(cmd, "MODEL_DIR is missing");
     if (has_lm && !o->calib_path)
@@ -285,6 +304,18 @@ int set_mode(eval_ctx *c, const eval_opts *o, lm_mode mode, int64_t protect)
         lp.threshold_scale = o->scale;
         lp.trigger_length = o->trigger;
         st = lm_session_set_longmamba(c->session, c->calib, &lp);
+    } else if (mode == LM_MODE_MAMBAEXTEND) {
+        lm_mambaextend_params ep;
+        lm_mambaextend_params_init(&ep);
+        ep.scales = o->ext_scales.v;
+        ep.n_scales = (size_t)o->ext_scales.n;
+        st = lm_session_set_mambaextend(c->session, &ep);
+    } else if (mode == LM_MODE_MODULATION) {
+        lm_modulation_params mp;
+        lm_modulation_params_init(&mp);
+        mp.scales = o->ext_scales.v;
+        mp.n_scales = (size_t)o->ext_scales.n;
+        st = lm_session_set_modulation(c->session, &mp);
     } else {
         lm_decimamba_params dp;
         lm_decimamba_params_init(&dp);
@@ -353,7 +384,12 @@ void print_mode_params(FILE *f, const eval_opts *o, const lm_model_info *info)
     fprintf(f, "], \"deci_lbase\": %lld, \"deci_beta\": ",
             o->deci_lbase ? o->deci_lbase : (long long)dp.l_base);
     json_num(f, o->deci_beta > 0 ? o->deci_beta : dp.beta);
-    fprintf(f, ", \"deci_min\": %lld}", o->deci_min ? o->deci_min : (long long)dp.min_len);
+    fprintf(f, ", \"deci_min\": %lld, \"ext_scales\": [", o->deci_min ? o->deci_min : (long long)dp.min_len);
+    for (int k = 0; k < o->ext_scales.n; k++) {
+        fputs(k ? ", " : "", f);
+        json_num(f, o->ext_scales.v[k]);
+    }
+    fputs("]}", f);
 }
 
 void eval_report_speed(const char *what, double tokens, double secs)

@@ -9,7 +9,7 @@
 #include "cli_opt.h"
 #include "longmamba.h"
 
-#define MAX_MODES 3
+#define MAX_MODES 5 /* indexed by lm_mode */
 #define MAX_LIST  64
 
 extern const char *const mode_names[MAX_MODES];
@@ -42,13 +42,14 @@ typedef struct eval_opts {
     int n_deci_layers;
     long long deci_lbase, deci_min;
     double deci_beta;
+    dbl_list ext_scales; /* MambaExtend / Modulation: one per layer */
     lm_backend backend;
     lm_weight_format weights;
     long long threads, chunk;
     int json, verbose;
 } eval_opts;
 
-#define EVAL_N_SHARED 15
+#define EVAL_N_SHARED 16
 void eval_opts_init(eval_opts *o);
 /* The shared options' table, pointing into o. */
 void eval_shared_opts(eval_opts *o, cli_opt t[EVAL_N_SHARED]);

@@ -70,6 +70,9 @@ def test_struct_layouts_match_the_c_library():
                            (_capi.lm_session_params, "lm_session_params_init"),
                            (_capi.lm_longmamba_params, "lm_longmamba_params_init"),
                            (_capi.lm_decimamba_params, "lm_decimamba_params_init"),
+                           (_capi.lm_mambaextend_params, "lm_mambaextend_params_init"),
+                           (_capi.lm_modulation_params, "lm_modulation_params_init"),
+                           (_capi.lm_spsa_params, "lm_spsa_params_init"),
                            (_capi.lm_sampling_params, "lm_sampling_params_init")]:
         s = struct_t()
         getattr(lib, init)(ctypes.byref(s))
@@ -497,6 +500,70 @@ def test_longmamba_prefill(tiny, array_mode):
         assert cal._ptr is None
         s.reset()
         assert flat(s.prefill(prompt)) == vanilla
+
+
+def test_mambaextend_and_modulation(tiny, array_mode):
+    V, nl = tiny.vocab_size, tiny.info.n_layer
+    prompt = random_windows(V, 1, 40, 5)[0]
+    with tiny.session() as s:
+        vanilla = flat(s.prefill(prompt))
+        for setter, mode, scales in [(s.set_mambaextend, lm.Mode.MAMBAEXTEND, [4.0] * nl),
+                                     (s.set_modulation, lm.Mode.MODULATION, [0.3] * nl)]:
+            # scales of 1 are vanilla, bit for bit
+            s.reset()
+            setter([1.0] * nl)
+            assert s.mode == mode
+            assert flat(s.prefill(prompt)) == vanilla
+            s.reset()
+            setter(scales)
+            assert rel_err(flat(s.prefill(prompt)), vanilla)[0] > 1e-4
+            # bad scales: a specific status, the mode kept
+            for bad, status in [([1.0] * (nl + 1), lm.Status.INVALID_ARGUMENT),
+                                ([0.0] * nl, lm.Status.OUT_OF_RANGE),
+                                ([float("nan")] * nl, lm.Status.OUT_OF_RANGE)]:
+                with pytest.raises(lm.LongMambaError) as e:
+                    setter(bad)
+                assert e.value.status == status and "scale" in str(e.value)
+                assert s.mode == mode
+        # with LongMamba: Modulation needs a calibration made under its scales
+        cal = tiny.calibrate(random_windows(V, 2, 32, 6))
+        mcal = tiny.calibrate(random_windows(V, 2, 32, 6), a_log_scales=[0.5] * nl)
+        with pytest.raises(lm.LongMambaError) as e:
+            s.set_modulation([0.5] * nl, calibration=cal)
+        assert e.value.status == lm.Status.MISMATCH
+        with pytest.raises(lm.LongMambaError) as e:
+            s.set_mambaextend([2.0] * nl, calibration=mcal)
+        assert e.value.status == lm.Status.MISMATCH
+        s.set_modulation([0.5] * nl, calibration=mcal, trigger_length=10)
+        s.set_mambaextend([2.0] * nl, calibration=cal, theta=1e-200, trigger_length=10)
+        s.reset()
+        assert all(math.isfinite(v) for v in flat(s.prefill(prompt)))
+        s.set_vanilla()
+
+
+def test_spsa_scales(tiny, tmp_path):
+    V, nl = tiny.vocab_size, tiny.info.n_layer
+    wins = random_windows(V, 2, 24, 8)
+    a = tiny.calibrate_scales("modulation", wins, iterations=2, seed=5)
+    b = tiny.calibrate_scales(lm.Mode.MODULATION, wins, iterations=2, seed=5)
+    assert a.scales == b.scales and len(a.scales) == nl  # one seed, the same scales
+    assert all(0.75 <= v < 1.0 for v in a.initial_scales)
+    i = a.info
+    assert (i.mode, i.n_layer, i.target_length, i.n_windows, i.iterations, i.seed) == (
+        lm.Mode.MODULATION, nl, 24, 2, 2, 5)
+    assert math.isfinite(i.loss_initial) and math.isfinite(i.loss_final)
+    path = str(tmp_path / "scales.safetensors")
+    a.save(path)
+    back = lm.Scales.load(path, tiny)
+    assert back.scales == a.scales and back.info == a.info
+    with tiny.session() as s:
+        s.set_modulation(back.scales)
+    with pytest.raises(lm.LongMambaError) as e:
+        tiny.calibrate_scales("mambaextend", wins, iterations=-1)
+    assert e.value.status == lm.Status.OUT_OF_RANGE
+    with pytest.raises(lm.LongMambaError) as e:
+        tiny.calibrate_scales("mambaextend", wins, iterations=3, progress=lambda d, t: d >= 1)
+    assert e.value.status == lm.Status.ABORTED
 
 
 def test_decimamba_prefill(tiny):

@@ -12,7 +12,8 @@ pkg-config (PKG_CONFIG_PATH), then the dynamic loader's path.
 
 from ._capi import LibraryNotFoundError, loaded_path
 from ._core import (Aggregation, Arch, Backend, Calibration, CalibrationInfo, DType,
-                    LogLevel, LongMambaError, Mode, Model, ModelInfo, Session, Status, TensorFile,
+                    LogLevel, LongMambaError, Mode, Model, ModelInfo, Scales, ScalesInfo, Session,
+                    Status, TensorFile,
                     TensorInfo, Tokenizer, WeightInfo, Weights, WeightType,
                     backend_available, backend_status,
                     classify_channels, decode_batch, decode_sample,
@@ -23,7 +24,8 @@ __version__ = "0.2.0"
 
 __all__ = [
     "Aggregation", "Arch", "Backend", "Calibration", "CalibrationInfo", "DType",
-    "LibraryNotFoundError", "LogLevel", "LongMambaError", "Mode", "Model", "ModelInfo", "Session",
+    "LibraryNotFoundError", "LogLevel", "LongMambaError", "Mode", "Model", "ModelInfo", "Scales",
+    "ScalesInfo", "Session",
     "Status", "TensorFile", "TensorInfo", "Tokenizer", "WeightInfo", "Weights", "WeightType",
     "backend_available", "backend_status",
     "classify_channels",

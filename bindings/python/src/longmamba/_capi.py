@@ -88,6 +88,8 @@ class lm_calib_params(Structure):
         ("n_buckets", c_size_t),
         ("progress", lm_progress_fn),
         ("progress_user", c_void_p),
+        ("a_log_scales", POINTER(c_double)),
+        ("n_a_log_scales", c_size_t),
     ]
 
 
@@ -163,6 +165,49 @@ class lm_decimamba_params(Structure):
     ]
 
 
+class lm_mambaextend_params(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("scales", POINTER(c_double)),
+        ("n_scales", c_size_t),
+        ("longmamba", c_void_p),
+        ("longmamba_params", POINTER(lm_longmamba_params)),
+    ]
+
+
+class lm_modulation_params(Structure):
+    _fields_ = lm_mambaextend_params._fields_
+
+
+class lm_spsa_params(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("iterations", c_int32),
+        ("seed", c_uint64),
+        ("progress", lm_progress_fn),
+        ("progress_user", c_void_p),
+        ("longmamba", c_void_p),
+        ("longmamba_params", POINTER(lm_longmamba_params)),
+    ]
+
+
+class lm_scales_info(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("mode", lm_enum),
+        ("arch", lm_enum),
+        ("n_layer", c_int64),
+        ("target_length", c_int64),
+        ("n_windows", c_int64),
+        ("iterations", c_int32),
+        ("seed", c_uint64),
+        ("loss_initial", c_double),
+        ("loss_final", c_double),
+        ("with_longmamba", c_int32),
+        ("fingerprint", c_uint64),
+    ]
+
+
 LM_SESSION_ALLOW_TF32 = 1 << 0
 
 
@@ -233,6 +278,19 @@ _PROTOTYPES = {
     "lm_session_set_vanilla": (lm_status, [_P]),
     "lm_session_set_longmamba": (lm_status, [_P, _P, POINTER(lm_longmamba_params)]),
     "lm_session_set_decimamba": (lm_status, [_P, POINTER(lm_decimamba_params)]),
+    "lm_mambaextend_params_init": (None, [POINTER(lm_mambaextend_params)]),
+    "lm_modulation_params_init": (None, [POINTER(lm_modulation_params)]),
+    "lm_session_set_mambaextend": (lm_status, [_P, POINTER(lm_mambaextend_params)]),
+    "lm_session_set_modulation": (lm_status, [_P, POINTER(lm_modulation_params)]),
+    "lm_spsa_params_init": (None, [POINTER(lm_spsa_params)]),
+    "lm_scales_calibrate": (lm_status, [_P, lm_enum, POINTER(POINTER(c_int32)), POINTER(c_size_t),
+                                        c_size_t, POINTER(lm_spsa_params), POINTER(_P),
+                                        POINTER(c_char), c_size_t]),
+    "lm_scales_save": (lm_status, [_P, c_char_p, POINTER(c_char), c_size_t]),
+    "lm_scales_load": (lm_status, [c_char_p, _P, POINTER(_P), POINTER(c_char), c_size_t]),
+    "lm_scales_free": (None, [_P]),
+    "lm_scales_get_info": (lm_status, [_P, POINTER(lm_scales_info)]),
+    "lm_scales_get": (lm_status, [_P, POINTER(c_double), POINTER(c_double), c_size_t]),
     "lm_session_set_length_hint": (lm_status, [_P, c_int64]),
     "lm_session_prefill": (lm_status, [_P, POINTER(c_int32), c_size_t, c_size_t, POINTER(c_float),
                                        c_size_t]),

@@ -101,6 +101,8 @@ class Mode(enum.IntEnum):
     VANILLA = 0
     LONGMAMBA = 1
     DECIMAMBA = 2
+    MAMBAEXTEND = 3
+    MODULATION = 4
 
 
 def _enum(cls, value):
@@ -211,6 +213,13 @@ def _int32_in(values, what="tokens"):
         vals.append(v)
     arr = (c_int32 * len(vals))(*vals)
     return ctypes.cast(arr, POINTER(c_int32)), len(vals), arr
+
+
+def _double_in(values):
+    """(pointer, count, keepalive) for a 1-D sequence of floats as C doubles."""
+    v = [float(x) for x in values]
+    keep = (c_double * max(len(v), 1))(*v)
+    return ctypes.cast(keep, POINTER(c_double)), len(v), keep
 
 
 def _int32_out(n):
@@ -453,6 +462,21 @@ class CalibrationInfo:
     fingerprint: int
 
 
+@dataclass(frozen=True)
+class ScalesInfo:
+    mode: Mode
+    arch: Arch
+    n_layer: int
+    target_length: int
+    n_windows: int
+    iterations: int
+    seed: int
+    loss_initial: float   # mean next-token cross-entropy at s0
+    loss_final: float     # at the returned scales
+    with_longmamba: bool
+    fingerprint: int
+
+
 class Model(_Handle):
     """A loaded model (immutable; share it between threads and sessions).
 
@@ -521,9 +545,20 @@ class Model(_Handle):
         return Session(self, **kwargs)
 
     def calibrate(self, windows, aggregation=Aggregation.MAX, clamp=0.0, buckets=None,
-                  progress=None):
-        """LongMamba calibration over token windows (a sequence of id sequences)."""
-        return Calibration._compute(self, windows, aggregation, clamp, buckets, progress)
+                  progress=None, a_log_scales=None):
+        """LongMamba calibration over token windows (a sequence of id sequences);
+        with a_log_scales (one per layer), of the model under Mamba Modulation
+        (for Session.set_modulation with the same scales)."""
+        return Calibration._compute(self, windows, aggregation, clamp, buckets, progress,
+                                    a_log_scales)
+
+    def calibrate_scales(self, mode, windows, iterations=0, seed=0, progress=None,
+                         calibration=None, theta=0.0, threshold_scale=0.0, trigger_length=0):
+        """Per-layer scales of Mode.MAMBAEXTEND or Mode.MODULATION by SPSA
+        (lm_scales_calibrate): iterations 0 = the library's default; with a
+        calibration (MambaExtend only) LongMamba's filter is on."""
+        return Scales._compute(self, mode, windows, iterations, seed, progress, calibration,
+                               theta, threshold_scale, trigger_length)
 
     def __repr__(self):
         if self.closed:
@@ -553,7 +588,7 @@ class Calibration(_Handle):
             fingerprint=ci.fingerprint)
 
     @classmethod
-    def _compute(cls, model, windows, aggregation, clamp, buckets, progress):
+    def _compute(cls, model, windows, aggregation, clamp, buckets, progress, a_log_scales=None):
         lib = _lib()
         wins = [_int32_in(w, "window %d" % i) for i, w in enumerate(windows)]
         ptrs = (POINTER(c_int32) * max(len(wins), 1))(*[w[0] for w in wins])
@@ -568,6 +603,9 @@ class Calibration(_Handle):
             keep = (c_int64 * max(len(bk), 1))(*bk)
             p.buckets = ctypes.cast(keep, POINTER(c_int64))
             p.n_buckets = len(bk)
+        skeep = None
+        if a_log_scales is not None:
+            p.a_log_scales, p.n_a_log_scales, skeep = _double_in(a_log_scales)
         prog = _Progress(progress)
         p.progress = prog.c
         out = ctypes.c_void_p()
@@ -578,7 +616,7 @@ class Calibration(_Handle):
                                   _ERR_CAP)
         finally:
             model._release()
-        del keep, wins
+        del keep, wins, skeep
         prog.reraise()
         _check(st, err)
         return cls(out.value)
@@ -638,6 +676,100 @@ class Calibration(_Handle):
         i = self.info
         return "<longmamba.Calibration %d layers x %d channels, length %d, %d buckets>" % (
             i.n_layer, i.n_channels, i.calib_length, i.n_buckets)
+
+
+class Scales(_Handle):
+    """MambaExtend / Modulation scales from SPSA (immutable).  .scales go to
+    Session.set_mambaextend / set_modulation."""
+
+    _free_name = "lm_scales_free"
+
+    def __init__(self, _ptr):
+        super().__init__()
+        self._ptr = _ptr
+        i = _capi.lm_scales_info()
+        i.struct_size = ctypes.sizeof(i)
+        _check(_lib().lm_scales_get_info(self._ptr, byref(i)))
+        self.info = ScalesInfo(
+            mode=_enum(Mode, i.mode), arch=_enum(Arch, i.arch), n_layer=i.n_layer,
+            target_length=i.target_length, n_windows=i.n_windows, iterations=i.iterations,
+            seed=i.seed, loss_initial=i.loss_initial, loss_final=i.loss_final,
+            with_longmamba=bool(i.with_longmamba), fingerprint=i.fingerprint)
+
+    @classmethod
+    def _compute(cls, model, mode, windows, iterations, seed, progress, calibration, theta,
+                 threshold_scale, trigger_length):
+        lib = _lib()
+        wins = [_int32_in(w, "window %d" % i) for i, w in enumerate(windows)]
+        ptrs = (POINTER(c_int32) * max(len(wins), 1))(*[w[0] for w in wins])
+        lens = (c_size_t * max(len(wins), 1))(*[w[1] for w in wins])
+        p = _capi.lm_spsa_params()
+        lib.lm_spsa_params_init(byref(p))
+        p.iterations = int(iterations)
+        p.seed = int(seed)
+        prog = _Progress(progress)
+        p.progress = prog.c
+        lp = _capi.lm_longmamba_params()
+        lib.lm_longmamba_params_init(byref(lp))
+        lp.theta, lp.threshold_scale = float(theta), float(threshold_scale)
+        lp.trigger_length = int(trigger_length)
+        p.longmamba_params = ctypes.pointer(lp)
+        out = ctypes.c_void_p()
+        err = _errbuf()
+        model._acquire()
+        if calibration is not None:
+            calibration._acquire()
+            p.longmamba = calibration._ptr
+        try:
+            st = lib.lm_scales_calibrate(model._ptr, _enum_arg(Mode, mode, "mode"), ptrs, lens,
+                                         len(wins), byref(p), byref(out), err, _ERR_CAP)
+        finally:
+            if calibration is not None:
+                calibration._release()
+            model._release()
+        del wins
+        prog.reraise()
+        _check(st, err)
+        return cls(out.value)
+
+    @classmethod
+    def load(cls, path, model=None):
+        """Loads a scales file; with a model it must belong to that model."""
+        out = ctypes.c_void_p()
+        err = _errbuf()
+        mptr = model._handle() if model is not None else None
+        _check(_lib().lm_scales_load(os.fsencode(path), mptr, byref(out), err, _ERR_CAP), err)
+        return cls(out.value)
+
+    def save(self, path):
+        err = _errbuf()
+        _check(_lib().lm_scales_save(self._handle(), os.fsencode(path), err, _ERR_CAP), err)
+
+    def _get(self, initial):
+        n = self.info.n_layer
+        buf = (c_double * n)()
+        ptr = ctypes.cast(buf, POINTER(c_double))
+        _check(_lib().lm_scales_get(self._handle(), None if initial else ptr,
+                                    ptr if initial else None, n))
+        return list(buf)
+
+    @property
+    def scales(self):
+        """The calibrated scales, one per layer (a list of floats)."""
+        return self._get(False)
+
+    @property
+    def initial_scales(self):
+        """SPSA's s0."""
+        return self._get(True)
+
+    def __repr__(self):
+        if self.closed:
+            return "<longmamba.Scales closed>"
+        i = self.info
+        return "<longmamba.Scales %s %d layers, length %d, loss %.4f -> %.4f>" % (
+            getattr(i.mode, "name", i.mode).lower(), i.n_layer, i.target_length, i.loss_initial,
+            i.loss_final)
 
 
 def classify_channels(calibration, theta):
@@ -857,6 +989,52 @@ class Session(_Handle):
                 self._fail(st)
             self._set_calib(calibration)
             self.mode = Mode.LONGMAMBA
+
+    def _set_scaled(self, mode, scales, calibration, theta, threshold_scale, trigger_length):
+        with self._lock:
+            h = self._handle()
+            lib = _lib()
+            if mode == Mode.MAMBAEXTEND:
+                p, init, setter = (_capi.lm_mambaextend_params(), lib.lm_mambaextend_params_init,
+                                   lib.lm_session_set_mambaextend)
+            else:
+                p, init, setter = (_capi.lm_modulation_params(), lib.lm_modulation_params_init,
+                                   lib.lm_session_set_modulation)
+            init(byref(p))
+            p.scales, p.n_scales, keep = _double_in(scales)
+            lp = _capi.lm_longmamba_params()
+            lib.lm_longmamba_params_init(byref(lp))
+            lp.theta, lp.threshold_scale = float(theta), float(threshold_scale)
+            lp.trigger_length = int(trigger_length)
+            p.longmamba_params = ctypes.pointer(lp)
+            if calibration is not None:
+                # borrowed until the mode changes or the session closes
+                calibration._acquire()
+                p.longmamba = calibration._ptr
+            st = setter(h, byref(p))
+            del keep
+            if st:
+                if calibration is not None:
+                    calibration._release()
+                self._fail(st)
+            self._set_calib(calibration)
+            self.mode = mode
+
+    def set_mambaextend(self, scales, calibration=None, theta=0.0, threshold_scale=0.0,
+                        trigger_length=0):
+        """MambaExtend from the next prefill: Δ of layer l times scales[l] (one
+        per layer, > 0).  With a (vanilla) calibration, LongMamba's filter too,
+        decided on the unscaled Δ (0 = LongMamba's defaults)."""
+        self._set_scaled(Mode.MAMBAEXTEND, scales, calibration, theta, threshold_scale,
+                         trigger_length)
+
+    def set_modulation(self, scales, calibration=None, theta=0.0, threshold_scale=0.0,
+                       trigger_length=0):
+        """Mamba Modulation from the next prefill: layer l runs with
+        A' = -exp(scales[l] * A_log).  With LongMamba the calibration must come
+        from Model.calibrate(..., a_log_scales=scales)."""
+        self._set_scaled(Mode.MODULATION, scales, calibration, theta, threshold_scale,
+                         trigger_length)
 
     def set_decimamba(self, layers=None, l_base=0, beta=0.0, min_len=0, protect=0):
         """DeciMamba mode from the next prefill (0 / None = the library's defaults)."""

@@ -893,12 +893,14 @@ pub struct lm_calib_params {
     pub n_buckets: usize,
     pub progress: lm_progress_fn,
     pub progress_user: *mut ::std::os::raw::c_void,
+    pub a_log_scales: *const f64,
+    pub n_a_log_scales: usize,
 }
 #[test]
 fn bindgen_test_layout_lm_calib_params() {
     assert_eq!(
         ::std::mem::size_of::<lm_calib_params>(),
-        48usize,
+        64usize,
         concat!("Size of: ", stringify!(lm_calib_params))
     );
     assert_eq!(
@@ -1025,6 +1027,40 @@ fn bindgen_test_layout_lm_calib_params() {
         );
     }
     test_field_progress_user();
+    fn test_field_a_log_scales() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_calib_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).a_log_scales) as usize - ptr as usize
+            },
+            48usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_calib_params),
+                "::",
+                stringify!(a_log_scales)
+            )
+        );
+    }
+    test_field_a_log_scales();
+    fn test_field_n_a_log_scales() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_calib_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).n_a_log_scales) as usize - ptr as usize
+            },
+            56usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_calib_params),
+                "::",
+                stringify!(n_a_log_scales)
+            )
+        );
+    }
+    test_field_n_a_log_scales();
 }
 extern "C" {
     pub fn lm_calib_params_init(params: *mut lm_calib_params);
@@ -1677,6 +1713,8 @@ pub struct lm_session {
 pub const LM_MODE_VANILLA: lm_mode = 0;
 pub const LM_MODE_LONGMAMBA: lm_mode = 1;
 pub const LM_MODE_DECIMAMBA: lm_mode = 2;
+pub const LM_MODE_MAMBAEXTEND: lm_mode = 3;
+pub const LM_MODE_MODULATION: lm_mode = 4;
 pub type lm_mode = ::std::os::raw::c_uint;
 pub const LM_SESSION_ALLOW_TF32: _bindgen_ty_1 = 1;
 pub type _bindgen_ty_1 = ::std::os::raw::c_uint;
@@ -2082,6 +2120,226 @@ fn bindgen_test_layout_lm_decimamba_params() {
 extern "C" {
     pub fn lm_decimamba_params_init(params: *mut lm_decimamba_params);
 }
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct lm_mambaextend_params {
+    pub struct_size: u32,
+    pub scales: *const f64,
+    pub n_scales: usize,
+    pub longmamba: *const lm_calibration,
+    pub longmamba_params: *const lm_longmamba_params,
+}
+#[test]
+fn bindgen_test_layout_lm_mambaextend_params() {
+    assert_eq!(
+        ::std::mem::size_of::<lm_mambaextend_params>(),
+        40usize,
+        concat!("Size of: ", stringify!(lm_mambaextend_params))
+    );
+    assert_eq!(
+        ::std::mem::align_of::<lm_mambaextend_params>(),
+        8usize,
+        concat!("Alignment of ", stringify!(lm_mambaextend_params))
+    );
+    fn test_field_struct_size() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_mambaextend_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).struct_size) as usize - ptr as usize
+            },
+            0usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_mambaextend_params),
+                "::",
+                stringify!(struct_size)
+            )
+        );
+    }
+    test_field_struct_size();
+    fn test_field_scales() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_mambaextend_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).scales) as usize - ptr as usize
+            },
+            8usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_mambaextend_params),
+                "::",
+                stringify!(scales)
+            )
+        );
+    }
+    test_field_scales();
+    fn test_field_n_scales() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_mambaextend_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).n_scales) as usize - ptr as usize
+            },
+            16usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_mambaextend_params),
+                "::",
+                stringify!(n_scales)
+            )
+        );
+    }
+    test_field_n_scales();
+    fn test_field_longmamba() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_mambaextend_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).longmamba) as usize - ptr as usize
+            },
+            24usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_mambaextend_params),
+                "::",
+                stringify!(longmamba)
+            )
+        );
+    }
+    test_field_longmamba();
+    fn test_field_longmamba_params() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_mambaextend_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).longmamba_params) as usize - ptr as usize
+            },
+            32usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_mambaextend_params),
+                "::",
+                stringify!(longmamba_params)
+            )
+        );
+    }
+    test_field_longmamba_params();
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct lm_modulation_params {
+    pub struct_size: u32,
+    pub scales: *const f64,
+    pub n_scales: usize,
+    pub longmamba: *const lm_calibration,
+    pub longmamba_params: *const lm_longmamba_params,
+}
+#[test]
+fn bindgen_test_layout_lm_modulation_params() {
+    assert_eq!(
+        ::std::mem::size_of::<lm_modulation_params>(),
+        40usize,
+        concat!("Size of: ", stringify!(lm_modulation_params))
+    );
+    assert_eq!(
+        ::std::mem::align_of::<lm_modulation_params>(),
+        8usize,
+        concat!("Alignment of ", stringify!(lm_modulation_params))
+    );
+    fn test_field_struct_size() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_modulation_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).struct_size) as usize - ptr as usize
+            },
+            0usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_modulation_params),
+                "::",
+                stringify!(struct_size)
+            )
+        );
+    }
+    test_field_struct_size();
+    fn test_field_scales() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_modulation_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).scales) as usize - ptr as usize
+            },
+            8usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_modulation_params),
+                "::",
+                stringify!(scales)
+            )
+        );
+    }
+    test_field_scales();
+    fn test_field_n_scales() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_modulation_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).n_scales) as usize - ptr as usize
+            },
+            16usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_modulation_params),
+                "::",
+                stringify!(n_scales)
+            )
+        );
+    }
+    test_field_n_scales();
+    fn test_field_longmamba() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_modulation_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).longmamba) as usize - ptr as usize
+            },
+            24usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_modulation_params),
+                "::",
+                stringify!(longmamba)
+            )
+        );
+    }
+    test_field_longmamba();
+    fn test_field_longmamba_params() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_modulation_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).longmamba_params) as usize - ptr as usize
+            },
+            32usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_modulation_params),
+                "::",
+                stringify!(longmamba_params)
+            )
+        );
+    }
+    test_field_longmamba_params();
+}
+extern "C" {
+    pub fn lm_mambaextend_params_init(params: *mut lm_mambaextend_params);
+}
+extern "C" {
+    pub fn lm_modulation_params_init(params: *mut lm_modulation_params);
+}
 extern "C" {
     pub fn lm_session_set_vanilla(session: *mut lm_session) -> lm_status;
 }
@@ -2096,6 +2354,446 @@ extern "C" {
     pub fn lm_session_set_decimamba(
         session: *mut lm_session,
         params: *const lm_decimamba_params,
+    ) -> lm_status;
+}
+extern "C" {
+    pub fn lm_session_set_mambaextend(
+        session: *mut lm_session,
+        params: *const lm_mambaextend_params,
+    ) -> lm_status;
+}
+extern "C" {
+    pub fn lm_session_set_modulation(
+        session: *mut lm_session,
+        params: *const lm_modulation_params,
+    ) -> lm_status;
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct lm_scales {
+    _unused: [u8; 0],
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct lm_spsa_params {
+    pub struct_size: u32,
+    pub iterations: i32,
+    pub seed: u64,
+    pub progress: lm_progress_fn,
+    pub progress_user: *mut ::std::os::raw::c_void,
+    pub longmamba: *const lm_calibration,
+    pub longmamba_params: *const lm_longmamba_params,
+}
+#[test]
+fn bindgen_test_layout_lm_spsa_params() {
+    assert_eq!(
+        ::std::mem::size_of::<lm_spsa_params>(),
+        48usize,
+        concat!("Size of: ", stringify!(lm_spsa_params))
+    );
+    assert_eq!(
+        ::std::mem::align_of::<lm_spsa_params>(),
+        8usize,
+        concat!("Alignment of ", stringify!(lm_spsa_params))
+    );
+    fn test_field_struct_size() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_spsa_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).struct_size) as usize - ptr as usize
+            },
+            0usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_spsa_params),
+                "::",
+                stringify!(struct_size)
+            )
+        );
+    }
+    test_field_struct_size();
+    fn test_field_iterations() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_spsa_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).iterations) as usize - ptr as usize
+            },
+            4usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_spsa_params),
+                "::",
+                stringify!(iterations)
+            )
+        );
+    }
+    test_field_iterations();
+    fn test_field_seed() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_spsa_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).seed) as usize - ptr as usize
+            },
+            8usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_spsa_params),
+                "::",
+                stringify!(seed)
+            )
+        );
+    }
+    test_field_seed();
+    fn test_field_progress() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_spsa_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).progress) as usize - ptr as usize
+            },
+            16usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_spsa_params),
+                "::",
+                stringify!(progress)
+            )
+        );
+    }
+    test_field_progress();
+    fn test_field_progress_user() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_spsa_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).progress_user) as usize - ptr as usize
+            },
+            24usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_spsa_params),
+                "::",
+                stringify!(progress_user)
+            )
+        );
+    }
+    test_field_progress_user();
+    fn test_field_longmamba() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_spsa_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).longmamba) as usize - ptr as usize
+            },
+            32usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_spsa_params),
+                "::",
+                stringify!(longmamba)
+            )
+        );
+    }
+    test_field_longmamba();
+    fn test_field_longmamba_params() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_spsa_params>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).longmamba_params) as usize - ptr as usize
+            },
+            40usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_spsa_params),
+                "::",
+                stringify!(longmamba_params)
+            )
+        );
+    }
+    test_field_longmamba_params();
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct lm_scales_info {
+    pub struct_size: u32,
+    pub mode: lm_mode,
+    pub arch: lm_arch,
+    pub n_layer: i64,
+    pub target_length: i64,
+    pub n_windows: i64,
+    pub iterations: i32,
+    pub seed: u64,
+    pub loss_initial: f64,
+    pub loss_final: f64,
+    pub with_longmamba: i32,
+    pub fingerprint: u64,
+}
+#[test]
+fn bindgen_test_layout_lm_scales_info() {
+    assert_eq!(
+        ::std::mem::size_of::<lm_scales_info>(),
+        88usize,
+        concat!("Size of: ", stringify!(lm_scales_info))
+    );
+    assert_eq!(
+        ::std::mem::align_of::<lm_scales_info>(),
+        8usize,
+        concat!("Alignment of ", stringify!(lm_scales_info))
+    );
+    fn test_field_struct_size() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_scales_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).struct_size) as usize - ptr as usize
+            },
+            0usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_scales_info),
+                "::",
+                stringify!(struct_size)
+            )
+        );
+    }
+    test_field_struct_size();
+    fn test_field_mode() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_scales_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).mode) as usize - ptr as usize
+            },
+            4usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_scales_info),
+                "::",
+                stringify!(mode)
+            )
+        );
+    }
+    test_field_mode();
+    fn test_field_arch() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_scales_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).arch) as usize - ptr as usize
+            },
+            8usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_scales_info),
+                "::",
+                stringify!(arch)
+            )
+        );
+    }
+    test_field_arch();
+    fn test_field_n_layer() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_scales_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).n_layer) as usize - ptr as usize
+            },
+            16usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_scales_info),
+                "::",
+                stringify!(n_layer)
+            )
+        );
+    }
+    test_field_n_layer();
+    fn test_field_target_length() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_scales_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).target_length) as usize - ptr as usize
+            },
+            24usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_scales_info),
+                "::",
+                stringify!(target_length)
+            )
+        );
+    }
+    test_field_target_length();
+    fn test_field_n_windows() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_scales_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).n_windows) as usize - ptr as usize
+            },
+            32usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_scales_info),
+                "::",
+                stringify!(n_windows)
+            )
+        );
+    }
+    test_field_n_windows();
+    fn test_field_iterations() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_scales_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).iterations) as usize - ptr as usize
+            },
+            40usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_scales_info),
+                "::",
+                stringify!(iterations)
+            )
+        );
+    }
+    test_field_iterations();
+    fn test_field_seed() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_scales_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).seed) as usize - ptr as usize
+            },
+            48usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_scales_info),
+                "::",
+                stringify!(seed)
+            )
+        );
+    }
+    test_field_seed();
+    fn test_field_loss_initial() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_scales_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).loss_initial) as usize - ptr as usize
+            },
+            56usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_scales_info),
+                "::",
+                stringify!(loss_initial)
+            )
+        );
+    }
+    test_field_loss_initial();
+    fn test_field_loss_final() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_scales_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).loss_final) as usize - ptr as usize
+            },
+            64usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_scales_info),
+                "::",
+                stringify!(loss_final)
+            )
+        );
+    }
+    test_field_loss_final();
+    fn test_field_with_longmamba() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_scales_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).with_longmamba) as usize - ptr as usize
+            },
+            72usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_scales_info),
+                "::",
+                stringify!(with_longmamba)
+            )
+        );
+    }
+    test_field_with_longmamba();
+    fn test_field_fingerprint() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<lm_scales_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).fingerprint) as usize - ptr as usize
+            },
+            80usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(lm_scales_info),
+                "::",
+                stringify!(fingerprint)
+            )
+        );
+    }
+    test_field_fingerprint();
+}
+extern "C" {
+    pub fn lm_spsa_params_init(params: *mut lm_spsa_params);
+}
+extern "C" {
+    pub fn lm_scales_calibrate(
+        model: *const lm_model,
+        mode: lm_mode,
+        windows: *const *const i32,
+        lengths: *const usize,
+        n_windows: usize,
+        params: *const lm_spsa_params,
+        out: *mut *mut lm_scales,
+        err: *mut ::std::os::raw::c_char,
+        err_cap: usize,
+    ) -> lm_status;
+}
+extern "C" {
+    pub fn lm_scales_save(
+        scales: *const lm_scales,
+        path: *const ::std::os::raw::c_char,
+        err: *mut ::std::os::raw::c_char,
+        err_cap: usize,
+    ) -> lm_status;
+}
+extern "C" {
+    pub fn lm_scales_load(
+        path: *const ::std::os::raw::c_char,
+        model: *const lm_model,
+        out: *mut *mut lm_scales,
+        err: *mut ::std::os::raw::c_char,
+        err_cap: usize,
+    ) -> lm_status;
+}
+extern "C" {
+    pub fn lm_scales_free(scales: *mut lm_scales);
+}
+extern "C" {
+    pub fn lm_scales_get_info(scales: *const lm_scales, info: *mut lm_scales_info) -> lm_status;
+}
+extern "C" {
+    pub fn lm_scales_get(
+        scales: *const lm_scales,
+        out: *mut f64,
+        initial: *mut f64,
+        cap: usize,
     ) -> lm_status;
 }
 extern "C" {

@@ -496,6 +496,39 @@ impl Model {
     pub fn calibrate(&self, windows: &[&[i32]], params: &CalibParams) -> Result<Calibration> {
         Calibration::compute(self, windows, params)
     }
+
+    /// Per-layer scales of [`Mode::MambaExtend`] or [`Mode::Modulation`] by
+    /// SPSA over token windows (`lm_scales_calibrate`).
+    pub fn calibrate_scales(&self, mode: Mode, windows: &[&[i32]], params: &SpsaParams) -> Result<Scales> {
+        let ptrs: Vec<*const i32> = windows.iter().map(|w| w.as_ptr()).collect();
+        let lens: Vec<usize> = windows.iter().map(|w| w.len()).collect();
+        let mut p: sys::lm_spsa_params = unsafe { std::mem::zeroed() };
+        unsafe { sys::lm_spsa_params_init(&mut p) };
+        p.iterations = params.iterations;
+        p.seed = params.seed;
+        let lp = params.longmamba.as_ref().map(|(c, lp)| (c.ptr.as_ptr(), raw_longmamba(lp)));
+        if let Some((c, lp)) = &lp {
+            p.longmamba = *c;
+            p.longmamba_params = lp;
+        }
+        let mut out = ptr::null_mut();
+        let mut err = ErrBuf::new();
+        let st = unsafe {
+            sys::lm_scales_calibrate(
+                self.ptr.as_ptr(),
+                mode.raw(),
+                ptrs.as_ptr(),
+                lens.as_ptr(),
+                windows.len(),
+                &p,
+                &mut out,
+                err.ptr(),
+                ERR_CAP,
+            )
+        };
+        err.check(st)?;
+        Scales::wrap(out)
+    }
 }
 
 impl Drop for Model {
@@ -522,6 +555,9 @@ pub struct CalibParams {
     pub clamp: f64,
     /// Ascending prompt lengths; None = LongMamba's list (1k..192k).
     pub buckets: Option<Vec<i64>>,
+    /// Mamba Modulation scales (one per layer): a calibration of the
+    /// modulated model, for [`Session::set_modulation`] with these scales.
+    pub a_log_scales: Option<Vec<f64>>,
 }
 
 /// Description of a calibration.
@@ -593,6 +629,10 @@ impl Calibration {
         if let Some(b) = &params.buckets {
             p.buckets = b.as_ptr();
             p.n_buckets = b.len();
+        }
+        if let Some(a) = &params.a_log_scales {
+            p.a_log_scales = a.as_ptr();
+            p.n_a_log_scales = a.len();
         }
         let mut out = ptr::null_mut();
         let mut err = ErrBuf::new();
@@ -711,6 +751,129 @@ impl fmt::Debug for Calibration {
     }
 }
 
+// ---- MambaExtend / Modulation scales ---------------------------------------------
+
+/// Options for [`Model::calibrate_scales`]; zero means the library's default.
+#[derive(Clone, Default)]
+pub struct SpsaParams<'c> {
+    /// SPSA iterations; 0 = 50 (MambaExtend) / 30 (Modulation).
+    pub iterations: i32,
+    /// Seed of s0 and the Rademacher draws.
+    pub seed: u64,
+    /// MambaExtend only: calibrate with LongMamba's filter on.
+    pub longmamba: Option<(&'c Calibration, LongMambaParams)>,
+}
+
+/// Description of calibrated scales.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(missing_docs)]
+pub struct ScalesInfo {
+    pub mode: Mode,
+    pub arch: Arch,
+    pub n_layer: i64,
+    pub target_length: i64,
+    pub n_windows: i64,
+    pub iterations: i32,
+    pub seed: u64,
+    /// Mean next-token cross-entropy at s0.
+    pub loss_initial: f64,
+    /// ... at the returned scales.
+    pub loss_final: f64,
+    pub with_longmamba: bool,
+    pub fingerprint: u64,
+}
+
+/// Per-layer MambaExtend / Modulation scales from SPSA (immutable).
+pub struct Scales {
+    ptr: NonNull<sys::lm_scales>,
+    info: ScalesInfo,
+}
+
+// Immutable after creation (C thread model).
+unsafe impl Send for Scales {}
+unsafe impl Sync for Scales {}
+
+impl Scales {
+    fn wrap(out: *mut sys::lm_scales) -> Result<Scales> {
+        let ptr = NonNull::new(out).ok_or_else(|| Error::new(Status::InvalidArgument, "null scales"))?;
+        let mut i: sys::lm_scales_info = unsafe { std::mem::zeroed() };
+        i.struct_size = std::mem::size_of::<sys::lm_scales_info>() as u32;
+        let st = unsafe { sys::lm_scales_get_info(ptr.as_ptr(), &mut i) };
+        if st != sys::LM_OK {
+            unsafe { sys::lm_scales_free(ptr.as_ptr()) };
+            return Err(Error::new(Status::from_raw(st), "lm_scales_get_info failed"));
+        }
+        let info = ScalesInfo {
+            mode: if i.mode == sys::LM_MODE_MODULATION { Mode::Modulation } else { Mode::MambaExtend },
+            arch: Arch::from_raw(i.arch),
+            n_layer: i.n_layer,
+            target_length: i.target_length,
+            n_windows: i.n_windows,
+            iterations: i.iterations,
+            seed: i.seed,
+            loss_initial: i.loss_initial,
+            loss_final: i.loss_final,
+            with_longmamba: i.with_longmamba != 0,
+            fingerprint: i.fingerprint,
+        };
+        Ok(Scales { ptr, info })
+    }
+
+    /// Loads a scales file; with a model it must belong to that model.
+    pub fn load(path: impl AsRef<Path>, model: Option<&Model>) -> Result<Scales> {
+        let path = path_cstring(path.as_ref())?;
+        let mut out = ptr::null_mut();
+        let mut err = ErrBuf::new();
+        let m = model.map_or(ptr::null(), |m| m.ptr.as_ptr() as *const _);
+        let st = unsafe { sys::lm_scales_load(path.as_ptr(), m, &mut out, err.ptr(), ERR_CAP) };
+        err.check(st)?;
+        Scales::wrap(out)
+    }
+
+    /// Saves as safetensors with the model fingerprint and the settings.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path_cstring(path.as_ref())?;
+        let mut err = ErrBuf::new();
+        let st = unsafe { sys::lm_scales_save(self.ptr.as_ptr(), path.as_ptr(), err.ptr(), ERR_CAP) };
+        err.check(st)
+    }
+
+    /// Description.
+    pub fn info(&self) -> &ScalesInfo {
+        &self.info
+    }
+
+    fn get(&self, initial: bool) -> Vec<f64> {
+        let mut v = vec![0.0; self.info.n_layer as usize];
+        let (a, b) = if initial { (ptr::null_mut(), v.as_mut_ptr()) } else { (v.as_mut_ptr(), ptr::null_mut()) };
+        let st = unsafe { sys::lm_scales_get(self.ptr.as_ptr(), a, b, v.len()) };
+        debug_assert_eq!(st, sys::LM_OK);
+        v
+    }
+
+    /// The calibrated scales, one per layer.
+    pub fn scales(&self) -> Vec<f64> {
+        self.get(false)
+    }
+
+    /// SPSA's s0.
+    pub fn initial_scales(&self) -> Vec<f64> {
+        self.get(true)
+    }
+}
+
+impl Drop for Scales {
+    fn drop(&mut self) {
+        unsafe { sys::lm_scales_free(self.ptr.as_ptr()) }
+    }
+}
+
+impl fmt::Debug for Scales {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scales").field("info", &self.info).finish()
+    }
+}
+
 // ---- sessions ------------------------------------------------------------------
 
 /// Options for a new [`Session`].
@@ -766,6 +929,34 @@ pub struct SamplingParams {
     pub return_logits: bool,
 }
 
+/// The C params of a LongMambaParams (zero: the library's default).
+fn raw_longmamba(params: &LongMambaParams) -> sys::lm_longmamba_params {
+    let mut p: sys::lm_longmamba_params = unsafe { std::mem::zeroed() };
+    unsafe { sys::lm_longmamba_params_init(&mut p) };
+    if params.theta != 0.0 {
+        p.theta = params.theta;
+    }
+    if params.threshold_scale != 0.0 {
+        p.threshold_scale = params.threshold_scale;
+    }
+    if params.trigger_length != 0 {
+        p.trigger_length = params.trigger_length;
+    }
+    p
+}
+
+impl Mode {
+    fn raw(self) -> sys::lm_mode {
+        match self {
+            Mode::Vanilla => sys::LM_MODE_VANILLA,
+            Mode::LongMamba => sys::LM_MODE_LONGMAMBA,
+            Mode::DeciMamba => sys::LM_MODE_DECIMAMBA,
+            Mode::MambaExtend => sys::LM_MODE_MAMBAEXTEND,
+            Mode::Modulation => sys::LM_MODE_MODULATION,
+        }
+    }
+}
+
 /// Session mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -775,6 +966,10 @@ pub enum Mode {
     LongMamba,
     /// DeciMamba token decimation.
     DeciMamba,
+    /// MambaExtend: per-layer scales on Δ at prefill.
+    MambaExtend,
+    /// Mamba Modulation: per-layer A' = -exp(s A_log) at prefill.
+    Modulation,
 }
 
 /// Recurrent state over a model: one thread at a time (`Send`, not `Sync`).
@@ -1007,20 +1202,57 @@ impl<'a> Session<'a> {
 
     /// LongMamba mode from the next prefill; the session borrows `calib`.
     pub fn set_longmamba(&mut self, calib: &'a Calibration, params: &LongMambaParams) -> Result<()> {
-        let mut p: sys::lm_longmamba_params = unsafe { std::mem::zeroed() };
-        unsafe { sys::lm_longmamba_params_init(&mut p) };
-        if params.theta != 0.0 {
-            p.theta = params.theta;
-        }
-        if params.threshold_scale != 0.0 {
-            p.threshold_scale = params.threshold_scale;
-        }
-        if params.trigger_length != 0 {
-            p.trigger_length = params.trigger_length;
-        }
+        let p = raw_longmamba(params);
         let st = unsafe { sys::lm_session_set_longmamba(self.ptr.as_ptr(), calib.ptr.as_ptr(), &p) };
         self.check(st)?;
         self.mode = Mode::LongMamba;
+        Ok(())
+    }
+
+    /// MambaExtend from the next prefill: Δ of layer l times `scales[l]` (one
+    /// per layer, finite and > 0).  With `longmamba`, LongMamba's filter too
+    /// (a vanilla calibration), decided on the unscaled Δ; the session
+    /// borrows the calibration.
+    pub fn set_mambaextend(
+        &mut self,
+        scales: &[f64],
+        longmamba: Option<(&'a Calibration, &LongMambaParams)>,
+    ) -> Result<()> {
+        let mut p: sys::lm_mambaextend_params = unsafe { std::mem::zeroed() };
+        unsafe { sys::lm_mambaextend_params_init(&mut p) };
+        p.scales = scales.as_ptr();
+        p.n_scales = scales.len();
+        let lp = longmamba.map(|(c, lp)| (c, raw_longmamba(lp)));
+        if let Some((c, lp)) = &lp {
+            p.longmamba = c.ptr.as_ptr();
+            p.longmamba_params = lp;
+        }
+        let st = unsafe { sys::lm_session_set_mambaextend(self.ptr.as_ptr(), &p) };
+        self.check(st)?;
+        self.mode = Mode::MambaExtend;
+        Ok(())
+    }
+
+    /// Mamba Modulation from the next prefill: layer l runs with
+    /// A' = -exp(`scales[l]` A_log).  With `longmamba`, the calibration must
+    /// come from [`CalibParams::a_log_scales`] equal to `scales`.
+    pub fn set_modulation(
+        &mut self,
+        scales: &[f64],
+        longmamba: Option<(&'a Calibration, &LongMambaParams)>,
+    ) -> Result<()> {
+        let mut p: sys::lm_modulation_params = unsafe { std::mem::zeroed() };
+        unsafe { sys::lm_modulation_params_init(&mut p) };
+        p.scales = scales.as_ptr();
+        p.n_scales = scales.len();
+        let lp = longmamba.map(|(c, lp)| (c, raw_longmamba(lp)));
+        if let Some((c, lp)) = &lp {
+            p.longmamba = c.ptr.as_ptr();
+            p.longmamba_params = lp;
+        }
+        let st = unsafe { sys::lm_session_set_modulation(self.ptr.as_ptr(), &p) };
+        self.check(st)?;
+        self.mode = Mode::Modulation;
         Ok(())
     }
 

@@ -291,6 +291,76 @@ fn calibration_classification_longmamba() {
 }
 
 #[test]
+fn mambaextend_and_modulation() {
+    let model = tiny();
+    let info = model.info().clone();
+    let (v, nl) = (info.vocab_size as usize, info.n_layer as usize);
+    let mut rng = Rng(11);
+    let prompt = rng.tokens(40, v);
+    // calibrations first: a session borrows its calibration, so they outlive it
+    let wins = [rng.tokens(32, v), rng.tokens(32, v)];
+    let wr: Vec<&[i32]> = wins.iter().map(|w| w.as_slice()).collect();
+    let cal = model.calibrate(&wr, &CalibParams::default()).unwrap();
+    let mp = CalibParams { a_log_scales: Some(vec![0.5; nl]), ..Default::default() };
+    let mcal = model.calibrate(&wr, &mp).unwrap();
+    let mut s = model.session().unwrap();
+    let vanilla = s.prefill(&prompt, 1).unwrap();
+    let want: Vec<f64> = vanilla.iter().map(|&x| x as f64).collect();
+    // scales of 1 are vanilla bit for bit; others change the prefill
+    s.reset().unwrap();
+    s.set_mambaextend(&vec![1.0; nl], None).unwrap();
+    assert_eq!(s.mode(), Mode::MambaExtend);
+    assert_eq!(s.prefill(&prompt, 1).unwrap(), vanilla);
+    s.reset().unwrap();
+    s.set_mambaextend(&vec![4.0; nl], None).unwrap();
+    assert!(rel_err(&s.prefill(&prompt, 1).unwrap(), &want).0 > 1e-4);
+    s.reset().unwrap();
+    s.set_modulation(&vec![0.3; nl], None).unwrap();
+    assert_eq!(s.mode(), Mode::Modulation);
+    assert!(rel_err(&s.prefill(&prompt, 1).unwrap(), &want).0 > 1e-4);
+    // bad scales
+    assert_eq!(s.set_mambaextend(&vec![1.0; nl + 1], None).unwrap_err().status(), Status::InvalidArgument);
+    assert_eq!(s.set_modulation(&vec![0.0; nl], None).unwrap_err().status(), Status::OutOfRange);
+    assert_eq!(s.mode(), Mode::Modulation);
+    // with LongMamba: Modulation needs a calibration made under its scales
+    let lp = LongMambaParams { trigger_length: 10, ..Default::default() };
+    assert_eq!(s.set_modulation(&vec![0.5; nl], Some((&cal, &lp))).unwrap_err().status(), Status::Mismatch);
+    assert_eq!(s.set_mambaextend(&vec![2.0; nl], Some((&mcal, &lp))).unwrap_err().status(), Status::Mismatch);
+    s.set_modulation(&vec![0.5; nl], Some((&mcal, &lp))).unwrap();
+    s.set_mambaextend(&vec![2.0; nl], Some((&cal, &lp))).unwrap();
+    s.reset().unwrap();
+    assert!(s.prefill(&prompt, 1).unwrap().iter().all(|x| x.is_finite()));
+}
+
+#[test]
+fn spsa_scales() {
+    let model = tiny();
+    let (v, nl) = (model.info().vocab_size as usize, model.info().n_layer as usize);
+    let mut rng = Rng(13);
+    let wins = [rng.tokens(24, v), rng.tokens(24, v)];
+    let wr: Vec<&[i32]> = wins.iter().map(|w| w.as_slice()).collect();
+    let p = SpsaParams { iterations: 2, seed: 5, ..Default::default() };
+    let a = model.calibrate_scales(Mode::MambaExtend, &wr, &p).unwrap();
+    let b = model.calibrate_scales(Mode::MambaExtend, &wr, &p).unwrap();
+    assert_eq!(a.scales(), b.scales());
+    assert_eq!(a.scales().len(), nl);
+    assert!(a.initial_scales().iter().all(|&s| (0.75..1.0).contains(&s)));
+    assert_eq!((a.info().mode, a.info().iterations, a.info().target_length), (Mode::MambaExtend, 2, 24));
+    let path = std::env::temp_dir().join(format!("lm-rust-scales-{}.safetensors", std::process::id()));
+    a.save(&path).unwrap();
+    let back = Scales::load(&path, Some(&model)).unwrap();
+    let other = Model::load(fixture("m1-odd-f32"), &cpu()).unwrap();
+    assert_eq!(Scales::load(&path, Some(&other)).unwrap_err().status(), Status::Mismatch);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(back.info(), a.info());
+    let mut s = model.session().unwrap();
+    s.set_mambaextend(&back.scales(), None).unwrap();
+    let bad = SpsaParams { iterations: -1, ..Default::default() };
+    assert_eq!(model.calibrate_scales(Mode::Modulation, &wr, &bad).unwrap_err().status(), Status::OutOfRange);
+    assert_eq!(model.calibrate_scales(Mode::Vanilla, &wr, &p).unwrap_err().status(), Status::InvalidArgument);
+}
+
+#[test]
 #[allow(clippy::neg_cmp_op_on_partial_ord)] // NaN-aware, as the header writes it
 fn scan_filtered_matches_the_formula() {
     let (l, e, n) = (11usize, 5usize, 4usize);
