@@ -622,6 +622,28 @@ LM_API lm_status lm_session_decode(lm_session *session, int32_t token, float *lo
 LM_API lm_status lm_session_decode_batch(lm_session *const *sessions, size_t n,
                                          const int32_t *tokens, float *logits,
                                          size_t logits_cap);
+/* Prefill of n prompts at once: sessions[i] (distinct, one model, each at
+ * its own position) consumes tokens[i][0..n_tokens[i]), as
+ * lm_session_prefill(sessions[i], tokens[i], n_tokens[i], 1, ...) would;
+ * logits (NULL, or room for n x vocab_size floats; logits_cap counts
+ * floats) receives row i = the logits of sessions[i]'s last token.  The
+ * prompts run together, packed back to back without padding: a backend
+ * runs the matrix products over all of their tokens at once (the CPU and
+ * CUDA backends do), in pieces of at most C tokens in all, C the largest
+ * chunk_size of the sessions (a prompt may span pieces; sessions[0] holds
+ * the scratch).  Results equal n lm_session_prefill calls up to rounding.
+ * A session whose mode acts on this prompt (LongMamba above its trigger
+ * length, DeciMamba, MambaExtend, Modulation) runs alone through
+ * lm_session_prefill's path; length hints and progress callbacks work per
+ * session as there.  Each prompt is
+ * checked as by lm_session_prefill (empty, token ids, length hint): the
+ * message names the session ("sessions[i]: ...").  n == 0 does nothing.
+ * Errors are recorded in sessions[0]'s last error.  On any error,
+ * including an abort from a progress callback, every session keeps the
+ * state and position it had before the call.  (0.3) */
+LM_API lm_status lm_session_prefill_batch(lm_session *const *sessions, size_t n,
+                                          const int32_t *const *tokens, const size_t *n_tokens,
+                                          float *logits, size_t logits_cap);
 /* Back to zero state and position 0; the mode and the sampler are kept, the
  * length hint cleared. */
 LM_API lm_status lm_session_reset(lm_session *session);

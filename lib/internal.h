@@ -453,6 +453,14 @@ static inline float lmi_modulate_A(float A, double s)
     return s == 1.0 ? A : (float)-__builtin_exp(s * __builtin_log(-(double)A));
 }
 
+/* One sequence of a batched prefill piece (lmi_backend_vt.prefill_batch). */
+typedef struct lmi_seq {
+    struct lm_session *s;      /* continues from its state */
+    const int32_t *tokens;     /* validated < vocab */
+    int64_t n_tokens;          /* >= 1 */
+    float *logits;             /* [vocab] host: the row of the last token, or NULL */
+} lmi_seq;
+
 struct lmi_backend_vt {
     const char *name;
     lm_status (*model_init)(struct lm_model *m, lmi_err *e);   /* upload weights */
@@ -483,6 +491,16 @@ struct lmi_backend_vt {
     lm_status (*sample_batch)(struct lm_session *const *s, size_t n, const int32_t *tokens,
                               int32_t *next, float *logits, const uint8_t *want_logits,
                               lmi_err *e);
+    /* Optional: a piece of lm_session_prefill_batch, n >= 1 sequences of
+     * distinct sessions of this model without mode hooks, their tokens
+     * packed into one pass (the projections over all of them at once),
+     * each continuing from and leaving its own session's state.  owner
+     * (one of the call's sessions, maybe not among seq) lends its scratch
+     * and stream.  On error the states are unspecified: the caller puts
+     * back its snapshot; positions are the caller's.  NULL: session code
+     * runs forward per session. */
+    lm_status (*prefill_batch)(struct lm_session *owner, const lmi_seq *seq, size_t n,
+                               bool allow_tf32, lmi_err *e);
 };
 
 extern const lmi_backend_vt lmi_cpu_backend;
@@ -496,8 +514,9 @@ extern const lmi_backend_vt lmi_cpu_backend;
  * directly, so LMI_CUDA_MODULE_VERSION must be bumped whenever this table,
  * the vtable or those structs change; the loader also compares their
  * sizes as a cheap guard against a module from another build. */
-#define LMI_CUDA_MODULE_VERSION 6u /* 4: decode_sample in the vtable; 5: LMI_W_Q8_0 weights;
-                                    * 6: scale hooks in lmi_forward */
+#define LMI_CUDA_MODULE_VERSION 7u /* 4: decode_sample in the vtable; 5: LMI_W_Q8_0 weights;
+                                    * 6: scale hooks in lmi_forward;
+                                    * 7: prefill_batch in the vtable */
 #define LMI_CUDA_MODULE_ENTRY "lmi_cuda_module_v1"
 #define LMI_CUDA_MODULE_FILE "libongmamba-cuda.so"
 #define LMI_CUDA_MODULE_ENV "LONGMAMBA_CUDA_MODULE"

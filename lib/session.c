@@ -178,12 +178,11 @@ int64_t lm_session_position(const lm_session *s)
 
 /* ---- prefill / decode --------------------------------------------------- */
 
-static lm_status check_tokens(lm_session *s, const int32_t *tokens, size_t n)
+static lm_status check_tokens(lmi_err *e, int64_t V, const int32_t *tokens, size_t n)
 {
-    const int64_t V = s->model->dims.vocab;
     for (size_t i = 0; i < n; i++)
         if (tokens[i] < 0 || (int64_t)tokens[i] >= V)
-            return lmi_fail(&s->err, LM_ERR_OUT_OF_RANGE,
+            return lmi_fail(e, LM_ERR_OUT_OF_RANGE,
                             "token %zu has id %d, outside the vocabulary [0, %lld)", i,
                             (int)tokens[i], (long long)V);
     return LM_OK;
@@ -198,18 +197,74 @@ static void restore(lm_session *s, int64_t pos)
     s->pos = pos;
 }
 
+/* A prompt for s: present, not empty, ids in the vocabulary. */
+static lm_status check_prompt(const lm_session *s, lmi_err *e, const int32_t *tokens,
+                              size_t n_tokens)
+{
+    if (!tokens) return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "tokens is NULL");
+    if (n_tokens == 0) return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "empty prompt");
+    if (n_tokens > (size_t)(INT64_MAX / 4) || (int64_t)n_tokens > INT64_MAX - s->pos)
+        return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "prompt of %zu tokens is too long",
+                        n_tokens);
+    return check_tokens(e, s->model->dims.vocab, tokens, n_tokens);
+}
+
+/* The prompt must fit the length hint, when one is set. */
+static lm_status check_hint(const lm_session *s, lmi_err *e, int64_t n)
+{
+    if (s->length_hint > 0 && s->pos + n > s->length_hint)
+        return lmi_fail(e, LM_ERR_INVALID_ARGUMENT,
+                        "length hint (prompt end at position %lld) is smaller than the prompt "
+                        "(position %lld + %lld tokens)",
+                        (long long)s->length_hint, (long long)s->pos, (long long)n);
+    return LM_OK;
+}
+
+/* The forward of an n-token prompt with the mode's hooks (errors in s->err). */
+static lm_status prepare_prefill(lm_session *s, int64_t n, lmi_forward *fwd)
+{
+    const int64_t prompt_len = s->length_hint > 0 ? s->length_hint : s->pos + n;
+    memset(fwd, 0, sizeof *fwd);
+    fwd->allow_tf32 = (s->flags & LM_SESSION_ALLOW_TF32) != 0;
+    return lmi_modes_prepare(s, LMI_CALL_PREFILL, prompt_len, fwd);
+}
+
+/* The prompt through fwd in the session's chunks, logits of the last
+ * n_logits positions; positions advance per chunk.  No snapshot: on an
+ * error the caller puts the state back. */
+static lm_status prefill_chunks(lm_session *s, lmi_forward *fwd, const int32_t *tokens, int64_t n,
+                                size_t n_logits, float *logits, lmi_err *e)
+{
+    const lm_model *m = s->model;
+    const size_t V = (size_t)m->dims.vocab;
+    const int64_t chunk = lmi_modes_single_chunk(s) ? n : s->chunk_size;
+    const int64_t out_begin = n - (int64_t)n_logits; /* first position with logits */
+    for (int64_t start = 0; start < n; start += chunk) {
+        const int64_t len = n - start < chunk ? n - start : chunk;
+        const int64_t lo = out_begin > start ? out_begin : start;
+        const int64_t n_out = start + len > lo ? start + len - lo : 0;
+        fwd->tokens = tokens + start;
+        fwd->n_tokens = len;
+        fwd->n_out = n_out;
+        fwd->logits = n_out > 0 ? logits + (size_t)(lo - out_begin) * V : NULL;
+        lm_status st = m->vt->forward(s, fwd, e);
+        if (st != LM_OK) return st;
+        s->pos += len;
+        if (s->progress && s->progress(s->progress_user, start + len, n) != 0)
+            return lmi_fail(e, LM_ERR_ABORTED,
+                            "prefill aborted by the progress callback after %lld of %lld tokens",
+                            (long long)(start + len), (long long)n);
+    }
+    return LM_OK;
+}
+
 lm_status lm_session_prefill(lm_session *s, const int32_t *tokens, size_t n_tokens,
                              size_t n_logits, float *logits, size_t logits_cap)
 {
     if (!s) return LM_ERR_INVALID_ARGUMENT;
     const lm_model *m = s->model;
     const int64_t V = m->dims.vocab;
-    if (!tokens) return lmi_fail(&s->err, LM_ERR_INVALID_ARGUMENT, "tokens is NULL");
-    if (n_tokens == 0) return lmi_fail(&s->err, LM_ERR_INVALID_ARGUMENT, "empty prompt");
-    if (n_tokens > (size_t)(INT64_MAX / 4) || (int64_t)n_tokens > INT64_MAX - s->pos)
-        return lmi_fail(&s->err, LM_ERR_INVALID_ARGUMENT, "prompt of %zu tokens is too long",
-                        n_tokens);
-    lm_status st = check_tokens(s, tokens, n_tokens);
+    lm_status st = check_prompt(s, &s->err, tokens, n_tokens);
     if (st != LM_OK) return st;
     if (n_logits > n_tokens)
         return lmi_fail(&s->err, LM_ERR_INVALID_ARGUMENT,
@@ -225,17 +280,11 @@ lm_status lm_session_prefill(lm_session *s, const int32_t *tokens, size_t n_toke
                             n_logits > SIZE_MAX / (size_t)V ? SIZE_MAX : n_logits * (size_t)V);
     }
     const int64_t n = (int64_t)n_tokens;
-    if (s->length_hint > 0 && s->pos + n > s->length_hint)
-        return lmi_fail(&s->err, LM_ERR_INVALID_ARGUMENT,
-                        "length hint (prompt end at position %lld) is smaller than the prompt "
-                        "(position %lld + %lld tokens)",
-                        (long long)s->length_hint, (long long)s->pos, (long long)n);
-    const int64_t prompt_len = s->length_hint > 0 ? s->length_hint : s->pos + n;
+    st = check_hint(s, &s->err, n);
+    if (st != LM_OK) return st;
 
     lmi_forward fwd;
-    memset(&fwd, 0, sizeof fwd);
-    fwd.allow_tf32 = (s->flags & LM_SESSION_ALLOW_TF32) != 0;
-    st = lmi_modes_prepare(s, LMI_CALL_PREFILL, prompt_len, &fwd);
+    st = prepare_prefill(s, n, &fwd);
     if (st != LM_OK) return st;
     if (fwd.tokens_hook && (int64_t)n_logits > fwd.tokens_hook->keeps_last)
         return lmi_fail(&s->err, LM_ERR_INVALID_ARGUMENT,
@@ -246,29 +295,10 @@ lm_status lm_session_prefill(lm_session *s, const int32_t *tokens, size_t n_toke
     st = m->vt->state_read(s, s->backup, &s->err);
     if (st != LM_OK) return st;
     const int64_t pos0 = s->pos;
-    const int64_t chunk = lmi_modes_single_chunk(s) ? n : s->chunk_size;
-    const int64_t out_begin = n - (int64_t)n_logits; /* first position with logits */
-
-    for (int64_t start = 0; start < n; start += chunk) {
-        const int64_t len = n - start < chunk ? n - start : chunk;
-        const int64_t lo = out_begin > start ? out_begin : start;
-        const int64_t n_out = start + len > lo ? start + len - lo : 0;
-        fwd.tokens = tokens + start;
-        fwd.n_tokens = len;
-        fwd.n_out = n_out;
-        fwd.logits = n_out > 0 ? logits + (size_t)(lo - out_begin) * (size_t)V : NULL;
-        st = m->vt->forward(s, &fwd, &s->err);
-        if (st != LM_OK) {
-            restore(s, pos0);
-            return st;
-        }
-        s->pos += len;
-        if (s->progress && s->progress(s->progress_user, start + len, n) != 0) {
-            restore(s, pos0);
-            return lmi_fail(&s->err, LM_ERR_ABORTED,
-                            "prefill aborted by the progress callback after %lld of %lld tokens",
-                            (long long)(start + len), (long long)n);
-        }
+    st = prefill_chunks(s, &fwd, tokens, n, n_logits, logits, &s->err);
+    if (st != LM_OK) {
+        restore(s, pos0);
+        return st;
     }
     /* The hinted prompt is complete: later prefills stand on their own. */
     if (s->length_hint > 0 && s->pos >= s->length_hint) s->length_hint = 0;
@@ -280,7 +310,7 @@ lm_status lm_session_decode(lm_session *s, int32_t token, float *logits, size_t 
     if (!s) return LM_ERR_INVALID_ARGUMENT;
     const lm_model *m = s->model;
     const int64_t V = m->dims.vocab;
-    lm_status st = check_tokens(s, &token, 1);
+    lm_status st = check_tokens(&s->err, V, &token, 1);
     if (st != LM_OK) return st;
     if (logits && logits_cap < (size_t)V)
         return lmi_fail(&s->err, LM_ERR_BUFFER_TOO_SMALL,
@@ -308,6 +338,21 @@ static int cmp_ptr(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* A session twice would step (or prefill) twice from one state: refuse it. */
+static lm_status check_distinct(lmi_err *e, lm_session *const *ss, size_t n)
+{
+    if (n < 2) return LM_OK;
+    lm_session **sorted = lmi_alloc(n, sizeof *sorted);
+    if (!sorted) return lmi_fail(e, LM_ERR_NO_MEMORY, "out of memory checking the sessions");
+    memcpy(sorted, ss, n * sizeof *sorted);
+    qsort(sorted, n, sizeof *sorted, cmp_ptr);
+    bool dup = false;
+    for (size_t i = 1; i < n && !dup; i++) dup = sorted[i] == sorted[i - 1];
+    lmi_free(sorted);
+    if (dup) return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "a session appears twice in the batch");
+    return LM_OK;
+}
+
 /* The checks every batched step shares: sessions[0..n) non-NULL, of one
  * model, distinct, at positions that can advance, tokens in the
  * vocabulary.  n >= 1; messages go to sessions[0] (when there is one). */
@@ -330,18 +375,7 @@ static lm_status check_batch(lm_session *const *ss, size_t n, const int32_t *tok
         if (ss[i]->pos == INT64_MAX)
             return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "sessions[%zu]: position overflow", i);
     }
-    /* A session twice would step twice from one state: refuse it. */
-    if (n > 1) {
-        lm_session **sorted = lmi_alloc(n, sizeof *sorted);
-        if (!sorted) return lmi_fail(e, LM_ERR_NO_MEMORY, "out of memory checking the sessions");
-        memcpy(sorted, ss, n * sizeof *sorted);
-        qsort(sorted, n, sizeof *sorted, cmp_ptr);
-        bool dup = false;
-        for (size_t i = 1; i < n && !dup; i++) dup = sorted[i] == sorted[i - 1];
-        lmi_free(sorted);
-        if (dup) return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "a session appears twice in the batch");
-    }
-    return LM_OK;
+    return check_distinct(e, ss, n);
 }
 
 /* A logits buffer of cap floats must hold n rows of V. */
@@ -411,6 +445,156 @@ lm_status lm_session_decode_batch(lm_session *const *ss, size_t n, const int32_t
     if (st != LM_OK) return st;
     for (size_t i = 0; i < n; i++) ss[i]->pos++;
     return LM_OK;
+}
+
+/* ---- prefill of many prompts ---------------------------------------------- */
+
+/* What lm_session_prefill_batch knows of sessions[i]. */
+typedef struct batch_item {
+    lmi_forward fwd;   /* the prompt's forward with the mode's hooks */
+    int64_t n;         /* tokens */
+    int64_t pos0;      /* position before the call */
+    bool alone;        /* the mode acts on the prompt: lm_session_prefill's path */
+} batch_item;
+
+/* Session i's checks and forward; a message names the session. */
+static lm_status plan_item(lm_session *const *ss, size_t i, const int32_t *tokens, size_t n_tokens,
+                           bool want_logits, batch_item *it)
+{
+    lm_session *s = ss[i];
+    lmi_err inner = {{0}};
+    lm_status st = check_prompt(s, &inner, tokens, n_tokens);
+    if (st == LM_OK) st = check_hint(s, &inner, (int64_t)n_tokens);
+    if (st == LM_OK) {
+        st = prepare_prefill(s, (int64_t)n_tokens, &it->fwd);
+        if (st != LM_OK) inner = s->err; /* the mode's message */
+    }
+    if (st == LM_OK && want_logits && it->fwd.tokens_hook && it->fwd.tokens_hook->keeps_last < 1)
+        st = lmi_fail(&inner, LM_ERR_INVALID_ARGUMENT,
+                      "the %s mode keeps no token of the prompt for its logits", s->mode->name);
+    if (st != LM_OK) return lmi_fail(&ss[0]->err, st, "sessions[%zu]: %s", i, inner.msg);
+    it->n = (int64_t)n_tokens;
+    it->pos0 = s->pos;
+    it->alone = it->fwd.filters || it->fwd.tokens_hook || it->fwd.sink || it->fwd.delta_scale ||
+                it->fwd.a_log_scale;
+    return LM_OK;
+}
+
+/* Session i alone, in its own chunks. */
+static lm_status run_alone(lm_session *const *ss, size_t i, const int32_t *tokens, batch_item *it,
+                           float *row)
+{
+    lmi_err inner = {{0}};
+    lm_status st = prefill_chunks(ss[i], &it->fwd, tokens, it->n, row ? 1 : 0, row, &inner);
+    if (st != LM_OK) return lmi_fail(&ss[0]->err, st, "sessions[%zu]: %s", i, inner.msg);
+    return LM_OK;
+}
+
+/* The sessions without hooks through vt->prefill_batch: pieces of at most
+ * C tokens in all (C the largest chunk_size among them), each session's
+ * prompt taken in order and split where a piece is full. */
+static lm_status run_packed(lm_session *const *ss, size_t n, const int32_t *const *tokens,
+                            batch_item *it, float *logits)
+{
+    const lm_model *m = ss[0]->model;
+    const size_t V = (size_t)m->dims.vocab;
+    lmi_err *e = &ss[0]->err;
+    int64_t C = 1;
+    size_t k = 0;
+    bool tf32 = true;
+    for (size_t i = 0; i < n; i++) {
+        if (it[i].alone) continue;
+        if (!m->vt->prefill_batch) {
+            lm_status st = run_alone(ss, i, tokens[i], &it[i], logits ? logits + i * V : NULL);
+            if (st != LM_OK) return st;
+            continue;
+        }
+        C = ss[i]->chunk_size > C ? ss[i]->chunk_size : C;
+        tf32 = tf32 && (ss[i]->flags & LM_SESSION_ALLOW_TF32) != 0;
+        k++;
+    }
+    if (k == 0) return LM_OK;
+    lmi_seq *seq = lmi_alloc(k, sizeof *seq);
+    size_t *who = lmi_alloc(k, sizeof *who);
+    lm_status st = seq && who ? LM_OK : lmi_fail(e, LM_ERR_NO_MEMORY, "no memory for the batch");
+    size_t next = 0; /* the first session not finished */
+    while (st == LM_OK) {
+        int64_t used = 0;
+        size_t ns = 0;
+        for (; next < n && used < C; next++) {
+            if (it[next].alone) continue;
+            lm_session *s = ss[next];
+            const int64_t done = s->pos - it[next].pos0, rest = it[next].n - done;
+            const int64_t take = rest < C - used ? rest : C - used;
+            const bool last = take == rest;
+            seq[ns] = (lmi_seq){s, tokens[next] + done, take,
+                                last && logits ? logits + next * V : NULL};
+            who[ns++] = next;
+            used += take;
+            if (!last) break; /* the piece is full; the rest comes next */
+        }
+        if (ns == 0) break;
+        st = m->vt->prefill_batch(ss[0], seq, ns, tf32, e);
+        for (size_t j = 0; j < ns && st == LM_OK; j++) {
+            lm_session *s = ss[who[j]];
+            s->pos += seq[j].n_tokens;
+            const int64_t done = s->pos - it[who[j]].pos0;
+            if (s->progress && s->progress(s->progress_user, done, it[who[j]].n) != 0)
+                st = lmi_fail(e, LM_ERR_ABORTED,
+                              "sessions[%zu]: prefill aborted by the progress callback after %lld "
+                              "of %lld tokens",
+                              who[j], (long long)done, (long long)it[who[j]].n);
+        }
+    }
+    lmi_free(seq);
+    lmi_free(who);
+    return st;
+}
+
+lm_status lm_session_prefill_batch(lm_session *const *ss, size_t n, const int32_t *const *tokens,
+                                   const size_t *n_tokens, float *logits, size_t logits_cap)
+{
+    if (!ss) return LM_ERR_INVALID_ARGUMENT;
+    if (n == 0) return LM_OK;
+    if (!ss[0]) return LM_ERR_INVALID_ARGUMENT;
+    lmi_err *e = &ss[0]->err;
+    const lm_model *m = ss[0]->model;
+    for (size_t i = 0; i < n; i++) {
+        if (!ss[i]) return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "sessions[%zu] is NULL", i);
+        if (ss[i]->model != m)
+            return lmi_fail(e, LM_ERR_INVALID_ARGUMENT,
+                            "sessions[%zu] belongs to another model than sessions[0]", i);
+    }
+    if (!tokens) return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "tokens is NULL");
+    if (!n_tokens) return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "n_tokens is NULL");
+    lm_status st = check_distinct(e, ss, n);
+    if (st == LM_OK && logits) st = check_rows(e, logits_cap, n, m->dims.vocab);
+    if (st != LM_OK) return st;
+    batch_item *it = lmi_alloc(n, sizeof *it);
+    if (!it) return lmi_fail(e, LM_ERR_NO_MEMORY, "no memory for the batch");
+    for (size_t i = 0; i < n && st == LM_OK; i++)
+        st = plan_item(ss, i, tokens[i], n_tokens[i], logits != NULL, &it[i]);
+    /* Snapshots first: any later error puts every session back. */
+    for (size_t i = 0; i < n && st == LM_OK; i++)
+        st = m->vt->state_read(ss[i], ss[i]->backup, e);
+    const size_t V = (size_t)m->dims.vocab;
+    bool ran = false;
+    for (size_t i = 0; i < n && st == LM_OK; i++) {
+        if (!it[i].alone) continue;
+        ran = true;
+        st = run_alone(ss, i, tokens[i], &it[i], logits ? logits + i * V : NULL);
+    }
+    if (st == LM_OK) {
+        ran = true;
+        st = run_packed(ss, n, tokens, it, logits);
+    }
+    if (st != LM_OK && ran)
+        for (size_t i = 0; i < n; i++) restore(ss[i], it[i].pos0);
+    /* A hinted prompt that is complete: later prefills stand on their own. */
+    for (size_t i = 0; i < n && st == LM_OK; i++)
+        if (ss[i]->length_hint > 0 && ss[i]->pos >= ss[i]->length_hint) ss[i]->length_hint = 0;
+    lmi_free(it);
+    return st;
 }
 
 /* ---- decode with sampling ------------------------------------------------ */

@@ -263,9 +263,41 @@ static lm_status cpu_forward(lm_session *s, const lmi_forward *f, lmi_err *e)
     return LM_OK;
 }
 
-/* One decode step for n sessions: each mixer runs its projections as
- * GEMMs over the n tokens (each weight read once for the batch) and its
- * conv/scan steps on each session's own state.  Scratch is sessions[0]'s. */
+/* n sequences packed back to back (off[i] their first rows, off[n] the
+ * tokens in all) through the layers on sessions[i]'s states: each mixer
+ * runs its projections as GEMMs over all rows (each weight read once for
+ * the batch) and its conv/scan per sequence.  res/hn and the mixers'
+ * scratch are c0's, reserved for off[n] rows, res holding the embeddings. */
+static lm_status run_seqs(const lm_model *m, cpu_session *c0, lm_session *const *ss,
+                          const int64_t *off, int64_t n, lmi_err *e)
+{
+    const lmi_dims *d = &m->dims;
+    const cpu_model *cm = m->bk;
+    float *(*state)[LMI_STATE_PARTS] = lmi_alloc((size_t)n, sizeof *state);
+    if (!state) return lmi_fail(e, LM_ERR_NO_MEMORY, "cpu: no memory for the batch");
+    for (int64_t i = 0; i < n; i++)
+        for (int p = 0; p < LMI_STATE_PARTS; p++) state[i][p] = ((cpu_session *)ss[i]->bk)->part[p];
+    lm_status st = LM_OK;
+    for (int64_t l = 0; l < d->n_layer && st == LM_OK; l++) {
+        const lmi_layer *L = &m->layers[l];
+        const lmi_cpu_mixer *mx = cpu_mixer(L->kind);
+        const lmi_cpu_layer c = {m, L, l, cm->layer_data[l], c0->hn, c0->res, c0->tile,
+                                 cpu_threads(m)};
+        lmi_rmsnorm(c0->res, &L->norm_w, c0->hn, off[n], d->d_model, d->eps);
+        st = mx->forward_seqs(&c, c0->scratch[L->kind], off, n,
+                              (float *const(*)[LMI_STATE_PARTS])state, e);
+        /* the next layer's state parts */
+        for (int64_t i = 0; i < n; i++)
+            for (int p = 0; p < LMI_STATE_PARTS; p++)
+                state[i][p] += lmi_mixer_find(L->kind)->state_floats(d, (lmi_state_part)p,
+                                                                      ss[i]->pos);
+    }
+    lmi_free(state);
+    return st;
+}
+
+/* One decode step for n sessions: n sequences of one token.  Scratch is
+ * sessions[0]'s. */
 static lm_status cpu_forward_batch(lm_session *const *ss, size_t n_sessions,
                                    const int32_t *tokens, float *logits, bool allow_tf32,
                                    lmi_err *e)
@@ -274,35 +306,66 @@ static lm_status cpu_forward_batch(lm_session *const *ss, size_t n_sessions,
     if (!ss || n_sessions == 0 || !tokens || !ss[0] || !ss[0]->bk)
         return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "cpu: invalid batch arguments");
     const lm_model *m = ss[0]->model;
-    const lmi_dims *d = &m->dims;
     const int64_t n = (int64_t)n_sessions;
     cpu_session *c0 = ss[0]->bk;
-    const cpu_model *cm = m->bk;
     lm_status st = reserve(c0, m, n, e);
     if (st != LM_OK) return st;
-    float *(*state)[LMI_STATE_PARTS] = lmi_alloc((size_t)n, sizeof *state);
-    if (!state) return lmi_fail(e, LM_ERR_NO_MEMORY, "cpu: no memory for the batch");
-    for (int64_t i = 0; i < n; i++)
-        for (int p = 0; p < LMI_STATE_PARTS; p++)
-            state[i][p] = ((cpu_session *)ss[i]->bk)->part[p];
-
+    int64_t *off = lmi_alloc((size_t)n + 1, sizeof *off);
+    if (!off) return lmi_fail(e, LM_ERR_NO_MEMORY, "cpu: no memory for the batch");
+    for (int64_t i = 0; i <= n; i++) off[i] = i;
     lmi_embed(&m->embed, tokens, n, c0->res);
-    for (int64_t l = 0; l < d->n_layer && st == LM_OK; l++) {
-        const lmi_layer *L = &m->layers[l];
-        const lmi_cpu_mixer *mx = cpu_mixer(L->kind);
-        const lmi_cpu_layer c = {m, L, l, cm->layer_data[l], c0->hn, c0->res, c0->tile,
-                                 cpu_threads(m)};
-        lmi_rmsnorm(c0->res, &L->norm_w, c0->hn, n, d->d_model, d->eps);
-        st = mx->step_batch(&c, c0->scratch[L->kind], (float *const(*)[LMI_STATE_PARTS])state,
-                            n, e);
-        /* the next layer's state parts */
-        for (int64_t i = 0; i < n; i++)
-            for (int p = 0; p < LMI_STATE_PARTS; p++)
-                state[i][p] += lmi_mixer_find(L->kind)->state_floats(d, (lmi_state_part)p,
-                                                                      ss[i]->pos);
-    }
-    lmi_free(state);
+    st = run_seqs(m, c0, ss, off, n, e);
+    lmi_free(off);
     if (st == LM_OK && logits) head(m, c0, n, n, logits);
+    return st;
+}
+
+/* A piece of a batched prefill: the sequences packed into one pass of
+ * run_seqs; the logits rows asked for come from one head GEMM over their
+ * last rows (gathered to the front of res). */
+static lm_status cpu_prefill_batch(lm_session *owner, const lmi_seq *seq, size_t n_seq,
+                                   bool allow_tf32, lmi_err *e)
+{
+    (void)allow_tf32;
+    if (!owner || !owner->bk || !seq || n_seq == 0)
+        return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "cpu: invalid batch arguments");
+    const lm_model *m = owner->model;
+    const int64_t n = (int64_t)n_seq, dm = m->dims.d_model, V = m->dims.vocab;
+    cpu_session *c0 = owner->bk;
+    int64_t *off = lmi_alloc((size_t)n + 1, sizeof *off);
+    lm_session **ss = lmi_alloc((size_t)n, sizeof *ss);
+    lm_status st = off && ss ? LM_OK : lmi_fail(e, LM_ERR_NO_MEMORY, "cpu: no memory for the batch");
+    int64_t rows = 0; /* logits rows asked for */
+    for (int64_t i = 0; i < n && st == LM_OK; i++) {
+        if (!seq[i].s || !seq[i].s->bk || seq[i].s->model != m || !seq[i].tokens ||
+            seq[i].n_tokens < 1 || seq[i].n_tokens > INT64_MAX / 4 - off[i])
+            st = lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "cpu: invalid sequence %lld in the batch",
+                          (long long)i);
+        else
+            off[i + 1] = off[i] + seq[i].n_tokens;
+        ss[i] = seq[i].s;
+        rows += seq[i].logits != NULL;
+    }
+    float *lg = NULL;
+    if (st == LM_OK && rows > 0 && !(lg = lmi_alloc_raw((size_t)rows, (size_t)V * sizeof(float))))
+        st = lmi_fail(e, LM_ERR_NO_MEMORY, "cpu: no memory for %lld rows of logits", (long long)rows);
+    if (st == LM_OK) st = reserve(c0, m, off[n], e);
+    for (int64_t i = 0; i < n && st == LM_OK; i++)
+        lmi_embed(&m->embed, seq[i].tokens, seq[i].n_tokens, c0->res + off[i] * dm);
+    if (st == LM_OK) st = run_seqs(m, c0, ss, off, n, e);
+    if (st == LM_OK && rows > 0) {
+        int64_t r = 0;
+        for (int64_t i = 0; i < n; i++)
+            if (seq[i].logits) /* r <= i: rows move down, never over one still to read */
+                memmove(c0->res + r++ * dm, c0->res + (off[i + 1] - 1) * dm, (size_t)dm * sizeof(float));
+        head(m, c0, rows, rows, lg);
+        r = 0;
+        for (int64_t i = 0; i < n; i++)
+            if (seq[i].logits) memcpy(seq[i].logits, lg + r++ * V, (size_t)V * sizeof(float));
+    }
+    lmi_free(lg);
+    lmi_free(off);
+    lmi_free(ss);
     return st;
 }
 
@@ -318,4 +381,5 @@ const lmi_backend_vt lmi_cpu_backend = {
     .state_write = cpu_state_write,
     .forward_batch = cpu_forward_batch,
     .sample_batch = NULL, /* the logits are on the host: session code samples them */
+    .prefill_batch = cpu_prefill_batch,
 };

@@ -180,8 +180,8 @@ static lm_status m1_forward(const lmi_cpu_layer *c, void *scratch, const lmi_for
     return LM_OK;
 }
 
-static lm_status m1_step_batch(const lmi_cpu_layer *c, void *scratch,
-                               float *const (*state)[LMI_STATE_PARTS], int64_t n, lmi_err *e)
+static lm_status m1_forward_seqs(const lmi_cpu_layer *c, void *scratch, const int64_t *off,
+                                int64_t n, float *const (*state)[LMI_STATE_PARTS], lmi_err *e)
 {
     (void)e;
     const lmi_dims *d = &c->m->dims;
@@ -189,34 +189,35 @@ static lm_status m1_step_batch(const lmi_cpu_layer *c, void *scratch,
     m1_scratch *sc = scratch;
     const int nt = c->nt;
     const int64_t dm = d->d_model, E = d->d_inner, N = d->d_state, R = d->dt_rank, K = d->d_conv;
-    const int64_t nx = R + 2 * N;
-    lmi_linear(c->hn, dm, n, &w->in_w, &w->in_b, sc->xz, 2 * E, 0.0f, c->tile, nt);
+    const int64_t nx = R + 2 * N, T = off[n];
+    lmi_linear(c->hn, dm, T, &w->in_w, &w->in_b, sc->xz, 2 * E, 0.0f, c->tile, nt);
     for (int64_t i = 0; i < n; i++)
-        lmi_conv_chunk(sc->head, state[i][LMI_STATE_CONV], sc->xz + i * 2 * E, 2 * E, 1, c->data,
-                       sc->u + i * E, E, K, 1);
-    lmi_linear(sc->u, E, n, &w->x_w, NULL, sc->xdbl, nx, 0.0f, c->tile, nt);
-    if (d->bcdt_rms_eps > 0.0) bcdt_rms_rows(sc->xdbl, n, d);
-    lmi_linear(sc->xdbl, nx, n, &w->dt_w, NULL, sc->dt, E, 0.0f, c->tile, nt);
+        lmi_conv_chunk(sc->head, state[i][LMI_STATE_CONV], sc->xz + off[i] * 2 * E, 2 * E,
+                       off[i + 1] - off[i], c->data, sc->u + off[i] * E, E, K, nt);
+    lmi_linear(sc->u, E, T, &w->x_w, NULL, sc->xdbl, nx, 0.0f, c->tile, nt);
+    if (d->bcdt_rms_eps > 0.0) bcdt_rms_rows(sc->xdbl, T, d);
+    lmi_linear(sc->xdbl, nx, T, &w->dt_w, NULL, sc->dt, E, 0.0f, c->tile, nt);
     for (int64_t i = 0; i < n; i++) {
+        const int64_t t = off[i];
         lmi_scan_m1 sa = {
-            .L = 1, .E = E, .N = N,
-            .u = sc->u + i * E,
-            .delta = sc->dt + i * E,
+            .L = off[i + 1] - t, .E = E, .N = N,
+            .u = sc->u + t * E,
+            .delta = sc->dt + t * E,
             .dt_softplus = true,
             .dt_bias = lmi_weight_f32(&w->dt_b),
             .A = lmi_weight_f32(&w->A),
-            .B = sc->xdbl + i * nx + R,
-            .C = sc->xdbl + i * nx + R + N,
+            .B = sc->xdbl + t * nx + R,
+            .C = sc->xdbl + t * nx + R + N,
             .ldbc = nx,
             .D = lmi_weight_f32(&w->D),
-            .z = sc->xz + i * 2 * E + E,
+            .z = sc->xz + t * 2 * E + E,
             .ldz = 2 * E,
             .h = state[i][LMI_STATE_SSM],
-            .y = sc->y + i * E,
+            .y = sc->y + t * E,
         };
-        lmi_cpu_scan_m1(&sa, 1);
+        lmi_cpu_scan_m1(&sa, nt); /* one thread for short sequences (its own rule) */
     }
-    lmi_linear(sc->y, E, n, &w->out_w, &w->out_b, c->res, dm, 1.0f, c->tile, nt);
+    lmi_linear(sc->y, E, T, &w->out_w, &w->out_b, c->res, dm, 1.0f, c->tile, nt);
     return LM_OK;
 }
 
@@ -226,5 +227,5 @@ const lmi_cpu_mixer lmi_cpu_mixer_mamba1 = {
     .reserve = m1_reserve,
     .release = lmi_cpu_scratch_release,
     .forward = m1_forward,
-    .step_batch = m1_step_batch,
+    .forward_seqs = m1_forward_seqs,
 };

@@ -239,8 +239,8 @@ static lm_status m2_forward(const lmi_cpu_layer *c, void *scratch, const lmi_for
     return LM_OK;
 }
 
-static lm_status m2_step_batch(const lmi_cpu_layer *c, void *scratch,
-                               float *const (*state)[LMI_STATE_PARTS], int64_t n, lmi_err *e)
+static lm_status m2_forward_seqs(const lmi_cpu_layer *c, void *scratch, const int64_t *off,
+                                int64_t n, float *const (*state)[LMI_STATE_PARTS], lmi_err *e)
 {
     (void)e;
     const lmi_dims *d = &c->m->dims;
@@ -249,22 +249,24 @@ static lm_status m2_step_batch(const lmi_cpu_layer *c, void *scratch,
     const int nt = c->nt;
     const int64_t dm = d->d_model, E = d->d_inner, N = d->d_state, K = d->d_conv;
     const int64_t H = d->n_heads, P = d->head_dim, G = d->n_groups, CD = d->conv_dim;
-    const int64_t ld = in_rows(d);
-    lmi_linear(c->hn, dm, n, &w->in_w, &w->in_b, sc->zx, ld, 0.0f, c->tile, nt);
-    delta_rows(d, sc->zx, ld, n, lmi_weight_f32(&w->dt_b), sc->dl);
+    const int64_t ld = in_rows(d), T = off[n];
+    lmi_linear(c->hn, dm, T, &w->in_w, &w->in_b, sc->zx, ld, 0.0f, c->tile, nt);
+    delta_rows(d, sc->zx, ld, T, lmi_weight_f32(&w->dt_b), sc->dl);
     for (int64_t i = 0; i < n; i++) {
-        lmi_conv_chunk(sc->head, state[i][LMI_STATE_CONV], sc->zx + i * ld + E, ld, 1, c->data,
-                       sc->u + i * CD, CD, K, 1);
+        const int64_t t = off[i], L = off[i + 1] - t;
+        lmi_conv_chunk(sc->head, state[i][LMI_STATE_CONV], sc->zx + t * ld + E, ld, L, c->data,
+                       sc->u + t * CD, CD, K, nt);
         scan_job sj = {
-            .T = 1, .H = H, .P = P, .N = N, .G = G, .E = E, .ldu = CD,
-            .u = sc->u + i * CD, .dl = sc->dl + i * H,
+            .T = L, .H = H, .P = P, .N = N, .G = G, .E = E, .ldu = CD,
+            .u = sc->u + t * CD, .dl = sc->dl + t * H,
             .A = lmi_weight_f32(&w->A), .D = lmi_weight_f32(&w->D),
-            .S = state[i][LMI_STATE_SSM], .y = sc->y + i * E,
+            .S = state[i][LMI_STATE_SSM], .y = sc->y + t * E,
         };
-        scan_heads(&sj, 0, H);
+        /* a decode step (one token) stays on this thread */
+        lmi_cpu_parallel_for(L > 1 && L * E * N >= 65536 ? nt : 1, H, 1, scan_heads, &sj);
     }
-    gated_norm(sc->y, sc->zx, ld, &w->gnorm_w, n, E, G, d->eps);
-    lmi_linear(sc->y, E, n, &w->out_w, &w->out_b, c->res, dm, 1.0f, c->tile, nt);
+    gated_norm(sc->y, sc->zx, ld, &w->gnorm_w, T, E, G, d->eps);
+    lmi_linear(sc->y, E, T, &w->out_w, &w->out_b, c->res, dm, 1.0f, c->tile, nt);
     return LM_OK;
 }
 
@@ -274,5 +276,5 @@ const lmi_cpu_mixer lmi_cpu_mixer_mamba2 = {
     .reserve = m2_reserve,
     .release = lmi_cpu_scratch_release,
     .forward = m2_forward,
-    .step_batch = m2_step_batch,
+    .forward_seqs = m2_forward_seqs,
 };

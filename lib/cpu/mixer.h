@@ -40,10 +40,13 @@ typedef struct lmi_cpu_mixer {
      * c->res too.  Reserve has run for T. */
     lm_status (*forward)(const lmi_cpu_layer *c, void *scratch, const lmi_forward *f,
                          float *const state[LMI_STATE_PARTS], int64_t *T, lmi_err *e);
-    /* One token for each of n sessions, without hooks: rows i of c->hn /
-     * c->res are session i, whose state parts are state[i][part]. */
-    lm_status (*step_batch)(const lmi_cpu_layer *c, void *scratch,
-                            float *const (*state)[LMI_STATE_PARTS], int64_t n, lmi_err *e);
+    /* n sequences packed back to back, without hooks: sequence i is rows
+     * [off[i], off[i+1]) of c->hn / c->res (at least one) and continues
+     * from its state parts state[i][part].  The projections run over all
+     * off[n] rows at once, conv and scan per sequence; reserve has run for
+     * off[n].  A batched decode step is n sequences of one token. */
+    lm_status (*forward_seqs)(const lmi_cpu_layer *c, void *scratch, const int64_t *off, int64_t n,
+                              float *const (*state)[LMI_STATE_PARTS], lmi_err *e);
 } lmi_cpu_mixer;
 
 extern const lmi_cpu_mixer lmi_cpu_mixer_mamba1; /* cpu/mamba1.c */

@@ -247,6 +247,18 @@ static void session_work(const lm_model *m, outcome *o, int *usable)
             check_unchanged(s, &before, o, usable);
         }
         snap_free(&before);
+        /* Both prompts prefilled together: a failure changes neither. */
+        if (o->st == LM_OK) {
+            const int32_t *pt[2] = {tokens + 11, tokens + 400};
+            const size_t pn[2] = {30, 5};
+            before = snapshot(s);
+            if (ok(o, lm_session_prefill_batch(pair, 2, pt, pn, lg, (size_t)(2 * V)),
+                   "lm_session_prefill_batch", lm_session_last_error(s)))
+                fold(o, lg, sizeof(float) * (size_t)(2 * V));
+            else
+                check_unchanged(s, &before, o, usable);
+            snap_free(&before);
+        }
         lm_session_free(s2);
     }
 out:
