@@ -99,6 +99,20 @@ __device__ __forceinline__ float lmc_exp2(float x)
 
 #define LMC_LOG2E 1.4426950408889634f
 
+/* Packed sequences (varlen kernels): the s with cu[s] <= i < cu[s + 1],
+ * cu ascending with n + 1 entries and cu[0] <= i < cu[n]; a binary search
+ * (log2 n loads, once per thread or block).  Empty sequences are skipped. */
+__device__ __forceinline__ int64_t lmc_seq_of(const int64_t *cu, int64_t n, int64_t i)
+{
+    int64_t lo = 0, hi = n - 1;
+    while (lo < hi) {
+        const int64_t mid = (lo + hi + 1) / 2;
+        if (cu[mid] <= i) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
 /* ---- per-model device data --------------------------------------------- */
 
 /* Device weights of one layer, both architectures (NULL where absent). */
@@ -244,6 +258,12 @@ typedef struct lmc_session {
     bool pdl_broken;       /* capture with PDL failed once: plain launches from then on */
     int32_t *tok_pinned;   /* pinned host token for the graph's input */
     lmc_batch *batch;      /* batched decode, or NULL */
+    /* Batched prefill (session.cu, grown on demand): the device tables,
+     * last rows and logits of its sequences; their host staging. */
+    void *vl;
+    size_t vl_bytes;
+    void *vl_host;
+    size_t vl_host_bytes;
 } lmc_session;
 
 /* ---- the forward pass and the per-architecture part ---------------------- */
@@ -257,6 +277,21 @@ typedef struct lmc_fwd {
     bool fused;            /* one-token step through arch->step */
     bool pdl;              /* ... with programmatic dependent launch */
 } lmc_fwd;
+
+/* The packed sequences of a batched prefill (lmi_backend_vt.prefill_batch)
+ * as the pipelines' varlen entry reads them: device tables session.cu
+ * builds; the tokens are in S->tok. */
+typedef struct lmc_seqs {
+    int64_t n, T;            /* sequences; tokens in all */
+    const int64_t *cu;       /* [n + 1] first token of each sequence, then T */
+    const int64_t *cu_chunk; /* [n + 1] first scan chunk of each sequence, then n_chunks */
+    const int64_t *chunk_t0; /* [n_chunks + 1] first token of each scan chunk, then T */
+    int64_t n_chunks;
+    int chunk;               /* scan chunk length (arch->varlen_chunk) */
+    float *const *conv_ptr;  /* [n] each sequence's session state */
+    float *const *ssm_ptr;
+    void *scan;              /* scan scratch (arch->varlen_scan_bytes) */
+} lmc_seqs;
 
 /* A device buffer carved from a shared allocation: where its pointer goes
  * and its size. */
@@ -295,6 +330,14 @@ struct lmc_arch {
     lm_status (*step)(lmc_fwd *c, lmi_err *e);
     /* One decode step for n sessions whose inputs are in S->batch. */
     lm_status (*batch)(const struct lm_model *m, lmc_session *S, int64_t n, bool logits, bool tf32, lmi_err *e);
+    /* Packed sequences (a batched prefill): the scan chunk length for T
+     * tokens in all, the scan scratch bytes for n_chunks of them, and the
+     * whole model over the sequences of q on S's buffers (main_bufs for T
+     * tokens), each from and into its own session's state; the residual
+     * stream is left in S->res (the head is session.cu's). */
+    int (*varlen_chunk)(const struct lm_model *m, int64_t T);
+    size_t (*varlen_scan_bytes)(const struct lm_model *m, int64_t n_chunks, int chunk);
+    lm_status (*varlen)(const struct lm_model *m, lmc_session *S, const lmc_seqs *q, bool tf32, lmi_err *e);
 };
 
 extern const lmc_arch lmc_mamba1;
@@ -335,5 +378,6 @@ lm_status lmc_head(lmc_session *S, const lmc_model *M, const lmi_dims *d, const 
 /* The backend vtable functions shared by both architectures. */
 lm_status lmc_forward_batch(struct lm_session *const *s, size_t n, const int32_t *tokens, float *logits,
                             bool allow_tf32, lmi_err *e);
+lm_status lmc_prefill_batch(struct lm_session *owner, const lmi_seq *seq, size_t n, bool allow_tf32, lmi_err *e);
 
 #endif /* LMC_COMMON_CUH */

@@ -50,6 +50,20 @@ typedef struct lmc_scan_args {
     int n_sm;                       /* multiprocessors (chunk choice); 0 = 132 */
     float d_scale;                  /* MambaExtend: d *= d_scale after the filter; 0 = 1 */
     float a_scale;                  /* Modulation: A -> -(-A)^a_scale; 0 = 1 */
+    /* Varlen (n_seq > 0; batch 1, L = the tokens in all, h unused):
+     * n_seq sequences packed back to back in u, dt, B, C, z, y, sequence s
+     * the tokens [cu_seq[s], cu_seq[s+1]) cut into chunks of `chunk`
+     * (> 0, required) that never cross sequences: its chunks are
+     * [cu_chunk[s], cu_chunk[s+1]) of n_chunks in all (both tables
+     * [n_seq + 1] on the device, 64-bit); its state h_ptr[s] + h_off
+     * (device table) in/out.  Scratch: lmc_scan_scratch_* for batch 1 and
+     * L = n_chunks * chunk.  n_seq and n_chunks at most 65535. */
+    int64_t n_seq;
+    const int64_t *cu_seq;
+    const int64_t *cu_chunk;
+    int64_t n_chunks;
+    float *const *h_ptr;
+    size_t h_off;
 } lmc_scan_args;
 
 /* Largest N the scan supports. */
@@ -74,6 +88,18 @@ cudaError_t lmc_conv(int dtype, const void *x, int64_t ldx, int64_t L, int64_t E
 /* state <- the last K-1 columns of [state | x] (run after lmc_conv). */
 cudaError_t lmc_conv_state_update(int dtype, const void *x, int64_t ldx, int64_t L, int64_t E,
                                   int K, float *state, cudaStream_t st);
+/* Varlen: n >= 1 sequences packed back to back in x and u, sequence s the
+ * rows [cu[s], cu[s+1]) (cu: n + 1 64-bit offsets on the device, cu[0] =
+ * 0, cu[n] = L), its state state_ptr[s] + layer_off (device table) for
+ * the positions before its first row.  lmc_conv's formula per sequence. */
+cudaError_t lmc_conv_varlen(int dtype, const void *x, int64_t ldx, int64_t L, const int64_t *cu,
+                            int64_t n, int64_t E, int K, const float *w, const float *b,
+                            float *const *state_ptr, size_t layer_off, void *u, cudaStream_t st);
+/* Each sequence's state <- the last K-1 columns of [its state | its rows
+ * of x] (run after lmc_conv_varlen). */
+cudaError_t lmc_conv_state_update_varlen(int dtype, const void *x, int64_t ldx, const int64_t *cu,
+                                         int64_t n, int64_t E, int K, float *const *state_ptr,
+                                         size_t layer_off, cudaStream_t st);
 
 /* ---- norms, embedding, small element-wise kernels (norm.cu) ------------ */
 
@@ -199,6 +225,21 @@ typedef struct lmc_ssd_args {
 } lmc_ssd_args;
 /* The whole chunked scan: the four kernels above. */
 cudaError_t lmc_ssd_scan(const lmc_ssd_args *a, cudaStream_t st);
+/* Varlen: n sequences packed back to back in u, dl, y (a->L = the tokens
+ * in all, a->h unused), in n_chunks chunks of at most LMC_SSD_CHUNK tokens
+ * that never cross sequences: chunk c holds the tokens [chunk_t0[c],
+ * chunk_t0[c+1]) ([n_chunks + 1]), sequence s the chunks [cu_chunk[s],
+ * cu_chunk[s+1]) ([n + 1]); its state h_ptr[s] + h_off in/out (all device
+ * tables, 64-bit offsets).  Scratch: lmc_ssd_scratch_bytes(n_chunks *
+ * LMC_SSD_CHUNK, ...).  The same four kernels, reading chunk_t0. */
+typedef struct lmc_ssd_seqs {
+    int64_t n, n_chunks;
+    const int64_t *chunk_t0;
+    const int64_t *cu_chunk;
+    float *const *h_ptr;
+    size_t h_off;
+} lmc_ssd_seqs;
+cudaError_t lmc_ssd_scan_varlen(const lmc_ssd_args *a, const lmc_ssd_seqs *v, cudaStream_t st);
 /* One token for n sessions (grid z): S = S exp(Δ A) + Δ x B; y = S . C + D x.
  * Session s reads u + s ldu, dl + s ldd, writes y + s ldy; its state is h
  * (n = 1) or h_ptr[s] + h_off. */

@@ -14,7 +14,9 @@
  *
  * then the final norm and the head for the last n_out rows only.  The
  * one-token step is the fused decode.cu sequence; the batched step runs the
- * products as GEMMs with n = sessions and batch.cu's step kernels.
+ * products as GEMMs with n = sessions and batch.cu's step kernels; a
+ * batched prefill (varlen) the same sequence over packed prompts, with
+ * the varlen conv and scan.
  */
 #include "common.cuh"
 #include "gemm.cuh"
@@ -256,7 +258,74 @@ lm_status batch(const struct lm_model *m, lmc_session *S, int64_t n, bool logits
     return logits ? lmc_head(S, M, d, Bt->res, n, Bt->hn, Bt->logits, tf32, e) : LM_OK;
 }
 
+/* Packed sequences: the scan's chunk for T tokens in all (as one
+ * sequence of T would get) and its scratch for n_chunks of them. */
+int varlen_chunk(const struct lm_model *m, int64_t T)
+{
+    const int nsm = static_cast<const lmc_model *>(m->bk)->sm_count;
+    return lmc_scan_chunk(1, T, m->dims.d_inner, m->dims.d_state, 0, nsm);
+}
+
+size_t varlen_scan_bytes(const struct lm_model *m, int64_t n_chunks, int chunk)
+{
+    const int nsm = static_cast<const lmc_model *>(m->bk)->sm_count;
+    return lmc_scan_scratch_floats(1, n_chunks * chunk, m->dims.d_inner, m->dims.d_state, chunk, nsm) *
+           sizeof(float);
+}
+
+/* The pipeline's layer sequence over the packed sequences of q (vanilla:
+ * no hooks): the products over all q->T rows, conv and scan in their
+ * varlen forms, each sequence on its own session's state. */
+lm_status varlen(const struct lm_model *m, lmc_session *S, const lmc_seqs *q, bool tf32, lmi_err *e)
+{
+    const lmi_dims *d = &m->dims;
+    const lmc_model *M = static_cast<const lmc_model *>(m->bk);
+    const lmc_dtype T = M->dt;
+    const dims1 b = dims_of(m);
+    const int64_t D = d->d_model, E = d->d_inner, N = d->d_state, R = d->dt_rank, K = d->d_conv;
+    const int64_t R2N = R + 2 * N, L = q->T;
+    cudaStream_t st = S->stream;
+    LMC_CK(lmc_embed(T, M->embed, D, S->tok, L, S->res, st), "batched prefill: embedding");
+    for (int64_t l = 0; l < d->n_layer; l++) {
+        const lmc_layer *G = &M->layers[l];
+        const size_t conv_off = (size_t)(l * E * (K - 1)), ssm_off = (size_t)(l * E * N);
+        LMC_CK(lmc_rmsnorm(T, S->res, L, D, G->norm_w, (float)d->eps, S->hn, st), "batched prefill: rmsnorm");
+        if (G->in_b) LMC_CK(lmc_fill_rows(T, S->x, 2 * E, L, 2 * E, G->in_b, st), "batched prefill: in_proj bias");
+        LMC_TRY(lmc_linear(S->blas, T, G->in_w, 2 * E, D, S->hn, D, L, S->x, T, 2 * E, G->in_b ? 1.f : 0.f, tf32, e));
+        LMC_CK(lmc_conv_varlen(T, S->x, 2 * E, L, q->cu, q->n, E, (int)K, G->conv_w, G->conv_b, q->conv_ptr, conv_off,
+                               S->u, st),
+               "batched prefill: conv1d");
+        LMC_CK(lmc_conv_state_update_varlen(T, S->x, 2 * E, q->cu, q->n, E, (int)K, q->conv_ptr, conv_off, st),
+               "batched prefill: conv1d state");
+        LMC_TRY(lmc_linear(S->blas, T, G->x_w, R2N, E, S->u, E, L, S->dbc, LMC_F32, R2N, 0.f, tf32, e));
+        /* dt_proj as in pipeline(): TF32 for a bf16 model */
+        LMC_TRY(lmc_linear(S->blas, LMC_F32, G->dt_w, E, R, S->dbc, R2N, L, S->dt, LMC_F32, E, 0.f,
+                           tf32 || T == LMC_BF16, e));
+        lmc_scan_args a;
+        memset(&a, 0, sizeof a);
+        a.batch = 1; a.L = L; a.E = E; a.N = N; a.dtype = T;
+        a.u = S->u; a.ldu = E;
+        a.dt = S->dt; a.lddt = E;
+        a.dt_bias = G->dt_b; a.dt_softplus = 1;
+        a.A2 = G->A;
+        a.B = S->dbc + R; a.C = S->dbc + R + N; a.ldbc = R2N;
+        a.D = G->D;
+        a.z = static_cast<char *>(S->x) + (size_t)E * b.ts; a.ldz = 2 * E;
+        a.y = S->y; a.ldy = E;
+        a.chunk_s = static_cast<float *>(q->scan);
+        a.chunk_h = a.chunk_s + lmc_scan_scratch_s(1, q->n_chunks * q->chunk, E, N, q->chunk, M->sm_count);
+        a.chunk = q->chunk;
+        a.n_sm = M->sm_count;
+        a.n_seq = q->n; a.cu_seq = q->cu; a.cu_chunk = q->cu_chunk; a.n_chunks = q->n_chunks;
+        a.h_ptr = q->ssm_ptr; a.h_off = ssm_off;
+        LMC_CK(lmc_scan(&a, st), "batched prefill: selective scan");
+        LMC_TRY(lmc_out_proj(S, T, G, D, E, S->y, L, S->res, tf32, e));
+    }
+    return LM_OK;
+}
+
 } // namespace
 
-extern const lmc_arch lmc_mamba1 = {LMI_MIXER_MAMBA1, check,    main_bufs, deci_bufs, batch_bufs,
-                                    scan_bytes,     pipeline, step,      batch};
+extern const lmc_arch lmc_mamba1 = {LMI_MIXER_MAMBA1, check,    main_bufs, deci_bufs,    batch_bufs,
+                                    scan_bytes,     pipeline, step,      batch,        varlen_chunk,
+                                    varlen_scan_bytes, varlen};

@@ -18,7 +18,8 @@
  * batched step (lm_session_decode_batch) runs the products as GEMMs with
  * n = sessions and one conv step, Δ, recurrence and gated norm launch per
  * layer for all sessions, each reaching its state through the batch's
- * pointer tables.
+ * pointer tables.  A batched prefill (varlen) runs the prefill sequence
+ * over packed prompts with the varlen conv and SSD.
  */
 #include "common.cuh"
 #include "gemm.cuh"
@@ -231,7 +232,56 @@ lm_status batch(const struct lm_model *m, lmc_session *S, int64_t n, bool logits
     return logits ? lmc_head(S, M, d, Bt->res, n, Bt->hn, Bt->logits, tf32, e) : LM_OK;
 }
 
+/* Packed sequences: SSD chunks of LMC_SSD_CHUNK tokens and their scratch. */
+int varlen_chunk(const struct lm_model *, int64_t) { return LMC_SSD_CHUNK; }
+
+size_t varlen_scan_bytes(const struct lm_model *m, int64_t n_chunks, int chunk)
+{
+    const lmi_dims *d = &m->dims;
+    return lmc_ssd_scratch_bytes(n_chunks * chunk, (int)d->n_heads, (int)d->head_dim, (int)d->d_state,
+                                 (int)d->n_groups);
+}
+
+/* The pipeline's layer sequence over the packed sequences of q (vanilla:
+ * no hooks), conv and SSD in their varlen forms, each sequence on its own
+ * session's state; every sequence (one token too) takes the chunked SSD. */
+lm_status varlen(const struct lm_model *m, lmc_session *S, const lmc_seqs *q, bool tf32, lmi_err *e)
+{
+    const lmi_dims *d = &m->dims;
+    const lmc_model *M = static_cast<const lmc_model *>(m->bk);
+    const lmc_dtype T = M->dt;
+    const int64_t D = d->d_model, E = d->d_inner, H = d->n_heads, CD = d->conv_dim, K = d->d_conv;
+    const int64_t ld = in_rows(d), G = d->n_groups, N = d->d_state, P = d->head_dim, L = q->T;
+    cudaStream_t st = S->stream;
+    float *zx = static_cast<float *>(S->x), *u = static_cast<float *>(S->u), *y = static_cast<float *>(S->y);
+    LMC_CK(lmc_embed(T, M->embed, D, S->tok, L, S->res, st), "batched prefill: embedding");
+    for (int64_t l = 0; l < d->n_layer; l++) {
+        const lmc_layer *Ly = &M->layers[l];
+        const size_t conv_off = (size_t)(l * CD * (K - 1));
+        LMC_CK(lmc_rmsnorm(T, S->res, L, D, Ly->norm_w, (float)d->eps, S->hn, st), "batched prefill: rmsnorm");
+        if (Ly->in_b) LMC_CK(lmc_fill_rows(LMC_F32, zx, ld, L, ld, Ly->in_b, st), "batched prefill: in_proj bias");
+        LMC_TRY(lmc_linear(S->blas, T, Ly->in_w, ld, D, S->hn, D, L, zx, LMC_F32, ld, Ly->in_b ? 1.f : 0.f, tf32, e));
+        LMC_CK(lmc_conv_varlen(LMC_F32, zx + E, ld, L, q->cu, q->n, CD, (int)K, Ly->conv_w, Ly->conv_b, q->conv_ptr,
+                               conv_off, u, st),
+               "batched prefill: conv1d");
+        LMC_CK(lmc_conv_state_update_varlen(LMC_F32, zx + E, ld, q->cu, q->n, CD, (int)K, q->conv_ptr, conv_off, st),
+               "batched prefill: conv1d state");
+        LMC_CK(lmc_ssd_delta(zx, ld, E + CD, L, (int)H, Ly->dt_b, dt_clamped(d) ? 1 : 0, (float)d->dt_limit_lo,
+                             (float)d->dt_limit_hi, S->dt, st),
+               "batched prefill: delta");
+        const lmc_ssd_args a = {L,  (int)H, (int)P, (int)N, (int)G, (int)E, u,  CD, S->dt, Ly->A, Ly->D,
+                                nullptr, nullptr, nullptr, y, E, q->scan};
+        const lmc_ssd_seqs v = {q->n, q->n_chunks, q->chunk_t0, q->cu_chunk, q->ssm_ptr, (size_t)(l * E * N)};
+        LMC_CK(lmc_ssd_scan_varlen(&a, &v, st), "batched prefill: SSD scan");
+        LMC_CK(lmc_gated_norm(T, y, L, E, (int)G, zx, ld, Ly->gnorm_w, (float)d->eps, S->yn, st),
+               "batched prefill: gated norm");
+        LMC_TRY(lmc_out_proj(S, T, Ly, D, E, S->yn, L, S->res, tf32, e));
+    }
+    return LM_OK;
+}
+
 } // namespace
 
-extern const lmc_arch lmc_mamba2 = {LMI_MIXER_MAMBA2, check,    main_bufs, deci_bufs, batch_bufs,
-                                    scan_bytes,     pipeline, nullptr,   batch};
+extern const lmc_arch lmc_mamba2 = {LMI_MIXER_MAMBA2, check,    main_bufs, deci_bufs,    batch_bufs,
+                                    scan_bytes,     pipeline, nullptr,   batch,        varlen_chunk,
+                                    varlen_scan_bytes, varlen};

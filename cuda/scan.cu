@@ -15,6 +15,10 @@
  *   phase 3  (chunk_kernel<true>): rescan each chunk from start_c, write y.
  * One chunk (L <= chunk, every decode step) runs phase 3 alone, reading
  * and writing the state in place.
+ * Packed sequences of different lengths (varlen, lmc_scan_args.n_seq):
+ * the same phases over the chunks of all of them (a chunk never crosses
+ * two), the carry per sequence, each from and into its own state; the
+ * single-sequence kernels are the VL = false instances, unchanged.
  *
  * Phase 1 and 3 both evaluate exp(Δ A) per (t, e, n): the price of the
  * sequence parallelism (bench/gpu/NOTES.md has the numbers).
@@ -37,15 +41,15 @@ namespace {
 /* Measured on the H100 (E 1536, L 16k, chunk 256): 0.376 ms for N = 16 with 2 of
  * the 16 decays of phase 1 on the FMA pipe, phase 3 all on the SFU and registers
  * capped for 6 blocks/SM (80); development variants in bench/gpu/dev/scan_prev.cu. */
-template <typename T>
+template <typename T, bool VL>
 cudaError_t run_t(const ScanP &p, int64_t batch, cudaStream_t st)
 {
     switch (pick_ns(p.N)) {
-    case 4: return run<T, 4, 0, 0, 1, 1>(p, batch, st);
-    case 8: return run<T, 8, 0, 0, 1, 1>(p, batch, st);
-    case 16: return run<T, 16, 2, 0, 6, 6>(p, batch, st);
-    case 32: return run<T, 32, 0, 0, 1, 1>(p, batch, st);
-    default: return run<T, 64, 0, 0, 1, 1>(p, batch, st);
+    case 4: return run<T, 4, 0, 0, 1, 1, VL>(p, batch, st);
+    case 8: return run<T, 8, 0, 0, 1, 1, VL>(p, batch, st);
+    case 16: return run<T, 16, 2, 0, 6, 6, VL>(p, batch, st);
+    case 32: return run<T, 32, 0, 0, 1, 1, VL>(p, batch, st);
+    default: return run<T, 64, 0, 0, 1, 1, VL>(p, batch, st);
     }
 }
 
@@ -102,5 +106,7 @@ extern "C" cudaError_t lmc_scan(const lmc_scan_args *a, cudaStream_t st)
 {
     ScanP p;
     if (!scan_params(a, p)) return cudaErrorInvalidValue;
-    return a->dtype == LMC_BF16 ? run_t<lmc_bf16>(p, a->batch, st) : run_t<float>(p, a->batch, st);
+    if (p.ns > 0) /* packed sequences: the VL kernels */
+        return a->dtype == LMC_BF16 ? run_t<lmc_bf16, true>(p, 1, st) : run_t<float, true>(p, 1, st);
+    return a->dtype == LMC_BF16 ? run_t<lmc_bf16, false>(p, a->batch, st) : run_t<float, false>(p, a->batch, st);
 }

@@ -34,6 +34,13 @@ struct ScanP {
     float *h;
     float *cs, *ch;
     float dsc, asc;                 /* MambaExtend's Δ scale, Modulation's A scale (1: none) */
+    /* varlen (chunk_kernel<..., VL = true>, carry_varlen_kernel): ns
+     * sequences packed back to back, sequence s the tokens [cu[s], cu[s+1])
+     * in the chunks [cuc[s], cuc[s+1]), its state hp[s] + hoff */
+    int64_t ns;
+    const int64_t *cu, *cuc;
+    float *const *hp;
+    size_t hoff;
 };
 
 /* Modulation on A2 = A log2(e): A' = -(-A)^s (accurate log2f/exp2f, once
@@ -120,8 +127,11 @@ __device__ __forceinline__ float decay(float x, int n)
 }
 
 /* FINAL = false: phase 1 (chunk end state from zero, Δ sum); true: phase 3.
- * NP: states whose decay uses exp2_poly; MB: min. resident blocks/SM. */
-template <typename T, int NS, bool FINAL, int NP, int MB>
+ * NP: states whose decay uses exp2_poly; MB: min. resident blocks/SM.
+ * VL: packed sequences (ScanP.ns): blockIdx.y is a chunk of all of them,
+ * the block finds its sequence, start and state; VL = false compiles to
+ * the single-sequence kernel as it was (the VL lines fold away). */
+template <typename T, int NS, bool FINAL, int NP, int MB, bool VL = false>
 __global__ void __launch_bounds__(kThreads, MB) chunk_kernel(ScanP p)
 {
     extern __shared__ float4 smem4[];
@@ -131,8 +141,20 @@ __global__ void __launch_bounds__(kThreads, MB) chunk_kernel(ScanP p)
     const int64_t e = (int64_t)blockIdx.x * kThreads + threadIdx.x;
     const int64_t c = blockIdx.y;
     const int64_t b = blockIdx.z;
-    const int64_t t0 = c * p.chunk;
-    const int nt = (int)min((int64_t)p.chunk, p.L - t0);
+    int64_t t0 = c * p.chunk;
+    int nt = (int)min((int64_t)p.chunk, p.L - t0);
+    bool single = p.nc == 1;
+    int64_t sq = 0; /* VL: this chunk's sequence */
+    if (VL) {
+        sq = lmc_seq_of(p.cuc, p.ns, c);
+        const int64_t c0 = p.cuc[sq];
+        t0 = p.cu[sq] + (c - c0) * p.chunk;
+        nt = (int)min((int64_t)p.chunk, p.cu[sq + 1] - t0);
+        single = p.cuc[sq + 1] - c0 == 1;
+        /* a one-chunk sequence runs phase 3 alone, on its state in place
+         * (uniform over the block: before any barrier) */
+        if (!FINAL && single) return;
+    }
 
     /* Stage B (and C) rows of the chunk, zero padded to NS. */
     {
@@ -153,8 +175,7 @@ __global__ void __launch_bounds__(kThreads, MB) chunk_kernel(ScanP p)
     for (int n = 0; n < NS; n++) A2[n] = n < p.N ? modulate_a2(p.A2[e * p.N + n], p.asc) : 0.f;
     const float dsc = p.dsc;
 
-    const bool single = p.nc == 1;
-    float *hstate = p.h + (b * p.E + e) * p.N;
+    float *hstate = VL ? p.hp[sq] + p.hoff + e * p.N : p.h + (b * p.E + e) * p.N;
     if (FINAL) {
         if (single) {
 #pragma unroll
@@ -282,29 +303,22 @@ __global__ void __launch_bounds__(kThreads, MB) chunk_kernel(ScanP p)
     }
 }
 
-/* Phase 2: thread per (n, e) of one batch row (e fastest: coalesced). */
-__global__ void carry_kernel(ScanP p)
+/* Phase 2 of one state element over nc chunks: hc[c] (stride hstride)
+ * holds chunk c's end state from zero and receives its start state, s[c]
+ * (stride E) its Δ sum; returns the final state from h. */
+__device__ __forceinline__ float carry_walk(float h, float a2, const float *s, float *hc, int64_t nc, int64_t E,
+                                           int64_t hstride)
 {
-    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    const int64_t b = blockIdx.y;
-    if (i >= p.E * p.N) return;
-    const int64_t n = i / p.E, e = i - n * p.E;
-    const float a2 = modulate_a2(p.A2[e * p.N + n], p.asc);
-    float *hs = p.h + (b * p.E + e) * p.N + n;
-    float h = *hs;
-    const float *s = p.cs + b * p.nc * p.E + e;
-    float *hc = p.ch + (b * p.nc * p.N + n) * p.E + e;
-    const int64_t hstride = p.N * p.E;
     int64_t c = 0;
     /* 16 chunks at a time: their loads and decays are independent of h, so
      * one memory round trip serves 16 steps of the dependent chain (4 at a
      * time took ~33 us per 130m layer at 16k, latency-bound). */
     constexpr int CB = 16;
-    for (; c + CB <= p.nc; c += CB) {
+    for (; c + CB <= nc; c += CB) {
         float av[CB], hv[CB];
 #pragma unroll
         for (int j = 0; j < CB; j++) {
-            av[j] = s[(c + j) * p.E];
+            av[j] = s[(c + j) * E];
             hv[j] = hc[(c + j) * hstride];
         }
 #pragma unroll
@@ -315,12 +329,38 @@ __global__ void carry_kernel(ScanP p)
             h = fmaf(av[j], h, hv[j]);
         }
     }
-    for (; c < p.nc; c++) {
-        const float sv = s[c * p.E], hv = hc[c * hstride];
+    for (; c < nc; c++) {
+        const float sv = s[c * E], hv = hc[c * hstride];
         hc[c * hstride] = h;
         h = lmc_exp2(a2 * sv) * h + hv;
     }
-    *hs = h;
+    return h;
+}
+
+/* Phase 2: thread per (n, e) of one batch row (e fastest: coalesced). */
+__global__ void carry_kernel(ScanP p)
+{
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const int64_t b = blockIdx.y;
+    if (i >= p.E * p.N) return;
+    const int64_t n = i / p.E, e = i - n * p.E;
+    float *hs = p.h + (b * p.E + e) * p.N + n;
+    *hs = carry_walk(*hs, modulate_a2(p.A2[e * p.N + n], p.asc), p.cs + b * p.nc * p.E + e,
+                     p.ch + (b * p.nc * p.N + n) * p.E + e, p.nc, p.E, p.N * p.E);
+}
+
+/* Phase 2, varlen: thread per (n, e) of sequence blockIdx.y; a one-chunk
+ * sequence has nothing to carry (phase 3 updates its state in place). */
+__global__ void carry_varlen_kernel(ScanP p)
+{
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const int64_t sq = blockIdx.y;
+    const int64_t c0 = p.cuc[sq], nc = p.cuc[sq + 1] - c0;
+    if (i >= p.E * p.N || nc <= 1) return;
+    const int64_t n = i / p.E, e = i - n * p.E;
+    float *hs = p.hp[sq] + p.hoff + e * p.N + n;
+    *hs = carry_walk(*hs, modulate_a2(p.A2[e * p.N + n], p.asc), p.cs + c0 * p.E + e,
+                     p.ch + (c0 * p.N + n) * p.E + e, nc, p.E, p.N * p.E);
 }
 
 int pick_ns(int64_t N)
@@ -336,22 +376,27 @@ int pick_ns(int64_t N)
  * (N <= 16: 256 tokens, 32 KB). */
 int max_chunk(int ns) { return ns <= 16 ? 256 : (48 * 1024) / (8 * ns); }
 
-template <typename T, int NS, int NP1, int NP3, int MB1, int MB3>
+/* VL: p.nc chunks of p.ns packed sequences (batch 1); phases 1 and 2 run
+ * when some sequence has more than one chunk. */
+template <typename T, int NS, int NP1, int NP3, int MB1, int MB3, bool VL = false>
 cudaError_t run(const ScanP &p, int64_t batch, cudaStream_t st)
 {
     const dim3 grid((unsigned)((p.E + kThreads - 1) / kThreads), (unsigned)p.nc, (unsigned)batch);
     const size_t sm1 = (size_t)p.chunk * NS * sizeof(float);
-    if (p.nc > 1) {
-        chunk_kernel<T, NS, false, NP1, MB1><<<grid, kThreads, sm1, st>>>(p);
+    if (VL ? p.nc > p.ns : p.nc > 1) {
+        chunk_kernel<T, NS, false, NP1, MB1, VL><<<grid, kThreads, sm1, st>>>(p);
         cudaError_t err = cudaGetLastError();
         if (err != cudaSuccess) return err;
         const int64_t work = p.E * p.N;
-        const dim3 g2((unsigned)((work + 255) / 256), (unsigned)batch);
-        carry_kernel<<<g2, 256, 0, st>>>(p);
+        const dim3 g2((unsigned)((work + 255) / 256), (unsigned)(VL ? p.ns : batch));
+        if (VL)
+            carry_varlen_kernel<<<g2, 256, 0, st>>>(p);
+        else
+            carry_kernel<<<g2, 256, 0, st>>>(p);
         err = cudaGetLastError();
         if (err != cudaSuccess) return err;
     }
-    chunk_kernel<T, NS, true, NP3, MB3><<<grid, kThreads, 2 * sm1, st>>>(p);
+    chunk_kernel<T, NS, true, NP3, MB3, VL><<<grid, kThreads, 2 * sm1, st>>>(p);
     return cudaGetLastError();
 }
 
@@ -360,7 +405,8 @@ cudaError_t run(const ScanP &p, int64_t batch, cudaStream_t st)
 inline bool scan_params(const lmc_scan_args *a, ScanP &p)
 {
     if (!a || a->L < 1 || a->E < 1 || a->N < 1 || a->N > LMC_SCAN_MAX_N || a->batch < 1 ||
-        !a->u || !a->dt || !a->A2 || !a->B || !a->C || !a->y || !a->h || (a->flag && !a->tau))
+        !a->u || !a->dt || !a->A2 || !a->B || !a->C || !a->y || (!a->h && a->n_seq < 1) ||
+        (a->flag && !a->tau))
         return false;
     p.L = a->L; p.E = a->E; p.N = a->N;
     p.chunk = lmc_scan_chunk(a->batch, a->L, a->E, a->N, a->chunk, a->n_sm);
@@ -379,7 +425,22 @@ inline bool scan_params(const lmc_scan_args *a, ScanP &p)
     p.ch = a->chunk_h;
     p.dsc = a->d_scale > 0.f ? a->d_scale : 1.f;
     p.asc = a->a_scale > 0.f ? a->a_scale : 1.f;
-    if (p.nc > 1 && (!p.cs || !p.ch)) return false;
+    p.ns = a->n_seq;
+    p.cu = a->cu_seq;
+    p.cuc = a->cu_chunk;
+    p.hp = a->h_ptr;
+    p.hoff = a->h_off;
+    if (p.ns > 0) {
+        /* varlen: the caller's chunk length and chunk table */
+        if (a->batch != 1 || a->chunk < 1 || a->chunk > max_chunk(pick_ns(a->N)) || !p.cu || !p.cuc ||
+            !p.hp || a->n_chunks < p.ns || a->n_chunks > 65535 || p.ns > 65535)
+            return false;
+        p.chunk = a->chunk;
+        p.nc = a->n_chunks;
+        if (p.nc > p.ns && (!p.cs || !p.ch)) return false;
+    } else if (p.nc > 1 && (!p.cs || !p.ch)) {
+        return false;
+    }
     /* the kernels index rows inside a chunk with 32-bit offsets */
     const int64_t lmax = (int64_t)INT32_MAX / p.chunk;
     if (a->ldu > lmax || a->lddt > lmax || a->ldz > lmax || a->ldy > lmax) return false;

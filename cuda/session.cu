@@ -293,13 +293,14 @@ void session_release(lmc_session *S)
     if (S->blas) cublasDestroy(S->blas);
     if (S->stream) cudaStreamDestroy(S->stream);
     void *dev[] = {S->blas_ws, S->conv_state, S->ssm_state, S->scratch, S->deci,
-                   S->chunk,   S->delta,      S->out,       S->flt_blob};
+                   S->chunk,   S->delta,      S->out,       S->flt_blob, S->vl};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) free_dev(dev[i]);
     if (S->tok_pinned) cudaFreeHost(S->tok_pinned);
     lmi_free(S->h_buf);
     lmi_free(S->h_idx);
     lmi_free(S->h_scratch);
     lmi_free(S->h_idx32);
+    lmi_free(S->vl_host);
     (void)cudaGetLastError();
     lmi_free(S);
 }
@@ -479,6 +480,20 @@ lm_status grow_carved(void **blob, size_t *have, const lmc_buf *rows, size_t n, 
     return LM_OK;
 }
 
+/* The activation buffers (main_bufs) for L tokens. */
+lm_status ensure_main(const struct lm_model *m, lmc_session *S, int64_t L, lmi_err *e)
+{
+    if (L <= S->cap && S->scratch) return LM_OK;
+    const lmc_arch *A = static_cast<const lmc_model *>(m->bk)->arch;
+    lmc_buf rows[16];
+    const size_t cap = (size_t)((L + 63) / 64 * 64);
+    S->cap = 0;
+    LMC_TRY(grow_carved(&S->scratch, &S->scratch_bytes, rows, A->main_bufs(m, S, cap, rows), S, e,
+                        "activation buffers (cudaMalloc)"));
+    S->cap = (int64_t)cap;
+    return LM_OK;
+}
+
 /* Every buffer the forward pass f needs (before the state is touched: out
  * of memory leaves the session as it was). */
 lm_status ensure(lmc_fwd *c, lmi_err *e)
@@ -491,13 +506,7 @@ lm_status ensure(lmc_fwd *c, lmi_err *e)
     const int64_t L = f->n_tokens;
     const size_t ts = lmc_dtype_size(c->M->dt);
     lmc_buf rows[16];
-    if (L > S->cap || !S->scratch) {
-        const size_t cap = (size_t)((L + 63) / 64 * 64);
-        S->cap = 0;
-        LMC_TRY(grow_carved(&S->scratch, &S->scratch_bytes, rows, A->main_bufs(m, S, cap, rows), S, e,
-                            "activation buffers (cudaMalloc)"));
-        S->cap = (int64_t)cap;
-    }
+    LMC_TRY(ensure_main(m, S, L, e));
     const size_t scan = A->scan_bytes(m, L);
     if (scan) LMC_TRY(grow(&S->chunk, &S->chunk_bytes, scan, S, e, "scan scratch (cudaMalloc)"));
     if (f->tokens_hook)
@@ -1000,7 +1009,122 @@ lm_status lmc_sample_batch(struct lm_session *const *ss, size_t n_sessions, cons
     return LM_OK;
 }
 
+/* ---- batched prefill ----------------------------------------------------- */
+
+namespace {
+
+/* The tables of the packed sequences, in this order in one device block
+ * and in its host staging (same offsets: one copy), then the device-only
+ * rows: the last rows gathered, their normed form, their logits. */
+size_t prefill_rows(lmc_buf *r, int64_t n, int64_t nch, int64_t rows, const lmi_dims *d, size_t ts, int64_t **cu,
+                    int64_t **cuc, int64_t **ct0, float ***conv_ptr, float ***ssm_ptr, int32_t **last,
+                    float **res_last, void **hl, float **logits)
+{
+    const size_t D = (size_t)d->d_model, V = (size_t)d->vocab, k = (size_t)rows;
+    const lmc_buf b[] = {{(void **)cu, (size_t)(n + 1) * 8},     {(void **)cuc, (size_t)(n + 1) * 8},
+                         {(void **)ct0, (size_t)(nch + 1) * 8},  {(void **)conv_ptr, (size_t)n * sizeof(float *)},
+                         {(void **)ssm_ptr, (size_t)n * sizeof(float *)}, {(void **)last, k * 4 + 4},
+                         {(void **)res_last, k * D * 4 + 4},     {hl, k * D * ts + 4},
+                         {(void **)logits, k * V * 4 + 4}};
+    memcpy(r, b, sizeof b);
+    return sizeof b / sizeof b[0];
+}
+
+} // namespace
+
+/* A piece of lm_session_prefill_batch: the sequences' tokens packed into
+ * the owner's activation buffers, the tables of offsets, chunks and state
+ * pointers uploaded once, the pipeline's varlen sequence over all of them
+ * (each weight read once), then the head over the last rows asked for.
+ * No graph: the shapes change from call to call. */
+lm_status lmc_prefill_batch(struct lm_session *owner, const lmi_seq *seq, size_t n_seq, bool tf32, lmi_err *e)
+{
+    if (!owner || !owner->bk || !seq || n_seq == 0)
+        return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "cuda backend: batched prefill without sequences");
+    const struct lm_model *m = owner->model;
+    const lmi_dims *d = &m->dims;
+    const lmc_model *M = static_cast<const lmc_model *>(m->bk);
+    const lmc_arch *A = M->arch;
+    lmc_session *S = static_cast<lmc_session *>(owner->bk);
+    const int64_t n = (int64_t)n_seq, V = d->vocab;
+    if (n > 65535)
+        return lmi_fail(e, LM_ERR_UNSUPPORTED, "cuda backend: %lld prompts in one batch (at most 65535)",
+                        (long long)n);
+    int64_t T = 0, rows = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const lmc_session *Si = seq[i].s ? static_cast<const lmc_session *>(seq[i].s->bk) : nullptr;
+        if (!Si || seq[i].s->model != m || Si->device != S->device || !seq[i].tokens || seq[i].n_tokens < 1)
+            return lmi_fail(e, LM_ERR_INVALID_ARGUMENT, "cuda backend: sequence %lld has no state on this device",
+                            (long long)i);
+        if (seq[i].n_tokens > INT32_MAX - T)
+            return lmi_fail(e, LM_ERR_UNSUPPORTED, "cuda backend: batched prefill of more than %d tokens",
+                            INT32_MAX);
+        T += seq[i].n_tokens;
+        rows += seq[i].logits != nullptr;
+    }
+    const int chunk = A->varlen_chunk(m, T);
+    int64_t nch = 0;
+    for (int64_t i = 0; i < n; i++) nch += (seq[i].n_tokens + chunk - 1) / chunk;
+    LMC_CK(cudaSetDevice(S->device), "cudaSetDevice");
+    /* every buffer first: out of memory changes no state */
+    LMC_TRY(ensure_main(m, S, T, e));
+    const size_t scan = A->varlen_scan_bytes(m, nch, chunk);
+    if (scan) LMC_TRY(grow(&S->chunk, &S->chunk_bytes, scan, S, e, "scan scratch (cudaMalloc)"));
+    int64_t *cu, *cuc, *ct0, *hcu, *hcuc, *hct0;
+    float **cptr, **sptr, **hcptr, **hsptr, *res_last, *logits, *hres_last, *hlogits;
+    int32_t *last, *hlast;
+    void *hl, *hhl;
+    lmc_buf r[12];
+    const size_t ts = lmc_dtype_size(M->dt);
+    const size_t nr = prefill_rows(r, n, nch, rows, d, ts, &cu, &cuc, &ct0, &cptr, &sptr, &last, &res_last, &hl,
+                                   &logits);
+    LMC_TRY(grow_carved(&S->vl, &S->vl_bytes, r, nr, S, e, "batched prefill buffers (cudaMalloc)"));
+    const size_t tables = total_of(r, 6); /* cu .. last */
+    const size_t tok_off = lmc_align(tables);
+    LMC_TRY(grow_host(&S->vl_host, &S->vl_host_bytes, tok_off + (size_t)T * 4, e));
+    prefill_rows(r, n, nch, rows, d, ts, &hcu, &hcuc, &hct0, &hcptr, &hsptr, &hlast, &hres_last, &hhl, &hlogits);
+    carve(S->vl_host, r, 6);
+    int32_t *htok = reinterpret_cast<int32_t *>(static_cast<char *>(S->vl_host) + tok_off);
+    /* offsets of tokens and of chunks (a chunk never crosses two sequences) */
+    hcu[0] = hcuc[0] = 0;
+    int64_t k = 0, j = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t len = seq[i].n_tokens;
+        for (int64_t t = 0; t < len; t += chunk) hct0[k++] = hcu[i] + t;
+        memcpy(htok + hcu[i], seq[i].tokens, (size_t)len * sizeof(int32_t));
+        hcu[i + 1] = hcu[i] + len;
+        hcuc[i + 1] = k;
+        const lmc_session *Si = static_cast<const lmc_session *>(seq[i].s->bk);
+        hcptr[i] = Si->conv_state;
+        hsptr[i] = Si->ssm_state;
+        if (seq[i].logits) hlast[j++] = (int32_t)(hcu[i + 1] - 1);
+    }
+    hct0[nch] = T;
+    cudaStream_t st = S->stream;
+    /* pageable sources: each copy returns once its bytes are staged */
+    LMC_CK(cudaMemcpyAsync(S->tok, htok, (size_t)T * 4, cudaMemcpyHostToDevice, st), "batched prefill: tokens");
+    LMC_CK(cudaMemcpyAsync(cu, hcu, tables, cudaMemcpyHostToDevice, st), "batched prefill: tables");
+    const lmc_seqs q = {n, T, cu, cuc, ct0, nch, chunk, cptr, sptr, S->chunk};
+    lm_status ls = A->varlen(m, S, &q, tf32, e);
+    if (ls == LM_OK && rows > 0) {
+        const int64_t rb = d->d_model * 4;
+        cudaError_t ce = lmc_gather_rows(S->res, rb, res_last, rb, rb, last, rows, st);
+        ls = ce == cudaSuccess ? lmc_head(S, M, d, res_last, rows, hl, logits, tf32, e)
+                               : lmc_cuda_fail(e, ce, "batched prefill: last rows");
+        for (int64_t i = 0, r2 = 0; ls == LM_OK && i < n; i++) {
+            if (!seq[i].logits) continue;
+            ce = cudaMemcpyAsync(seq[i].logits, logits + r2++ * V, (size_t)V * sizeof(float), cudaMemcpyDeviceToHost,
+                                 st);
+            if (ce != cudaSuccess) ls = lmc_cuda_fail(e, ce, "batched prefill: logits download");
+        }
+    }
+    const cudaError_t ce = cudaStreamSynchronize(st);
+    if (ls == LM_OK && ce != cudaSuccess) ls = lmc_cuda_fail(e, ce, "batched prefill");
+    if (ls != LM_OK) (void)cudaGetLastError();
+    return ls;
+}
+
 /* One table for every model: model->bk->arch picks the pipeline. */
 extern "C" const lmi_backend_vt lmi_cuda_backend = {"cuda", model_init, model_free, session_init, session_free,
                                                     session_reset, forward, state_read, state_write,
-                                                    lmc_forward_batch, lmc_sample_batch};
+                                                    lmc_forward_batch, lmc_sample_batch, lmc_prefill_batch};

@@ -8,7 +8,10 @@
  * (ssd_cb_kernel), the sequential carry of the states across chunks
  * starting from the session's state (ssd_carry_kernel, which also leaves
  * the final state), and the outputs from the chunk's start state plus the
- * masked intra-chunk products (ssd_out_kernel).  The cumulative decay
+ * masked intra-chunk products (ssd_out_kernel).  Packed sequences
+ * (lmc_ssd_scan_varlen) run the same kernels over a table of chunk
+ * starts (chunks never cross sequences; a NULL table is the single
+ * sequence's uniform chunks) and carry per sequence.  The cumulative decay
  * inside a chunk is summed in double so that exp(cs_t - cs_s) keeps fp32
  * accuracy for long chunks of strong decay.
  *
@@ -104,6 +107,20 @@ __device__ __forceinline__ void load_kmajor(float (*dst)[kQP], const float *base
     }
 }
 
+/* Tokens [t0, t0 + Tc) of chunk c: chunks of kQ over one sequence of T
+ * tokens (ct0 NULL, the single-sequence case), or chunk c of packed
+ * sequences from its table of starts ([n_chunks + 1]). */
+__device__ __forceinline__ void chunk_span(const int64_t *ct0, int c, int64_t T, int64_t *t0, int *Tc)
+{
+    if (!ct0) {
+        *t0 = (int64_t)c * kQ;
+        *Tc = (int)min((int64_t)kQ, T - *t0);
+    } else {
+        *t0 = ct0[c];
+        *Tc = (int)(ct0[c + 1] - *t0);
+    }
+}
+
 /* Per (chunk, head): cs[s] = sum_{r<=s} Δ_r A (double), Δ filtered. */
 static_assert(kQ == 64, "chunk_decay scans 64 tokens with one warp");
 __device__ __forceinline__ void chunk_decay(const float *dl, int64_t t0, int Tc, int H, int h, const uint8_t *flag,
@@ -138,7 +155,7 @@ __global__ void __launch_bounds__(256) ssd_state_kernel(const float *__restrict_
                                                         int N, int G, int E, const float *__restrict__ A,
                                                         const uint8_t *__restrict__ flag,
                                                         const float *__restrict__ tau, float *__restrict__ cst,
-                                                        float *__restrict__ cdec)
+                                                        float *__restrict__ cdec, const int64_t *__restrict__ ct0)
 {
     __shared__ double cs[kQ];
     __shared__ float dlt[kQ], w[kQ];
@@ -147,8 +164,9 @@ __global__ void __launch_bounds__(256) ssd_state_kernel(const float *__restrict_
     const int c = blockIdx.x, h = blockIdx.y;
     const int ntn = (N + kTN - 1) / kTN;
     const int p0 = (int)(blockIdx.z / ntn) * kTP, n0 = (int)(blockIdx.z % ntn) * kTN;
-    const int64_t t0 = (int64_t)c * kQ;
-    const int Tc = (int)min((int64_t)kQ, T - t0);
+    int64_t t0;
+    int Tc;
+    chunk_span(ct0, c, T, &t0, &Tc);
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
     const int g = h / (H / G);
     chunk_decay(dl, t0, Tc, H, h, flag, tau, A[h], dlt, cs);
@@ -185,13 +203,15 @@ __global__ void __launch_bounds__(256) ssd_state_kernel(const float *__restrict_
 
 /* Per (chunk, group): cbT[s][t] = C_t . B_s, shared by the group's heads. */
 __global__ void __launch_bounds__(256, 3) ssd_cb_kernel(const float *__restrict__ u, int64_t ldu, int64_t T, int N,
-                                                     int G, int E, float *__restrict__ cbT)
+                                                     int G, int E, float *__restrict__ cbT,
+                                                     const int64_t *__restrict__ ct0)
 {
     __shared__ __align__(16) float CsT[kNT][kQP];
     __shared__ __align__(16) float BsT[kNT][kQP];
     const int c = blockIdx.x, g = blockIdx.y;
-    const int64_t t0 = (int64_t)c * kQ;
-    const int Tc = (int)min((int64_t)kQ, T - t0);
+    int64_t t0;
+    int Tc;
+    chunk_span(ct0, c, T, &t0, &Tc);
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
     const float *rowB = u + t0 * ldu + E + (int64_t)g * N;
     const float *rowC = u + t0 * ldu + E + (int64_t)G * N + (int64_t)g * N;
@@ -232,6 +252,29 @@ __global__ void ssd_carry_kernel(float *__restrict__ cst, const float *__restric
     hs[i] = s;
 }
 
+/* The same for packed sequences: grid y is the sequence, whose chunks are
+ * [cuc[s], cuc[s+1]) and whose state is hptr[s] + hoff. */
+__global__ void ssd_carry_varlen_kernel(float *__restrict__ cst, const float *__restrict__ cdec,
+                                        const int64_t *__restrict__ cuc, int H, int64_t PN, float *const *hptr,
+                                        size_t hoff)
+{
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const int64_t HPN = (int64_t)H * PN;
+    if (i >= HPN) return;
+    const int64_t sq = blockIdx.y, c0 = cuc[sq], c1 = cuc[sq + 1];
+    const int h = (int)(i / PN);
+    float *hs = hptr[sq] + hoff + i;
+    float s = *hs;
+    float next = c0 < c1 ? cst[c0 * HPN + i] : 0.f;
+    for (int64_t c = c0; c < c1; c++) {
+        const float loc = next;
+        if (c + 1 < c1) next = cst[(c + 1) * HPN + i]; /* prefetch: independent of s */
+        cst[c * HPN + i] = s;
+        s = expf(cdec[c * H + h]) * s + loc;
+    }
+    *hs = s;
+}
+
 /* Per (chunk, head, tile of head_dim): y_t = exp(cs_t) C_t . S_in
  *   + sum_{s<=t} exp(cs_t - cs_s) Δ_s (C_t . B_s) x_s + D x_t. */
 __global__ void __launch_bounds__(256, 3) ssd_out_kernel(const float *__restrict__ u, int64_t ldu,
@@ -239,7 +282,8 @@ __global__ void __launch_bounds__(256, 3) ssd_out_kernel(const float *__restrict
                                                       int G, int E, const float *__restrict__ A,
                                                       const float *__restrict__ Dv, const uint8_t *__restrict__ flag,
                                                       const float *__restrict__ tau, const float *__restrict__ cst,
-                                                      const float *__restrict__ cbT, float *__restrict__ y, int64_t ldy)
+                                                      const float *__restrict__ cbT, float *__restrict__ y, int64_t ldy,
+                                                      const int64_t *__restrict__ ct0)
 {
     __shared__ double cs[kQ];
     __shared__ float dlt[kQ];
@@ -250,8 +294,9 @@ __global__ void __launch_bounds__(256, 3) ssd_out_kernel(const float *__restrict
     float(*SsT)[kQP] = reinterpret_cast<float(*)[kQP]>(pool + kNT * kQP);
     float(*xs)[kTP] = reinterpret_cast<float(*)[kTP]>(pool);
     const int c = blockIdx.x, h = blockIdx.y, p0 = blockIdx.z * kTP;
-    const int64_t t0 = (int64_t)c * kQ;
-    const int Tc = (int)min((int64_t)kQ, T - t0);
+    int64_t t0;
+    int Tc;
+    chunk_span(ct0, c, T, &t0, &Tc);
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
     const int g = h / (H / G);
     chunk_decay(dl, t0, Tc, H, h, flag, tau, A[h], dlt, cs);
@@ -440,7 +485,7 @@ extern "C" cudaError_t lmc_ssd_chunk_states(const float *u, int64_t ldu, const f
     const int64_t nch = (L + kQ - 1) / kQ;
     const unsigned tp = lmc_blocks(P, kTP), tn = lmc_blocks(N, kTN);
     ssd_state_kernel<<<dim3((unsigned)nch, (unsigned)H, tp * tn), 256, 0, st>>>(u, ldu, dl, L, H, P, N, G, E, A,
-                                                                              flag, tau, cst, cdec);
+                                                                              flag, tau, cst, cdec, nullptr);
     return cudaGetLastError();
 }
 
@@ -448,7 +493,7 @@ extern "C" cudaError_t lmc_ssd_cb(const float *u, int64_t ldu, int64_t L, int N,
                                   cudaStream_t st)
 {
     const int64_t nch = (L + kQ - 1) / kQ;
-    ssd_cb_kernel<<<dim3((unsigned)nch, (unsigned)G), 256, 0, st>>>(u, ldu, L, N, G, E, cbT);
+    ssd_cb_kernel<<<dim3((unsigned)nch, (unsigned)G), 256, 0, st>>>(u, ldu, L, N, G, E, cbT, nullptr);
     return cudaGetLastError();
 }
 
@@ -466,7 +511,7 @@ extern "C" cudaError_t lmc_ssd_out(const float *u, int64_t ldu, const float *dl,
 {
     const int64_t nch = (L + kQ - 1) / kQ;
     ssd_out_kernel<<<dim3((unsigned)nch, (unsigned)H, lmc_blocks(P, kTP)), 256, 0, st>>>(
-        u, ldu, dl, L, H, P, N, G, E, A, D, flag, tau, cst, cbT, y, ldy);
+        u, ldu, dl, L, H, P, N, G, E, A, D, flag, tau, cst, cbT, y, ldy, nullptr);
     return cudaGetLastError();
 }
 
@@ -487,6 +532,35 @@ extern "C" cudaError_t lmc_ssd_scan(const lmc_ssd_args *a, cudaStream_t st)
         ce = lmc_ssd_out(a->u, a->ldu, a->dl, a->L, a->H, a->P, a->N, a->G, a->E, a->A, a->D, a->flag, a->tau, cst,
                          cbT, a->y, a->ldy, st);
     return ce;
+}
+
+extern "C" cudaError_t lmc_ssd_scan_varlen(const lmc_ssd_args *a, const lmc_ssd_seqs *v, cudaStream_t st)
+{
+    if (!a || !v || v->n < 1 || v->n > 65535 || v->n_chunks < v->n || !v->chunk_t0 || !v->cu_chunk || !v->h_ptr)
+        return cudaErrorInvalidValue;
+    const int64_t nch = v->n_chunks;
+    const int64_t PN = (int64_t)a->P * a->N;
+    /* the scratch of lmc_ssd_scan for nch whole chunks */
+    char *base = static_cast<char *>(a->scratch);
+    float *cst = reinterpret_cast<float *>(base);
+    const size_t cst_bytes = lmc_align((size_t)(nch * a->H * PN) * 4);
+    float *cdec = reinterpret_cast<float *>(base + cst_bytes);
+    float *cbT = reinterpret_cast<float *>(base + cst_bytes + lmc_align((size_t)(nch * a->H) * 4));
+    const unsigned tp = lmc_blocks(a->P, kTP), tn = lmc_blocks(a->N, kTN);
+    ssd_state_kernel<<<dim3((unsigned)nch, (unsigned)a->H, tp * tn), 256, 0, st>>>(
+        a->u, a->ldu, a->dl, a->L, a->H, a->P, a->N, a->G, a->E, a->A, a->flag, a->tau, cst, cdec, v->chunk_t0);
+    cudaError_t ce = cudaGetLastError();
+    if (ce != cudaSuccess) return ce;
+    ssd_cb_kernel<<<dim3((unsigned)nch, (unsigned)a->G), 256, 0, st>>>(a->u, a->ldu, a->L, a->N, a->G, a->E, cbT,
+                                                                       v->chunk_t0);
+    if ((ce = cudaGetLastError()) != cudaSuccess) return ce;
+    ssd_carry_varlen_kernel<<<dim3(lmc_blocks((int64_t)a->H * PN, 256), (unsigned)v->n), 256, 0, st>>>(
+        cst, cdec, v->cu_chunk, a->H, PN, v->h_ptr, v->h_off);
+    if ((ce = cudaGetLastError()) != cudaSuccess) return ce;
+    ssd_out_kernel<<<dim3((unsigned)nch, (unsigned)a->H, lmc_blocks(a->P, kTP)), 256, 0, st>>>(
+        a->u, a->ldu, a->dl, a->L, a->H, a->P, a->N, a->G, a->E, a->A, a->D, a->flag, a->tau, cst, cbT, a->y, a->ldy,
+        v->chunk_t0);
+    return cudaGetLastError();
 }
 
 extern "C" cudaError_t lmc_ssd_step(const float *u, int64_t ldu, const float *dl, int64_t ldd, int64_t n, int H,

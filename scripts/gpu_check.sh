@@ -199,7 +199,7 @@ QB=""
 
 # ---- tests -----------------------------------------------------------------
 if [ $TESTS = 1 ] && [ -x "$G/test_gpu_kernels" ]; then
-    for t in kernels model fixtures batch mamba2 sample module; do
+    for t in kernels model fixtures batch mamba2 sample prefill_batch module; do
         if [ ! -x "$G/test_gpu_$t" ]; then
             row "test_gpu_$t" "skip (not built)"
             continue
@@ -218,7 +218,7 @@ fi
 # ---- compute-sanitizer -----------------------------------------------------
 if [ $SAN = 1 ] && [ -x "$G/test_gpu_kernels" ] && command -v compute-sanitizer >/dev/null; then
     for tool in ${SAN_TOOLS:-memcheck racecheck}; do
-        for t in ${SAN_TESTS:-kernels model fixtures batch mamba2 sample module}; do
+        for t in ${SAN_TESTS:-kernels model fixtures batch mamba2 sample prefill_batch module}; do
             [ -x "$G/test_gpu_$t" ] || continue
             echo "== compute-sanitizer $tool test_gpu_$t --quick =="
             t0=$(date +%s)

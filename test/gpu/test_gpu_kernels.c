@@ -273,6 +273,205 @@ static void test_conv(int64_t L, int64_t E, int K, int bf, int bias, int odd, ui
     free(x); free(w); free(b); free(s0); free(u); free(s); free(ur); free(sr);
 }
 
+/* ---- packed sequences (varlen) -------------------------------------------- */
+
+/* Offsets of n sequences (cu [n + 1]), cut in chunks of c tokens that never
+ * cross two: each sequence's first chunk (cuc [n + 1]) and each chunk's
+ * first token (ct0 [chunks + 1], or NULL).  Returns the chunks. */
+static int64_t varlen_tables(const int64_t *lens, int64_t n, int64_t c, int64_t *cu, int64_t *cuc, int64_t *ct0)
+{
+    int64_t k = 0;
+    cu[0] = cuc[0] = 0;
+    for (int64_t i = 0; i < n; i++) {
+        for (int64_t t = 0; t < lens[i]; t += c)
+            if (ct0) ct0[k++] = cu[i] + t;
+            else k++;
+        cu[i + 1] = cu[i] + lens[i];
+        cuc[i + 1] = k;
+    }
+    if (ct0) ct0[k] = cu[n];
+    return k;
+}
+
+static int64_t *dev_i64(const int64_t *src, size_t n)
+{
+    int64_t *p = dev_alloc(n * 8);
+    CUDA_OK(cudaMemcpy(p, src, n * 8, cudaMemcpyHostToDevice));
+    return p;
+}
+
+/* n device arrays of `each` floats from host rows, reached at layer offset
+ * `off` through a device pointer table (as sessions' states are). */
+typedef struct dev_states {
+    float **dev;      /* [n] device arrays of off + each floats */
+    float **table;    /* device copy of dev */
+    int64_t n;
+    size_t off, each;
+} dev_states;
+
+static dev_states states_upload(const float *rows, int64_t n, size_t each, size_t off)
+{
+    dev_states d = {malloc((size_t)n * sizeof(float *)), NULL, n, off, each};
+    for (int64_t i = 0; i < n; i++) {
+        d.dev[i] = dev_alloc((off + each) * 4 + 4);
+        CUDA_OK(cudaMemcpy(d.dev[i] + off, rows + (size_t)i * each, each * 4, cudaMemcpyHostToDevice));
+    }
+    d.table = dev_alloc((size_t)n * sizeof(float *));
+    CUDA_OK(cudaMemcpy(d.table, d.dev, (size_t)n * sizeof(float *), cudaMemcpyHostToDevice));
+    return d;
+}
+
+static void states_download(const dev_states *d, float *rows)
+{
+    for (int64_t i = 0; i < d->n; i++) dev_download(rows + (size_t)i * d->each, d->dev[i] + d->off, d->each, 0);
+}
+
+static void states_free(dev_states *d)
+{
+    for (int64_t i = 0; i < d->n; i++) cudaFree(d->dev[i]);
+    cudaFree(d->table);
+    free(d->dev);
+}
+
+/* lmc_conv_varlen and its state update: n sequences of lens[i] tokens
+ * (runs of 16 tokens crossing sequence ends, one-token sequences, K - 1
+ * longer than a sequence), each with its own state, against the
+ * per-sequence formula. */
+static void test_conv_varlen(const int64_t *lens, int64_t n, int64_t E, int K, int bf, int odd, uint64_t seed)
+{
+    tu_rng r = {seed};
+    int64_t *cu = malloc((size_t)(n + 1) * 8), *cuc = malloc((size_t)(n + 1) * 8);
+    varlen_tables(lens, n, 1 << 30, cu, cuc, NULL);
+    const int64_t L = cu[n], ldx = 2 * E + (odd ? 1 : 0), S = E * (K - 1);
+    float *x = host_rand(&r, (size_t)(L * ldx), 1.0, 0, bf);
+    float *w = host_rand(&r, (size_t)(E * K), 0.7, 0, 0);
+    float *b = host_rand(&r, (size_t)E, 0.3, 0, 0);
+    float *s0 = host_rand(&r, (size_t)(n * S), 1.0, 0, 0);
+    void *dx = dev_upload(x, (size_t)(L * ldx), bf), *dw = dev_upload(w, (size_t)(E * K), 0);
+    void *db = dev_upload(b, (size_t)E, 0), *du = dev_alloc((size_t)(L * E) * (bf ? 2 : 4));
+    int64_t *dcu = dev_i64(cu, (size_t)n + 1);
+    dev_states st = states_upload(s0, n, (size_t)S, 5 * (size_t)S); /* a layer offset */
+    CUDA_OK(lmc_conv_varlen(bf, dx, ldx, L, dcu, n, E, K, dw, db, st.table, st.off, du, 0));
+    CUDA_OK(lmc_conv_state_update_varlen(bf, dx, ldx, dcu, n, E, K, st.table, st.off, 0));
+    CUDA_OK(cudaDeviceSynchronize());
+    float *u = malloc((size_t)(L * E) * sizeof(float)), *s = malloc((size_t)(n * S) * sizeof(float));
+    dev_download(u, du, (size_t)(L * E), bf);
+    states_download(&st, s);
+    double *ur = malloc((size_t)(L * E) * sizeof(double)), *sr = malloc((size_t)(n * S) * sizeof(double));
+    for (int64_t i = 0; i < n; i++) {
+        const float *xs = x + cu[i] * ldx, *si = s0 + i * S;
+        const int64_t len = lens[i];
+        for (int64_t t = 0; t < len; t++)
+            for (int64_t e = 0; e < E; e++) {
+                double acc = b[e];
+                for (int k = 0; k < K; k++) {
+                    const int64_t pos = t - (K - 1) + k;
+                    acc += (double)w[e * K + k] * (pos >= 0 ? xs[pos * ldx + e] : si[e * (K - 1) + (K - 1) + pos]);
+                }
+                ur[(cu[i] + t) * E + e] = silu_d(acc);
+            }
+        for (int64_t e = 0; e < E; e++)
+            for (int j = 0; j < K - 1; j++) {
+                const int64_t pos = len - (K - 1) + j;
+                sr[i * S + e * (K - 1) + j] = pos >= 0 ? xs[pos * ldx + e] : si[e * (K - 1) + j + len];
+            }
+    }
+    const double eu = tu_max_rel_err(u, ur, (size_t)(L * E)), es = tu_max_rel_err(s, sr, (size_t)(n * S));
+    const double tol = bf ? 4e-3 : 1e-6;
+    check(eu <= tol && es == 0.0,
+          "conv varlen %lld sequences (%lld tokens) E=%lld ldx=%lld K=%d %s: u err %.2e (tol %.0e), states err %.2e (exact)",
+          (long long)n, (long long)L, (long long)E, (long long)ldx, K, bf ? "bf16" : "fp32", eu, tol, es);
+    states_free(&st);
+    cudaFree(dx); cudaFree(dw); cudaFree(db); cudaFree(du); cudaFree(dcu);
+    free(cu); free(cuc); free(x); free(w); free(b); free(s0); free(u); free(s); free(ur); free(sr);
+}
+
+/* lmc_scan over packed sequences (n_seq): y and every sequence's state
+ * against ref_scan per sequence; one-chunk and many-chunk sequences side
+ * by side, filter, gate, D, initial states. */
+static void test_scan_varlen(const int64_t *lens, int64_t n, int64_t E, int64_t N, int chunk, int bf, int filter,
+                             uint64_t seed)
+{
+    tu_rng r = {seed};
+    int64_t *cu = malloc((size_t)(n + 1) * 8), *cuc = malloc((size_t)(n + 1) * 8);
+    const int c = lmc_scan_chunk(1, 1 << 20, E, N, chunk, 0); /* the chunk the kernels accept */
+    const int64_t nch = varlen_tables(lens, n, c, cu, cuc, NULL);
+    const int64_t L = cu[n], ldbc = 2 * N + 3;
+    const size_t LE = (size_t)(L * E), EN = (size_t)(E * N);
+    float *u = host_rand(&r, LE, 1.0, 0, bf), *z = host_rand(&r, LE, 2.0, 0, bf);
+    float *dt = malloc(LE * sizeof(float));
+    for (size_t i = 0; i < LE; i++) dt[i] = (float)(0.5 * tu_rng_normal(&r));
+    float *dtb = host_rand(&r, (size_t)E, 1.0, -3.0, 0);
+    float *A = malloc(EN * sizeof(float)), *A2 = malloc(EN * sizeof(float));
+    for (size_t i = 0; i < EN; i++) {
+        A[i] = -expf((float)(log((double)(i % (size_t)N + 1)) + 0.3 * tu_rng_normal(&r)));
+        A2[i] = A[i] * 1.4426950408889634f;
+    }
+    float *bc = host_rand(&r, (size_t)(L * ldbc), 1.0, 0, 0), *D = host_rand(&r, (size_t)E, 0.5, 1.0, 0);
+    float *h0 = host_rand(&r, (size_t)n * EN, 1.0, 0, 0);
+    uint8_t *flag = calloc((size_t)E, 1);
+    float *tau = malloc((size_t)E * sizeof(float));
+    /* thresholds in the widest gap of the middle half of a channel's Δ
+     * values (no Δ near τ, where fp32 and float64 could disagree) */
+    double *v = malloc((size_t)L * sizeof(double));
+    for (int64_t e = 0; e < E; e++) {
+        flag[e] = filter && e % 3 == 0;
+        for (int64_t t = 0; t < L; t++) v[t] = softplus_d((double)dt[t * E + e] + dtb[e]);
+        qsort(v, (size_t)L, sizeof(double), cmp_d);
+        int64_t lo = L / 4, hi = (3 * L) / 4, best = lo;
+        if (hi <= lo) hi = lo + 1;
+        double g = -1;
+        for (int64_t i = lo; i < hi && i + 1 < L; i++)
+            if (v[i + 1] - v[i] > g) { g = v[i + 1] - v[i]; best = i; }
+        tau[e] = (float)(L > 1 ? 0.5 * (v[best] + v[best + 1]) : v[0] * 0.5);
+    }
+    free(v);
+    void *du = dev_upload(u, LE, bf), *dz = dev_upload(z, LE, bf), *ddt = dev_upload(dt, LE, 0);
+    void *ddtb = dev_upload(dtb, (size_t)E, 0), *dA2 = dev_upload(A2, EN, 0);
+    void *dbc = dev_upload(bc, (size_t)(L * ldbc), 0), *dD = dev_upload(D, (size_t)E, 0);
+    void *dtau = dev_upload(tau, (size_t)E, 0), *dflag = dev_alloc((size_t)E), *dy = dev_alloc(LE * (bf ? 2 : 4));
+    CUDA_OK(cudaMemcpy(dflag, flag, (size_t)E, cudaMemcpyHostToDevice));
+    int64_t *dcu = dev_i64(cu, (size_t)n + 1), *dcuc = dev_i64(cuc, (size_t)n + 1);
+    dev_states hs = states_upload(h0, n, EN, 2 * EN);
+    const size_t nsc = lmc_scan_scratch_floats(1, nch * c, E, N, c, 0);
+    float *dscr = dev_alloc(nsc * 4 + 4);
+    lmc_scan_args a;
+    memset(&a, 0, sizeof a);
+    a.batch = 1; a.L = L; a.E = E; a.N = N; a.dtype = bf;
+    a.u = du; a.ldu = E; a.dt = ddt; a.lddt = E; a.dt_bias = ddtb; a.dt_softplus = 1; a.A2 = dA2;
+    a.B = (const float *)dbc + 1; a.C = (const float *)dbc + 1 + N; a.ldbc = ldbc;
+    a.D = dD; a.z = dz; a.ldz = E;
+    a.flag = filter ? dflag : NULL; a.tau = dtau;
+    a.y = dy; a.ldy = E;
+    a.chunk_s = dscr; a.chunk_h = dscr + lmc_scan_scratch_s(1, nch * c, E, N, c, 0);
+    a.chunk = c;
+    a.n_seq = n; a.cu_seq = dcu; a.cu_chunk = dcuc; a.n_chunks = nch; a.h_ptr = hs.table; a.h_off = hs.off;
+    CUDA_OK(lmc_scan(&a, 0));
+    CUDA_OK(cudaDeviceSynchronize());
+    float *y = malloc(LE * sizeof(float)), *h = malloc((size_t)n * EN * sizeof(float));
+    dev_download(y, dy, LE, bf);
+    states_download(&hs, h);
+    double *yr = malloc(LE * sizeof(double)), *hr = malloc((size_t)n * EN * sizeof(double));
+    for (size_t i = 0; i < (size_t)n * EN; i++) hr[i] = h0[i];
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t t0 = cu[i];
+        ref_scan(lens[i], E, N, u + t0 * E, dt + t0 * E, dtb, true, A, bc + t0 * ldbc + 1, bc + t0 * ldbc + 1 + N,
+                 ldbc, D, z + t0 * E, filter ? flag : NULL, tau, hr + (size_t)i * EN, yr + t0 * E);
+    }
+    const double ey = tu_max_rel_err(y, yr, LE), eh = tu_max_rel_err(h, hr, (size_t)n * EN);
+    const double tol_y = bf ? 4e-3 : 1e-5, tol_h = 1e-5;
+    check(ey <= tol_y && eh <= tol_h,
+          "scan varlen %lld sequences (%lld tokens, %lld chunks of %d) E=%lld N=%lld %s filter=%d: y err %.2e (tol %.0e), "
+          "states err %.2e (tol %.0e)",
+          (long long)n, (long long)L, (long long)nch, c, (long long)E, (long long)N, bf ? "bf16" : "fp32", filter, ey,
+          tol_y, eh, tol_h);
+    states_free(&hs);
+    cudaFree(du); cudaFree(dz); cudaFree(ddt); cudaFree(ddtb); cudaFree(dA2); cudaFree(dbc); cudaFree(dD);
+    cudaFree(dtau); cudaFree(dflag); cudaFree(dy); cudaFree(dcu); cudaFree(dcuc); cudaFree(dscr);
+    free(cu); free(cuc); free(u); free(z); free(dt); free(dtb); free(A); free(A2); free(bc); free(D); free(h0);
+    free(flag); free(tau); free(y); free(h); free(yr); free(hr);
+}
+
 /* ---- norm, embedding, deci ------------------------------------------------ */
 
 static void test_norm(int64_t rows, int64_t d, int bf)
@@ -437,6 +636,57 @@ static void test_ssd(int64_t L, int H, int P, int N, int G, int filter, uint64_t
     free(u); free(dl); free(A); free(D); free(tau); free(h0); free(flag); free(y); free(h); free(yr); free(hr);
 }
 
+/* lmc_ssd_scan_varlen: packed sequences in chunks of at most 64 that never
+ * cross two, each sequence's state through a pointer table, against
+ * ref_ssd per sequence. */
+static void test_ssd_varlen(const int64_t *lens, int64_t n, int H, int P, int N, int G, int filter, uint64_t seed)
+{
+    tu_rng r = {seed};
+    int64_t nch = 0;
+    for (int64_t i = 0; i < n; i++) nch += (lens[i] + LMC_SSD_CHUNK - 1) / LMC_SSD_CHUNK;
+    int64_t *cu = malloc((size_t)(n + 1) * 8), *cuc = malloc((size_t)(n + 1) * 8), *ct0 = malloc((size_t)(nch + 1) * 8);
+    varlen_tables(lens, n, LMC_SSD_CHUNK, cu, cuc, ct0);
+    const int64_t L = cu[n], E = (int64_t)H * P, CD = E + 2 * (int64_t)G * N, HPN = (int64_t)H * P * N;
+    float *u = host_rand(&r, (size_t)(L * CD), 1.0, 0, 0);
+    float *dl = malloc((size_t)(L * H) * sizeof(float));
+    for (int64_t i = 0; i < L * H; i++) dl[i] = (float)(0.001 + 0.3 * tu_rng_unif(&r));
+    float *A = host_rand(&r, (size_t)H, 1.0, -2.0, 0), *D = host_rand(&r, (size_t)H, 0.5, 1.0, 0);
+    float *tau = host_rand(&r, (size_t)H, 0.05, 0.15, 0);
+    float *h0 = host_rand(&r, (size_t)(n * HPN), 1.0, 0, 0);
+    uint8_t *flag = malloc((size_t)H);
+    for (int h = 0; h < H; h++) flag[h] = filter && h % 2 == 0;
+    float *du = dev_upload(u, (size_t)(L * CD), 0), *ddl = dev_upload(dl, (size_t)(L * H), 0);
+    float *dA = dev_upload(A, (size_t)H, 0), *dD = dev_upload(D, (size_t)H, 0), *dtau = dev_upload(tau, (size_t)H, 0);
+    float *dy = dev_alloc((size_t)(L * E) * 4);
+    uint8_t *dflag = dev_alloc((size_t)H);
+    CUDA_OK(cudaMemcpy(dflag, flag, (size_t)H, cudaMemcpyHostToDevice));
+    int64_t *dcuc = dev_i64(cuc, (size_t)n + 1), *dct0 = dev_i64(ct0, (size_t)nch + 1);
+    dev_states hs = states_upload(h0, n, (size_t)HPN, (size_t)HPN);
+    void *scr = dev_alloc(lmc_ssd_scratch_bytes(nch * LMC_SSD_CHUNK, H, P, N, G));
+    const lmc_ssd_args a = {L, H, P, N, G, (int)E, du, CD, ddl, dA, dD, filter ? dflag : NULL, dtau, NULL, dy, E, scr};
+    const lmc_ssd_seqs v = {n, nch, dct0, dcuc, hs.table, hs.off};
+    CUDA_OK(lmc_ssd_scan_varlen(&a, &v, 0));
+    CUDA_OK(cudaDeviceSynchronize());
+    float *y = malloc((size_t)(L * E) * sizeof(float)), *h = malloc((size_t)(n * HPN) * sizeof(float));
+    dev_download(y, dy, (size_t)(L * E), 0);
+    states_download(&hs, h);
+    double *yr = malloc((size_t)(L * E) * sizeof(double)), *hr = malloc((size_t)(n * HPN) * sizeof(double));
+    for (int64_t i = 0; i < n * HPN; i++) hr[i] = h0[i];
+    for (int64_t i = 0; i < n; i++)
+        ref_ssd(lens[i], H, P, N, G, u + cu[i] * CD, CD, dl + cu[i] * H, A, D, filter ? flag : NULL, tau,
+                hr + i * HPN, yr + cu[i] * E);
+    const double ey = tu_max_rel_err(y, yr, (size_t)(L * E)), eh = tu_max_rel_err(h, hr, (size_t)(n * HPN));
+    check(ey <= TOL_STATE && eh <= TOL_STATE,
+          "ssd varlen %lld sequences (%lld tokens, %lld chunks) H=%d P=%d N=%d G=%d filter=%d: y err %.2e, states err "
+          "%.2e (tol %.0e)",
+          (long long)n, (long long)L, (long long)nch, H, P, N, G, filter, ey, eh, TOL_STATE);
+    states_free(&hs);
+    cudaFree(du); cudaFree(ddl); cudaFree(dA); cudaFree(dD); cudaFree(dtau); cudaFree(dy); cudaFree(dflag);
+    cudaFree(dcuc); cudaFree(dct0); cudaFree(scr);
+    free(cu); free(cuc); free(ct0); free(u); free(dl); free(A); free(D); free(tau); free(h0); free(flag);
+    free(y); free(h); free(yr); free(hr);
+}
+
 int main(int argc, char **argv)
 {
     const int quick = argc > 1 && strcmp(argv[1], "--quick") == 0; /* under compute-sanitizer */
@@ -497,6 +747,29 @@ int main(int argc, char **argv)
     test_ssd(200, 2, 80, 130, 2, 0, 302);
     test_ssd(129, 4, 64, 128, 1, 1, 303);
     if (!quick) test_ssd(3000, 8, 64, 64, 2, 1, 304);
+    /* packed sequences (batched prefill): lengths 1 up to several chunks,
+     * runs and chunks that would cross a sequence end */
+    {
+        const int64_t l1[] = {1, 7, 16, 17, 2, 100, 1, 33};
+        const int64_t l2[] = {512, 1, 2048, 7, 300, 1, 1, 65};
+        const int64_t l3[] = {5};
+        for (int bf = 0; bf < 2; bf++) {
+            test_conv_varlen(l1, 8, 40, 4, bf, 0, 600);
+            test_conv_varlen(l1, 8, 40, 4, bf, 1, 601);
+            test_conv_varlen(l1, 8, 37, 3, bf, 0, 602);
+            test_conv_varlen(l2, 8, 64, 2, bf, 0, 603);
+            test_conv_varlen(l2, 8, 33, 8, bf, 1, 604);
+            test_conv_varlen(l3, 1, 130, 4, bf, 0, 605);
+            test_scan_varlen(l1, 8, 130, 16, 32, bf, 1, 610);
+            test_scan_varlen(l3, 1, 64, 16, 0, bf, 0, 611);
+            if (!quick) test_scan_varlen(l2, 8, 200, 16, 128, bf, 1, 612);
+        }
+        test_scan_varlen(l1, 8, 40, 8, 64, 0, 1, 613);
+        test_scan_varlen(l1, 8, 17, 33, 32, 0, 0, 614);
+        test_ssd_varlen(l1, 8, 4, 16, 24, 2, 1, 620);
+        test_ssd_varlen(l3, 1, 6, 15, 72, 3, 0, 621);
+        if (!quick) test_ssd_varlen(l2, 8, 4, 64, 128, 1, 1, 622);
+    }
     printf("%d of %d checks failed\n", g_failures, g_checks);
     return g_failures ? 1 : 0;
 }

@@ -179,7 +179,7 @@ cudaError_t run_variant(const ScanP &p, int64_t batch, int variant, cudaStream_t
 extern "C" cudaError_t lmc_dev_scan(const lmc_scan_args *a, int variant, cudaStream_t st)
 {
     ScanP p;
-    if (variant == 0 || !scan_params(a, p) || pick_ns(p.N) != 16) return lmc_scan(a, st);
+    if (variant == 0 || a->n_seq > 0 || !scan_params(a, p) || pick_ns(p.N) != 16) return lmc_scan(a, st);
     return a->dtype == LMC_BF16 ? run_variant<lmc_bf16>(p, a->batch, variant, st)
                                 : run_variant<float>(p, a->batch, variant, st);
 }
