@@ -8,6 +8,7 @@
  *             [--prompt 128] [--new 256] [--sessions 16]
  *   bench_e2e --decode-only --dir DIR --shapes mamba-130m   (for a profiler:
  *             a 128-token prompt, then 20 decode steps)
+ *   bench_e2e --prefill-batch-only --dir DIR   (only the batched-prefill rows)
  *
  * Rows, per shape:
  *   logits:   max |logit| difference from transformers in float32 on the
@@ -18,6 +19,12 @@
  *             chunk); and, where L is larger than the session default chunk
  *             (CUDA 16384, longmamba.h), in a default session; median of 3
  *             after a warm-up, the session reset between runs (not timed);
+ *   prefill of many prompts: 8 x 2k, 64 x 512 and 8 prompts of 256..3840
+ *             tokens (16k in all; not with --quick): one
+ *             lm_session_prefill_batch call vs lm_session_prefill on each
+ *             session in turn; tok/s = all prompt tokens / wall time, logits
+ *             of each prompt's last token; median of 3 after a warm-up
+ *             (LM_BENCH_PREFILL_BATCH=0 skips them);
  *   LongMamba overhead at 16k: calibration of one 2k window (lm_calibrate),
  *             theta = exp(median log-decay) so that about half the channels
  *             (Mamba-2: heads) of every layer are global, default bucket
@@ -218,6 +225,91 @@ static void bench_prefill(const bench_ctx *b, const int32_t *tok, const int64_t 
             row(b->shape, key, label, (double)L / t, "tok/s", note);
         }
     }
+}
+
+/* ---- prefill of many prompts -------------------------------------------------- */
+
+/* The prompt sets of the batched-prefill rows: equal lengths (as the issue
+ * asks), and 8 lengths from 256 to 3840 tokens (16k in all), where a
+ * padded batch computes 8 x 3840. */
+typedef struct pb_case {
+    const char *tag, *what;
+    int n;
+    int64_t len;        /* every prompt, or 0: */
+    const int64_t *lens; /* [n] */
+} pb_case;
+
+static const int64_t pb_mixed[8] = {256, 768, 1280, 1792, 2304, 2816, 3328, 3840};
+static const pb_case pb_cases[] = {
+    {"8x2k", "8 x 2k", 8, 2048, NULL},
+    {"64x512", "64 x 512", 64, 512, NULL},
+    {"8xmixed", "8 x 256..3840 (16k)", 8, 0, pb_mixed},
+};
+
+/* n prompts: one lm_session_prefill_batch call, and lm_session_prefill on
+ * each session in turn; tok/s = the prompts' tokens / wall time, logits of
+ * each prompt's last token; median of 3 after a warm-up, the sessions
+ * reset between runs (not timed).  Session i's chunk is its prompt
+ * (no 16k-token scratch each), sessions[0]'s all the tokens: the batch
+ * runs as one piece. */
+static void bench_prefill_batch(const bench_ctx *b, const pb_case *c)
+{
+    const int64_t V = b->info.vocab_size;
+    const int n = c->n;
+    char key[2][64], label[2][128], note[256], err[512] = "";
+    snprintf(key[0], sizeof key[0], "prefill_batch_%s", c->tag);
+    snprintf(label[0], sizeof label[0], "prefill %s, batched", c->what);
+    snprintf(key[1], sizeof key[1], "prefill_seq_%s", c->tag);
+    snprintf(label[1], sizeof label[1], "prefill %s, one at a time", c->what);
+    lm_session **ss = calloc((size_t)n, sizeof *ss);
+    int32_t **tok = calloc((size_t)n, sizeof *tok);
+    size_t *nt = calloc((size_t)n, sizeof *nt);
+    float *lg = malloc(sizeof(float) * (size_t)n * (size_t)V);
+    lm_status st = ss && tok && nt && lg ? LM_OK : LM_ERR_NO_MEMORY;
+    int64_t total = 0;
+    for (int i = 0; i < n && st == LM_OK; i++) {
+        nt[i] = (size_t)(c->len ? c->len : c->lens[i]);
+        total += (int64_t)nt[i];
+        if (!(tok[i] = malloc(sizeof(int32_t) * nt[i]))) st = LM_ERR_NO_MEMORY;
+        else fill_tokens(tok[i], (int64_t)nt[i], V, 2000u + (uint64_t)i);
+    }
+    for (int i = 0; i < n && st == LM_OK; i++)
+        st = new_session(b, i == 0 ? total : (int64_t)nt[i], &ss[i], err, sizeof err);
+    double t[2][3];
+    for (int r = -1; r < 3 && st == LM_OK; r++) {
+        for (int way = 0; way < 2 && st == LM_OK; way++) {
+            for (int i = 0; i < n && st == LM_OK; i++) st = lm_session_reset(ss[i]);
+            const double t0 = now();
+            if (way == 0) {
+                st = lm_session_prefill_batch(ss, (size_t)n, (const int32_t *const *)tok, nt, lg,
+                                              (size_t)n * (size_t)V);
+                if (st != LM_OK) snprintf(err, sizeof err, "%s", lm_session_last_error(ss[0]));
+            } else {
+                for (int i = 0; i < n && st == LM_OK; i++) {
+                    st = lm_session_prefill(ss[i], tok[i], nt[i], 1, lg + (size_t)i * (size_t)V, (size_t)V);
+                    if (st != LM_OK) snprintf(err, sizeof err, "session %d: %s", i, lm_session_last_error(ss[i]));
+                }
+            }
+            if (r >= 0) t[way][r] = now() - t0;
+        }
+    }
+    for (int i = 0; ss && i < n; i++) lm_session_free(ss[i]);
+    if (st != LM_OK) {
+        row_fail(b->shape, key[0], label[0], "tok/s", st, err);
+        row_fail(b->shape, key[1], label[1], "tok/s", st, err);
+    } else {
+        const double tb = median(t[0], 3), ts = median(t[1], 3);
+        snprintf(note, sizeof note, "%.2f ms, median of 3; %lld tokens; %.2fx one at a time", tb * 1e3,
+                 (long long)total, ts / tb);
+        row(b->shape, key[0], label[0], (double)total / tb, "tok/s", note);
+        snprintf(note, sizeof note, "%.2f ms, median of 3; lm_session_prefill per session", ts * 1e3);
+        row(b->shape, key[1], label[1], (double)total / ts, "tok/s", note);
+    }
+    for (int i = 0; tok && i < n; i++) free(tok[i]);
+    free(ss);
+    free(tok);
+    free(nt);
+    free(lg);
 }
 
 /* ---- LongMamba overhead ----------------------------------------------------- */
@@ -572,6 +664,14 @@ static void rows_na(const char *shape, const char *why, const int64_t *lengths, 
         snprintf(label, sizeof label, "LongMamba prefill overhead %s", ln);
         row(shape, key, label, NAN, "%", why);
     }
+    for (size_t k = 0; k < sizeof pb_cases / sizeof pb_cases[0]; k++) {
+        snprintf(key, sizeof key, "prefill_batch_%s", pb_cases[k].tag);
+        snprintf(label, sizeof label, "prefill %s, batched", pb_cases[k].what);
+        row(shape, key, label, NAN, "tok/s", why);
+        snprintf(key, sizeof key, "prefill_seq_%s", pb_cases[k].tag);
+        snprintf(label, sizeof label, "prefill %s, one at a time", pb_cases[k].what);
+        row(shape, key, label, NAN, "tok/s", why);
+    }
     for (int k = 0; k < 2; k++) {
         const int n = k == 0 ? 1 : n_sess;
         if (k == 1 && n_sess < 2) break;
@@ -603,13 +703,14 @@ static void usage(void)
     fprintf(stderr,
             "usage: bench_e2e --dir DIR [--shapes a,b] [--quick] [--rows FILE] [--backend cuda|cpu]\n"
             "                 [--lengths 2048,16384,65536] [--prompt 128] [--new 256] [--sessions 16]\n"
-            "       bench_e2e --decode-only --dir DIR --shapes mamba-130m\n");
+            "       bench_e2e --decode-only --dir DIR --shapes mamba-130m\n"
+            "       bench_e2e --prefill-batch-only --dir DIR [--shapes a,b] [--rows FILE]\n");
 }
 
 int main(int argc, char **argv)
 {
     const char *dir = NULL, *shapes = "mamba-130m,mamba-1.4b,mamba2-130m,mamba2-1.3b", *rows_path = NULL;
-    int quick = 0, decode_only = 0, n_sess = 16, lengths_given = 0;
+    int quick = 0, decode_only = 0, n_sess = 16, lengths_given = 0, pb_only = 0;
     int64_t lengths[8] = {2048, 16384, 65536};
     int n_len = 3;
     int64_t prompt_len = 128, n_new = 256;
@@ -618,6 +719,7 @@ int main(int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--quick")) quick = 1;
         else if (!strcmp(a, "--decode-only")) decode_only = 1;
+        else if (!strcmp(a, "--prefill-batch-only")) pb_only = 1;
         else if (!strcmp(a, "--dir") && v) dir = argv[++i];
         else if (!strcmp(a, "--shapes") && v) shapes = argv[++i];
         else if (!strcmp(a, "--only") && v) shapes = argv[++i];
@@ -685,7 +787,7 @@ int main(int argc, char **argv)
                 g_failed = 1;
             }
             printf("ours %-12s %s\n", shape, why);
-            if (!decode_only)
+            if (!decode_only && !pb_only)
                 rows_na(shape, why, lengths, n_len,
                         backend == LM_BACKEND_CPU ? DEFAULT_CHUNK_CPU : DEFAULT_CHUNK_CUDA, n_sess, prompt_len,
                         n_new);
@@ -707,7 +809,9 @@ int main(int argc, char **argv)
         int32_t *tok = malloc(sizeof(int32_t) * (size_t)max_len);
         fill_tokens(tok, max_len, V, 7);
 
-        if (decode_only) {
+        if (pb_only) {
+            for (size_t k = 0; k < sizeof pb_cases / sizeof pb_cases[0]; k++) bench_prefill_batch(&b, &pb_cases[k]);
+        } else if (decode_only) {
             lm_session *s = NULL;
             int32_t t = 3;
             st = new_session(&b, 0, &s, err, sizeof err);
@@ -723,6 +827,9 @@ int main(int argc, char **argv)
             snprintf(ref, sizeof ref, "%s.ref", path);
             bench_logits(&b, ref);
             bench_prefill(&b, tok, lengths, n_len);
+            const char *pbe = getenv("LM_BENCH_PREFILL_BATCH"); /* "0": skip */
+            for (size_t k = 0; !(pbe && !strcmp(pbe, "0")) && k < sizeof pb_cases / sizeof pb_cases[0]; k++)
+                if (!quick || k != 2) bench_prefill_batch(&b, &pb_cases[k]);
             /* LongMamba at 16k, or at the longest length up to 16k */
             int64_t Llm = 0;
             for (int i = 0; i < n_len; i++)

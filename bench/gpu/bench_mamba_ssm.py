@@ -3,6 +3,7 @@
 (the same files bench_e2e times), for bench/gpu/bench_table.py.
 
   bench_mamba_ssm.py --dir DIR [--shapes a,b,...] [--quick] [--batches 1,16,64] [--rows FILE]
+                     [--prefill-batch-only]
   bench_mamba_ssm.py --scan     (selective_scan_fn alone: "scan E=.. B=.. L=..: T ms" lines)
 
 mamba_ssm (built by bench/gpu/build_mamba_ssm.sh, on PYTHONPATH) loads each
@@ -13,6 +14,14 @@ backbone.embeddings -> backbone.embedding (lm_head is tied).  Rows:
              (the same row bench_e2e prints for ours);
   prefill    model(ids, num_last_tokens=1) at 2k, 16k, 64k tokens, bf16,
              median of up to 3 calls after a warm-up;
+  prefill of many prompts (bench_e2e's rows prefill_batch_* / prefill_seq_*):
+             8 x 2k, 64 x 512, 8 prompts of 256..3840 tokens (16k in all;
+             not with --quick): one padded batch model(ids [B, L_max],
+             num_last_tokens=1), every prompt right-padded to the longest
+             (mamba_ssm takes no mask: timing only, the padded rows' last
+             logits are not their prompts'), and the prompts one at a time
+             (model(ids [1, L_i])); tok/s = the prompts' tokens / wall time,
+             median of 3 after a warm-up;
   decode     generate(input_ids, max_length=128+256, cg=True, top_k=1) at
              each batch size: wall time of the call, prompt included, after
              one warm-up call of the same shape (which captures the CUDA
@@ -124,9 +133,48 @@ def read_ref(path):
     return ids, lg32
 
 
+# bench_e2e's prompt sets (pb_cases): tag, label, lengths
+PREFILL_BATCHES = [("8x2k", "8 x 2k", [2048] * 8), ("64x512", "64 x 512", [512] * 64),
+                   ("8xmixed", "8 x 256..3840 (16k)", [256, 768, 1280, 1792, 2304, 2816, 3328, 3840])]
+
+
 @torch.no_grad()
-def bench_shape(name, path, rows, lengths, batches, new_tokens):
+def bench_prefill_batch(name, model, V, rows, g, quick):
+    for tag, what, lens in PREFILL_BATCHES:
+        if quick and tag == "8xmixed":
+            continue
+        B, Lmax, total = len(lens), max(lens), sum(lens)
+        x = torch.randint(0, V, (B, Lmax), generator=g).cuda()
+        padded = lambda: model(x, num_last_tokens=1)
+        one_by_one = lambda: [model(x[i:i + 1, :lens[i]], num_last_tokens=1) for i in range(B)]
+        try:
+            padded()  # warm-up
+            one_by_one()
+            tb = median([timed(padded)[0] for _ in range(3)])
+            ts = median([timed(one_by_one)[0] for _ in range(3)])
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            for key, label in ((f"prefill_batch_{tag}", f"prefill {what}, batched"),
+                               (f"prefill_seq_{tag}", f"prefill {what}, one at a time")):
+                rows.add(name, key, label, None, "tok/s", "CUDA out of memory")
+            continue
+        rows.add(name, f"prefill_batch_{tag}", f"prefill {what}, batched", total / tb, "tok/s",
+                 f"{tb * 1e3:.2f} ms, median of 3; model(ids [{B}, {Lmax}], num_last_tokens=1), padded to the "
+                 f"longest: {B * Lmax} tokens run for {total}; {ts / tb:.2f}x one at a time")
+        rows.add(name, f"prefill_seq_{tag}", f"prefill {what}, one at a time", total / ts, "tok/s",
+                 f"{ts * 1e3:.2f} ms, median of 3; model(ids [1, L_i], num_last_tokens=1) per prompt")
+        del x
+        torch.cuda.empty_cache()
+
+
+@torch.no_grad()
+def bench_shape(name, path, rows, lengths, batches, new_tokens, quick=False, pb_only=False):
     model, V = load(path)
+    if pb_only:
+        bench_prefill_batch(name, model, V, rows, torch.Generator().manual_seed(SEED + 3), quick)
+        del model
+        torch.cuda.empty_cache()
+        return
     ids, lg32 = read_ref(path + ".ref")
     lg = model(ids[None].cuda()).logits[0, :, :V].float().cpu()
     rows.add(name, "logits", "max |logit - transformers f32| (32 tok)", float((lg - lg32).abs().max()), "",
@@ -149,6 +197,7 @@ def bench_shape(name, path, rows, lengths, batches, new_tokens):
         rows.add(name, f"prefill_{ln}", f"prefill {ln}, one call", L / t, "tok/s",
                  f"{t * 1e3:.2f} ms, median of {len(reps)}; model(ids, num_last_tokens=1)")
     torch.cuda.empty_cache()
+    bench_prefill_batch(name, model, V, rows, torch.Generator().manual_seed(SEED + 3), quick)
 
     for b in batches:
         p = torch.randint(0, V, (b, PROMPT), generator=g).cuda()
@@ -213,6 +262,7 @@ def main():
     ap.add_argument("--batches", default="1,16,64")
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--rows", help="append tab-separated rows to this file")
+    ap.add_argument("--prefill-batch-only", action="store_true", help="only the rows of many prompts at once")
     a = ap.parse_args()
     import mamba_ssm
     print(f"mamba_ssm {mamba_ssm.__version__} from {os.path.dirname(mamba_ssm.__file__)}, torch {torch.__version__}, "
@@ -227,7 +277,8 @@ def main():
     rows = Rows(a.rows)
     for s in [v for v in a.shapes.split(",") if v]:
         t0 = time.perf_counter()
-        bench_shape(s, os.path.join(a.dir, s), rows, lengths, [int(v) for v in a.batches.split(",")], new_tokens)
+        bench_shape(s, os.path.join(a.dir, s), rows, lengths, [int(v) for v in a.batches.split(",")], new_tokens,
+                    a.quick, a.prefill_batch_only)
         print(f"{s}: mamba_ssm timed in {time.perf_counter() - t0:.1f} s", flush=True)
     return 0
 

@@ -1023,6 +1023,54 @@ func DecodeBatch(sessions []*Session, tokens []int32) ([]float32, error) {
 	return out, nil
 }
 
+// PrefillBatch prefills several sessions' prompts together
+// (lm_session_prefill_batch): sessions[i] (each at its own position)
+// consumes prompts[i]; lengths may differ.  The prompts run packed back to
+// back (no padding), as Prefill(prompts[i], 1) of each would up to
+// rounding.  It returns the logits of each prompt's last token row by row
+// (len(sessions) x vocab).  On an error no session moves.
+func PrefillBatch(sessions []*Session, prompts [][]int32) ([]float32, error) {
+	if len(sessions) != len(prompts) {
+		return nil, &Error{Status: InvalidArgument,
+			Msg: fmt.Sprintf("%d sessions but %d prompts", len(sessions), len(prompts))}
+	}
+	if len(sessions) == 0 {
+		return nil, nil
+	}
+	unlock, err := lockBatch(sessions)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	n, total := len(prompts), 0
+	for _, p := range prompts {
+		total += len(p)
+	}
+	// C memory may not hold Go pointers: the prompts are copied into one C
+	// buffer and the table of pointers into it is C memory too.
+	buf := (*C.int32_t)(C.malloc(C.size_t(total+1) * 4))
+	tab := (**C.int32_t)(C.malloc(C.size_t(n) * C.size_t(unsafe.Sizeof(uintptr(0)))))
+	defer C.free(unsafe.Pointer(buf))
+	defer C.free(unsafe.Pointer(tab))
+	toks := unsafe.Slice((*int32)(unsafe.Pointer(buf)), total+1)
+	ts := unsafe.Slice(tab, n)
+	lens := make([]C.size_t, n)
+	off := 0
+	for i, p := range prompts {
+		copy(toks[off:], p)
+		ts[i] = (*C.int32_t)(unsafe.Pointer(&toks[off]))
+		lens[i] = C.size_t(len(p))
+		off += len(p)
+	}
+	ptrs := batchPtrs(sessions)
+	out := make([]float32, n*sessions[0].vocab)
+	st := C.lm_session_prefill_batch(&ptrs[0], C.size_t(n), tab, &lens[0], f32ptr(out), C.size_t(len(out)))
+	if err := sessions[0].check(st); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SamplingParams are lm_sampling_params: how DecodeSample draws a
 // session's next token (the rule in include/longmamba.h, "sampling the
 // next token").  The zero value is greedy.

@@ -386,6 +386,51 @@ func TestDecodeBatch(t *testing.T) {
 	}
 }
 
+func TestPrefillBatch(t *testing.T) {
+	m := tiny(t)
+	V := m.VocabSize()
+	r := rng(13)
+	var bat, one [3]*lm.Session
+	for i := range bat {
+		bat[i], _ = m.NewSession(nil)
+		one[i], _ = m.NewSession(nil)
+		defer bat[i].Close()
+		defer one[i].Close()
+	}
+	h := r.tokens(6, V) // some history for one of them
+	_, err := bat[1].Prefill(h, 0)
+	must(t, err)
+	_, err = one[1].Prefill(h, 0)
+	must(t, err)
+	prompts := [][]int32{r.tokens(1, V), r.tokens(9, V), r.tokens(25, V)}
+	rows, err := lm.PrefillBatch(bat[:], prompts)
+	must(t, err)
+	for i := range bat {
+		want, err := one[i].Prefill(prompts[i], 1)
+		must(t, err)
+		// one GEMM over all the prompts vs one per prompt: the same sums in another order
+		if rel, _ := relErr(rows[i*V:(i+1)*V], f64(want)); rel > 1e-5 {
+			t.Fatalf("session %d: batch row vs its own prefill: rel err %g", i, rel)
+		}
+	}
+	var le *lm.Error
+	_, err = lm.PrefillBatch([]*lm.Session{bat[0], bat[0]}, [][]int32{{1}, {2}})
+	if !errors.As(err, &le) || le.Status != lm.InvalidArgument {
+		t.Fatalf("duplicate session: %v", err)
+	}
+	_, err = lm.PrefillBatch(bat[:2], [][]int32{{1}, {2, int32(V)}})
+	if !errors.As(err, &le) || le.Status != lm.OutOfRange || !strings.Contains(le.Msg, "sessions[1]") {
+		t.Fatalf("bad token: %v", err)
+	}
+	_, err = lm.PrefillBatch(bat[:2], [][]int32{{1}, {}})
+	if !errors.As(err, &le) || le.Status != lm.InvalidArgument || !strings.Contains(le.Msg, "empty prompt") {
+		t.Fatalf("empty prompt: %v", err)
+	}
+	if p := []int64{bat[0].Position(), bat[1].Position(), bat[2].Position()}; p[0] != 1 || p[1] != 15 || p[2] != 25 {
+		t.Fatalf("positions %v after the failed calls, want [1 15 25]", p)
+	}
+}
+
 // argmaxLow is the argmax with ties to the lowest id (greedy's rule).
 func argmaxLow(row []float32) int32 {
 	best := 0

@@ -291,6 +291,45 @@ def test_decode_batch_equals_decode(tiny, array_mode):
             s.close()
 
 
+def test_prefill_batch_equals_prefill(tiny, array_mode):
+    rng = random.Random(13)
+    V = tiny.vocab_size
+    bat = [tiny.session() for _ in range(4)]
+    one = [tiny.session() for _ in range(4)]
+    try:
+        for i in (1, 3):  # two of them with some history
+            p = [rng.randrange(V) for _ in range(5 * i)]
+            bat[i].prefill(p, n_logits=0)
+            one[i].prefill(p, n_logits=0)
+        prompts = [[rng.randrange(V) for _ in range(n)] for n in (1, 7, 30, 2)]
+        rows = lm.prefill_batch(bat, prompts)
+        assert len(to_list(rows)) == 4
+        for i in range(4):  # one GEMM over all prompts vs one per prompt: other order
+            assert rel_err(flat(rows[i]), flat(one[i].prefill(prompts[i])))[0] <= TOL
+        assert [s.position for s in bat] == [1, 12, 30, 17]
+        for s, o in zip(bat, one):
+            assert rel_err(flat(s.decode(3)), flat(o.decode(3)))[0] <= TOL
+        assert lm.prefill_batch(bat, [[1], [2], [3], [4, 5]], logits=False) is None
+        assert [s.position for s in bat] == [3, 14, 32, 20]
+        # errors: named, and nothing moves
+        with pytest.raises(lm.LongMambaError) as ei:
+            lm.prefill_batch([bat[0], bat[0]], [[1], [2]])
+        assert ei.value.status == lm.Status.INVALID_ARGUMENT and "twice" in str(ei.value)
+        with pytest.raises(lm.LongMambaError) as ei:
+            lm.prefill_batch(bat[:2], [[1, 2], [3, V]])
+        assert ei.value.status == lm.Status.OUT_OF_RANGE and "sessions[1]" in str(ei.value)
+        with pytest.raises(lm.LongMambaError) as ei:
+            lm.prefill_batch(bat[:2], [[1, 2], []])
+        assert ei.value.status == lm.Status.INVALID_ARGUMENT and "empty prompt" in str(ei.value)
+        with pytest.raises(ValueError):
+            lm.prefill_batch(bat, [[1]])
+        assert lm.prefill_batch([], []) is None
+        assert [s.position for s in bat] == [3, 14, 32, 20]
+    finally:
+        for s in bat + one:
+            s.close()
+
+
 def test_decode_sample(tiny, array_mode):
     rng = random.Random(5)
     V = tiny.vocab_size

@@ -17,8 +17,8 @@ from ._core import (Aggregation, Arch, Backend, Calibration, CalibrationInfo, DT
                     TensorInfo, Tokenizer, WeightInfo, Weights, WeightType,
                     backend_available, backend_status,
                     classify_channels, decode_batch, decode_sample,
-                    default_theta, numpy_enabled, scan_filtered, status_str, version,
-                    version_string)
+                    default_theta, numpy_enabled, prefill_batch, scan_filtered, status_str,
+                    version, version_string)
 
 __version__ = "0.2.0"
 
@@ -30,5 +30,5 @@ __all__ = [
     "backend_available", "backend_status",
     "classify_channels",
     "decode_batch", "decode_sample", "default_theta", "loaded_path", "numpy_enabled",
-    "scan_filtered", "status_str", "version", "version_string",
+    "prefill_batch", "scan_filtered", "status_str", "version", "version_string",
 ]

@@ -328,6 +328,8 @@ _PROTOTYPES = {
     "lm_session_set_sampling": (lm_status, [_P, POINTER(lm_sampling_params)]),
     "lm_session_decode_sample": (lm_status, [POINTER(_P), c_size_t, POINTER(c_int32),
                                              POINTER(c_int32), POINTER(c_float), c_size_t]),
+    "lm_session_prefill_batch": (lm_status, [POINTER(_P), c_size_t, POINTER(POINTER(c_int32)),
+                                             POINTER(c_size_t), POINTER(c_float), c_size_t]),
 }
 
 

@@ -817,6 +817,38 @@ def decode_batch(sessions, tokens, logits=True):
         return _shape_out(buf, (n, V)) if logits else None
 
 
+def prefill_batch(sessions, prompts, logits=True):
+    """Several sessions' prompts prefilled together (lm_session_prefill_batch):
+    sessions[i] (distinct, one model, each at its own position) consumes
+    prompts[i], a sequence of token ids; lengths may differ.  The prompts
+    run packed back to back (no padding), the same as sessions[i].prefill
+    (prompts[i]) each up to rounding.  Returns the logits of each prompt's
+    last token [len(sessions), vocab_size] (None with logits=False).  On an
+    error no session moves."""
+    sessions = list(sessions)
+    prompts = list(prompts)
+    n = len(sessions)
+    if len(prompts) != n:
+        raise ValueError("%d sessions but %d prompts" % (n, len(prompts)))
+    if n == 0:
+        return None
+    with _batch_locks(sessions):
+        ptrs = (ctypes.c_void_p * n)(*[s._handle() for s in sessions])
+        tptrs = (POINTER(c_int32) * n)()
+        lens = (c_size_t * n)()
+        keep = []
+        for i, p in enumerate(prompts):
+            tptrs[i], lens[i], k = _int32_in(p, "prompts[%d]" % i)
+            keep.append(k)
+        V = sessions[0]._vocab
+        lptr, buf = _typed_out(c_float, "float32", n * V) if logits else (None, None)
+        st = _lib().lm_session_prefill_batch(ptrs, n, tptrs, lens, lptr, n * V if logits else 0)
+        del keep
+        if st:
+            sessions[0]._fail(st)
+        return _shape_out(buf, (n, V)) if logits else None
+
+
 def decode_sample(sessions, tokens):
     """One decode step for several sessions of one model, each drawing its
     next token with its own sampler (Session.set_sampling) inside the

@@ -2827,6 +2827,16 @@ extern "C" {
     ) -> lm_status;
 }
 extern "C" {
+    pub fn lm_session_prefill_batch(
+        sessions: *const *mut lm_session,
+        n: usize,
+        tokens: *const *const i32,
+        n_tokens: *const usize,
+        logits: *mut f32,
+        logits_cap: usize,
+    ) -> lm_status;
+}
+extern "C" {
     pub fn lm_session_reset(session: *mut lm_session) -> lm_status;
 }
 extern "C" {

@@ -1105,6 +1105,41 @@ impl<'a> Session<'a> {
         Ok(out)
     }
 
+    /// Several sessions' prompts prefilled together
+    /// (`lm_session_prefill_batch`): `sessions[i]` (each at its own
+    /// position) consumes `prompts[i]`; lengths may differ.  The prompts run
+    /// packed back to back (no padding), as [`Session::prefill`] of each
+    /// would up to rounding.  Returns the logits of each prompt's last token
+    /// row by row (`sessions.len() * vocab`).  On an error no session moves.
+    pub fn prefill_batch(sessions: &mut [&mut Session<'a>], prompts: &[&[i32]]) -> Result<Vec<f32>> {
+        if sessions.len() != prompts.len() {
+            return Err(Error::new(
+                Status::InvalidArgument,
+                format!("{} sessions but {} prompts", sessions.len(), prompts.len()),
+            ));
+        }
+        if sessions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let vocab = sessions[0].vocab;
+        let mut out = vec![0f32; sessions.len() * vocab];
+        let ptrs: Vec<*mut sys::lm_session> = sessions.iter().map(|s| s.ptr.as_ptr()).collect();
+        let toks: Vec<*const i32> = prompts.iter().map(|p| p.as_ptr()).collect();
+        let lens: Vec<usize> = prompts.iter().map(|p| p.len()).collect();
+        let st = unsafe {
+            sys::lm_session_prefill_batch(
+                ptrs.as_ptr(),
+                ptrs.len(),
+                toks.as_ptr(),
+                lens.as_ptr(),
+                out.as_mut_ptr(),
+                out.len(),
+            )
+        };
+        sessions[0].check(st)?;
+        Ok(out)
+    }
+
     /// How [`Session::decode_sample`] draws this session's next token
     /// (`lm_session_set_sampling`); kept across [`Session::reset`] and
     /// [`Session::load_state`].  Out-of-range values are

@@ -476,6 +476,36 @@ fn decode_batch_equals_decode() {
 }
 
 #[test]
+fn prefill_batch_equals_prefill() {
+    let model = tiny();
+    let v = model.vocab_size();
+    let mut a = model.session().unwrap();
+    let mut b = model.session().unwrap();
+    let mut c = model.session().unwrap();
+    let (mut a1, mut b1, mut c1) = (model.session().unwrap(), model.session().unwrap(), model.session().unwrap());
+    b.prefill(&[4, 5], 0).unwrap();
+    b1.prefill(&[4, 5], 0).unwrap();
+    let prompts: [&[i32]; 3] = [&[1], &[3, 1, 4, 1, 5, 9, 2], &[2, 7, 1, 8, 2, 8, 1, 8, 2, 8, 4, 5]];
+    let rows = Session::prefill_batch(&mut [&mut a, &mut b, &mut c], &prompts).unwrap();
+    assert_eq!(rows.len(), 3 * v);
+    // one GEMM over all the prompts vs one per prompt: the same sums in another order
+    for (i, s) in [&mut a1, &mut b1, &mut c1].into_iter().enumerate() {
+        let want: Vec<f64> = s.prefill(prompts[i], 1).unwrap().iter().map(|&x| x as f64).collect();
+        assert!(rel_err(&rows[i * v..(i + 1) * v], &want).0 <= 1e-5);
+    }
+    assert_eq!((a.position(), b.position(), c.position()), (1, 9, 12));
+    let e = Session::prefill_batch(&mut [&mut a, &mut b], &[&[1], &[2, v as i32]]).unwrap_err();
+    assert_eq!(e.status(), Status::OutOfRange);
+    assert!(e.message().contains("sessions[1]"), "{e}");
+    let e = Session::prefill_batch(&mut [&mut a, &mut b], &[&[1], &[]]).unwrap_err();
+    assert_eq!(e.status(), Status::InvalidArgument);
+    assert!(e.message().contains("empty prompt"), "{e}");
+    let e = Session::prefill_batch(&mut [&mut a], &[&[1], &[2]]).unwrap_err();
+    assert_eq!(e.status(), Status::InvalidArgument);
+    assert_eq!((a.position(), b.position(), c.position()), (1, 9, 12));
+}
+
+#[test]
 fn decode_sample_greedy_seeds_and_errors() {
     let model = tiny();
     let v = model.vocab_size();
