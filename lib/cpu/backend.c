@@ -1,7 +1,9 @@
 /*
  * cpu/backend.c - the CPU backend: the model loop over the layers' mixers
- * (cpu/mixer.h) for one chunk of one session (lmi_forward) or one decode
- * step of many sessions, on host weights in their stored type.
+ * (cpu/mixer.h) for one chunk of one session (lmi_forward), or for the
+ * packed sequences of many sessions (a batched prefill piece, or one
+ * decode step: n sequences of one token), on host weights in their stored
+ * type.
  *
  *   res = embed(tokens)
  *   per layer: hn = RMSNorm(res); res += mixer(hn)   (the mixer adds)
