@@ -3,8 +3,9 @@
  * lm_session_prefill (a twin session fed the same history alone) on the
  * Mamba-1 and Mamba-2 fixtures; sessions at different positions, prompt
  * lengths 1..N, pieces that split prompts, no logits; sessions in
- * LongMamba / DeciMamba mode (their own path); length hints, progress
- * callbacks and abort; bad arguments leave every session as it was. */
+ * LongMamba / DeciMamba / MambaExtend / Modulation mode (their own path);
+ * length hints, progress callbacks and abort; bad arguments leave every
+ * session as it was. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -361,19 +362,33 @@ END_TEST
 
 /* ---- modes -------------------------------------------------------------- */
 
-/* LongMamba (a prompt above its trigger) and DeciMamba sessions run their
- * own path inside the batch: bit-identical to lm_session_prefill in the
- * same mode; the vanilla sessions beside them still agree. */
+/* LongMamba (a prompt above its trigger), DeciMamba, MambaExtend and
+ * Modulation sessions run their own path inside the batch: bit-identical
+ * to lm_session_prefill in the same mode; the vanilla sessions beside
+ * them still agree. */
+#define NM 6
+static bool own_path(int i) { return i >= 1 && i <= 4; }
+
 START_TEST(batch_with_modes)
 {
     lm_model *m = load_fixture();
     const int64_t V = m->dims.vocab;
     lm_calibration *cal = calibrate_fixture(m, mode_buckets, 4, LM_CALIB_AGG_MAX, 0.0, 4, 64);
-    lm_session *ss[4], *tw[4];
-    for (int i = 0; i < 4; i++) {
+    lm_session *ss[NM], *tw[NM];
+    for (int i = 0; i < NM; i++) {
         ss[i] = new_session(m, 64);
         tw[i] = new_session(m, 64);
     }
+    double scales[8];
+    for (int l = 0; l < 8; l++) scales[l] = 0.8 + 0.1 * l;
+    lm_mambaextend_params xp;
+    lm_mambaextend_params_init(&xp);
+    xp.scales = scales;
+    xp.n_scales = (size_t)m->dims.n_layer;
+    lm_modulation_params mp;
+    lm_modulation_params_init(&mp);
+    mp.scales = scales;
+    mp.n_scales = (size_t)m->dims.n_layer;
     lm_longmamba_params lp;
     lm_longmamba_params_init(&lp);
     lm_decimamba_params dp;
@@ -381,31 +396,33 @@ START_TEST(batch_with_modes)
     dp.l_base = 50;
     dp.min_len = 5;
     for (int k = 0; k < 2; k++) {
-        lm_session *x = k ? tw[1] : ss[1], *y = k ? tw[2] : ss[2];
-        ck_assert_int_eq(lm_session_set_longmamba(x, cal, &lp), LM_OK);
-        ck_assert_int_eq(lm_session_set_decimamba(y, &dp), LM_OK);
+        lm_session *const *x = k ? tw : ss;
+        ck_assert_int_eq(lm_session_set_longmamba(x[1], cal, &lp), LM_OK);
+        ck_assert_int_eq(lm_session_set_decimamba(x[2], &dp), LM_OK);
+        ck_assert_int_eq(lm_session_set_mambaextend(x[3], &xp), LM_OK);
+        ck_assert_int_eq(lm_session_set_modulation(x[4], &mp), LM_OK);
     }
-    const int64_t lens[4] = {20, 300, 200, 7};
-    int32_t *tok[4];
-    size_t nt[4];
-    for (int i = 0; i < 4; i++) {
+    const int64_t lens[NM] = {20, 300, 200, 9, 30, 7};
+    int32_t *tok[NM];
+    size_t nt[NM];
+    for (int i = 0; i < NM; i++) {
         tok[i] = tu_tokens(40 + (uint64_t)i, (size_t)lens[i], V);
         nt[i] = (size_t)lens[i];
     }
-    float *rows = malloc(sizeof(float) * 4 * (size_t)V), *one = malloc(sizeof(float) * (size_t)V);
-    ck_assert_msg(lm_session_prefill_batch(ss, 4, (const int32_t *const *)tok, nt, rows,
-                                           4 * (size_t)V) == LM_OK,
+    float *rows = malloc(sizeof(float) * NM * (size_t)V), *one = malloc(sizeof(float) * (size_t)V);
+    ck_assert_msg(lm_session_prefill_batch(ss, NM, (const int32_t *const *)tok, nt, rows,
+                                           NM * (size_t)V) == LM_OK,
                   "%s", lm_session_last_error(ss[0]));
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < NM; i++) {
         ck_assert_int_eq(lm_session_prefill(tw[i], tok[i], nt[i], 1, one, (size_t)V), LM_OK);
         const double d = tu_max_rel_err_f(rows + i * V, one, (size_t)V);
-        if (i == 1 || i == 2)
+        if (own_path(i))
             ck_assert_msg(d == 0.0, "mode session %d: rel err %.3g (own path: exact)", i, d);
         else
             note(d, TOL, "vanilla beside modes");
-        note(state_diff(ss[i], tw[i]), i == 1 || i == 2 ? 0.0 : TOL, "state beside modes");
+        note(state_diff(ss[i], tw[i]), own_path(i) ? 0.0 : TOL, "state beside modes");
     }
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < NM; i++) {
         lm_session_free(ss[i]);
         lm_session_free(tw[i]);
         free(tok[i]);
