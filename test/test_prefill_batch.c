@@ -162,6 +162,7 @@ START_TEST(batch_small_cases)
     compare(g_fixtures[_i], h1, l1, c1, 1, true);
     const int64_t h3[] = {0, 2, 7}, l3[] = {1, 1, 1}, c3[] = {0, 0, 0};
     compare(g_fixtures[_i], h3, l3, c3, 3, true);
+    printf("batch_small_cases %s: worst rel err %.3g\n", g_fixtures[_i], g_worst);
 }
 END_TEST
 
@@ -422,6 +423,7 @@ START_TEST(batch_with_modes)
             note(d, TOL, "vanilla beside modes");
         note(state_diff(ss[i], tw[i]), own_path(i) ? 0.0 : TOL, "state beside modes");
     }
+    printf("batch_with_modes: vanilla rows and states beside the modes: worst rel err %.3g\n", g_worst);
     for (int i = 0; i < NM; i++) {
         lm_session_free(ss[i]);
         lm_session_free(tw[i]);
