@@ -630,8 +630,9 @@ LM_API lm_status lm_session_decode_batch(lm_session *const *sessions, size_t n,
  * prompts run together, packed back to back without padding: a backend
  * runs the matrix products over all of their tokens at once (the CPU and
  * CUDA backends do), in pieces of at most C tokens in all, C the largest
- * chunk_size of the sessions (a prompt may span pieces; sessions[0] holds
- * the scratch).  Results equal n lm_session_prefill calls up to rounding.
+ * chunk_size among those sessions (a prompt may span pieces; sessions[0]
+ * holds the scratch).  Results equal n lm_session_prefill calls up to
+ * rounding.
  * A session whose mode acts on this prompt (LongMamba above its trigger
  * length, DeciMamba, MambaExtend, Modulation) runs alone through
  * lm_session_prefill's path; length hints and progress callbacks work per
