@@ -199,7 +199,7 @@ QB=""
 
 # ---- tests -----------------------------------------------------------------
 if [ $TESTS = 1 ] && [ -x "$G/test_gpu_kernels" ]; then
-    for t in kernels model fixtures batch mamba2 sample prefill_batch module; do
+    for t in kernels model fixtures batch mamba2 sample prefill_batch ext module; do
         if [ ! -x "$G/test_gpu_$t" ]; then
             row "test_gpu_$t" "skip (not built)"
             continue
@@ -210,7 +210,8 @@ if [ $TESTS = 1 ] && [ -x "$G/test_gpu_kernels" ]; then
         rc=$?
         grep -E "^(FAIL|SKIP|note)" "$LOGS/test_$t.log" | head -20
         tail -1 "$LOGS/test_$t.log"
-        case $rc in 0) s=pass ;; 77) s=skip ;; *) s="FAIL (rc $rc)" ;; esac
+        # 77 (no device) is a failure here: this script runs on the GPU machine
+        case $rc in 0) s=pass ;; 77) s="FAIL (rc 77: no CUDA device)" ;; *) s="FAIL (rc $rc)" ;; esac
         row "test_gpu_$t" "$s: $(tail -1 "$LOGS/test_$t.log") [$(( $(date +%s) - t0 )) s]"
     done
 fi
@@ -218,7 +219,7 @@ fi
 # ---- compute-sanitizer -----------------------------------------------------
 if [ $SAN = 1 ] && [ -x "$G/test_gpu_kernels" ] && command -v compute-sanitizer >/dev/null; then
     for tool in ${SAN_TOOLS:-memcheck racecheck}; do
-        for t in ${SAN_TESTS:-kernels model fixtures batch mamba2 sample prefill_batch module}; do
+        for t in ${SAN_TESTS:-kernels model fixtures batch mamba2 sample prefill_batch ext module}; do
             [ -x "$G/test_gpu_$t" ] || continue
             echo "== compute-sanitizer $tool test_gpu_$t --quick =="
             t0=$(date +%s)
