@@ -238,7 +238,7 @@ static long long hits(const pk_run *r, int mi, int li, int di)
 static void pk_json_mode(FILE *f, const pk_run *r, int mi)
 {
     fprintf(f, "%s\n  {\"mode\": \"%s\", \"accuracy\": [", mi ? "," : "",
-            mode_names[r->o.modes[mi]]);
+            mode_name(r->o.modes[mi]));
     long long hit_all = 0;
     for (int li = 0; li < r->lengths.n; li++) {
         fprintf(f, "%s[", li ? ", " : "");
@@ -300,7 +300,7 @@ static void pk_table(const pk_run *r)
     printf("model %s, %lld trial(s) per cell, filler %s, seed %lld\n", r->o.dir, r->trials,
            r->filler_path ? r->filler_path : "(grass)", r->seed);
     for (int mi = 0; mi < r->o.n_modes; mi++) {
-        printf("\n%s: accuracy by length (rows) and depth (columns)\n", mode_names[r->o.modes[mi]]);
+        printf("\n%s: accuracy by length (rows) and depth (columns)\n", mode_name(r->o.modes[mi]));
         printf("%9s", "length");
         for (int di = 0; di < r->depths.n; di++)
             printf(" %6.2f", r->depths.v[di]);
@@ -328,7 +328,7 @@ static int pk_measure(pk_run *r, eval_ctx *c, progress *prog)
         if (set_mode(c, &r->o, r->o.modes[mi], 1))
             return 1;
         for (int li = 0; li < r->lengths.n; li++) {
-            snprintf(prog->label, sizeof prog->label, "%s len %lld", mode_names[r->o.modes[mi]],
+            snprintf(prog->label, sizeof prog->label, "%s len %lld", mode_name(r->o.modes[mi]),
                      r->lengths.v[li]);
             for (int di = 0; di < r->depths.n; di++)
                 for (long long t = 0; t < r->trials; t++)
