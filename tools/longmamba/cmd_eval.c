@@ -453,7 +453,7 @@ static int ev_dump(ev_run *r)
                         break;
                     fprintf(f, "{\"task\": \"%s\", \"length\": %zu, \"depth\": ",
                             task_of(r, ti)->name, ec.length);
-                    json_num(f, ec.depth);
+                    json_num(f, et_has_depth(task_of(r, ti)) ? ec.depth : NAN); /* null */
                     fprintf(f, ", \"trial\": %lld, \"gen_tokens\": %d, \"expected\": [", t,
                             p->n_gen);
                     for (int k = 0; k < p->n_items; k++) {
@@ -467,7 +467,7 @@ static int ev_dump(ev_run *r)
                     for (size_t k = 0; k < p->ids.n; k++)
                         fprintf(f, "%s%d", k ? "," : "", (int)p->ids.v[k]);
                     fprintf(f, "], \"text\": ");
-                    json_str(f, text);
+                    json_text(f, text, nb);
                     fprintf(f, "}\n");
                 }
     free(text);

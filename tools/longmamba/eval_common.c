@@ -85,6 +85,50 @@ void json_str(FILE *f, const char *s)
     fputc('"', f);
 }
 
+/* Length of the valid UTF-8 sequence at p[0..n) that starts with a byte
+ * >= 0x80, or 0. */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+    size_t len = p[0] >= 0xC2 && p[0] <= 0xDF ? 2 : p[0] >= 0xE0 && p[0] <= 0xEF ? 3
+                 : p[0] >= 0xF0 && p[0] <= 0xF4 ? 4 : 0;
+    if (!len || len > n)
+        return 0;
+    unsigned lo = 0x80, hi = 0xBF; /* no overlongs, surrogates or > U+10FFFF */
+    if (p[0] == 0xE0)
+        lo = 0xA0;
+    else if (p[0] == 0xED)
+        hi = 0x9F;
+    else if (p[0] == 0xF0)
+        lo = 0x90;
+    else if (p[0] == 0xF4)
+        hi = 0x8F;
+    if (p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t k = 2; k < len; k++)
+        if (p[k] < 0x80 || p[k] > 0xBF)
+            return 0;
+    return len;
+}
+
+void json_text(FILE *f, const char *text, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)text;
+    fputc('"', f);
+    for (size_t i = 0; i < n;) {
+        size_t len = p[i] >= 0x80 ? utf8_len(p + i, n - i) : 1;
+        if (p[i] == '"' || p[i] == '\\')
+            fprintf(f, "\\%c", p[i]);
+        else if (p[i] < 0x20)
+            fprintf(f, "\\u%04x", p[i]);
+        else if (len == 0)
+            fputs("\\ufffd", f);
+        else
+            fwrite(p + i, 1, len, f);
+        i += len ? len : 1;
+    }
+    fputc('"', f);
+}
+
 /* A finite number, or null. */
 void json_num(FILE *f, double v)
 {

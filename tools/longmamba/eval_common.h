@@ -129,6 +129,9 @@ int tokens_text(const cli_encoder *enc, const int32_t *ids, size_t n, char *text
 
 void json_str(FILE *f, const char *s);
 void json_num(FILE *f, double v);
+/* text[0..n) as a JSON string: valid UTF-8 kept, any other byte as U+FFFD
+ * (a prompt cut inside a character), control bytes escaped. */
+void json_text(FILE *f, const char *text, size_t n);
 /* The string, or null. */
 void json_str_or_null(FILE *f, const char *s);
 /* "params": {...} with the values in effect (the library's defaults where
