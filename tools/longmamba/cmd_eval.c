@@ -147,6 +147,11 @@ static int ev_parse(ev_run *r, int argc, char **argv)
     parse_tasks(r, "all");
     cli_opt shared[EVAL_N_SHARED];
     eval_shared_opts(&r->o, shared);
+    r->o.n_modes = 0; /* none given: every mode (below) */
+    for (int k = 0; k < EVAL_N_SHARED; k++)
+        if (strcmp(shared[k].name, "--mode") == 0)
+            shared[k].help = "modes, comma separated (default: every mode that can run: the\n"
+                             "                     ones that need a calibration when --calib is given)";
     const cli_opt own[] = {
         {"--task", NULL, OPT_FN, r, "all, or task names like niah_number,vt", .fn = parse_tasks,
          .arg = "LIST", .help = "tasks (below; default all), or ppl alone"},
@@ -167,6 +172,10 @@ static int ev_parse(ev_run *r, int argc, char **argv)
     const int n_opts[] = {CLI_N(own), EVAL_N_SHARED};
     int n_pos = 0;
     int rc = cli_opt_parse(&eval_cmd, tables, n_opts, 2, argc, argv, &r->o.dir, 1, &n_pos);
+    const int all_modes = r->o.n_modes == 0;
+    for (int k = 0; !rc && all_modes && k < n_eval_modes; k++)
+        if (eval_mode_ready(&r->o, k))
+            r->o.modes[r->o.n_modes++] = k;
     if (rc || (rc = eval_check_opts(&eval_cmd, &r->o)) != 0)
         return rc;
     if (!r->lengths.n)
@@ -180,7 +189,12 @@ static void ev_help(FILE *f)
     for (int k = 0; k < et_n_tasks; k++)
         fprintf(f, "  %-16s %-10s %s\n", et_tasks[k].name, et_scoring(&et_tasks[k]),
                 et_tasks[k].about);
-    fprintf(f, "  %-16s %-10s %s\n\n", "ppl", "-", "perplexity: `longmamba ppl`, its options");
+    fprintf(f, "  %-16s %-10s %s\n\nModes (--mode):", "ppl", "-",
+            "perplexity: `longmamba ppl`, its options");
+    for (int k = 0; k < n_eval_modes; k++)
+        fprintf(f, "%s %s%s", k ? "," : "", eval_modes[k].name,
+                eval_modes[k].needs & EVAL_NEEDS_CALIB ? " (needs --calib)" : "");
+    fprintf(f, ".\n");
     eval_mode_help(f);
 }
 

@@ -239,4 +239,18 @@ for r in rows:
 print(len(rows), "prompts")
 EOF
 
+# no --mode: every mode that can run (longmamba with a calibration)
+expect 0 "m1-tok: default modes" -- "$cli" eval "$tok" --lengths 600 --depths 0.5 --trials 1 \
+    --task passkey --json
+cp "$tmp/out" "$tmp/def.json"
+expect 0 "m1-tok: default modes with --calib" -- "$cli" eval "$tok" --lengths 600 --depths 0.5 \
+    --trials 1 --task passkey --calib "$tmp/cal.safetensors" --json
+cp "$tmp/out" "$tmp/def_cal.json"
+pycheck "default modes: every mode that can run" "$tmp/def.json" "$tmp/def_cal.json" <<'EOF'
+import json, sys
+modes = lambda p: [c["mode"] for c in json.load(open(p))["results"]]
+assert modes(sys.argv[1]) == ["vanilla", "decimamba"], modes(sys.argv[1])
+assert modes(sys.argv[2]) == ["vanilla", "longmamba", "decimamba"], modes(sys.argv[2])
+EOF
+
 finish
