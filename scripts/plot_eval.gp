@@ -9,14 +9,16 @@ nm = words(modes)
 cols = n < 4 ? n : 4
 rows = (n + cols - 1) / cols
 
-set terminal pngcairo size 430*cols, 360*rows + 40 font ",10"
+set terminal pngcairo noenhanced size 430*cols, 380*rows + 40 font ",10"  # task_names verbatim
 set output outfile
 set multiplot layout rows, cols title title
 set logscale x 2
 set yrange [-0.05:1.05]
+set autoscale xfix  # the lengths run, plus the offsets
 set offsets graph 0.08, graph 0.08, 0, 0
+set bmargin 6
 set grid
-set key bottom left font ",8"
+set key below horizontal font ",8"
 set xlabel "prompt length (tokens)"
 set ylabel "accuracy"
 array pts[8] = [7, 5, 9, 11, 13, 15, 4, 6]

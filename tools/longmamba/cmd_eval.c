@@ -25,7 +25,8 @@ static const cli_cmd eval_cmd = {
     "           [--trials N] [--seed S] [--json] [--dump-prompts FILE]\n"
     "           [--theta X] [--scale B] [--trigger N]\n"
     "           [--deci-layers L1,L2,...] [--deci-lbase N] [--deci-beta X] [--deci-min N]\n"
-    "           [--backend cpu|cuda|auto] [--threads N] [--weights stored|q8_0] [--chunk N] [--verbose]\n"
+    "           [--backend cpu|cuda|auto] [--threads N] [--weights stored|q8_0] [--chunk N] "
+    "[--verbose]\n"
     "       longmamba eval MODEL_DIR --task ppl ...   (`longmamba ppl MODEL_DIR ...`)",
     "RULER-style synthetic tasks (docs/EXPERIMENT.md, \"The evaluation suite\").  A\n"
     "prompt has exactly L tokens of the model's tokenizer (bytes for a byte-level\n"
@@ -73,10 +74,10 @@ typedef struct ev_run {
     float *logits;
     int32_t *gen;
     size_t gen_cap;
-    size_t n_prompts;  /* tasks x lengths x depths x trials */
-    char *expected;    /* [prompt][EXP_CAP] */
+    size_t n_prompts;     /* tasks x lengths x depths x trials */
+    char *expected;       /* [prompt][EXP_CAP] */
     unsigned char *items; /* [prompt] */
-    ev_result *res;    /* [mode][prompt] */
+    ev_result *res;       /* [mode][prompt] */
     double total_tokens, t_all;
 } ev_run;
 
@@ -93,8 +94,8 @@ static int n_depths(const ev_run *r, int ti)
 
 static size_t prompt_of(const ev_run *r, int ti, int li, int di, long long t)
 {
-    return (((size_t)ti * (size_t)r->lengths.n + (size_t)li) * (size_t)r->depths.n + (size_t)di) *
-               (size_t)r->trials + (size_t)t;
+    size_t cell = ((size_t)ti * (size_t)r->lengths.n + (size_t)li) * (size_t)r->depths.n;
+    return (cell + (size_t)di) * (size_t)r->trials + (size_t)t;
 }
 
 static et_cell cell_of(const ev_run *r, int ti, int li, int di, long long t)
@@ -150,8 +151,9 @@ static int ev_parse(ev_run *r, int argc, char **argv)
     r->o.n_modes = 0; /* none given: every mode (below) */
     for (int k = 0; k < EVAL_N_SHARED; k++)
         if (strcmp(shared[k].name, "--mode") == 0)
-            shared[k].help = "modes, comma separated (default: every mode that can run: the\n"
-                             "                     ones that need a calibration when --calib is given)";
+            shared[k].help =
+                "modes, comma separated (default: every mode that can run: the\n"
+                "                     ones that need a calibration when --calib is given)";
     const cli_opt own[] = {
         {"--task", NULL, OPT_FN, r, "all, or task names like niah_number,vt", .fn = parse_tasks,
          .arg = "LIST", .help = "tasks (below; default all), or ppl alone"},
@@ -205,8 +207,8 @@ static int forward_ppl(int argc, char **argv, int *handled)
     *handled = 0;
     for (int i = 1; i < argc; i++) {
         int joined = strcmp(argv[i], "--task=ppl") == 0;
-        if (!joined && !(strcmp(argv[i], "--task") == 0 && i + 1 < argc &&
-                         strcmp(argv[i + 1], "ppl") == 0))
+        if (!joined &&
+            !(strcmp(argv[i], "--task") == 0 && i + 1 < argc && strcmp(argv[i + 1], "ppl") == 0))
             continue;
         char **av = malloc((size_t)argc * sizeof *av);
         if (!av)
@@ -299,8 +301,9 @@ static void json_settings(FILE *f, const ev_run *r, const eval_ctx *c, const et_
     json_str_or_null(f, r->filler_path);
     fprintf(f, ", \"scoring\": \"%s\", \"values\": ", et_scoring(t));
     json_str_or_null(f, t->shape == ET_NIAH ? kinds[t->value] : NULL);
-    fprintf(f, ", \"keys\": %d, \"values_per_key\": %d, \"queries\": %d, \"chains\": %d, "
-               "\"hops\": %d, \"top\": %d, \"backend\": \"%s\", ",
+    fprintf(f,
+            ", \"keys\": %d, \"values_per_key\": %d, \"queries\": %d, \"chains\": %d, "
+            "\"hops\": %d, \"top\": %d, \"backend\": \"%s\", ",
             t->keys, t->values, t->queries, t->chains, t->hops, t->top,
             lm_backend_name(c->info.backend));
     print_mode_params(f, &r->o, &c->info);
@@ -322,8 +325,7 @@ static void json_items(FILE *f, const char *s)
     fputc(']', f);
 }
 
-static void json_cell(FILE *f, const ev_run *r, const eval_ctx *c, int mi, int ti, int li,
-                      int di)
+static void json_cell(FILE *f, const ev_run *r, const eval_ctx *c, int mi, int ti, int li, int di)
 {
     const et_task *t = task_of(r, ti);
     cell_sum s = summarize(r, mi, ti, li, di);
@@ -431,8 +433,8 @@ static int ev_prepare(ev_run *r, const eval_ctx *c)
                     return 1;
                 r->total_tokens += (double)r->prompt.ids.n * (double)r->trials * r->o.n_modes;
             }
-    r->n_prompts = (size_t)r->n_tasks * (size_t)r->lengths.n * (size_t)r->depths.n *
-                   (size_t)r->trials;
+    r->n_prompts =
+        (size_t)r->n_tasks * (size_t)r->lengths.n * (size_t)r->depths.n * (size_t)r->trials;
     r->logits = malloc((size_t)V * sizeof *r->logits);
     r->expected = calloc(r->n_prompts, EXP_CAP);
     r->items = calloc(r->n_prompts, 1);
@@ -465,8 +467,9 @@ static int ev_dump(ev_run *r)
                         rc = cli_fail("out of memory");
                     if (rc || (rc = tokens_text(&r->enc, p->ids.v, p->ids.n, text, cap, &nb)))
                         break;
-                    fprintf(f, "{\"task\": \"%s\", \"length\": %zu, \"depth\": ",
-                            task_of(r, ti)->name, ec.length);
+                    fprintf(f,
+                            "{\"task\": \"%s\", \"length\": %zu, \"depth\": ", task_of(r, ti)->name,
+                            ec.length);
                     json_num(f, et_has_depth(task_of(r, ti)) ? ec.depth : NAN); /* null */
                     fprintf(f, ", \"trial\": %lld, \"gen_tokens\": %d, \"expected\": [", t,
                             p->n_gen);
@@ -500,8 +503,8 @@ static int ev_measure(ev_run *r, eval_ctx *c, progress *prog)
             return 1;
         for (int ti = 0; ti < r->n_tasks; ti++)
             for (int li = 0; li < r->lengths.n; li++) {
-                snprintf(prog->label, sizeof prog->label, "%s %s %lld",
-                         mode_name(r->o.modes[mi]), task_of(r, ti)->name, r->lengths.v[li]);
+                snprintf(prog->label, sizeof prog->label, "%s %s %lld", mode_name(r->o.modes[mi]),
+                         task_of(r, ti)->name, r->lengths.v[li]);
                 for (int di = 0; di < n_depths(r, ti); di++)
                     for (long long t = 0; t < r->trials; t++)
                         if (ev_trial(r, c, prog, mi, ti, li, di, t))

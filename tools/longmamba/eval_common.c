@@ -89,8 +89,10 @@ void json_str(FILE *f, const char *s)
  * >= 0x80, or 0. */
 static size_t utf8_len(const unsigned char *p, size_t n)
 {
-    size_t len = p[0] >= 0xC2 && p[0] <= 0xDF ? 2 : p[0] >= 0xE0 && p[0] <= 0xEF ? 3
-                 : p[0] >= 0xF0 && p[0] <= 0xF4 ? 4 : 0;
+    size_t len = p[0] >= 0xC2 && p[0] <= 0xDF   ? 2
+                 : p[0] >= 0xE0 && p[0] <= 0xEF ? 3
+                 : p[0] >= 0xF0 && p[0] <= 0xF4 ? 4
+                                                : 0;
     if (!len || len > n)
         return 0;
     unsigned lo = 0x80, hi = 0xBF; /* no overlongs, surrogates or > U+10FFFF */
@@ -468,8 +470,8 @@ int greedy_tokens(eval_ctx *c, float *logits, int64_t n_argmax, int n_gen, int32
                 best = (int32_t)v;
         gen[g] = best;
         lm_status st;
-        if (g + 1 < n_gen && (st = lm_session_decode(c->session, best, logits,
-                                                     (size_t)c->info.vocab_size)) != LM_OK)
+        if (g + 1 < n_gen &&
+            (st = lm_session_decode(c->session, best, logits, (size_t)c->info.vocab_size)) != LM_OK)
             return cli_fail_status("decode failed", st, lm_session_last_error(c->session));
     }
     return 0;

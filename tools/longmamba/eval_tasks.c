@@ -15,7 +15,8 @@
 
 #include "eval_tasks.h"
 
-/* RULER's defaults (scripts/data/synthetic.yaml) where they apply. */
+/* RULER's task defaults where they apply (vt: 1 chain, 4 hops; cwe: 10 words,
+ * 30 and 3 copies; fwe: alpha 2). */
 #define CWE_FREQ_MAX 30 /* copies of each common word, at most */
 #define CWE_FREQ_MIN 5  /* at least: two more than an uncommon word has */
 #define CWE_UNCOMMON 3  /* copies of each other word */
@@ -46,8 +47,7 @@ const et_task et_tasks[] = {
      .about = "the 10 most common words of a numbered list (no depth)"},
     {"fwe", ET_FWE, ET_WORD, .top = 3,
      .about = "the 3 most frequent words of a Zipf(2) stream (no depth)"},
-    {"passkey", ET_PASSKEY, ET_NUMBER,
-     .about = "the 5-digit pass key of `longmamba passkey`"},
+    {"passkey", ET_PASSKEY, ET_NUMBER, .about = "the 5-digit pass key of `longmamba passkey`"},
 };
 const int et_n_tasks = (int)(sizeof et_tasks / sizeof et_tasks[0]);
 
@@ -449,7 +449,10 @@ static void join_and(char *out, size_t cap, char (*v)[ET_ITEM_CAP], int n)
     size_t k = 0;
     out[0] = '\0';
     for (int i = 0; i < n && k < cap; i++)
-        k += (size_t)snprintf(out + k, cap - k, "%s%.39s", i == 0 ? "" : i + 1 == n ? " and " : ", ",
+        k += (size_t)snprintf(out + k, cap - k, "%s%.39s",
+                              i == 0       ? ""
+                              : i + 1 == n ? " and "
+                                           : ", ",
                               v[i]);
 }
 
@@ -540,8 +543,9 @@ static int make_vt(et_source *s, const et_task *t, const et_cell *c, et_prompt *
                 memcpy(p->items[p->n_items++], name, ET_ITEM_CAP);
             rc = add_piece(s, &y, ch == 0, nd);
         }
-    rc = rc || seq_text(s, &y.head, "Memorize and track the chain(s) of variable assignment "
-                                    "hidden in the following text.\n\n");
+    rc = rc || seq_text(s, &y.head,
+                        "Memorize and track the chain(s) of variable assignment "
+                        "hidden in the following text.\n\n");
     rc = rc || seq_text(s, &y.question,
                         "\nQuestion: Find all variables that are assigned the value %s in the "
                         "text above. Answer: According to the chain(s) of variable assignment "
@@ -663,9 +667,10 @@ static int make_cwe(et_source *s, const et_task *t, const et_cell *c, et_prompt 
     rng r = cell_rng(t, c);
     layout y = {0};
     size_t room = 0, n_ent = 0, *perm = NULL, *ent = NULL;
-    int rc = seq_text(s, &y.head, "Below is a numbered list of words. In these words, some "
-                                  "appear more often than others. Memorize the ones that appear "
-                                  "most often.\n");
+    int rc = seq_text(s, &y.head,
+                      "Below is a numbered list of words. In these words, some "
+                      "appear more often than others. Memorize the ones that appear "
+                      "most often.\n");
     rc = rc || seq_text(s, &y.question,
                         "\nQuestion: What are the %d most common words in the above list? "
                         "Answer: The top %d words that appear most often in the list are:",
@@ -673,8 +678,8 @@ static int make_cwe(et_source *s, const et_task *t, const et_cell *c, et_prompt 
     /* every entry costs 2 ids or more: enough words for any list */
     rc = rc || list_room(t, &y, c, &room) ||
          pool_ensure(s, (size_t)t->top + room / (2 * CWE_UNCOMMON) + 1);
-    if (!rc && (!(perm = malloc(s->pool.n * sizeof *perm)) || !(ent = malloc((room / 2 + 1) *
-                                                                              sizeof *ent))))
+    if (!rc && (!(perm = malloc(s->pool.n * sizeof *perm)) ||
+                !(ent = malloc((room / 2 + 1) * sizeof *ent))))
         rc = cli_fail("out of memory");
     for (size_t k = 0; !rc && k < s->pool.n; k++)
         perm[k] = k;
@@ -743,16 +748,17 @@ static int make_fwe(et_source *s, const et_task *t, const et_cell *c, et_prompt 
     size_t room = 0, vocab[FWE_VOCAB], counts[FWE_VOCAB], best[ET_MAX_ITEMS + 1], *perm = NULL,
            *stream = NULL, n = 0;
     double cdf[FWE_VOCAB], z = 0.0;
-    int rc = seq_text(s, &y.head, "Read the following coded text and track the frequency of "
-                                  "each coded word. Find the three most frequently appeared "
-                                  "coded words.\n");
+    int rc = seq_text(s, &y.head,
+                      "Read the following coded text and track the frequency of "
+                      "each coded word. Find the three most frequently appeared "
+                      "coded words.\n");
     rc = rc || seq_text(s, &y.question,
                         "\nQuestion: What are the three most frequently appeared words in the "
                         "above coded text? Answer: According to the coded text above, the three "
                         "most frequently appeared words are:");
     rc = rc || list_room(t, &y, c, &room) || pool_ensure(s, FWE_VOCAB);
-    if (!rc && (!(perm = malloc(s->pool.n * sizeof *perm)) ||
-                !(stream = malloc(room * sizeof *stream))))
+    if (!rc &&
+        (!(perm = malloc(s->pool.n * sizeof *perm)) || !(stream = malloc(room * sizeof *stream))))
         rc = cli_fail("out of memory");
     for (size_t k = 0; !rc && k < s->pool.n; k++)
         perm[k] = k;
@@ -789,9 +795,9 @@ static int make_passkey(et_source *s, const et_task *t, const et_cell *c, et_pro
 {
     /* `longmamba passkey`'s derivation since it was written (the recorded
      * experiment's prompts): the depth's index, not its value */
-    uint64_t h = cli_mix64(c->seed ^ cli_mix64((uint64_t)c->length ^
-                                               cli_mix64((uint64_t)c->depth_index * 1000003u +
-                                                         (uint64_t)c->trial)));
+    uint64_t h = cli_mix64(
+        c->seed ^ cli_mix64((uint64_t)c->length ^
+                            cli_mix64((uint64_t)c->depth_index * 1000003u + (uint64_t)c->trial)));
     int key = 10000 + (int)(h % 90000u);
     char nd[128];
     snprintf(nd, sizeof nd, " The pass key is %d. Remember it. %d is the pass key. ", key, key);

@@ -86,8 +86,8 @@ void et_source_free(et_source *s);
 /* One prompt's place in the grid. */
 typedef struct et_cell {
     uint64_t seed;
-    size_t length; /* tokens */
-    double depth;  /* 0 = first filler token, 1 = just before the question */
+    size_t length;   /* tokens */
+    double depth;    /* 0 = first filler token, 1 = just before the question */
     int depth_index; /* the pass key's offsets and keys use it */
     long long trial;
 } et_cell;

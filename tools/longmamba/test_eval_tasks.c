@@ -184,9 +184,9 @@ static int only_needles(const char *q, const char *end)
             continue;
         }
         const char *from = strncmp(q, "One of the special magic", 24) == 0 ? strstr(q, "is: ")
-                           : strncmp(q, "VAR ", 4) == 0             ? q
+                           : strncmp(q, "VAR ", 4) == 0                    ? q
                            : strncmp(q, "The pass key is", 15) == 0 ? strstr(q, "is the pass key")
-                                                                   : NULL;
+                                                                    : NULL;
         const char *dot = from ? strstr(from, ". ") : NULL;
         if (!dot || dot >= end)
             return 0;
@@ -249,8 +249,8 @@ static void check_list(const et_task *t, const et_prompt *p, const char *text, c
 }
 
 /* The layout of one prompt: length, needles, depth. */
-static void check_prompt(const et_source *s, const et_task *t, const et_cell *c,
-                         const et_prompt *p, const char *what)
+static void check_prompt(const et_source *s, const et_task *t, const et_cell *c, const et_prompt *p,
+                         const char *what)
 {
     char *text = decode(s, p);
     size_t L = c->length, n = p->ids.n;
@@ -264,8 +264,8 @@ static void check_prompt(const et_source *s, const et_task *t, const et_cell *c,
     for (int k = 0; k < p->n_items; k++) /* every expected item is in the prompt */
         CHECK(strstr(text, p->items[k]) != NULL, "%s: item %s in the prompt", what, p->items[k]);
     if (t->shape == ET_NIAH) {
-        CHECK(count_of(text, "One of the special magic") == t->keys - t->queries +
-                                                                 t->queries * t->values,
+        CHECK(count_of(text, "One of the special magic") ==
+                  t->keys - t->queries + t->queries * t->values,
               "%s: every needle once", what);
         CHECK(strstr(strrchr(text, '\n'), p->items[0]) == NULL, "%s: no value in the question",
               what);
