@@ -77,6 +77,8 @@ const char *et_scoring(const et_task *t)
 
 static int seq_push(et_seq *q, const int32_t *v, size_t n)
 {
+    if (n == 0) /* v may be NULL then (an empty head) */
+        return 0;
     if (q->n + n > q->cap) {
         size_t cap = q->cap ? q->cap : 64;
         while (cap < q->n + n)
