@@ -25,6 +25,7 @@ static const cli_cmd eval_cmd = {
     "           [--trials N] [--seed S] [--json] [--dump-prompts FILE]\n"
     "           [--theta X] [--scale B] [--trigger N]\n"
     "           [--deci-layers L1,L2,...] [--deci-lbase N] [--deci-beta X] [--deci-min N]\n"
+    "           [--ext-scales S1,S2,...]\n"
     "           [--backend cpu|cuda|auto] [--threads N] [--weights stored|q8_0] [--chunk N] "
     "[--verbose]\n"
     "       longmamba eval MODEL_DIR --task ppl ...   (`longmamba ppl MODEL_DIR ...`)",
@@ -151,9 +152,8 @@ static int ev_parse(ev_run *r, int argc, char **argv)
     r->o.n_modes = 0; /* none given: every mode (below) */
     for (int k = 0; k < EVAL_N_SHARED; k++)
         if (strcmp(shared[k].name, "--mode") == 0)
-            shared[k].help =
-                "modes, comma separated (default: every mode that can run: the\n"
-                "                     ones that need a calibration when --calib is given)";
+            shared[k].help = "modes, comma separated (default: every mode whose inputs are\n"
+                             "                     given: Modes, below)";
     const cli_opt own[] = {
         {"--task", NULL, OPT_FN, r, "all, or task names like niah_number,vt", .fn = parse_tasks,
          .arg = "LIST", .help = "tasks (below; default all), or ppl alone"},
@@ -191,12 +191,18 @@ static void ev_help(FILE *f)
     for (int k = 0; k < et_n_tasks; k++)
         fprintf(f, "  %-16s %-10s %s\n", et_tasks[k].name, et_scoring(&et_tasks[k]),
                 et_tasks[k].about);
-    fprintf(f, "  %-16s %-10s %s\n\nModes (--mode):", "ppl", "-",
+    fprintf(f, "  %-16s %-10s %s\n\nModes (--mode):\n", "ppl", "-",
             "perplexity: `longmamba ppl`, its options");
-    for (int k = 0; k < n_eval_modes; k++)
-        fprintf(f, "%s %s%s", k ? "," : "", eval_modes[k].name,
-                eval_modes[k].needs & EVAL_NEEDS_CALIB ? " (needs --calib)" : "");
-    fprintf(f, ".\n");
+    for (int k = 0; k < n_eval_modes; k++) {
+        unsigned needs = eval_modes[k].needs;
+        if (needs)
+            fprintf(f, "  %-16s needs%s%s\n", eval_modes[k].name,
+                    needs & EVAL_NEEDS_CALIB ? " --calib" : "",
+                    needs & EVAL_NEEDS_SCALES ? " --ext-scales" : "");
+        else
+            fprintf(f, "  %s\n", eval_modes[k].name);
+    }
+    fputc('\n', f);
     eval_mode_help(f);
 }
 

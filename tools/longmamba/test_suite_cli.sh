@@ -253,11 +253,24 @@ cp "$tmp/out" "$tmp/def.json"
 expect 0 "m1-tok: default modes with --calib" -- "$cli" eval "$tok" --lengths 600 --depths 0.5 \
     --trials 1 --task passkey --calib "$tmp/cal.safetensors" --json
 cp "$tmp/out" "$tmp/def_cal.json"
-pycheck "default modes: every mode that can run" "$tmp/def.json" "$tmp/def_cal.json" <<'EOF'
+expect 0 "m1-tok: default modes with --calib and --ext-scales" -- "$cli" eval "$tok" \
+    --lengths 600 --depths 0.5 --trials 2 --task passkey,niah_number --calib "$tmp/cal.safetensors" \
+    --ext-scales 1,1 --json
+cp "$tmp/out" "$tmp/def_all.json"
+pycheck "default modes: every mode whose inputs are given" "$tmp/def.json" "$tmp/def_cal.json" \
+    "$tmp/def_all.json" <<'EOF'
 import json, sys
 modes = lambda p: [c["mode"] for c in json.load(open(p))["results"]]
 assert modes(sys.argv[1]) == ["vanilla", "decimamba"], modes(sys.argv[1])
 assert modes(sys.argv[2]) == ["vanilla", "longmamba", "decimamba"], modes(sys.argv[2])
+cells = json.load(open(sys.argv[3]))["results"]
+five = ["vanilla", "longmamba", "decimamba", "mambaextend", "modulation"]
+assert modes(sys.argv[3]) == five * 2, modes(sys.argv[3])
+# scales of 1 change nothing: the same answers as vanilla
+for task in ("passkey", "niah_number"):
+    by = {c["mode"]: [p["answer"] for p in c["prompts"]] for c in cells if c["task"] == task}
+    assert by["mambaextend"] == by["vanilla"] == by["modulation"], by
+    assert cells[0]["settings"]["params"]["ext_scales"] == [1, 1]
 EOF
 
 finish
