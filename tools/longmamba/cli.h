@@ -11,6 +11,7 @@ int cmd_tokenize(int argc, char **argv);   /* cmd_tokenizer.c */
 int cmd_detokenize(int argc, char **argv); /* cmd_tokenizer.c */
 int cmd_ppl(int argc, char **argv);        /* cmd_ppl.c */
 int cmd_passkey(int argc, char **argv);    /* cmd_passkey.c */
+int cmd_eval(int argc, char **argv);       /* cmd_eval.c */
 
 /* Options every model command takes. */
 typedef struct model_opts {

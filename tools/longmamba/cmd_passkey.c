@@ -12,6 +12,7 @@
 #include "cli.h"
 #include "cli_util.h"
 #include "eval_common.h"
+#include "eval_tasks.h"
 
 static const cli_cmd passkey_cmd = {
     "passkey",
@@ -32,10 +33,6 @@ static const cli_cmd passkey_cmd = {
     "mode.  Text is bytes for a byte-level model, else MODEL_DIR/tokenizer.json.\n",
     eval_mode_help, 0};
 
-static const char grass_text[] =
-    "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back "
-    "again. ";
-
 /* Everything one run needs, and its results. */
 typedef struct pk_run {
     eval_opts o;
@@ -45,9 +42,8 @@ typedef struct pk_run {
     long long trials, seed;
     /* derived */
     cli_encoder enc;
-    int32_t *filler, *prompt;
-    size_t n_filler;
-    int n_gen;        /* tokens generated per answer */
+    et_source src;    /* the prompts: eval_tasks.c's "passkey" task */
+    et_prompt prompt;
     int64_t n_argmax; /* ids the answer may use */
     float *logits;
     char *answers;          /* [mode][len][depth][trial][64], printable */
@@ -104,97 +100,21 @@ static int pk_parse(pk_run *r, int argc, char **argv)
 static int pk_prepare(pk_run *r, const eval_ctx *c)
 {
     const int64_t V = c->info.vocab_size;
-    if (cli_encoder_open(&r->enc, r->o.dir, V, "passkey needs text"))
+    if (cli_encoder_open(&r->enc, r->o.dir, V, "passkey needs text") ||
+        et_source_load(&r->src, &r->enc, r->filler_path))
         return 1;
-    r->filler = r->filler_path
-                    ? cli_encode_file(&r->enc, r->filler_path, &r->n_filler)
-                    : cli_encode_text(&r->enc, grass_text, strlen(grass_text), &r->n_filler);
-    if (!r->filler)
-        return 1;
-    if (r->n_filler == 0)
-        return cli_fail("the filler text %s is empty", r->filler_path);
-    long long max_len = 0;
-    for (int li = 0; li < r->lengths.n; li++) {
-        if (r->lengths.v[li] > max_len)
-            max_len = r->lengths.v[li];
+    for (int li = 0; li < r->lengths.n; li++)
         r->total_tokens +=
             (double)r->lengths.v[li] * (double)r->depths.n * (double)r->trials * r->o.n_modes;
-    }
-    r->n_gen = r->enc.kind == CLI_TEXT_BYTES ? 6 : 8; /* " 68413" is 6 bytes */
     size_t n_grid = (size_t)r->lengths.n * (size_t)r->depths.n * (size_t)r->trials;
     size_t n_cells = (size_t)r->o.n_modes * n_grid;
-    r->prompt = malloc((size_t)max_len * sizeof *r->prompt);
     r->logits = malloc((size_t)V * sizeof *r->logits);
     r->answers = calloc(n_cells, 64);
     r->keys = malloc(n_grid * sizeof *r->keys);
     r->correct = calloc(n_cells, 1);
-    if (!r->prompt || !r->logits || !r->answers || !r->keys || !r->correct)
+    if (!r->logits || !r->answers || !r->keys || !r->correct)
         return cli_fail("out of memory");
-    r->n_argmax = V;
-    int64_t tv = r->enc.tok ? lm_tokenizer_vocab_size(r->enc.tok) : 0;
-    if (tv > 0 && tv < V)
-        r->n_argmax = tv; /* padded rows never decode */
-    return 0;
-}
-
-/* The prompt of length L with the needle for key at depth d, from filler
- * offset off: 0, or 1 after a message. */
-static int build_prompt(pk_run *r, size_t L, double depth, int key, size_t off)
-{
-    char nd[128];
-    static const char q[] = "\nWhat is the pass key? The pass key is";
-    snprintf(nd, sizeof nd, " The pass key is %d. Remember it. %d is the pass key. ", key, key);
-    size_t n_nd = 0, n_q = 0;
-    int32_t *needle = cli_encode_text(&r->enc, nd, strlen(nd), &n_nd);
-    int32_t *question = needle ? cli_encode_text(&r->enc, q, strlen(q), &n_q) : NULL;
-    int rc = !needle || !question;
-    if (!rc && n_nd + n_q > L)
-        rc = cli_fail("length %zu is shorter than the needle and the question (%zu tokens)", L,
-                      n_nd + n_q);
-    if (!rc) {
-        size_t room = L - n_nd - n_q, pos = (size_t)llround(depth * (double)room), k = 0;
-        for (size_t j = 0; j < pos; j++)
-            r->prompt[k++] = r->filler[(off + j) % r->n_filler];
-        memcpy(r->prompt + k, needle, n_nd * sizeof *r->prompt);
-        k += n_nd;
-        for (size_t j = pos; j < room; j++)
-            r->prompt[k++] = r->filler[(off + j) % r->n_filler];
-        memcpy(r->prompt + k, question, n_q * sizeof *r->prompt);
-    }
-    free(needle);
-    free(question);
-    return rc;
-}
-
-/* Greedy continuation after a prefill, as text in text[0..*nb): 0, or 1. */
-static int answer(pk_run *r, eval_ctx *c, char text[64], size_t *nb)
-{
-    int32_t gen[8];
-    for (int g = 0; g < r->n_gen; g++) {
-        int32_t best = 0;
-        for (int64_t v = 1; v < r->n_argmax; v++)
-            if (r->logits[v] > r->logits[best])
-                best = (int32_t)v;
-        gen[g] = best;
-        lm_status st;
-        if (g + 1 < r->n_gen && (st = lm_session_decode(c->session, best, r->logits,
-                                                        (size_t)c->info.vocab_size)) != LM_OK)
-            return cli_fail_status("decode failed", st, lm_session_last_error(c->session));
-    }
-    *nb = 0;
-    if (r->enc.kind == CLI_TEXT_BYTES) {
-        for (int g = 0; g < r->n_gen; g++)
-            text[(*nb)++] = (char)gen[g];
-    } else {
-        char err[512] = "";
-        lm_status st =
-            lm_tokenizer_decode(r->enc.tok, gen, (size_t)r->n_gen, text, 63, nb, err, sizeof err);
-        if (st == LM_ERR_BUFFER_TOO_SMALL)
-            *nb = 0; /* a very long continuation is not 5 digits */
-        else if (st != LM_OK)
-            return cli_fail_status("cannot decode the answer", st, err);
-    }
-    text[*nb] = '\0';
+    r->n_argmax = answer_vocab(&r->enc, V);
     return 0;
 }
 
@@ -202,24 +122,20 @@ static int answer(pk_run *r, eval_ctx *c, char text[64], size_t *nb)
 static int trial(pk_run *r, eval_ctx *c, progress *prog, int mi, int li, int di, long long t)
 {
     const size_t L = (size_t)r->lengths.v[li], cell = cell_of(r, li, di, t);
-    uint64_t h =
-        cli_mix64((uint64_t)r->seed ^
-                  cli_mix64((uint64_t)L ^ cli_mix64((uint64_t)di * 1000003u + (uint64_t)t)));
-    int key = 10000 + (int)(h % 90000u);
-    r->keys[cell] = key;
-    if (build_prompt(r, L, r->depths.v[di], key, (size_t)(cli_mix64(h) % r->n_filler)) ||
-        run_prompt(c, prog, r->prompt, L, 1, r->logits, (size_t)c->info.vocab_size))
-        return 1;
-    char text[64], want[8];
+    const et_cell ec = {(uint64_t)r->seed, L, r->depths.v[di], di, t};
+    et_prompt *p = &r->prompt;
+    int32_t gen[16];
+    char text[64];
     size_t nb = 0;
-    if (answer(r, c, text, &nb))
+    if (et_make(&r->src, et_find("passkey"), &ec, p) ||
+        run_prompt(c, prog, p->ids.v, p->ids.n, 1, r->logits, (size_t)c->info.vocab_size) ||
+        greedy_tokens(c, r->logits, r->n_argmax, p->n_gen, gen) ||
+        tokens_text(&r->enc, gen, (size_t)p->n_gen, text, sizeof text, &nb))
         return 1;
-    const char *p = text;
-    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
-        p++;
-    snprintf(want, sizeof want, "%d", key);
+    r->keys[cell] = atoi(p->items[0]);
     size_t at = at_of(r, mi, cell);
-    r->correct[at] = strncmp(p, want, 5) == 0;
+    int hits = 0;
+    r->correct[at] = (unsigned char)et_score(et_find("passkey"), p, text, &hits);
     char *dst = r->answers + at * 64; /* printable copy for the JSON */
     for (size_t j = 0, w = 0; j < nb && w < 63; j++)
         dst[w++] = (text[j] >= 0x20 && text[j] < 0x7f) ? text[j] : '?';
@@ -238,7 +154,7 @@ static long long hits(const pk_run *r, int mi, int li, int di)
 static void pk_json_mode(FILE *f, const pk_run *r, int mi)
 {
     fprintf(f, "%s\n  {\"mode\": \"%s\", \"accuracy\": [", mi ? "," : "",
-            mode_names[r->o.modes[mi]]);
+            mode_name(r->o.modes[mi]));
     long long hit_all = 0;
     for (int li = 0; li < r->lengths.n; li++) {
         fprintf(f, "%s[", li ? ", " : "");
@@ -300,7 +216,7 @@ static void pk_table(const pk_run *r)
     printf("model %s, %lld trial(s) per cell, filler %s, seed %lld\n", r->o.dir, r->trials,
            r->filler_path ? r->filler_path : "(grass)", r->seed);
     for (int mi = 0; mi < r->o.n_modes; mi++) {
-        printf("\n%s: accuracy by length (rows) and depth (columns)\n", mode_names[r->o.modes[mi]]);
+        printf("\n%s: accuracy by length (rows) and depth (columns)\n", mode_name(r->o.modes[mi]));
         printf("%9s", "length");
         for (int di = 0; di < r->depths.n; di++)
             printf(" %6.2f", r->depths.v[di]);
@@ -328,7 +244,7 @@ static int pk_measure(pk_run *r, eval_ctx *c, progress *prog)
         if (set_mode(c, &r->o, r->o.modes[mi], 1))
             return 1;
         for (int li = 0; li < r->lengths.n; li++) {
-            snprintf(prog->label, sizeof prog->label, "%s len %lld", mode_names[r->o.modes[mi]],
+            snprintf(prog->label, sizeof prog->label, "%s len %lld", mode_name(r->o.modes[mi]),
                      r->lengths.v[li]);
             for (int di = 0; di < r->depths.n; di++)
                 for (long long t = 0; t < r->trials; t++)
@@ -358,12 +274,12 @@ int cmd_passkey(int argc, char **argv)
         return 1;
     r.enc = (cli_encoder){CLI_TEXT_NONE, NULL, c.info.vocab_size};
     rc = pk_prepare(&r, &c) || pk_measure(&r, &c, &prog);
-    free(r.prompt);
+    et_prompt_free(&r.prompt);
+    et_source_free(&r.src);
     free(r.logits);
     free(r.answers);
     free(r.keys);
     free(r.correct);
-    free(r.filler);
     cli_encoder_close(&r.enc);
     eval_ctx_free(&c);
     return rc;

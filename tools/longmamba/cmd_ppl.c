@@ -261,7 +261,7 @@ static int run_ctx(ppl_run *r, eval_ctx *c, progress *prog, int mi, int ci, floa
     const size_t W = (size_t)r->ctx.v[ci], M = (size_t)r->score_last,
                  V = (size_t)c->info.vocab_size;
     double t0 = cli_seconds();
-    snprintf(prog->label, sizeof prog->label, "%s ctx %zu", mode_names[r->o.modes[mi]], W);
+    snprintf(prog->label, sizeof prog->label, "%s ctx %zu", mode_name(r->o.modes[mi]), W);
     for (int di = 0; di < r->n_docs; di++) {
         size_t nw = doc_windows(&r->lay, r->docs[di].n, r->ctx.v[ci], r->wins.v[ci], r->starts);
         for (size_t wi = 0; wi < nw; wi++) {
@@ -279,7 +279,7 @@ static int run_ctx(ppl_run *r, eval_ctx *c, progress *prog, int mi, int ci, floa
         if (prog->on)
             fputc('\n', stderr);
         fprintf(stderr, "longmamba: %s ctx %zu: %zu windows, ppl %.4f, %.1f s\n",
-                mode_names[r->o.modes[mi]], W, cnt, cnt ? exp(mean) : NAN, r->secs[mi][ci]);
+                mode_name(r->o.modes[mi]), W, cnt, cnt ? exp(mean) : NAN, r->secs[mi][ci]);
     }
     return 0;
 }
@@ -289,7 +289,7 @@ static void ppl_json_results(FILE *f, ppl_run *r)
     for (int mi = 0; mi < r->o.n_modes; mi++)
         for (int ci = 0; ci < r->ctx.n; ci++) {
             fprintf(f, "%s\n  {\"mode\": \"%s\", \"ctx\": %lld, \"windows\": %zu, \"nll\": ",
-                    mi || ci ? "," : "", mode_names[r->o.modes[mi]], r->ctx.v[ci], r->count[ci]);
+                    mi || ci ? "," : "", mode_name(r->o.modes[mi]), r->ctx.v[ci], r->count[ci]);
             json_num(f, r->mean_nll[mi][ci]);
             fprintf(f, ", \"ppl\": ");
             json_num(f, r->ppl[mi][ci]);
@@ -339,7 +339,7 @@ static void ppl_table(const ppl_run *r)
            r->n_docs, r->score_last);
     printf("%9s %8s", "ctx", "windows");
     for (int mi = 0; mi < r->o.n_modes; mi++)
-        printf(" %12s", mode_names[r->o.modes[mi]]);
+        printf(" %12s", mode_name(r->o.modes[mi]));
     putchar('\n');
     for (int ci = 0; ci < r->ctx.n; ci++) {
         printf("%9lld %8zu", r->ctx.v[ci], r->count[ci]);

@@ -46,11 +46,8 @@ static int parse_dbl_list(const char *s, double *out, int cap, int *n)
     return *n > 0 && s[strlen(s) - 1] != ',' && s[0] != ',' && !strstr(s, ",,");
 }
 
-const char *const mode_names[MAX_MODES] = {"vanilla", "longmamba", "decimamba", "mambaextend",
-                                            "modulation"};
-
 /* "vanilla,longmamba": each at most once, in the given order. */
-static int parse_modes_into(const char *s, lm_mode *out, int *n)
+static int parse_modes_into(const char *s, int *out, int *n)
 {
     char buf[256];
     if (strlen(s) >= sizeof buf || !*s || s[strlen(s) - 1] == ',' || s[0] == ',' || strstr(s, ",,"))
@@ -60,15 +57,15 @@ static int parse_modes_into(const char *s, lm_mode *out, int *n)
     char *save = NULL;
     for (char *p = strtok_r(buf, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
         int m = -1;
-        for (int k = 0; k < MAX_MODES; k++)
-            if (strcmp(p, mode_names[k]) == 0)
+        for (int k = 0; k < n_eval_modes; k++)
+            if (strcmp(p, eval_modes[k].name) == 0)
                 m = k;
         if (m < 0 || *n >= MAX_MODES)
             return 0;
         for (int k = 0; k < *n; k++)
-            if ((int)out[k] == m)
+            if (out[k] == m)
                 return 0;
-        out[(*n)++] = (lm_mode)m;
+        out[(*n)++] = m;
     }
     return *n > 0;
 }
@@ -84,6 +81,52 @@ void json_str(FILE *f, const char *s)
             fprintf(f, "\\u%04x", *p);
         else
             fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+/* Length of the valid UTF-8 sequence at p[0..n) that starts with a byte
+ * >= 0x80, or 0. */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+    size_t len = p[0] >= 0xC2 && p[0] <= 0xDF   ? 2
+                 : p[0] >= 0xE0 && p[0] <= 0xEF ? 3
+                 : p[0] >= 0xF0 && p[0] <= 0xF4 ? 4
+                                                : 0;
+    if (!len || len > n)
+        return 0;
+    unsigned lo = 0x80, hi = 0xBF; /* no overlongs, surrogates or > U+10FFFF */
+    if (p[0] == 0xE0)
+        lo = 0xA0;
+    else if (p[0] == 0xED)
+        hi = 0x9F;
+    else if (p[0] == 0xF0)
+        lo = 0x90;
+    else if (p[0] == 0xF4)
+        hi = 0x8F;
+    if (p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t k = 2; k < len; k++)
+        if (p[k] < 0x80 || p[k] > 0xBF)
+            return 0;
+    return len;
+}
+
+void json_text(FILE *f, const char *text, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)text;
+    fputc('"', f);
+    for (size_t i = 0; i < n;) {
+        size_t len = p[i] >= 0x80 ? utf8_len(p + i, n - i) : 1;
+        if (p[i] == '"' || p[i] == '\\')
+            fprintf(f, "\\%c", p[i]);
+        else if (p[i] < 0x20)
+            fprintf(f, "\\u%04x", p[i]);
+        else if (len == 0)
+            fputs("\\ufffd", f);
+        else
+            fwrite(p + i, 1, len, f);
+        i += len ? len : 1;
     }
     fputc('"', f);
 }
@@ -192,18 +235,28 @@ static int parse_deci_layers(void *dest, const char *s)
 void eval_opts_init(eval_opts *o)
 {
     memset(o, 0, sizeof *o);
-    o->modes[0] = LM_MODE_VANILLA;
+    o->modes[0] = 0; /* vanilla */
     o->n_modes = 1;
     o->backend = LM_BACKEND_AUTO;
 }
 
+/* "vanilla, longmamba, decimamba": the rows of eval_modes[]. */
+static const char *mode_list(void)
+{
+    static char buf[256];
+    size_t n = 0;
+    for (int k = 0; k < n_eval_modes && n < sizeof buf; k++)
+        n += (size_t)snprintf(buf + n, sizeof buf - n, "%s%s", k ? ", " : "", eval_modes[k].name);
+    return buf;
+}
+
 void eval_shared_opts(eval_opts *o, cli_opt t[EVAL_N_SHARED])
 {
+    static char what[320], help[320];
+    snprintf(what, sizeof what, "modes among %s, comma separated, each once", mode_list());
+    snprintf(help, sizeof help, "any of %s (default %s)", mode_list(), eval_modes[0].name);
     const cli_opt shared[EVAL_N_SHARED] = {
-        {"--mode", NULL, OPT_FN, o,
-         "vanilla, longmamba, decimamba, mambaextend and/or modulation, comma separated, each once",
-         .fn = parse_modes, .arg = "LIST",
-         .help = "any of vanilla, longmamba, decimamba, mambaextend, modulation (default vanilla)"},
+        {"--mode", NULL, OPT_FN, o, what, .fn = parse_modes, .arg = "LIST", .help = help},
         {"--calib", NULL, OPT_STR, &o->calib_path, .arg = "FILE",
          .help = "LongMamba calibration (longmamba calibrate); needed by the longmamba mode"},
         {"--theta", NULL, OPT_NUM, &o->theta, "a number > 0", .lo = 0.0, .hi = INFINITY,
@@ -252,8 +305,8 @@ int eval_check_opts(const cli_cmd *cmd, const eval_opts *o)
 {
     int has_lm = 0, has_ext = 0;
     for (int k = 0; k < o->n_modes; k++) {
-        has_lm |= o->modes[k] == LM_MODE_LONGMAMBA;
-        has_ext |= o->modes[k] == LM_MODE_MAMBAEXTEND || o->modes[k] == LM_MODE_MODULATION;
+        has_lm |= (eval_modes[o->modes[k]].needs & EVAL_NEEDS_CALIB) != 0;
+        has_ext |= (eval_modes[o->modes[k]].needs & EVAL_NEEDS_SCALES) != 0;
     }
     if (has_ext && o->ext_scales.n == 0)
         return cli_opt_usage(cmd, "the mambaextend and modulation modes need --ext-scales "
@@ -282,7 +335,7 @@ int eval_ctx_open(eval_ctx *c, const eval_opts *o, progress *prog)
         return 1;
     int need_calib = 0;
     for (int k = 0; k < o->n_modes; k++)
-        need_calib |= o->modes[k] == LM_MODE_LONGMAMBA;
+        need_calib |= (eval_modes[o->modes[k]].needs & EVAL_NEEDS_CALIB) != 0;
     if ((need_calib && cli_load_calibration(o->calib_path, c->model, &c->calib)) ||
         cli_create_session(c->model, o->chunk, on_prefill_progress, prog, &c->session)) {
         eval_ctx_free(c);
@@ -291,47 +344,90 @@ int eval_ctx_open(eval_ctx *c, const eval_opts *o, progress *prog)
     return 0;
 }
 
-/* Puts the session in `mode`; DeciMamba keeps the last `protect` tokens. */
-int set_mode(eval_ctx *c, const eval_opts *o, lm_mode mode, int64_t protect)
+/* ---- modes ------------------------------------------------------------------- */
+
+static lm_status apply_vanilla(eval_ctx *c, const eval_opts *o, int64_t protect)
 {
-    lm_status st = LM_OK;
-    if (mode == LM_MODE_VANILLA) {
-        st = lm_session_set_vanilla(c->session);
-    } else if (mode == LM_MODE_LONGMAMBA) {
-        lm_longmamba_params lp;
-        lm_longmamba_params_init(&lp);
-        lp.theta = o->theta;
-        lp.threshold_scale = o->scale;
-        lp.trigger_length = o->trigger;
-        st = lm_session_set_longmamba(c->session, c->calib, &lp);
-    } else if (mode == LM_MODE_MAMBAEXTEND) {
-        lm_mambaextend_params ep;
-        lm_mambaextend_params_init(&ep);
-        ep.scales = o->ext_scales.v;
-        ep.n_scales = (size_t)o->ext_scales.n;
-        st = lm_session_set_mambaextend(c->session, &ep);
-    } else if (mode == LM_MODE_MODULATION) {
-        lm_modulation_params mp;
-        lm_modulation_params_init(&mp);
-        mp.scales = o->ext_scales.v;
-        mp.n_scales = (size_t)o->ext_scales.n;
-        st = lm_session_set_modulation(c->session, &mp);
-    } else {
-        lm_decimamba_params dp;
-        lm_decimamba_params_init(&dp);
-        if (o->n_deci_layers) {
-            dp.layers = o->deci_layers;
-            dp.n_layers = (size_t)o->n_deci_layers;
-        }
-        dp.l_base = o->deci_lbase;
-        dp.beta = o->deci_beta;
-        dp.min_len = o->deci_min;
-        dp.protect = protect;
-        st = lm_session_set_decimamba(c->session, &dp);
+    (void)o;
+    (void)protect;
+    return lm_session_set_vanilla(c->session);
+}
+
+static lm_status apply_longmamba(eval_ctx *c, const eval_opts *o, int64_t protect)
+{
+    (void)protect;
+    lm_longmamba_params lp;
+    lm_longmamba_params_init(&lp);
+    lp.theta = o->theta; /* 0: the library's default for the architecture */
+    lp.threshold_scale = o->scale;
+    lp.trigger_length = o->trigger;
+    return lm_session_set_longmamba(c->session, c->calib, &lp);
+}
+
+static lm_status apply_decimamba(eval_ctx *c, const eval_opts *o, int64_t protect)
+{
+    lm_decimamba_params dp;
+    lm_decimamba_params_init(&dp);
+    if (o->n_deci_layers) {
+        dp.layers = o->deci_layers;
+        dp.n_layers = (size_t)o->n_deci_layers;
     }
+    dp.l_base = o->deci_lbase;
+    dp.beta = o->deci_beta;
+    dp.min_len = o->deci_min;
+    dp.protect = protect;
+    return lm_session_set_decimamba(c->session, &dp);
+}
+
+static lm_status apply_mambaextend(eval_ctx *c, const eval_opts *o, int64_t protect)
+{
+    (void)protect;
+    lm_mambaextend_params ep;
+    lm_mambaextend_params_init(&ep);
+    ep.scales = o->ext_scales.v;
+    ep.n_scales = (size_t)o->ext_scales.n;
+    return lm_session_set_mambaextend(c->session, &ep);
+}
+
+static lm_status apply_modulation(eval_ctx *c, const eval_opts *o, int64_t protect)
+{
+    (void)protect;
+    lm_modulation_params mp;
+    lm_modulation_params_init(&mp);
+    mp.scales = o->ext_scales.v;
+    mp.n_scales = (size_t)o->ext_scales.n;
+    return lm_session_set_modulation(c->session, &mp);
+}
+
+/* Every command that compares modes reads this table: a new mode is a row. */
+const eval_mode eval_modes[] = {
+    {"vanilla", 0, apply_vanilla},
+    {"longmamba", EVAL_NEEDS_CALIB, apply_longmamba},
+    {"decimamba", 0, apply_decimamba},
+    {"mambaextend", EVAL_NEEDS_SCALES, apply_mambaextend},
+    {"modulation", EVAL_NEEDS_SCALES, apply_modulation},
+};
+const int n_eval_modes = (int)(sizeof eval_modes / sizeof eval_modes[0]);
+_Static_assert(sizeof eval_modes / sizeof eval_modes[0] <= MAX_MODES, "MAX_MODES is too small");
+
+int eval_mode_ready(const eval_opts *o, int mode)
+{
+    unsigned needs = eval_modes[mode].needs;
+    return (!(needs & EVAL_NEEDS_CALIB) || o->calib_path) &&
+           (!(needs & EVAL_NEEDS_SCALES) || o->ext_scales.n > 0);
+}
+
+const char *mode_name(int mode)
+{
+    return mode >= 0 && mode < n_eval_modes ? eval_modes[mode].name : "?";
+}
+
+int set_mode(eval_ctx *c, const eval_opts *o, int mode, int64_t protect)
+{
+    lm_status st = eval_modes[mode].apply(c, o, protect);
     if (st != LM_OK) {
         char what[64];
-        snprintf(what, sizeof what, "cannot enable %s mode", mode_names[mode]);
+        snprintf(what, sizeof what, "cannot enable %s mode", mode_name(mode));
         return cli_fail_status(what, st, lm_session_last_error(c->session));
     }
     return 0;
@@ -354,6 +450,49 @@ int run_prompt(eval_ctx *c, progress *prog, const int32_t *ids, size_t n, size_t
     }
     prog->base += (double)n;
     progress_draw(prog, prog->base, 0);
+    return 0;
+}
+
+/* ---- greedy answers --------------------------------------------------------- */
+
+int64_t answer_vocab(const cli_encoder *enc, int64_t vocab)
+{
+    int64_t tv = enc->tok ? lm_tokenizer_vocab_size(enc->tok) : 0;
+    return tv > 0 && tv < vocab ? tv : vocab;
+}
+
+int greedy_tokens(eval_ctx *c, float *logits, int64_t n_argmax, int n_gen, int32_t *gen)
+{
+    for (int g = 0; g < n_gen; g++) {
+        int32_t best = 0;
+        for (int64_t v = 1; v < n_argmax; v++)
+            if (logits[v] > logits[best])
+                best = (int32_t)v;
+        gen[g] = best;
+        lm_status st;
+        if (g + 1 < n_gen &&
+            (st = lm_session_decode(c->session, best, logits, (size_t)c->info.vocab_size)) != LM_OK)
+            return cli_fail_status("decode failed", st, lm_session_last_error(c->session));
+    }
+    return 0;
+}
+
+int tokens_text(const cli_encoder *enc, const int32_t *ids, size_t n, char *text, size_t cap,
+                size_t *nb)
+{
+    *nb = 0;
+    if (enc->kind == CLI_TEXT_BYTES) {
+        for (size_t g = 0; g < n && *nb + 1 < cap; g++)
+            text[(*nb)++] = (char)ids[g];
+    } else {
+        char err[512] = "";
+        lm_status st = lm_tokenizer_decode(enc->tok, ids, n, text, cap - 1, nb, err, sizeof err);
+        if (st == LM_ERR_BUFFER_TOO_SMALL)
+            *nb = 0; /* a very long continuation is not a short answer */
+        else if (st != LM_OK)
+            return cli_fail_status("cannot decode the answer", st, err);
+    }
+    text[*nb] = '\0';
     return 0;
 }
 

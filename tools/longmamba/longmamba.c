@@ -34,6 +34,8 @@ static const char usage_text[] =
     "                   ids (or stdin) back to bytes\n"
     "  ppl ...          perplexity vs context length, vanilla/LongMamba/DeciMamba\n"
     "  passkey ...      pass-key retrieval, length x depth grid\n"
+    "  eval ...         RULER-style task suite (needles, variable tracking, word\n"
+    "                   extraction, pass key; ppl), every mode, Wilson intervals\n"
     "  version          library and header versions, compiled backends\n"
     "  help, --help     this text\n"
     "\n"
@@ -239,7 +241,7 @@ static const struct {
     {"version", cmd_version},   {"--version", cmd_version}, {"info", cmd_info},
     {"check", cmd_check},       {"generate", cmd_generate}, {"calibrate", cmd_calibrate},
     {"channels", cmd_channels}, {"tokenize", cmd_tokenize}, {"detokenize", cmd_detokenize},
-    {"ppl", cmd_ppl},           {"passkey", cmd_passkey},
+    {"ppl", cmd_ppl},           {"passkey", cmd_passkey},   {"eval", cmd_eval},
 };
 
 int main(int argc, char **argv)
