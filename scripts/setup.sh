@@ -34,8 +34,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 pkgs_build=(meson ninja-build pkg-config gcc libc6-dev libopenblas-dev libutf8proc-dev libpcre2-dev)
 # test:  Check (its check.pc links libsubunit), the tests' Python with NumPy
 #        (the independent LongMamba reference, the CLI tests' file checks),
-#        xz (compressed test data), nm (the exported-symbols test)
-pkgs_test=(check libsubunit-dev python3 python3-numpy xz-utils binutils)
+#        xz (compressed test data), nm (the exported-symbols test), jq and
+#        gnuplot (scripts/plot_eval.sh, checked by the suite_cli test)
+pkgs_test=(check libsubunit-dev python3 python3-numpy xz-utils binutils jq gnuplot-nox)
 # ci:    the rest of .ci/run: valgrind; the bindings (C++, Python with pip,
 #        setuptools and pytest, Rust, Go); hardening (.ci/hardening.sh:
 #        clang + libFuzzer runtime, abidiff); the fresh-machine check

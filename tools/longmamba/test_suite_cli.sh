@@ -174,22 +174,17 @@ for a, b in zip(mine, theirs):
 print("ok")
 EOF
 
-    # ---- the plot script (jq and gnuplot are not test dependencies) ------------------
-    if ! command -v jq >/dev/null; then
-        echo "skip: plot_eval.sh (no jq here; apt-get install jq gnuplot-nox)"
+    # ---- the plot script (jq and gnuplot are test dependencies: scripts/setup.sh) ----
+    if PLOT_DATA=$tmp/plot "$scripts/plot_eval.sh" "$tmp/small.json" "$tmp/small.png" \
+        >"$tmp/out" 2>"$tmp/err"; then
+        ok "plot_eval.sh"
+        check "a PNG" bash -c "head -c 8 '$tmp/small.png' | od -c | grep -q 'P   N   G'"
     else
-        if PLOT_DATA=$tmp/plot "$scripts/plot_eval.sh" "$tmp/small.json" "$tmp/small.png" \
-            >"$tmp/out" 2>"$tmp/err"; then
-            ok "plot_eval.sh"
-            check "a PNG" bash -c "head -c 8 '$tmp/small.png' | od -c | grep -q 'P   N   G'"
-        elif command -v gnuplot >/dev/null; then
-            bad "plot_eval.sh failed"
-            sed 's/^/    | /' "$tmp/err"
-        else
-            grep_err "gnuplot-nox" "without gnuplot the script says what to install"
-        fi
-        pycheck "plot data: pooled accuracy and interval per task and mode" "$tmp/small.json" \
-            "$tmp/plot" <<'EOF'
+        bad "plot_eval.sh failed (needs jq and gnuplot-nox: scripts/setup.sh installs them)"
+        sed 's/^/    | /' "$tmp/err"
+    fi
+    pycheck "plot data: pooled accuracy and interval per task and mode" "$tmp/small.json" \
+        "$tmp/plot" <<'EOF'
 import json, sys
 res = json.load(open(sys.argv[1]))
 for c in res["results"]:
@@ -199,7 +194,6 @@ for c in res["results"]:
     assert (length, acc, k, n) == (700, c["accuracy"], c["correct"], c["n"])
     assert abs(lo - c["wilson_lo"]) < 1e-9 and abs(hi - c["wilson_hi"]) < 1e-9
 EOF
-    fi
 else
     bad "bundled model checks: no model at '$bundled' (meson passes models/byte-mamba-2k)"
 fi
