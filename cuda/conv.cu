@@ -78,6 +78,19 @@ __device__ __forceinline__ void store_vec(T *p, const float *f)
     *reinterpret_cast<R *>(p) = r;
 }
 
+/* Channels e0 .. e0 + V - 1: their K taps and biases (0 without bias). */
+template <int K, int V>
+__device__ __forceinline__ void load_taps(const float *w, const float *bias, int64_t e0, float (&wk)[K][V],
+                                          float (&b)[V])
+{
+#pragma unroll
+    for (int v = 0; v < V; v++) {
+#pragma unroll
+        for (int k = 0; k < K; k++) wk[k][v] = w[(e0 + v) * K + k];
+        b[v] = bias ? bias[e0 + v] : 0.f;
+    }
+}
+
 template <typename T, int K>
 __global__ void __launch_bounds__(256, 3) conv_vec_kernel(const T *x, int64_t ldx, int64_t L, int64_t E,
                                                        const float *w, const float *bias,
@@ -88,12 +101,7 @@ __global__ void __launch_bounds__(256, 3) conv_vec_kernel(const T *x, int64_t ld
     const int64_t t0 = ((int64_t)blockIdx.y * blockDim.y + threadIdx.y) * kRun;
     if (e0 >= E || t0 >= L) return;
     float wk[K][V], win[K][V], b[V];
-#pragma unroll
-    for (int v = 0; v < V; v++) {
-#pragma unroll
-        for (int k = 0; k < K; k++) wk[k][v] = w[(e0 + v) * K + k];
-        b[v] = bias ? bias[e0 + v] : 0.f;
-    }
+    load_taps<K, V>(w, bias, e0, wk, b);
 #pragma unroll
     for (int k = 0; k < K - 1; k++) {
         const int64_t pos = t0 - (K - 1) + k;
@@ -160,12 +168,7 @@ __global__ void __launch_bounds__(256) conv_varlen_kernel(const T *x, int64_t ld
     const int64_t t0 = ((int64_t)blockIdx.y * blockDim.y + threadIdx.y) * kRun;
     if (e0 >= E || t0 >= L) return;
     float wk[K][V], win[K][V], b[V];
-#pragma unroll
-    for (int v = 0; v < V; v++) {
-#pragma unroll
-        for (int k = 0; k < K; k++) wk[k][v] = w[(e0 + v) * K + k];
-        b[v] = bias ? bias[e0 + v] : 0.f;
-    }
+    load_taps<K, V>(w, bias, e0, wk, b);
     int64_t s = lmc_seq_of(cu, n, t0);
     int64_t beg = cu[s], end = cu[s + 1];
     const float *st = sptr[s] + soff;

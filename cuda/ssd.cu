@@ -515,15 +515,23 @@ extern "C" cudaError_t lmc_ssd_out(const float *u, int64_t ldu, const float *dl,
     return cudaGetLastError();
 }
 
+/* The scratch of a scan over nch chunks: chunk states [nch][H][P N],
+ * chunk decays [nch][H], then C·B (lmc_ssd_cb). */
+static void carve_scratch(const lmc_ssd_args *a, int64_t nch, int64_t PN, float **cst, float **cdec, float **cbT)
+{
+    char *base = static_cast<char *>(a->scratch);
+    const size_t cst_bytes = lmc_align((size_t)(nch * a->H * PN) * 4);
+    *cst = reinterpret_cast<float *>(base);
+    *cdec = reinterpret_cast<float *>(base + cst_bytes);
+    *cbT = reinterpret_cast<float *>(base + cst_bytes + lmc_align((size_t)(nch * a->H) * 4));
+}
+
 extern "C" cudaError_t lmc_ssd_scan(const lmc_ssd_args *a, cudaStream_t st)
 {
     const int64_t nch = (a->L + kQ - 1) / kQ;
     const int64_t PN = (int64_t)a->P * a->N;
-    char *base = static_cast<char *>(a->scratch);
-    float *cst = reinterpret_cast<float *>(base);
-    const size_t cst_bytes = lmc_align((size_t)(nch * a->H * PN) * 4);
-    float *cdec = reinterpret_cast<float *>(base + cst_bytes);
-    float *cbT = reinterpret_cast<float *>(base + cst_bytes + lmc_align((size_t)(nch * a->H) * 4));
+    float *cst, *cdec, *cbT;
+    carve_scratch(a, nch, PN, &cst, &cdec, &cbT);
     cudaError_t ce = lmc_ssd_chunk_states(a->u, a->ldu, a->dl, a->L, a->H, a->P, a->N, a->G, a->E, a->A, a->flag,
                                           a->tau, cst, cdec, st);
     if (ce == cudaSuccess) ce = lmc_ssd_cb(a->u, a->ldu, a->L, a->N, a->G, a->E, cbT, st);
@@ -540,12 +548,8 @@ extern "C" cudaError_t lmc_ssd_scan_varlen(const lmc_ssd_args *a, const lmc_ssd_
         return cudaErrorInvalidValue;
     const int64_t nch = v->n_chunks;
     const int64_t PN = (int64_t)a->P * a->N;
-    /* the scratch of lmc_ssd_scan for nch whole chunks */
-    char *base = static_cast<char *>(a->scratch);
-    float *cst = reinterpret_cast<float *>(base);
-    const size_t cst_bytes = lmc_align((size_t)(nch * a->H * PN) * 4);
-    float *cdec = reinterpret_cast<float *>(base + cst_bytes);
-    float *cbT = reinterpret_cast<float *>(base + cst_bytes + lmc_align((size_t)(nch * a->H) * 4));
+    float *cst, *cdec, *cbT;
+    carve_scratch(a, nch, PN, &cst, &cdec, &cbT);
     const unsigned tp = lmc_blocks(a->P, kTP), tn = lmc_blocks(a->N, kTN);
     ssd_state_kernel<<<dim3((unsigned)nch, (unsigned)a->H, tp * tn), 256, 0, st>>>(
         a->u, a->ldu, a->dl, a->L, a->H, a->P, a->N, a->G, a->E, a->A, a->flag, a->tau, cst, cdec, v->chunk_t0);

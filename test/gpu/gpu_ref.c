@@ -5,6 +5,8 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <unistd.h>
 
 int g_failures = 0;
 int g_checks = 0;
@@ -521,4 +523,22 @@ void ref_scan(int64_t L, int64_t E, int64_t N, const float *u, const float *dt, 
             if (z) acc *= silu(z[t * E + e]);
             y[t * E + e] = acc;
         }
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+int gpu_fixture_names(const char *dir, char **names, int cap)
+{
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) && n < cap) {
+        char ref[1400];
+        snprintf(ref, sizeof ref, "%s/%s/reference.safetensors", dir, de->d_name);
+        if (de->d_name[0] != '.' && access(ref, R_OK) == 0) names[n++] = strdup(de->d_name);
+    }
+    closedir(d);
+    qsort(names, (size_t)n, sizeof(char *), cmp_str);
+    return n;
 }

@@ -37,6 +37,11 @@ extern int g_failures;
 extern int g_checks;
 void check(bool ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* The transformers fixtures in dir: the subdirectories with a
+ * reference.safetensors (m1-tok, a CLI fixture, has none), sorted, at most
+ * cap, each malloc'd.  Returns how many, or -1 when dir cannot be read. */
+int gpu_fixture_names(const char *dir, char **names, int cap);
+
 
 /* ---- committed fixtures (test/data/fixtures/<name>) ---------------------- */
 

@@ -106,8 +106,6 @@ static int run_fixture(const char *name, int *skipped)
     return 0;
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
 int main(void)
 {
     int n = 0;
@@ -117,23 +115,12 @@ int main(void)
     }
     char path[1024];
     snprintf(path, sizeof path, "%s/fixtures", LM_TEST_DATA);
-    DIR *d = opendir(path);
-    if (!d) {
+    char *names[256];
+    const int nn = gpu_fixture_names(path, names, 256);
+    if (nn < 0) {
         printf("SKIP: no fixtures at %s\n", path);
         return 77;
     }
-    char *names[256];
-    int nn = 0;
-    struct dirent *de;
-    /* The transformers fixtures are the directories with a reference
-     * (m1-tok, a CLI fixture, has none). */
-    while ((de = readdir(d)) && nn < 256) {
-        char ref[1400];
-        snprintf(ref, sizeof ref, "%s/%s/reference.safetensors", path, de->d_name);
-        if (de->d_name[0] != '.' && access(ref, R_OK) == 0) names[nn++] = strdup(de->d_name);
-    }
-    closedir(d);
-    qsort(names, (size_t)nn, sizeof(char *), cmp_str);
     int skipped = 0;
     for (int i = 0; i < nn; i++) {
         run_fixture(names[i], &skipped);

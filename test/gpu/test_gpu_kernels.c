@@ -81,6 +81,24 @@ static int cmp_d(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* A threshold for channel e of dt [L][E] in the widest gap of its sorted
+ * softplus(dt + b) values between the quartiles, so no fp32 Δ sits near
+ * it (fp32 and float64 agree on every filter decision). */
+static float gap_threshold(const float *dt, const float *dtb, int64_t L, int64_t E, int64_t e)
+{
+    double *v = malloc((size_t)L * sizeof(double));
+    for (int64_t t = 0; t < L; t++) v[t] = softplus_d((double)dt[t * E + e] + dtb[e]);
+    qsort(v, (size_t)L, sizeof(double), cmp_d);
+    int64_t lo = L / 4, hi = (3 * L) / 4, best = lo;
+    if (hi <= lo) hi = lo + 1;
+    double g = -1;
+    for (int64_t i = lo; i < hi && i + 1 < L; i++)
+        if (v[i + 1] - v[i] > g) { g = v[i + 1] - v[i]; best = i; }
+    const float tau = (float)(L > 1 ? 0.5 * (v[best] + v[best + 1]) : v[0] * 0.5);
+    free(v);
+    return tau;
+}
+
 /* ---- scan ---------------------------------------------------------------- */
 
 typedef struct scan_case {
@@ -118,19 +136,10 @@ static void test_scan(const scan_case *c, int variant, uint64_t seed)
     if (c->filter) {
         /* Thresholds placed in the widest gap of the middle half of each
          * channel's Δ values (batch row 0 decides; others just get filtered). */
-        double *v = malloc((size_t)L * sizeof(double));
         for (int64_t e = 0; e < E; e++) {
             flag[e] = tu_rng_unif(&r) < 0.6;
-            for (int64_t t = 0; t < L; t++) v[t] = softplus_d((double)dt[t * E + e] + dtb[e]);
-            qsort(v, (size_t)L, sizeof(double), cmp_d);
-            int64_t lo = L / 4, hi = (3 * L) / 4, best = lo;
-            if (hi <= lo) hi = lo + 1;
-            double g = -1;
-            for (int64_t i = lo; i < hi && i + 1 < L; i++)
-                if (v[i + 1] - v[i] > g) { g = v[i + 1] - v[i]; best = i; }
-            tau[e] = (float)(L > 1 ? 0.5 * (v[best] + v[best + 1]) : v[0] * 0.5);
+            tau[e] = gap_threshold(dt, dtb, L, E, e);
         }
-        free(v);
     }
     /* device */
     void *du = dev_upload(u, LE, c->bf), *dz = dev_upload(z, LE, c->bf);
@@ -413,19 +422,10 @@ static void test_scan_varlen(const int64_t *lens, int64_t n, int64_t E, int64_t 
     float *tau = malloc((size_t)E * sizeof(float));
     /* thresholds in the widest gap of the middle half of a channel's Δ
      * values (no Δ near τ, where fp32 and float64 could disagree) */
-    double *v = malloc((size_t)L * sizeof(double));
     for (int64_t e = 0; e < E; e++) {
         flag[e] = filter && e % 3 == 0;
-        for (int64_t t = 0; t < L; t++) v[t] = softplus_d((double)dt[t * E + e] + dtb[e]);
-        qsort(v, (size_t)L, sizeof(double), cmp_d);
-        int64_t lo = L / 4, hi = (3 * L) / 4, best = lo;
-        if (hi <= lo) hi = lo + 1;
-        double g = -1;
-        for (int64_t i = lo; i < hi && i + 1 < L; i++)
-            if (v[i + 1] - v[i] > g) { g = v[i + 1] - v[i]; best = i; }
-        tau[e] = (float)(L > 1 ? 0.5 * (v[best] + v[best + 1]) : v[0] * 0.5);
+        tau[e] = gap_threshold(dt, dtb, L, E, e);
     }
-    free(v);
     void *du = dev_upload(u, LE, bf), *dz = dev_upload(z, LE, bf), *ddt = dev_upload(dt, LE, 0);
     void *ddtb = dev_upload(dtb, (size_t)E, 0), *dA2 = dev_upload(A2, EN, 0);
     void *dbc = dev_upload(bc, (size_t)(L * ldbc), 0), *dD = dev_upload(D, (size_t)E, 0);

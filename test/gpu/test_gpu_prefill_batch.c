@@ -188,27 +188,17 @@ static void run_fixture(const char *name, int *skipped)
     lm_model_free(pm);
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
 static void fixtures(void)
 {
     char path[1024];
     snprintf(path, sizeof path, "%s/fixtures", LM_TEST_DATA);
-    DIR *d = opendir(path);
-    if (!d) {
+    char *names[256];
+    const int nn = gpu_fixture_names(path, names, 256);
+    if (nn < 0) {
         check(false, "no fixtures at %s", path);
         return;
     }
-    char *names[256];
-    int nn = 0, skipped = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) && nn < 256) {
-        char ref[1400];
-        snprintf(ref, sizeof ref, "%s/%s/reference.safetensors", path, de->d_name);
-        if (de->d_name[0] != '.' && access(ref, R_OK) == 0) names[nn++] = strdup(de->d_name);
-    }
-    closedir(d);
-    qsort(names, (size_t)nn, sizeof(char *), cmp_str);
+    int skipped = 0;
     for (int i = 0; i < nn; i++) {
         run_fixture(names[i], &skipped);
         free(names[i]);
